@@ -1,0 +1,41 @@
+# Set-up and main commands. Each target creates .venv with the pinned torch first.
+PYTHON  ?= python3
+VENV    := .venv
+BIN     := $(VENV)/bin
+TORCH   := torch==2.13.0
+
+# The demo: mine + finetune ResNet-20 on CIFAR-10 at density 1.44 %.
+# EPOCHS is the mining budget (finetuning uses as many, as in the paper's Table 15).
+EPOCHS   ?= 150
+DENSITY  ?= 0.0144
+DATA_DIR ?= .data/cifar10
+SHARED_CIFAR := ../shared/datasets/cifar10-jpeg.tar.gz
+
+.PHONY: install test demo data lint clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q $(TORCH) -e ".[dev]"
+	touch $@
+
+install: $(VENV)/.installed
+
+test: install
+	$(BIN)/python -m pytest -q
+
+# Offline machines: unpack the image-folder copy of CIFAR-10 if it sits beside the repo.
+# Otherwise `gemminer` downloads the official release into DATA_DIR.
+data:
+	@if [ ! -d "$(DATA_DIR)/train" ] && [ -f "$(SHARED_CIFAR)" ]; then \
+		mkdir -p "$(DATA_DIR)" && tar xzf "$(SHARED_CIFAR)" -C "$(DATA_DIR)"; \
+	fi
+
+demo: install data
+	$(BIN)/gemminer mine --model resnet20 --dataset cifar10 --data-dir "$(DATA_DIR)" \
+		--density $(DENSITY) --epochs $(EPOCHS) --finetune
+
+lint: install
+	$(BIN)/ruff check src tests benchmarks
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,52 @@
+"""gemminer: find sparse, trainable subnetworks at initialization (rare gems) with Gem-Miner.
+
+Public API::
+
+    gemminer.mine(model, data, density=..., epochs=...)   -> MiningResult (.mask, .history)
+    gemminer.apply_mask(model, mask)                      -> model with pruned weights zeroed
+    gemminer.finetune(model, mask, data, epochs=...)      -> per-epoch history
+    gemminer.create_model("resnet20"), gemminer.init_weights(model, "signed_constant")
+    gemminer.Mask, gemminer.to_score_model, gemminer.load_dataset
+"""
+
+from .api import finetune, mine
+from .config import FinetuneConfig, MineConfig, OptimConfig, RunConfig
+from .data import load_dataset
+from .errors import GemMinerError
+from .masking import (
+    Mask,
+    apply_mask,
+    count_prunable,
+    format_density,
+    init_weights,
+    prunable_weights,
+    rounded_mask,
+    to_score_model,
+)
+from .methods.gem_miner import FreezeSchedule, MiningResult
+from .models import create_model, list_models
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "FinetuneConfig",
+    "FreezeSchedule",
+    "GemMinerError",
+    "Mask",
+    "MineConfig",
+    "MiningResult",
+    "OptimConfig",
+    "RunConfig",
+    "apply_mask",
+    "count_prunable",
+    "create_model",
+    "finetune",
+    "format_density",
+    "init_weights",
+    "list_models",
+    "load_dataset",
+    "mine",
+    "prunable_weights",
+    "rounded_mask",
+    "to_score_model",
+]

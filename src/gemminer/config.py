@@ -1,0 +1,181 @@
+"""Typed, frozen settings. Validation happens on construction, naming the bad value.
+
+Defaults follow the paper: mining from Table 8 (ResNet-20, CIFAR-10; SGD, cosine LR, no
+weight decay on scores, batch 128) and finetuning from Table 15 (SGD momentum 0.9, multistep
+LR at 80/150 and 120/150 of the epochs, weight decay 1e-4 as in the authors' code).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from typing import Any
+
+from .errors import ConfigError
+
+OPTIMIZERS = ("sgd", "adam")
+SCHEDULES = ("cosine", "multistep", "constant")
+REGULARIZERS = ("l2", "l1")
+
+
+def _require(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)
+
+
+def _choice(value: str, valid: tuple[str, ...], what: str) -> None:
+    _require(value in valid, f"unknown {what} {value!r}; valid {what}s: {', '.join(valid)}")
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """Optimizer and learning-rate schedule. ``milestones`` are fractions of the epochs."""
+
+    name: str = "sgd"
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    schedule: str = "cosine"
+    milestones: tuple[float, ...] = ()
+    gamma: float = 0.1
+
+    def __post_init__(self) -> None:
+        _choice(self.name, OPTIMIZERS, "optimizer")
+        _choice(self.schedule, SCHEDULES, "schedule")
+        _require(math.isfinite(self.lr) and self.lr > 0, f"learning rate must be > 0, got {self.lr}")
+        _require(0 <= self.momentum < 1, f"momentum must lie in [0, 1), got {self.momentum}")
+        _require(self.weight_decay >= 0, f"weight decay must be >= 0, got {self.weight_decay}")
+        _require(
+            all(0 < m < 1 for m in self.milestones),
+            f"milestones are fractions of the epochs in (0, 1), got {self.milestones}",
+        )
+        object.__setattr__(self, "milestones", tuple(float(m) for m in self.milestones))
+
+
+@dataclass(frozen=True)
+class MineConfig:
+    """Gem-Miner (Algorithm 1).
+
+    ``density`` is the target fraction of weights kept; the flag density follows
+    e^(−c·j), c = ln(1/density)/epochs, frozen every ``period`` epochs and at the end.
+    ``density=1`` with ``lam=0`` is Gem-Miner(0): no freezing, no regularization.
+    """
+
+    density: float = 0.0144
+    epochs: int = 150
+    period: int = 5
+    lam: float = 1e-4
+    regularizer: str = "l2"
+    batch_size: int = 128
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=0.1, schedule="cosine"))
+    bn_recalibration_batches: int = 20
+
+    def __post_init__(self) -> None:
+        _require(
+            isinstance(self.density, (int, float)) and 0 < self.density <= 1,
+            f"density must lie in (0, 1] (the fraction of weights kept), got {self.density}",
+        )
+        _require(self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}")
+        _require(self.period >= 1, f"period must be >= 1, got {self.period}")
+        _require(
+            self.period <= self.epochs,
+            f"period {self.period} is longer than the {self.epochs} mining epochs",
+        )
+        _require(math.isfinite(self.lam) and self.lam >= 0, f"lambda must be >= 0, got {self.lam}")
+        _choice(self.regularizer, REGULARIZERS, "regularizer")
+        _require(self.batch_size >= 1, f"batch size must be >= 1, got {self.batch_size}")
+        _require(
+            self.bn_recalibration_batches >= 0,
+            f"bn_recalibration_batches must be >= 0, got {self.bn_recalibration_batches}",
+        )
+
+
+def default_finetune_optim(density: float) -> OptimConfig:
+    """Table 15: LR 0.1 at 50 % density, 0.01 below; milestones 80 and 120 of 150 epochs."""
+    return OptimConfig(
+        lr=0.1 if density >= 0.5 else 0.01,
+        weight_decay=1e-4,
+        schedule="multistep",
+        milestones=(80 / 150, 120 / 150),
+    )
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """Weight training of a ticket with its mask fixed."""
+
+    epochs: int = 150
+    batch_size: int = 128
+    optim: OptimConfig = field(default_factory=lambda: default_finetune_optim(0.0144))
+
+    def __post_init__(self) -> None:
+        _require(self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}")
+        _require(self.batch_size >= 1, f"batch size must be >= 1, got {self.batch_size}")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """A whole run: what to build, what data to read, how to mine and finetune."""
+
+    model: str = "resnet20"
+    dataset: str = "cifar10"
+    data_dir: str = ".data/cifar10"
+    download: bool = True
+    val_size: int = 0
+    weight_init: str = "signed_constant"
+    seed: int = 0
+    device: str = "auto"
+    method: str = "gem-miner"
+    mine: MineConfig = field(default_factory=MineConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+
+    def __post_init__(self) -> None:
+        _require(self.val_size >= 0, f"validation size must be >= 0, got {self.val_size}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunConfig:
+        return _build(cls, data)
+
+
+def _build(cls: type, data: dict[str, Any]) -> Any:
+    """Rebuild nested frozen dataclasses from ``asdict`` output; unknown keys are errors."""
+    known = {f.name: f for f in fields(cls)}
+    unknown = sorted(set(data) - set(known))
+    _require(not unknown, f"unknown {cls.__name__} settings: {', '.join(unknown)}")
+    kwargs: dict[str, Any] = {}
+    for name, value in data.items():
+        default = known[name].default_factory() if callable(known[name].default_factory) else None
+        if is_dataclass(default) and isinstance(value, dict):
+            value = _build(type(default), value)
+        elif isinstance(value, list):
+            value = tuple(value)
+        kwargs[name] = value
+    return cls(**kwargs)
+
+
+# Table 8 (ResNet-20, CIFAR-10): target density → (pruning period, learning rate, lambda).
+PAPER_MINING_TABLE: dict[str, tuple[tuple[float, int, float, float], ...]] = {
+    "resnet20": (
+        (0.5, 8, 0.05, 1e-8),
+        (0.1374, 5, 0.1, 1e-5),
+        (0.0373, 5, 0.1, 3e-5),
+        (0.0144, 5, 0.1, 1e-4),
+        (0.0059, 5, 0.1, 1e-4),
+    ),
+}
+PAPER_EPOCHS = 150
+
+
+def paper_mining_defaults(model: str, density: float, epochs: int) -> tuple[int, float, float]:
+    """(period, lr, lambda) of the paper's row nearest to ``density`` (in log scale).
+
+    Models without a table of their own use ResNet-20's. The period is scaled with the
+    epochs so that a shortened run freezes as many times as the paper's 150 epochs.
+    """
+    table = PAPER_MINING_TABLE.get(model, PAPER_MINING_TABLE["resnet20"])
+    _, period, lr, lam = min(table, key=lambda row: abs(math.log(row[0]) - math.log(density)))
+    scaled = max(1, min(epochs, round(period * epochs / PAPER_EPOCHS)))
+    return scaled, lr, lam

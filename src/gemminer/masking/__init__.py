@@ -1,0 +1,44 @@
+"""Masks, density accounting, score layers and weight initializations."""
+
+from .init import WEIGHT_INITS, init_weights
+from .mask import (
+    LayerDensity,
+    Mask,
+    apply_mask,
+    count_prunable,
+    format_density,
+    prunable_modules,
+    prunable_weights,
+)
+from .scores import (
+    ScoreConv2d,
+    ScoreLayer,
+    ScoreLinear,
+    flag_counts,
+    project_scores,
+    rounded_mask,
+    score_layers,
+    score_state,
+    to_score_model,
+)
+
+__all__ = [
+    "WEIGHT_INITS",
+    "LayerDensity",
+    "Mask",
+    "ScoreConv2d",
+    "ScoreLayer",
+    "ScoreLinear",
+    "apply_mask",
+    "count_prunable",
+    "flag_counts",
+    "format_density",
+    "init_weights",
+    "project_scores",
+    "prunable_modules",
+    "prunable_weights",
+    "rounded_mask",
+    "score_layers",
+    "score_state",
+    "to_score_model",
+]

@@ -1,0 +1,140 @@
+"""Score-learning layers: Gem-Miner's optimization variables, for any ``nn.Module``.
+
+Each prunable layer keeps its random weight ``w`` frozen and gains
+
+* ``scores`` p ∈ [0, 1] (a trainable parameter, initialized U[0, 1]) and
+* ``flags``  q ∈ {0, 1} (a buffer; 0 once the weight is frozen out by iterative freezing).
+
+The forward pass uses the effective weight ``w ⊙ q ⊙ 1[p ≥ 0.5]``. The rounding is
+differentiated with the straight-through estimator: ∂L/∂p = ∂L/∂w_eff ⊙ w ⊙ q.
+After each optimizer step :func:`project_scores` clips p back into [0, 1].
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..errors import MaskError
+from .mask import Mask, prunable_modules
+
+THRESHOLD = 0.5
+
+
+class _StraightThroughMask(torch.autograd.Function):
+    """w_eff = w ⊙ q ⊙ 1[p ≥ 0.5]; the backward pass treats the rounding as identity."""
+
+    @staticmethod
+    def forward(ctx, weight: torch.Tensor, scores: torch.Tensor, flags: torch.Tensor) -> torch.Tensor:
+        masked = weight * flags
+        ctx.save_for_backward(masked)
+        return masked * (scores >= THRESHOLD).to(weight.dtype)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[None, torch.Tensor, None]:
+        (masked,) = ctx.saved_tensors
+        return None, grad * masked, None
+
+
+class ScoreLayer:
+    """Mixin holding a score and a flag per weight. Layers never read configuration."""
+
+    weight: nn.Parameter
+    scores: nn.Parameter
+    flags: torch.Tensor
+
+    def _add_scores(self) -> None:
+        self.weight.requires_grad_(False)
+        self.scores = nn.Parameter(torch.rand_like(self.weight))
+        self.register_buffer("flags", torch.ones_like(self.weight))
+
+    def effective_weight(self) -> torch.Tensor:
+        return _StraightThroughMask.apply(self.weight, self.scores, self.flags)
+
+    def rounded_mask(self) -> torch.Tensor:
+        """The layer's current mask 1[p ≥ 0.5] ⊙ q as booleans."""
+        return (self.scores.detach() >= THRESHOLD) & self.flags.bool()
+
+
+class ScoreConv2d(ScoreLayer, nn.Conv2d):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._conv_forward(x, self.effective_weight(), self.bias)
+
+
+class ScoreLinear(ScoreLayer, nn.Linear):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.linear(x, self.effective_weight(), self.bias)
+
+
+_SCORE_CLASS: dict[type[nn.Module], type[nn.Module]] = {
+    nn.Conv2d: ScoreConv2d,
+    nn.Linear: ScoreLinear,
+}
+
+
+def to_score_model(model: nn.Module, generator: torch.Generator | None = None) -> nn.Module:
+    """Turn every Conv2d/Linear of ``model`` into a score layer, in place, and return it.
+
+    Weights (and biases) keep their values and are frozen; every other parameter of the
+    model is frozen too, so that only the scores are optimized. Scores are drawn
+    U[0, 1] from ``generator`` (in module order, so a seed fixes them).
+    """
+    for name, module in prunable_modules(model).items():
+        if isinstance(module, ScoreLayer):
+            continue
+        cls = _SCORE_CLASS.get(type(module))
+        if cls is None:
+            raise MaskError(
+                f"layer {name!r} is a {type(module).__name__}, a subclass of "
+                f"{', '.join(t.__name__ for t in _SCORE_CLASS)} that gemminer cannot convert; "
+                "use the plain torch.nn layer types"
+            )
+        module.__class__ = cls
+        module._add_scores()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for layer in score_layers(model).values():
+        with torch.no_grad():
+            layer.scores.copy_(torch.rand(layer.weight.shape, generator=generator).to(layer.scores))
+        layer.scores.requires_grad_(True)
+    return model
+
+
+def score_layers(model: nn.Module) -> dict[str, ScoreLayer]:
+    """The score layers of ``model`` by module name."""
+    return {n: m for n, m in model.named_modules() if isinstance(m, ScoreLayer)}
+
+
+def _require_score_layers(model: nn.Module) -> dict[str, ScoreLayer]:
+    layers = score_layers(model)
+    if not layers:
+        raise MaskError("the model has no score layers; call gemminer.to_score_model first")
+    return layers
+
+
+@torch.no_grad()
+def project_scores(model: nn.Module) -> None:
+    """Clip every score into [0, 1]; frozen-out scores stay exactly 0."""
+    for layer in _require_score_layers(model).values():
+        layer.scores.clamp_(0.0, 1.0).mul_(layer.flags)
+
+
+def rounded_mask(model: nn.Module) -> Mask:
+    """The output mask 1[p ≥ 0.5] ⊙ q of a score model, keyed by weight name."""
+    return Mask({f"{n}.weight" if n else "weight": m.rounded_mask() for n, m in _require_score_layers(model).items()})
+
+
+def flag_counts(model: nn.Module) -> tuple[int, int]:
+    """(active flags, prunable weights) of a score model."""
+    layers = _require_score_layers(model).values()
+    return int(sum(int(m.flags.sum()) for m in layers)), sum(m.flags.numel() for m in layers)
+
+
+def score_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Scores and flags of a score model as CPU tensors, keyed ``<weight name>.scores/.flags``."""
+    state: dict[str, torch.Tensor] = {}
+    for name, m in _require_score_layers(model).items():
+        prefix = f"{name}.weight" if name else "weight"
+        state[f"{prefix}.scores"] = m.scores.detach().cpu().clone()
+        state[f"{prefix}.flags"] = m.flags.detach().cpu().bool()
+    return state

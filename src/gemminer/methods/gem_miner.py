@@ -1,0 +1,201 @@
+"""Gem-Miner (the paper's Algorithm 1).
+
+Scores p ∈ [0, 1] are trained by SGD on ``task loss + λ·reg(p)`` through the
+straight-through rounding of the score layers, projected back into [0, 1] after every
+step. Every ``period`` epochs, and after the last epoch, the still-active scores with the
+globally smallest values are frozen out (flag q = 0, score 0) — whether or not the bound
+is violated — so that the number of active flags follows ``round(d · e^(−c·j))`` with
+c = ln(1/s)/E, reaching ``round(d · s)`` at epoch E. The output mask is
+1[p ≥ 0.5] ⊙ q, whose density can be lower than the target.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from ..config import MineConfig
+from ..masking import Mask, flag_counts, project_scores, rounded_mask, score_layers
+from ..training.loop import Batches, evaluate, recalibrate_batchnorm, train_epoch
+from ..training.optim import build_optimizer, build_scheduler
+from . import METHODS
+
+EpochCallback = Callable[[dict], None]
+
+
+@dataclass(frozen=True)
+class FreezeSchedule:
+    """The exponential bound s̄(j) = e^(−c·j), c = ln(1/s)/E, sampled every ``period`` epochs."""
+
+    target_density: float
+    epochs: int
+    period: int
+
+    @property
+    def rate(self) -> float:
+        return math.log(1.0 / self.target_density) / self.epochs
+
+    def bound(self, epoch: int) -> float:
+        """The density bound after ``epoch`` epochs (exactly the target at the last one)."""
+        return self.target_density if epoch >= self.epochs else math.exp(-self.rate * epoch)
+
+    def freezes_after(self, epoch: int) -> bool:
+        return epoch % self.period == 0 or epoch == self.epochs
+
+    def active_after(self, epoch: int, total: int) -> int:
+        """How many flags stay active after freezing at ``epoch`` (at least one)."""
+        return max(1, round(total * self.bound(epoch)))
+
+
+@torch.no_grad()
+def freeze_lowest(model: nn.Module, keep: int) -> int:
+    """Freeze out all but ``keep`` active scores, lowest first, globally across layers.
+
+    Frozen entries get flag 0 and score 0. Ties are broken by position (stable sort), so
+    exactly ``active − keep`` entries are frozen. Returns how many were frozen.
+    """
+    layers = list(score_layers(model).values())
+    flags = torch.cat([m.flags.flatten() for m in layers])
+    active = int(flags.sum())
+    count = active - keep
+    if count <= 0:
+        return 0
+    scores = torch.cat([m.scores.detach().flatten() for m in layers])
+    candidates = torch.where(flags.bool(), scores, torch.full_like(scores, math.inf))
+    order = torch.sort(candidates, stable=True).indices[:count]
+    drop = torch.zeros_like(flags, dtype=torch.bool)
+    drop[order] = True
+    offset = 0
+    for m in layers:
+        n = m.flags.numel()
+        part = drop[offset : offset + n].view_as(m.flags)
+        m.flags.masked_fill_(part, 0.0)
+        m.scores.masked_fill_(part, 0.0)
+        offset += n
+    return count
+
+
+def regularization_value(model: nn.Module, kind: str) -> float:
+    """‖p‖² (``"l2"``) or ‖p‖₁ (``"l1"``) over every score."""
+    with torch.no_grad():
+        scores = [m.scores for m in score_layers(model).values()]
+        if kind == "l2":
+            return float(sum(s.pow(2).sum() for s in scores))
+        return float(sum(s.abs().sum() for s in scores))
+
+
+@torch.no_grad()
+def add_regularization_grad(model: nn.Module, lam: float, kind: str) -> None:
+    """Add ∂(λ·reg)/∂p to the score gradients: 2λp for L2, λ·sign(p) for L1.
+
+    Equivalent to adding λ·reg(p) to the loss before ``backward``, without building
+    the extra graph on every step.
+    """
+    if lam == 0:
+        return
+    for m in score_layers(model).values():
+        if m.scores.grad is None:
+            m.scores.grad = torch.zeros_like(m.scores)
+        if kind == "l2":
+            m.scores.grad.add_(m.scores, alpha=2 * lam)
+        else:
+            m.scores.grad.add_(m.scores.sign(), alpha=lam)
+
+
+@dataclass
+class MiningResult:
+    """What :func:`mine_scores` returns: the output mask and the per-epoch history."""
+
+    mask: Mask
+    history: list[dict] = field(default_factory=list)
+    model: nn.Module | None = None
+
+    @property
+    def density(self) -> float:
+        return self.mask.density
+
+
+def mine_scores(
+    model: nn.Module,
+    train_batches: Batches,
+    cfg: MineConfig,
+    device: torch.device,
+    *,
+    eval_batches: Mapping[str, Batches] | None = None,
+    calibration_batches: Batches | None = None,
+    on_epoch: EpochCallback | None = None,
+    progress: bool = False,
+) -> MiningResult:
+    """Run Gem-Miner on a score model (see :func:`gemminer.to_score_model`) in place.
+
+    ``eval_batches`` (optional, e.g. ``{"test": ...}``) give the per-epoch accuracy of the
+    rounded network, recorded as ``<name>_acc``.
+    ``calibration_batches`` (optional; shuffled, unaugmented training batches with their
+    own generator, so the training order is not disturbed) re-estimate BatchNorm
+    statistics for the current mask before each evaluation and at the end.
+    """
+    model.to(device)
+    layers = score_layers(model)
+    params = [m.scores for m in layers.values()]
+    optimizer = build_optimizer(params, cfg.optim)
+    scheduler = build_scheduler(optimizer, cfg.optim, cfg.epochs)
+    schedule = FreezeSchedule(cfg.density, cfg.epochs, cfg.period)
+    _, total = flag_counts(model)
+    history: list[dict] = []
+
+    def regularize() -> None:
+        add_regularization_grad(model, cfg.lam, cfg.regularizer)
+
+    def project() -> None:
+        project_scores(model)
+
+    for epoch in range(1, cfg.epochs + 1):
+        start = time.perf_counter()
+        lr = optimizer.param_groups[0]["lr"]
+        stats = train_epoch(
+            model,
+            train_batches,
+            optimizer,
+            device,
+            before_step=regularize,
+            after_step=project,
+            progress=f"mine {epoch}/{cfg.epochs}" if progress else None,
+        )
+        scheduler.step()
+        frozen = 0
+        if schedule.freezes_after(epoch):
+            frozen = freeze_lowest(model, schedule.active_after(epoch, total))
+        mask = rounded_mask(model)
+        active, _ = flag_counts(model)
+        record = {
+            "phase": "mine",
+            "epoch": epoch,
+            "loss": stats.loss,
+            "reg": regularization_value(model, cfg.regularizer),
+            "train_acc": stats.accuracy,
+            "lr": lr,
+            "density": mask.density,
+            "flag_density": active / total,
+            "bound": schedule.bound(epoch),
+            "frozen": frozen,
+        }
+        if eval_batches is not None:
+            if calibration_batches is not None:
+                recalibrate_batchnorm(model, calibration_batches, device, cfg.bn_recalibration_batches)
+            for name, batches in eval_batches.items():
+                record[f"{name}_acc"] = evaluate(model, batches, device).accuracy
+        record["seconds"] = time.perf_counter() - start
+        history.append(record)
+        if on_epoch is not None:
+            on_epoch(record)
+    if eval_batches is None and calibration_batches is not None:
+        recalibrate_batchnorm(model, calibration_batches, device, cfg.bn_recalibration_batches)
+    return MiningResult(rounded_mask(model), history, model)
+
+
+METHODS.register("gem-miner")(mine_scores)

@@ -1,0 +1,99 @@
+"""Weight training of a ticket: the mask is fixed and pruned weights stay exactly zero."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+
+import torch
+from torch import nn
+
+from ..config import FinetuneConfig
+from ..masking import Mask, apply_mask, prunable_weights
+from .loop import Batches, evaluate, train_epoch
+from .optim import build_optimizer, build_scheduler
+
+EpochCallback = Callable[[dict], None]
+
+
+class MaskedWeights:
+    """Keeps pruned weights at zero under any optimizer.
+
+    Gradients of pruned entries are zeroed by a hook (so momentum and Adam statistics of
+    pruned weights stay zero), and :meth:`enforce` multiplies the weights by the mask
+    after each step (so weight decay or any optimizer rule cannot revive them).
+    """
+
+    def __init__(self, model: nn.Module, mask: Mask) -> None:
+        apply_mask(model, mask)
+        self._pairs: list[tuple[nn.Parameter, torch.Tensor]] = []
+        self._hooks = []
+        for name, w in prunable_weights(model).items():
+            m = mask[name].to(device=w.device, dtype=w.dtype)
+            self._pairs.append((w, m))
+            self._hooks.append(w.register_hook(lambda g, m=m: g * m))
+
+    @torch.no_grad()
+    def enforce(self) -> None:
+        for w, m in self._pairs:
+            w.mul_(m)
+
+    def remove(self) -> None:
+        for h in self._hooks:
+            h.remove()
+        self._hooks.clear()
+
+
+def finetune(
+    model: nn.Module,
+    mask: Mask,
+    train_batches: Batches,
+    cfg: FinetuneConfig,
+    device: torch.device,
+    *,
+    eval_batches: Mapping[str, Batches] | None = None,
+    on_epoch: EpochCallback | None = None,
+    progress: bool = False,
+) -> list[dict]:
+    """Train every parameter of ``model`` with ``mask`` fixed; returns per-epoch records.
+
+    ``model`` should hold the ticket's original initialization; it is trained in place.
+    """
+    model.to(device)
+    for p in model.parameters():
+        p.requires_grad_(True)
+    masked = MaskedWeights(model, mask)
+    optimizer = build_optimizer(model.parameters(), cfg.optim)
+    scheduler = build_scheduler(optimizer, cfg.optim, cfg.epochs)
+    history: list[dict] = []
+    try:
+        for epoch in range(1, cfg.epochs + 1):
+            start = time.perf_counter()
+            lr = optimizer.param_groups[0]["lr"]
+            stats = train_epoch(
+                model,
+                train_batches,
+                optimizer,
+                device,
+                after_step=masked.enforce,
+                progress=f"finetune {epoch}/{cfg.epochs}" if progress else None,
+            )
+            scheduler.step()
+            record = {
+                "phase": "finetune",
+                "epoch": epoch,
+                "loss": stats.loss,
+                "train_acc": stats.accuracy,
+                "lr": lr,
+                "density": mask.density,
+            }
+            if eval_batches is not None:
+                for name, batches in eval_batches.items():
+                    record[f"{name}_acc"] = evaluate(model, batches, device).accuracy
+            record["seconds"] = time.perf_counter() - start
+            history.append(record)
+            if on_epoch is not None:
+                on_epoch(record)
+    finally:
+        masked.remove()
+    return history

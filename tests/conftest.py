@@ -1,0 +1,63 @@
+"""Tiny data and models shared by the tests."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from gemminer.data import ImageArrays
+
+CLASSES = ("cat", "dog", "ship")
+
+
+def separable_arrays(n: int, size: int = 8, seed: int = 0) -> ImageArrays:
+    """Images whose class is visible in their colour, so tiny networks can learn it."""
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.arange(n) % len(CLASSES)
+    images = torch.randint(0, 100, (n, 3, size, size), generator=g, dtype=torch.int64)
+    images[torch.arange(n), labels] += 150
+    return ImageArrays(images.to(torch.uint8), labels, CLASSES)
+
+
+@pytest.fixture
+def tiny_data() -> ImageArrays:
+    return separable_arrays(96)
+
+
+class UserNet(nn.Module):
+    """A model gemminer has never seen: convs, a 1×1 conv, biases and a linear head."""
+
+    def __init__(self, num_classes: int = 3) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(3, 8, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(8, 8, 1, bias=False),
+            nn.BatchNorm2d(8),
+            nn.ReLU(),
+            nn.AdaptiveAvgPool2d(2),
+            nn.Flatten(),
+        )
+        self.head = nn.Linear(32, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+@pytest.fixture
+def user_net() -> UserNet:
+    torch.manual_seed(0)
+    return UserNet()
+
+
+def write_image_folder(root, n_train: int = 30, n_test: int = 12, size: int = 32) -> None:
+    """An image-folder CIFAR-like data set (train/<class>/*.png, test/<class>/*.png)."""
+    data = {"train": separable_arrays(n_train, size, seed=1), "test": separable_arrays(n_test, size, seed=2)}
+    for split, arrays in data.items():
+        for i, (img, label) in enumerate(zip(arrays.images, arrays.labels)):
+            folder = root / split / CLASSES[label]
+            folder.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(np.ascontiguousarray(img.permute(1, 2, 0).numpy())).save(folder / f"{i:04d}.png")

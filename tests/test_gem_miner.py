@@ -1,0 +1,140 @@
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from gemminer import FreezeSchedule, MineConfig, OptimConfig, count_prunable
+from gemminer.data.loader import BatchLoader
+from gemminer.masking import flag_counts, init_weights, score_layers, to_score_model
+from gemminer.methods import METHODS
+from gemminer.methods.gem_miner import freeze_lowest, mine_scores
+
+
+def small_net() -> nn.Module:
+    torch.manual_seed(0)
+    net = nn.Sequential(
+        nn.Conv2d(3, 16, 3, padding=1, bias=False),
+        nn.BatchNorm2d(16, affine=False),
+        nn.ReLU(),
+        nn.Conv2d(16, 32, 3, padding=1, bias=False),
+        nn.BatchNorm2d(32, affine=False),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(32, 3, bias=False),
+    )
+    return init_weights(net, "signed_constant", seed=0)
+
+
+def run_mining(data, **overrides):
+    settings = {"density": 0.1, "epochs": 6, "period": 2, "lam": 0.0, "batch_size": 32}
+    settings.update(overrides)
+    cfg = MineConfig(**settings)
+    model = to_score_model(small_net(), torch.Generator().manual_seed(0))
+    loader = BatchLoader(data, batch_size=cfg.batch_size, mean=(0.5,) * 3, std=(0.25,) * 3, train=True, seed=1)
+    return model, mine_scores(model, loader, cfg, torch.device("cpu"))
+
+
+def test_registered_as_gem_miner():
+    assert METHODS.get("gem-miner") is mine_scores
+
+
+def test_schedule_rate_and_bound():
+    s = FreezeSchedule(0.0144, epochs=150, period=5)
+    assert s.rate == pytest.approx(math.log(1 / 0.0144) / 150)
+    for j in (5, 30, 75, 149):
+        assert s.bound(j) == pytest.approx(math.exp(-s.rate * j))
+    assert s.bound(150) == 0.0144
+    assert [j for j in range(1, 13) if FreezeSchedule(0.5, 12, 5).freezes_after(j)] == [5, 10, 12]
+
+
+@pytest.mark.parametrize("target", [0.5, 0.0372, 0.0144, 0.0059])
+def test_flag_density_follows_bound_and_ends_at_target(tiny_data, target):
+    epochs, period = 10, 2
+    model, result = run_mining(tiny_data, density=target, epochs=epochs, period=period)
+    total = count_prunable(model)
+    c = math.log(1 / target) / epochs
+    active_prev = total
+    for record in result.history:
+        j = record["epoch"]
+        active = round(record["flag_density"] * total)
+        if j % period == 0:
+            assert active == max(1, round(total * math.exp(-c * j))), j
+            assert record["bound"] == pytest.approx(math.exp(-c * j))
+        else:
+            assert active == active_prev  # no freezing between periods
+        active_prev = active
+    active, _ = flag_counts(model)
+    assert abs(active - target * total) <= 1  # the target, within one weight
+    # the output mask is 1[p >= 0.5] ⊙ q: never denser than the flags
+    assert result.mask.num_kept <= active
+    assert result.history[-1]["density"] == result.mask.density
+
+
+def test_last_epoch_freezes_even_off_period(tiny_data):
+    model, result = run_mining(tiny_data, density=0.05, epochs=7, period=3)
+    assert [r["epoch"] for r in result.history if r["frozen"]] == [3, 6, 7]
+    active, total = flag_counts(model)
+    assert abs(active - 0.05 * total) <= 1
+
+
+def test_freeze_lowest_is_global_and_exact():
+    model = to_score_model(nn.Sequential(nn.Linear(3, 1, bias=False), nn.Linear(1, 2, bias=False)))
+    a, b = score_layers(model).values()
+    with torch.no_grad():
+        a.scores.copy_(torch.tensor([[0.9, 0.2, 0.6]]))
+        b.scores.copy_(torch.tensor([[0.1], [0.7]]))
+    assert freeze_lowest(model, keep=3) == 2
+    assert a.flags.tolist() == [[1.0, 0.0, 1.0]] and b.flags.tolist() == [[0.0], [1.0]]
+    assert a.scores[0, 1] == 0 and b.scores[0, 0] == 0
+    # frozen entries are not candidates any more, even with score 0
+    assert freeze_lowest(model, keep=2) == 1
+    assert a.flags.tolist() == [[1.0, 0.0, 0.0]] and b.flags.tolist() == [[0.0], [1.0]]
+    assert freeze_lowest(model, keep=5) == 0
+
+
+def test_freeze_breaks_ties_to_freeze_exactly_k():
+    model = to_score_model(nn.Sequential(nn.Linear(10, 10, bias=False)))
+    layer = model[0]
+    with torch.no_grad():
+        layer.scores.fill_(0.5)
+    assert freeze_lowest(model, keep=37) == 63
+    assert int(layer.flags.sum()) == 37
+
+
+def test_scores_stay_in_unit_interval_during_mining(tiny_data):
+    model, _ = run_mining(tiny_data, lam=0.05, optim=OptimConfig(lr=1.0))
+    for layer in score_layers(model).values():
+        assert layer.scores.min() >= 0 and layer.scores.max() <= 1
+        assert torch.all(layer.scores[layer.flags == 0] == 0)
+
+
+def test_regularization_lowers_density_on_a_fixed_seed(tiny_data):
+    densities = [
+        run_mining(tiny_data, density=1.0, lam=lam, epochs=3, period=1)[1].density
+        for lam in (0.0, 0.05, 0.1)
+    ]
+    assert densities[0] - 0.05 > densities[1] > densities[2] + 0.05
+
+
+def test_gem_miner_zero_never_freezes(tiny_data):
+    """Gem-Miner(0): density 1 and lambda 0 — no freezing, the network picks its density."""
+    model, result = run_mining(tiny_data, density=1.0, lam=0.0, epochs=3, period=1)
+    assert all(r["frozen"] == 0 and r["flag_density"] == 1.0 for r in result.history)
+    assert 0.3 < result.density < 0.7
+
+
+def test_only_scores_change_during_mining(tiny_data):
+    model = to_score_model(small_net())
+    weights = {n: p.detach().clone() for n, p in model.named_parameters() if not n.endswith("scores")}
+    loader = BatchLoader(tiny_data, batch_size=32, mean=(0.5,) * 3, std=(0.25,) * 3, train=True)
+    mine_scores(model, loader, MineConfig(density=0.2, epochs=2, period=1, lam=1e-3), torch.device("cpu"))
+    for name, p in model.named_parameters():
+        if name in weights:
+            assert torch.equal(p, weights[name]), name
+
+
+def test_mining_learns_tiny_task(tiny_data):
+    model, result = run_mining(tiny_data, density=0.5, epochs=15, period=4, optim=OptimConfig(lr=0.3))
+    assert result.history[-1]["train_acc"] > 0.9  # chance is 1/3; only the mask was learned
