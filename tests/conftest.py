@@ -55,9 +55,14 @@ def user_net() -> UserNet:
 
 def write_image_folder(root, n_train: int = 30, n_test: int = 12, size: int = 32) -> None:
     """An image-folder CIFAR-like data set (train/<class>/*.png, test/<class>/*.png)."""
-    data = {"train": separable_arrays(n_train, size, seed=1), "test": separable_arrays(n_test, size, seed=2)}
+    data = {
+        "train": separable_arrays(n_train, size, seed=1),
+        "test": separable_arrays(n_test, size, seed=2),
+    }
     for split, arrays in data.items():
         for i, (img, label) in enumerate(zip(arrays.images, arrays.labels)):
             folder = root / split / CLASSES[label]
             folder.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(np.ascontiguousarray(img.permute(1, 2, 0).numpy())).save(folder / f"{i:04d}.png")
+            Image.fromarray(np.ascontiguousarray(img.permute(1, 2, 0).numpy())).save(
+                folder / f"{i:04d}.png"
+            )

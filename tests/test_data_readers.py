@@ -11,6 +11,7 @@ import pickle
 import shlex
 import shutil
 import socket
+import struct
 import tarfile
 import threading
 from collections.abc import Iterator
@@ -60,15 +61,45 @@ def _rows(start: int, n: int) -> np.ndarray:
     return rows
 
 
-def write_official(folder: Path, *, protocol: int = 2, str_keys: bool = False) -> dict:
+class _Py2Pickler(pickle._Pickler):
+    """Writes every string as a Python 2 ``str`` (bytes when loaded with encoding="bytes")."""
+
+    dispatch = pickle._Pickler.dispatch.copy()
+
+    def save_py2_str(self, obj: str | bytes) -> None:
+        raw = obj.encode("latin1") if isinstance(obj, str) else obj
+        if len(raw) < 256:
+            self.write(pickle.SHORT_BINSTRING + bytes([len(raw)]) + raw)
+        else:
+            self.write(pickle.BINSTRING + struct.pack("<i", len(raw)) + raw)
+        self.memoize(obj)
+
+    dispatch[bytes] = save_py2_str
+    dispatch[str] = save_py2_str
+
+
+def _dump(obj: dict, path: Path, protocol: int, py2: bool) -> None:
+    if py2:  # byte for byte what Python 2 with numpy 1 wrote for the official release
+        buf = io.BytesIO()
+        _Py2Pickler(buf, protocol=2).dump(obj)
+        path.write_bytes(buf.getvalue().replace(b"numpy._core.", b"numpy.core."))
+    else:
+        with open(path, "wb") as f:
+            pickle.dump(obj, f, protocol=protocol)
+
+
+def write_official(
+    folder: Path, *, protocol: int = 2, str_keys: bool = False, py2: bool = False
+) -> dict:
     """Write a tiny release shaped like the official one; return the rows and labels written.
 
-    The official files are Python 2 pickles: loaded with ``encoding="bytes"`` their keys and
-    strings are bytes. ``str_keys`` writes Python 3 style str keys and names instead.
+    The official files are Python 2 pickles (``py2``): loaded with ``encoding="bytes"`` their
+    keys and strings are bytes. Otherwise Python 3 pickles with bytes keys are written, or
+    with str keys and names when ``str_keys``.
     """
 
     def key(k: str) -> str | bytes:
-        return k if str_keys else k.encode()
+        return k if str_keys or py2 else k.encode()
 
     batches = folder / "cifar-10-batches-py"
     batches.mkdir(parents=True)
@@ -88,22 +119,22 @@ def write_official(folder: Path, *, protocol: int = 2, str_keys: bool = False) -
             key("data"): rows,
             key("filenames"): [key(f"img_{b}_{i}.png") for i in range(PER_TRAIN_BATCH)],
         }
-        with open(batches / f"data_batch_{b}", "wb") as f:
-            pickle.dump(batch, f, protocol=protocol)
+        _dump(batch, batches / f"data_batch_{b}", protocol, py2)
     test_rows = _rows(100, PER_TEST)
     test_labels = [9, 0, 4]
-    with open(batches / "test_batch", "wb") as f:
-        batch = {key("batch_label"): key("testing batch 1 of 1"), key("labels"): test_labels}
-        batch[key("data")] = test_rows
-        batch[key("filenames")] = [key(f"test_{i}.png") for i in range(PER_TEST)]
-        pickle.dump(batch, f, protocol=protocol)
+    batch = {
+        key("batch_label"): key("testing batch 1 of 1"),
+        key("labels"): test_labels,
+        key("data"): test_rows,
+        key("filenames"): [key(f"test_{i}.png") for i in range(PER_TEST)],
+    }
+    _dump(batch, batches / "test_batch", protocol, py2)
     meta = {
         key("num_cases_per_batch"): PER_TRAIN_BATCH,
         key("label_names"): [key(c) for c in CLASSES],
         key("num_vis"): 3072,
     }
-    with open(batches / "batches.meta", "wb") as f:
-        pickle.dump(meta, f, protocol=protocol)
+    _dump(meta, batches / "batches.meta", protocol, py2)
     return {
         "train_rows": np.concatenate(train_rows),
         "train_labels": train_labels,
@@ -116,7 +147,7 @@ def write_official(folder: Path, *, protocol: int = 2, str_keys: bool = False) -
 def archive(tmp_path: Path) -> tuple[Path, str]:
     """A tar.gz of the tiny release, in a folder of its own; returns it and its md5."""
     src = tmp_path / "archive-src"
-    write_official(src)
+    write_official(src, py2=True)
     out = tmp_path / "served"
     out.mkdir()
     path = out / ARCHIVE
@@ -125,9 +156,13 @@ def archive(tmp_path: Path) -> tuple[Path, str]:
     return path, hashlib.md5(path.read_bytes()).hexdigest()
 
 
-@pytest.mark.parametrize(("protocol", "str_keys"), [(2, False), (4, True), (5, False)])
-def test_read_cifar_pickle_values(tmp_path: Path, protocol: int, str_keys: bool) -> None:
-    want = write_official(tmp_path, protocol=protocol, str_keys=str_keys)
+@pytest.mark.parametrize(
+    ("protocol", "str_keys", "py2"),
+    [(2, False, True), (2, False, False), (4, True, False), (5, False, False)],
+    ids=["python2", "bytes-keys-p2", "str-keys-p4", "bytes-keys-p5"],
+)
+def test_read_cifar_pickle_values(tmp_path: Path, protocol: int, str_keys: bool, py2: bool) -> None:
+    want = write_official(tmp_path, protocol=protocol, str_keys=str_keys, py2=py2)
     for root in (tmp_path, tmp_path / "cifar-10-batches-py"):
         train, test = read_cifar_pickle(root)
         assert train.classes == test.classes == CLASSES

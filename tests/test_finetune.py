@@ -15,7 +15,9 @@ from gemminer.training import finetune
 )
 def test_pruned_weights_stay_exactly_zero(user_net, tiny_data, optim):
     g = torch.Generator().manual_seed(0)
-    mask = Mask({n: torch.rand(w.shape, generator=g) < 0.2 for n, w in prunable_weights(user_net).items()})
+    mask = Mask(
+        {n: torch.rand(w.shape, generator=g) < 0.2 for n, w in prunable_weights(user_net).items()}
+    )
     before = {n: w.detach().clone() for n, w in prunable_weights(user_net).items()}
     loader = BatchLoader(tiny_data, batch_size=8, mean=(0.5,) * 3, std=(0.25,) * 3, train=True)
     cfg = FinetuneConfig(epochs=4, batch_size=8, optim=optim)  # 48 steps with momentum and decay
@@ -33,4 +35,10 @@ def test_finetune_rejects_a_mask_for_another_model(user_net, tiny_data):
 
     loader = BatchLoader(tiny_data, batch_size=8, mean=(0.5,) * 3, std=(0.25,) * 3)
     with pytest.raises(MaskError):
-        finetune(user_net, Mask({"other.weight": torch.ones(2)}), loader, FinetuneConfig(epochs=1), torch.device("cpu"))
+        finetune(
+            user_net,
+            Mask({"other.weight": torch.ones(2)}),
+            loader,
+            FinetuneConfig(epochs=1),
+            torch.device("cpu"),
+        )

@@ -32,7 +32,9 @@ def run_mining(data, **overrides):
     settings.update(overrides)
     cfg = MineConfig(**settings)
     model = to_score_model(small_net(), torch.Generator().manual_seed(0))
-    loader = BatchLoader(data, batch_size=cfg.batch_size, mean=(0.5,) * 3, std=(0.25,) * 3, train=True, seed=1)
+    loader = BatchLoader(
+        data, batch_size=cfg.batch_size, mean=(0.5,) * 3, std=(0.25,) * 3, train=True, seed=1
+    )
     return model, mine_scores(model, loader, cfg, torch.device("cpu"))
 
 
@@ -127,14 +129,20 @@ def test_gem_miner_zero_never_freezes(tiny_data):
 
 def test_only_scores_change_during_mining(tiny_data):
     model = to_score_model(small_net())
-    weights = {n: p.detach().clone() for n, p in model.named_parameters() if not n.endswith("scores")}
+    weights = {
+        n: p.detach().clone() for n, p in model.named_parameters() if not n.endswith("scores")
+    }
     loader = BatchLoader(tiny_data, batch_size=32, mean=(0.5,) * 3, std=(0.25,) * 3, train=True)
-    mine_scores(model, loader, MineConfig(density=0.2, epochs=2, period=1, lam=1e-3), torch.device("cpu"))
+    mine_scores(
+        model, loader, MineConfig(density=0.2, epochs=2, period=1, lam=1e-3), torch.device("cpu")
+    )
     for name, p in model.named_parameters():
         if name in weights:
             assert torch.equal(p, weights[name]), name
 
 
 def test_mining_learns_tiny_task(tiny_data):
-    model, result = run_mining(tiny_data, density=0.5, epochs=15, period=4, optim=OptimConfig(lr=0.3))
+    model, result = run_mining(
+        tiny_data, density=0.5, epochs=15, period=4, optim=OptimConfig(lr=0.3)
+    )
     assert result.history[-1]["train_acc"] > 0.9  # chance is 1/3; only the mask was learned

@@ -45,7 +45,9 @@ def test_labels_stay_with_their_images_and_normalization_is_exact():
             expected = (raw - mean[c]) / std[c]
             centre = x[:, c, 2:4, 2:4]  # never padding: shifts are at most 4 of 6... check by value
             is_pad = torch.isclose(centre, torch.tensor(-mean[c] / std[c]))
-            assert torch.all(is_pad | torch.isclose(centre, expected.view(-1, 1, 1).expand_as(centre), atol=1e-5))
+            assert torch.all(
+                is_pad | torch.isclose(centre, expected.view(-1, 1, 1).expand_as(centre), atol=1e-5)
+            )
         seen.append(y)
     seen = torch.cat(seen)
     assert len(seen) == n and sorted(seen.tolist()) == sorted(labels.tolist())  # a permutation

@@ -2,7 +2,14 @@ import pytest
 import torch
 from torch import nn
 
-from gemminer import Mask, apply_mask, count_prunable, create_model, format_density, prunable_weights
+from gemminer import (
+    Mask,
+    apply_mask,
+    count_prunable,
+    create_model,
+    format_density,
+    prunable_weights,
+)
 from gemminer.errors import MaskError
 
 
@@ -38,7 +45,9 @@ def test_format_density_reports_kept_and_pruned():
     assert format_density(0.0144) == "density 1.44 % (98.56 % pruned)"
 
 
-@pytest.mark.parametrize("bad", [torch.tensor([0.0, 0.5]), torch.tensor([2, 1]), torch.tensor([float("nan")])])
+@pytest.mark.parametrize(
+    "bad", [torch.tensor([0.0, 0.5]), torch.tensor([2, 1]), torch.tensor([float("nan")])]
+)
 def test_mask_rejects_non_binary_values(bad):
     with pytest.raises(MaskError, match="not binary|non-finite"):
         Mask({"w": bad})

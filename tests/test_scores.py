@@ -35,7 +35,10 @@ def test_conversion_keeps_weights_and_finds_every_layer(user_net):
 def test_score_init_is_seeded(user_net):
     a = to_score_model(copy.deepcopy(user_net), torch.Generator().manual_seed(3))
     b = to_score_model(copy.deepcopy(user_net), torch.Generator().manual_seed(3))
-    assert all(torch.equal(x.scores, y.scores) for x, y in zip(score_layers(a).values(), score_layers(b).values()))
+    assert all(
+        torch.equal(x.scores, y.scores)
+        for x, y in zip(score_layers(a).values(), score_layers(b).values())
+    )
 
 
 def test_forward_uses_w_times_q_times_rounded_p():
@@ -74,7 +77,9 @@ def test_straight_through_gradient_reaches_scores_not_weights():
 def test_gradients_reach_every_score_of_resnet20():
     from gemminer import create_model
 
-    model = to_score_model(init_weights(create_model("resnet20"), seed=0), torch.Generator().manual_seed(0))
+    model = to_score_model(
+        init_weights(create_model("resnet20"), seed=0), torch.Generator().manual_seed(0)
+    )
     model(torch.randn(4, 3, 16, 16)).logsumexp(1).sum().backward()
     for name, layer in score_layers(model).items():
         assert layer.scores.grad is not None and layer.scores.grad.abs().sum() > 0, name

@@ -22,8 +22,8 @@ from torch import nn
 from .config import FinetuneConfig, MineConfig, OptimConfig, paper_mining_defaults
 from .data.base import ImageArrays
 from .data.loader import BatchLoader
-from .methods.gem_miner import MiningResult, mine_scores
 from .masking import Mask, to_score_model
+from .methods.gem_miner import MiningResult, mine_scores
 from .training import finetune as _finetune
 from .training import resolve_device
 
@@ -51,7 +51,14 @@ def _batches(
     if mean is None or std is None:
         mean, std = _channel_stats(data)
     return BatchLoader(
-        data, batch_size=batch_size, mean=mean, std=std, device=device, train=train, augment=augment, seed=seed
+        data,
+        batch_size=batch_size,
+        mean=mean,
+        std=std,
+        device=device,
+        train=train,
+        augment=augment,
+        seed=seed,
     )
 
 
@@ -93,9 +100,18 @@ def mine(
     )
     dev = resolve_device(device)
     scored = to_score_model(copy.deepcopy(model), torch.Generator().manual_seed(seed))
-    train = _batches(train_data, batch_size=batch_size, device=dev, train=True, seed=seed + 1, mean=mean, std=std)
+    train = _batches(
+        train_data, batch_size=batch_size, device=dev, train=True, seed=seed + 1, mean=mean, std=std
+    )
     calibration = _batches(
-        train_data, batch_size=batch_size, device=dev, train=True, seed=seed + 2, mean=mean, std=std, augment=False
+        train_data,
+        batch_size=batch_size,
+        device=dev,
+        train=True,
+        seed=seed + 2,
+        mean=mean,
+        std=std,
+        augment=False,
     )
     test = _batches(test_data, batch_size=500, device=dev, train=False, seed=0, mean=mean, std=std)
     result = mine_scores(
@@ -137,11 +153,17 @@ def finetune(
         epochs=epochs,
         batch_size=batch_size,
         optim=OptimConfig(
-            name=optimizer, lr=lr, weight_decay=weight_decay, schedule=schedule, milestones=milestones
+            name=optimizer,
+            lr=lr,
+            weight_decay=weight_decay,
+            schedule=schedule,
+            milestones=milestones,
         ),
     )
     dev = resolve_device(device)
-    train = _batches(train_data, batch_size=batch_size, device=dev, train=True, seed=seed, mean=mean, std=std)
+    train = _batches(
+        train_data, batch_size=batch_size, device=dev, train=True, seed=seed, mean=mean, std=std
+    )
     test = _batches(test_data, batch_size=500, device=dev, train=False, seed=0, mean=mean, std=std)
     return _finetune(
         model,

@@ -12,7 +12,14 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from .config import FinetuneConfig, MineConfig, OptimConfig, RunConfig, default_finetune_optim, paper_mining_defaults
+from .config import (
+    FinetuneConfig,
+    MineConfig,
+    OptimConfig,
+    RunConfig,
+    default_finetune_optim,
+    paper_mining_defaults,
+)
 from .data import DATASETS
 from .errors import GemMinerError
 from .masking import WEIGHT_INITS, format_density
@@ -36,26 +43,55 @@ def _density(text: str) -> float:
 
 
 def _add_run_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default="resnet20", help="registered model (see `gemminer list models`)")
+    p.add_argument(
+        "--model", default="resnet20", help="registered model (see `gemminer list models`)"
+    )
     p.add_argument("--dataset", default="cifar10", help="registered data set")
-    p.add_argument("--data-dir", default=".data/cifar10", help="data folder; downloaded into when empty")
-    p.add_argument("--no-download", action="store_true", help="never download; fail if data is missing")
-    p.add_argument("--val-size", type=int, default=0, help="hold out this many training images as validation")
-    p.add_argument("--density", type=_density, default=0.0144, help="target fraction of weights kept")
+    p.add_argument(
+        "--data-dir", default=".data/cifar10", help="data folder; downloaded into when empty"
+    )
+    p.add_argument(
+        "--no-download", action="store_true", help="never download; fail if data is missing"
+    )
+    p.add_argument(
+        "--val-size", type=int, default=0, help="hold out this many training images as validation"
+    )
+    p.add_argument(
+        "--density", type=_density, default=0.0144, help="target fraction of weights kept"
+    )
     p.add_argument("--epochs", type=int, default=150, help="mining epochs E")
-    p.add_argument("--lambda", dest="lam", type=float, default=None, help="regularization weight (default: paper's, by density)")
+    p.add_argument(
+        "--lambda",
+        dest="lam",
+        type=float,
+        default=None,
+        help="regularization weight (default: paper's, by density)",
+    )
     p.add_argument("--regularizer", choices=("l2", "l1"), default="l2")
-    p.add_argument("--period", type=int, default=None, help="freeze every T epochs (default: paper's, scaled to --epochs)")
+    p.add_argument(
+        "--period",
+        type=int,
+        default=None,
+        help="freeze every T epochs (default: paper's, scaled to --epochs)",
+    )
     p.add_argument("--lr", type=float, default=None, help="mining learning rate (default: paper's)")
     p.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--weight-init", default="signed_constant", choices=WEIGHT_INITS.names())
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
-    p.add_argument("--out", default=None, help="run folder (default: runs/<method>-<model>-<dataset>-d<density>-<hash>)")
-    p.add_argument("--overwrite", action="store_true", help="replace a run folder holding other settings")
+    p.add_argument(
+        "--out",
+        default=None,
+        help="run folder (default: runs/<method>-<model>-<dataset>-d<density>-<hash>)",
+    )
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace a run folder holding other settings"
+    )
     p.add_argument("--finetune", action="store_true", help="finetune the ticket right after mining")
-    p.add_argument("--finetune-epochs", type=int, default=None, help="default: the mining epochs (Table 15)")
+    p.add_argument(
+        "--finetune-epochs", type=int, default=None, help="default: the mining epochs (Table 15)"
+    )
     p.add_argument("--finetune-lr", type=float, default=None, help="default: Table 15's by density")
 
 
@@ -104,7 +140,9 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         lam=args.lam if args.lam is not None else lam,
         regularizer=args.regularizer,
         batch_size=args.batch_size,
-        optim=OptimConfig(name=args.optimizer, lr=args.lr if args.lr is not None else lr, schedule="cosine"),
+        optim=OptimConfig(
+            name=args.optimizer, lr=args.lr if args.lr is not None else lr, schedule="cosine"
+        ),
     )
     ft_optim = default_finetune_optim(args.density)
     if args.finetune_lr is not None:
@@ -130,13 +168,20 @@ def _run(args: argparse.Namespace) -> int:
     from . import pipeline  # heavy imports only when a stage runs
 
     if args.command == "list":
-        registry = {"models": MODELS, "datasets": DATASETS, "methods": METHODS, "inits": WEIGHT_INITS}[args.what]
+        registry = {
+            "models": MODELS,
+            "datasets": DATASETS,
+            "methods": METHODS,
+            "inits": WEIGHT_INITS,
+        }[args.what]
         print("\n".join(registry.names()))
         return 0
     if args.command == "mine":
         cfg = config_from_args(args)
         out = Path(args.out) if args.out else Path("runs") / default_run_name(cfg)
-        summary = pipeline.mine_run(cfg, out, overwrite=args.overwrite, progress=not args.no_progress)
+        summary = pipeline.mine_run(
+            cfg, out, overwrite=args.overwrite, progress=not args.no_progress
+        )
         if args.finetune:
             summary = pipeline.finetune_run(out, progress=not args.no_progress)
         _print_summary(out, summary)

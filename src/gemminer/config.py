@@ -42,7 +42,9 @@ class OptimConfig:
     def __post_init__(self) -> None:
         _choice(self.name, OPTIMIZERS, "optimizer")
         _choice(self.schedule, SCHEDULES, "schedule")
-        _require(math.isfinite(self.lr) and self.lr > 0, f"learning rate must be > 0, got {self.lr}")
+        _require(
+            math.isfinite(self.lr) and self.lr > 0, f"learning rate must be > 0, got {self.lr}"
+        )
         _require(0 <= self.momentum < 1, f"momentum must lie in [0, 1), got {self.momentum}")
         _require(self.weight_decay >= 0, f"weight decay must be >= 0, got {self.weight_decay}")
         _require(

@@ -7,6 +7,7 @@ folder (see :mod:`gemminer.runs`) and skips work that is already done.
 from __future__ import annotations
 
 import dataclasses
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -36,7 +37,8 @@ def derive_seed(seed: int, stream: str) -> int:
 
 
 def _echo(message: str) -> None:
-    tqdm.write(message)
+    """Progress messages go to stderr (results go to stdout), between progress bars."""
+    tqdm.write(message, file=sys.stderr)
 
 
 def load_data(cfg: RunConfig) -> DataSplits:
@@ -45,16 +47,22 @@ def load_data(cfg: RunConfig) -> DataSplits:
     )
 
 
-def eval_loaders(splits: DataSplits, device: torch.device, batch_size: int = 500) -> dict[str, BatchLoader]:
+def eval_loaders(
+    splits: DataSplits, device: torch.device, batch_size: int = 500
+) -> dict[str, BatchLoader]:
     """In-order, unaugmented loaders for the test split (and the validation split, if any)."""
     named = {"test": splits.test} | ({"val": splits.val} if splits.val is not None else {})
     return {
-        name: BatchLoader(data, batch_size=batch_size, mean=splits.mean, std=splits.std, device=device)
+        name: BatchLoader(
+            data, batch_size=batch_size, mean=splits.mean, std=splits.std, device=device
+        )
         for name, data in named.items()
     }
 
 
-def train_loader(splits: DataSplits, batch_size: int, device: torch.device, seed: int) -> BatchLoader:
+def train_loader(
+    splits: DataSplits, batch_size: int, device: torch.device, seed: int
+) -> BatchLoader:
     return BatchLoader(
         splits.train,
         batch_size=batch_size,
@@ -91,7 +99,9 @@ def _flatten(d: dict, prefix: str = "") -> dict:
 
 def _mining_part(cfg: RunConfig) -> RunConfig:
     """The settings that determine the mask (finetuning and paths left out)."""
-    return dataclasses.replace(cfg, finetune=FinetuneConfig(), data_dir="", device="auto", download=True)
+    return dataclasses.replace(
+        cfg, finetune=FinetuneConfig(), data_dir="", device="auto", download=True
+    )
 
 
 def _print_epoch(log: Log) -> Callable[[dict], None]:
@@ -247,9 +257,7 @@ def finetune_run(
     ft = cfg.finetune
     if lr is not None:
         ft = dataclasses.replace(ft, optim=dataclasses.replace(ft.optim, lr=lr))
-    ft = dataclasses.replace(
-        ft, epochs=epochs or ft.epochs, batch_size=batch_size or ft.batch_size
-    )
+    ft = dataclasses.replace(ft, epochs=epochs or ft.epochs, batch_size=batch_size or ft.batch_size)
     cfg = dataclasses.replace(
         cfg, finetune=ft, data_dir=data_dir or cfg.data_dir, device=device or cfg.device
     )
@@ -293,7 +301,9 @@ def finetune_run(
     return summary
 
 
-def eval_run(run_dir: str | Path, *, data_dir: str | None = None, device: str | None = None) -> dict:
+def eval_run(
+    run_dir: str | Path, *, data_dir: str | None = None, device: str | None = None
+) -> dict:
     """Re-evaluate a run's saved networks on the test split: pre- and post-finetune."""
     run = RunDir(run_dir)
     cfg = run.read_config()

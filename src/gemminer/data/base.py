@@ -19,9 +19,8 @@ class ImageArrays:
 
     def __post_init__(self) -> None:
         if self.images.dtype != torch.uint8 or self.images.dim() != 4:
-            raise DataError(
-                f"images must be uint8 (N, C, H, W), got {self.images.dtype} {tuple(self.images.shape)}"
-            )
+            shape = tuple(self.images.shape)
+            raise DataError(f"images must be uint8 (N, C, H, W), got {self.images.dtype} {shape}")
         if self.labels.dtype != torch.int64 or self.labels.shape != (self.images.shape[0],):
             raise DataError(
                 f"labels must be int64 of shape ({self.images.shape[0]},), "
@@ -64,9 +63,13 @@ class DataSplits:
         return int(c), int(h), int(w)
 
 
-def split_validation(train: ImageArrays, val_size: int, seed: int) -> tuple[ImageArrays, ImageArrays]:
+def split_validation(
+    train: ImageArrays, val_size: int, seed: int
+) -> tuple[ImageArrays, ImageArrays]:
     """A seeded random split of ``train`` into (train minus ``val_size``, ``val_size``)."""
     if not 0 < val_size < len(train):
         raise DataError(f"validation size {val_size} must lie in (0, {len(train)})")
     order = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))
-    return train.subset(order[val_size:].sort().values), train.subset(order[:val_size].sort().values)
+    return train.subset(order[val_size:].sort().values), train.subset(
+        order[:val_size].sort().values
+    )

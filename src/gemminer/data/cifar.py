@@ -13,6 +13,7 @@ import tempfile
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from types import MappingProxyType
 
 import numpy as np
 import torch
@@ -58,7 +59,7 @@ _PICKLE_ALLOWED = frozenset(
         *(("__builtin__", name) for name in _BUILTINS),
     }
 )
-_PY2_MODULES = {"__builtin__": "builtins", "copy_reg": "copyreg"}
+_PY2_MODULES = MappingProxyType({"__builtin__": "builtins", "copy_reg": "copyreg"})
 
 
 class _RestrictedUnpickler(pickle.Unpickler):

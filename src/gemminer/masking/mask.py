@@ -94,7 +94,9 @@ class Mask(Mapping[str, torch.Tensor]):
     @classmethod
     def ones_like(cls, model: nn.Module) -> Mask:
         """The dense mask of ``model``: every prunable weight kept."""
-        return cls({n: torch.ones_like(w, dtype=torch.bool) for n, w in prunable_weights(model).items()})
+        return cls(
+            {n: torch.ones_like(w, dtype=torch.bool) for n, w in prunable_weights(model).items()}
+        )
 
     # Checks -----------------------------------------------------------------------------
     def check(self, model: nn.Module) -> None:
@@ -128,7 +130,8 @@ class Mask(Mapping[str, torch.Tensor]):
 
     def layers(self) -> list[LayerDensity]:
         return [
-            LayerDensity(n, tuple(t.shape), int(t.sum()), t.numel()) for n, t in self._tensors.items()
+            LayerDensity(n, tuple(t.shape), int(t.sum()), t.numel())
+            for n, t in self._tensors.items()
         ]
 
     def report(self) -> str:
@@ -141,7 +144,8 @@ class Mask(Mapping[str, torch.Tensor]):
                 f"{row.name:<{width}}  {shape:<18} {row.kept:>9} {row.total:>9} "
                 f"{100 * row.density:>7.2f}%"
             )
-        lines.append(f"total: {self.num_kept} of {self.num_total} weights kept, {format_density(self.density)}")
+        kept = f"total: {self.num_kept} of {self.num_total} weights kept"
+        lines.append(f"{kept}, {format_density(self.density)}")
         return "\n".join(lines)
 
     # Persistence ------------------------------------------------------------------------

@@ -25,7 +25,9 @@ class _StraightThroughMask(torch.autograd.Function):
     """w_eff = w ⊙ q ⊙ 1[p ≥ 0.5]; the backward pass treats the rounding as identity."""
 
     @staticmethod
-    def forward(ctx, weight: torch.Tensor, scores: torch.Tensor, flags: torch.Tensor) -> torch.Tensor:
+    def forward(
+        ctx, weight: torch.Tensor, scores: torch.Tensor, flags: torch.Tensor
+    ) -> torch.Tensor:
         masked = weight * flags
         ctx.save_for_backward(masked)
         return masked * (scores >= THRESHOLD).to(weight.dtype)
@@ -121,7 +123,12 @@ def project_scores(model: nn.Module) -> None:
 
 def rounded_mask(model: nn.Module) -> Mask:
     """The output mask 1[p ≥ 0.5] ⊙ q of a score model, keyed by weight name."""
-    return Mask({f"{n}.weight" if n else "weight": m.rounded_mask() for n, m in _require_score_layers(model).items()})
+    return Mask(
+        {
+            f"{n}.weight" if n else "weight": m.rounded_mask()
+            for n, m in _require_score_layers(model).items()
+        }
+    )
 
 
 def flag_counts(model: nn.Module) -> tuple[int, int]:

@@ -186,7 +186,9 @@ def mine_scores(
         }
         if eval_batches is not None:
             if calibration_batches is not None:
-                recalibrate_batchnorm(model, calibration_batches, device, cfg.bn_recalibration_batches)
+                recalibrate_batchnorm(
+                    model, calibration_batches, device, cfg.bn_recalibration_batches
+                )
             for name, batches in eval_batches.items():
                 record[f"{name}_acc"] = evaluate(model, batches, device).accuracy
         record["seconds"] = time.perf_counter() - start

@@ -35,7 +35,9 @@ class BasicBlock(nn.Module):
         self.bn2 = norm_layer(c_out)
         self.shortcut: nn.Module = nn.Identity()
         if stride != 1 or c_in != c_out:
-            self.shortcut = nn.Sequential(conv(conv_layer, c_in, c_out, 1, stride), norm_layer(c_out))
+            self.shortcut = nn.Sequential(
+                conv(conv_layer, c_in, c_out, 1, stride), norm_layer(c_out)
+            )
         self.relu = nn.ReLU(inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -65,7 +67,13 @@ class CifarResNet(nn.Module):
         for i in range(3):
             c_out = width * 2**i
             blocks = [
-                BasicBlock(c_in if j == 0 else c_out, c_out, 2 if (i > 0 and j == 0) else 1, conv_layer, norm_layer)
+                BasicBlock(
+                    c_in if j == 0 else c_out,
+                    c_out,
+                    2 if (i > 0 and j == 0) else 1,
+                    conv_layer,
+                    norm_layer,
+                )
                 for j in range(blocks_per_stage)
             ]
             stages.append(nn.Sequential(*blocks))

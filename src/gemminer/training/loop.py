@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -39,7 +38,8 @@ def _progress(batches: Batches, desc: str | None) -> Batches:
     if desc is None:
         return batches
     total = len(batches) if hasattr(batches, "__len__") else None  # type: ignore[arg-type]
-    return tqdm(batches, total=total, desc=desc, leave=False, dynamic_ncols=True)
+    # disable=None: bars only on a terminal, so logs and CI output stay readable
+    return tqdm(batches, total=total, desc=desc, leave=False, dynamic_ncols=True, disable=None)
 
 
 def train_epoch(

@@ -1,0 +1,59 @@
+"""The Python API on a user's own nn.Module."""
+
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+import gemminer
+from gemminer.masking import prunable_weights
+
+from .conftest import UserNet
+
+
+def test_mine_and_finetune_a_user_model_from_arrays(user_net, tiny_data):
+    before = {n: p.detach().clone() for n, p in user_net.named_parameters()}
+    result = gemminer.mine(
+        user_net,
+        tiny_data,
+        density=0.2,
+        epochs=4,
+        period=2,
+        batch_size=16,
+        device="cpu",
+        test_data=tiny_data,
+    )
+    # the user's model is untouched; the mask is keyed by its weight names
+    assert all(torch.equal(p, before[n]) for n, p in user_net.named_parameters())
+    assert list(result.mask) == list(prunable_weights(user_net))
+    result.mask.check(user_net)
+    assert result.density <= 0.2 + 1 / result.mask.num_total
+    assert len(result.history) == 4 and "test_acc" in result.history[-1]
+
+    ticket = gemminer.apply_mask(user_net, result.mask)
+    history = gemminer.finetune(
+        ticket, result.mask, tiny_data, epochs=2, batch_size=16, device="cpu", lr=0.05
+    )
+    assert len(history) == 2
+    for name, w in prunable_weights(ticket).items():
+        assert torch.all(w[~result.mask[name]] == 0)
+
+
+def test_mine_accepts_any_batch_iterable(tiny_data):
+    x = tiny_data.images.float() / 255
+    loader = DataLoader(TensorDataset(x, tiny_data.labels), batch_size=32, shuffle=True)
+    torch.manual_seed(0)
+    result = gemminer.mine(
+        UserNet(), loader, density=0.3, epochs=2, period=1, lam=0.0, device="cpu"
+    )
+    assert 0 < result.density <= 0.3 + 1 / result.mask.num_total
+
+
+def test_same_seed_gives_the_same_mask(tiny_data):
+    def run() -> gemminer.Mask:
+        torch.manual_seed(0)
+        net = gemminer.init_weights(UserNet(), seed=0)
+        return gemminer.mine(
+            net, tiny_data, density=0.2, epochs=3, period=1, batch_size=16, device="cpu", seed=7
+        ).mask
+
+    a, b = run(), run()
+    assert all(torch.equal(a[k], b[k]) for k in a)

@@ -1,0 +1,199 @@
+"""The command line end to end on a tiny image-folder data set."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from gemminer.cli import main
+from gemminer.runs import SUMMARY_KEYS
+
+from .conftest import write_image_folder
+
+FAST = [
+    "--model",
+    "resnet20",
+    "--dataset",
+    "cifar10",
+    "--no-download",
+    "--batch-size",
+    "16",
+    "--no-progress",
+]
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("folder-data")
+    write_image_folder(root)
+    return root
+
+
+@pytest.fixture(scope="module")
+def finished_run(data_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "run"
+    args = [
+        "mine",
+        *FAST,
+        "--data-dir",
+        str(data_dir),
+        "--density",
+        "0.05",
+        "--epochs",
+        "3",
+        "--out",
+        str(out),
+    ]
+    assert main(args) == 0
+    assert main(["finetune", str(out), "--epochs", "2", "--lr", "0.05", "--no-progress"]) == 0
+    return out
+
+
+def test_mine_then_finetune_writes_the_documented_files(finished_run):
+    for name in (
+        "config.json",
+        "metrics.jsonl",
+        "mask.pt",
+        "scores.pt",
+        "mined.pt",
+        "finetuned.pt",
+        "density.txt",
+        "summary.json",
+    ):
+        assert (finished_run / name).is_file(), name
+    summary = json.loads((finished_run / "summary.json").read_text())
+    assert set(SUMMARY_KEYS) <= set(summary)
+    assert summary["method"] == "gem-miner" and summary["model"] == "resnet20"
+    assert summary["target_density"] == 0.05
+    assert abs(summary["density"] - summary["num_kept"] / summary["num_prunable"]) < 1e-12
+    assert summary["num_prunable"] == 270_896 - 64 * 10 + 64 * 3  # 3 classes in the tiny set
+    assert summary["density"] <= summary["flag_density"] <= 0.05 + 1 / summary["num_prunable"]
+    assert 0 <= summary["pre_finetune_acc"] <= 1 and 0 <= summary["post_finetune_acc"] <= 1
+    assert summary["epochs_mining"] == 3 and summary["epochs_finetune"] == 2
+    assert summary["seconds"] >= summary["seconds_mining"] > 0
+    config = json.loads((finished_run / "config.json").read_text())
+    assert config["mine"]["period"] == 1 and config["mine"]["lam"] == 3e-5  # Table 8 row 3.73 %
+    assert config["finetune"]["epochs"] == 2 and config["finetune"]["optim"]["lr"] == 0.05
+
+
+def test_metrics_have_one_line_per_epoch_with_the_bound(finished_run):
+    lines = [json.loads(x) for x in (finished_run / "metrics.jsonl").read_text().splitlines()]
+    mine = [r for r in lines if r["phase"] == "mine"]
+    ft = [r for r in lines if r["phase"] == "finetune"]
+    assert [r["epoch"] for r in mine] == [1, 2, 3] and [r["epoch"] for r in ft] == [1, 2]
+    for r in mine:
+        assert {"loss", "train_acc", "test_acc", "density", "bound", "flag_density"} <= set(r)
+    assert mine[-1]["bound"] == 0.05
+
+
+def test_saved_mask_matches_summary_and_finetuned_weights(finished_run):
+    mask = torch.load(finished_run / "mask.pt", weights_only=True)
+    kept = sum(int(m.sum()) for m in mask.values())
+    summary = json.loads((finished_run / "summary.json").read_text())
+    assert kept == summary["num_kept"]
+    weights = torch.load(finished_run / "finetuned.pt", weights_only=True)
+    for name, m in mask.items():
+        assert torch.all(weights[name][~m] == 0), name
+
+
+def test_eval_reproduces_the_reported_accuracies(finished_run, capsys):
+    assert main(["eval", str(finished_run)]) == 0
+    result = json.loads(capsys.readouterr().out)
+    summary = json.loads((finished_run / "summary.json").read_text())
+    assert result["pre_finetune_acc"] == summary["pre_finetune_acc"]
+    assert result["post_finetune_acc"] == summary["post_finetune_acc"]
+
+
+def test_rerunning_the_same_command_skips_finished_mining(finished_run, data_dir, capsys):
+    args = [
+        "mine",
+        *FAST,
+        "--data-dir",
+        str(data_dir),
+        "--density",
+        "0.05",
+        "--epochs",
+        "3",
+        "--out",
+        str(finished_run),
+    ]
+    assert main(args) == 0
+    assert "already mined" in capsys.readouterr().err
+
+
+def test_other_settings_in_an_existing_run_folder_are_refused(finished_run, data_dir, capsys):
+    args = [
+        "mine",
+        *FAST,
+        "--data-dir",
+        str(data_dir),
+        "--density",
+        "0.1",
+        "--epochs",
+        "3",
+        "--out",
+        str(finished_run),
+    ]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "--overwrite" in err and "0.05" in err and "0.1" in err
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--density", "0"], "density must lie in (0, 1]"),
+        (["--density", "1.5"], "got 1.5"),
+        (["--model", "resnet99"], "unknown model 'resnet99'; valid models: resnet20"),
+        (["--dataset", "imagenet7"], "unknown dataset 'imagenet7'"),
+        (["--lambda", "-1"], "lambda must be >= 0, got -1.0"),
+        (["--epochs", "2", "--period", "5"], "period 5 is longer than the 2 mining epochs"),
+    ],
+)
+def test_bad_input_is_a_clear_error(flags, message, data_dir, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        code = main(
+            ["mine", *FAST, "--data-dir", str(data_dir), "--out", str(tmp_path / "r"), *flags]
+        )
+        raise SystemExit(code)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert not (tmp_path / "r" / "mask.pt").exists()
+
+
+def test_missing_data_dir_names_the_flag_without_traceback(tmp_path):
+    missing = tmp_path / "nowhere"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "gemminer",
+            "mine",
+            *FAST,
+            "--data-dir",
+            str(missing),
+            "--out",
+            str(tmp_path / "r"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2
+    assert "--data-dir" in proc.stderr and str(missing) in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_finetune_of_a_folder_that_was_never_mined(tmp_path, capsys):
+    assert main(["finetune", str(tmp_path), "--no-progress"]) == 2
+    assert "not a gemminer run folder" in capsys.readouterr().err
+
+
+def test_list_shows_registries(capsys):
+    assert main(["list", "models"]) == 0
+    assert "resnet20" in capsys.readouterr().out.split()
+    assert main(["list", "methods"]) == 0
+    assert "gem-miner" in capsys.readouterr().out.split()
