@@ -52,7 +52,7 @@ def main() -> None:
     ]
     cfg = config_from_args(build_parser().parse_args(mine_args))
     out = Path(args.runs) / f"r20-d{args.density}-e{args.epochs}-s{args.seed}"
-    pipeline.mine_run(cfg, out)
+    pipeline.prune_run(cfg, out)
     if RunDir(out).read_summary().get("post_finetune_acc") is None:
         pipeline.finetune_run(out)
     write_report(RunDir(out), Path(args.report), "gemminer " + " ".join(mine_args))
@@ -81,7 +81,7 @@ def write_report(run: RunDir, report: Path, mine_command: str) -> None:
             pct(s["pre_finetune_acc"]),
             pct(s["post_finetune_acc"]),
             f"{s['epochs_mining']} + {s['epochs_finetune']}",
-            f"{s['seconds_mining']:.0f} + {s['seconds_finetune']:.0f}",
+            f"{s['seconds_mask']:.0f} + {s['seconds_finetune']:.0f}",
         ]
     ]
     curve = [
@@ -102,9 +102,9 @@ def write_report(run: RunDir, report: Path, mine_command: str) -> None:
 - machine: {machine()}
 - command: `{command_line()}`
   (equivalent to `{mine_command} --finetune`)
-- settings: λ = {cfg.mine.lam:g}, period T = {cfg.mine.period},
-  mining SGD lr {cfg.mine.optim.lr:g} cosine, finetune SGD lr {cfg.finetune.optim.lr:g}
-  multistep at 80/150 and 120/150 of the epochs, batch {cfg.mine.batch_size},
+- settings: λ = {cfg.settings["lam"]:g}, period T = {cfg.settings["period"]},
+  mining SGD lr {cfg.prune.optim.lr:g} cosine, finetune SGD lr {cfg.finetune.optim.lr:g}
+  multistep at 80/150 and 120/150 of the epochs, batch {cfg.prune.batch_size},
   full 50,000-image training set, accuracy on the 10,000-image test set.
 
 {markdown_table(SUMMARY_HEADER, rows)}

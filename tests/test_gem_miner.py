@@ -38,8 +38,11 @@ def run_mining(data, **overrides):
     return model, mine_scores(model, loader, cfg, torch.device("cpu"))
 
 
-def test_registered_as_gem_miner():
-    assert METHODS.get("gem-miner") is mine_scores
+def test_registered_as_gem_miner_with_table8_defaults():
+    spec = METHODS.get("gem-miner")
+    assert spec.default_init == "signed_constant"
+    settings = spec.build_settings()
+    assert (settings.period, settings.lam, settings.regularizer) == (5, 1e-4, "l2")
 
 
 def test_schedule_rate_and_bound():

@@ -1,4 +1,4 @@
-"""The ``gemminer`` command line: ``mine``, ``finetune``, ``eval`` and ``list``.
+"""The ``gemminer`` command line: ``mine``, ``prune``, ``finetune``, ``eval``, ``sanity``, ``list``.
 
 User mistakes (a bad value, a missing folder, an unknown name) end with a one-line
 message on stderr and exit status 2, never a traceback.
@@ -7,27 +7,31 @@ message on stderr and exit status 2, never a traceback.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
+import typing
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from .config import (
     FinetuneConfig,
-    MineConfig,
     OptimConfig,
+    PruneConfig,
     RunConfig,
     default_finetune_optim,
     paper_mining_defaults,
 )
 from .data import DATASETS
-from .errors import GemMinerError
+from .errors import ConfigError, GemMinerError
 from .masking import WEIGHT_INITS, format_density
-from .methods import METHODS
+from .methods import METHODS, MethodSpec
 from .models import MODELS
 from .runs import default_run_name
 
 EXIT_USAGE = 2
+CHECKS = ("shuffle", "reinit", "invert")
 
 
 def _density(text: str) -> float:
@@ -42,10 +46,20 @@ def _density(text: str) -> float:
     return value
 
 
-def _add_run_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--model", default="resnet20", help="registered model (see `gemminer list models`)"
-    )
+def _add_run_flags(p: argparse.ArgumentParser, *, method: bool) -> None:
+    if method:
+        p.add_argument(
+            "--method", required=True, help="registered method (`gemminer list methods`)"
+        )
+        p.add_argument(
+            "--set",
+            dest="settings",
+            action="append",
+            default=[],
+            metavar="KEY=VALUE",
+            help="a setting of the method (repeatable; `gemminer list methods -v` shows them)",
+        )
+    p.add_argument("--model", default="resnet20", help="registered model (`gemminer list models`)")
     p.add_argument("--dataset", default="cifar10", help="registered data set")
     p.add_argument(
         "--data-dir", default=".data/cifar10", help="data folder; downloaded into when empty"
@@ -54,30 +68,47 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
         "--no-download", action="store_true", help="never download; fail if data is missing"
     )
     p.add_argument(
-        "--val-size", type=int, default=0, help="hold out this many training images as validation"
+        "--val-size", type=int, default=0, help="hold out this many training images for validation"
     )
     p.add_argument(
         "--density", type=_density, default=0.0144, help="target fraction of weights kept"
     )
-    p.add_argument("--epochs", type=int, default=150, help="mining epochs E")
+    p.add_argument(
+        "--epochs", type=int, default=150, help="epochs to find the mask (per round if iterative)"
+    )
     p.add_argument(
         "--lambda",
         dest="lam",
         type=float,
         default=None,
-        help="regularization weight (default: paper's, by density)",
+        help="Gem-Miner: regularization weight (default: paper's, by density)",
     )
-    p.add_argument("--regularizer", choices=("l2", "l1"), default="l2")
+    p.add_argument(
+        "--regularizer",
+        choices=("l2", "l1"),
+        default=None,
+        help="Gem-Miner: score regularizer (default l2)",
+    )
     p.add_argument(
         "--period",
         type=int,
         default=None,
-        help="freeze every T epochs (default: paper's, scaled to --epochs)",
+        help="Gem-Miner: freeze every T epochs (default: paper's, scaled to --epochs)",
     )
-    p.add_argument("--lr", type=float, default=None, help="mining learning rate (default: paper's)")
+    p.add_argument(
+        "--lr", type=float, default=None, help="learning rate to find the mask (default: paper's)"
+    )
+    p.add_argument(
+        "--weight-decay",
+        type=float,
+        default=None,
+        help="weight decay to find the mask (default: the method's)",
+    )
     p.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd")
     p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--weight-init", default="signed_constant", choices=WEIGHT_INITS.names())
+    p.add_argument(
+        "--weight-init", default=None, choices=WEIGHT_INITS.names(), help="default: the method's"
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     p.add_argument(
@@ -88,11 +119,12 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--overwrite", action="store_true", help="replace a run folder holding other settings"
     )
-    p.add_argument("--finetune", action="store_true", help="finetune the ticket right after mining")
+    p.add_argument("--finetune", action="store_true", help="finetune the ticket right away")
+    p.add_argument("--finetune-epochs", type=int, default=None, help="default: --epochs (Table 15)")
     p.add_argument(
-        "--finetune-epochs", type=int, default=None, help="default: the mining epochs (Table 15)"
+        "--finetune-lr", type=float, default=None, help="default: Table 15's, by density"
     )
-    p.add_argument("--finetune-lr", type=float, default=None, help="default: Table 15's by density")
+    _add_common(p)
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
@@ -105,11 +137,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    mine = sub.add_parser("mine", help="mine a ticket with Gem-Miner (optionally finetune it)")
-    _add_run_flags(mine)
-    _add_common(mine)
+    _add_run_flags(sub.add_parser("mine", help="find a ticket with Gem-Miner"), method=False)
+    _add_run_flags(
+        sub.add_parser("prune", help="find a ticket with any registered method"), method=True
+    )
 
-    ft = sub.add_parser("finetune", help="finetune the ticket of a mined run folder")
+    ft = sub.add_parser("finetune", help="finetune the ticket of a run folder")
     ft.add_argument("run_dir", type=Path)
     ft.add_argument("--epochs", type=int, default=None)
     ft.add_argument("--lr", type=float, default=None)
@@ -123,32 +156,88 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--data-dir", default=None)
     ev.add_argument("--device", default=None)
 
+    sa = sub.add_parser("sanity", help="a sanity check of a run's ticket, as a new run folder")
+    sa.add_argument("run_dir", type=Path)
+    sa.add_argument("--check", required=True, choices=CHECKS)
+    sa.add_argument("--seed", type=int, default=1, help="seed of the shuffle / re-initialization")
+    sa.add_argument("--out", default=None, help="default: <run_dir>-<check>")
+    sa.add_argument("--overwrite", action="store_true")
+    sa.add_argument("--finetune", action="store_true", help="finetune the new ticket right away")
+    _add_common(sa)
+
     ls = sub.add_parser("list", help="list registered models, data sets, methods or weight inits")
     ls.add_argument("what", choices=("models", "datasets", "methods", "inits"))
+    ls.add_argument("-v", "--verbose", action="store_true", help="methods: show their settings")
     return parser
 
 
+def _coerce(value: str, kind: Any, key: str) -> Any:
+    try:
+        if kind is bool:
+            if value.lower() in ("1", "true", "yes", "on"):
+                return True
+            if value.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(value)
+        return kind(value)
+    except ValueError:
+        raise ConfigError(f"setting {key}={value!r} is not a valid {kind.__name__}") from None
+
+
+def parse_settings(spec: MethodSpec, pairs: Sequence[str]) -> dict[str, Any]:
+    """``["k=v", ...]`` → the method's settings as typed plain values (validated)."""
+    hints = typing.get_type_hints(spec.settings)
+    values: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise ConfigError(f"--set takes KEY=VALUE, got {pair!r}")
+        if key not in hints:
+            spec.build_settings({key: value})  # raises, listing the valid settings
+        values[key] = _coerce(value, hints[key], key)
+    spec.build_settings(values)
+    return values
+
+
 def config_from_args(args: argparse.Namespace) -> RunConfig:
-    """Resolve the flags of ``gemminer mine`` into a full RunConfig (paper defaults filled in)."""
-    period, lr, lam = paper_mining_defaults(args.model, args.density, args.epochs)
+    """Resolve the flags of ``gemminer prune``/``mine`` into a full RunConfig."""
+    method = getattr(args, "method", "gem-miner")
+    spec = METHODS.get(method)
     MODELS.get(args.model)  # unknown names fail early, listing the valid ones
     DATASETS.get(args.dataset)
-    mine = MineConfig(
+    settings = parse_settings(spec, getattr(args, "settings", []))
+    period, lr, lam = paper_mining_defaults(args.model, args.density, max(args.epochs, 1))
+    gm_flags = {"period": args.period, "lam": args.lam, "regularizer": args.regularizer}
+    if method == "gem-miner":
+        defaults = {"period": period, "lam": lam, "regularizer": "l2"}
+        for key, value in gm_flags.items():
+            settings[key] = value if value is not None else settings.get(key, defaults[key])
+    else:
+        used = [f"--{'lambda' if k == 'lam' else k}" for k, v in gm_flags.items() if v is not None]
+        if used:
+            raise ConfigError(f"{', '.join(used)} only apply to gem-miner, not {method}")
+    prune = PruneConfig(
         density=args.density,
         epochs=args.epochs,
-        period=args.period if args.period is not None else period,
-        lam=args.lam if args.lam is not None else lam,
-        regularizer=args.regularizer,
         batch_size=args.batch_size,
         optim=OptimConfig(
-            name=args.optimizer, lr=args.lr if args.lr is not None else lr, schedule="cosine"
+            name=args.optimizer,
+            lr=args.lr if args.lr is not None else lr,
+            weight_decay=args.weight_decay if args.weight_decay is not None else spec.weight_decay,
+            schedule="cosine",
         ),
     )
+    if method == "gem-miner":  # validate the whole of Algorithm 1's settings now (e.g. T <= E)
+        from .methods.gem_miner import mine_config
+
+        mine_config(prune, spec.build_settings(settings))
     ft_optim = default_finetune_optim(args.density)
     if args.finetune_lr is not None:
-        ft_optim = OptimConfig(**{**ft_optim.__dict__, "lr": args.finetune_lr})
+        ft_optim = dataclasses.replace(ft_optim, lr=args.finetune_lr)
     finetune = FinetuneConfig(
-        epochs=args.finetune_epochs or args.epochs, batch_size=args.batch_size, optim=ft_optim
+        epochs=args.finetune_epochs or max(args.epochs, 1),
+        batch_size=args.batch_size,
+        optim=ft_optim,
     )
     return RunConfig(
         model=args.model,
@@ -156,34 +245,47 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         data_dir=args.data_dir,
         download=not args.no_download,
         val_size=args.val_size,
-        weight_init=args.weight_init,
+        weight_init=args.weight_init or spec.default_init,
         seed=args.seed,
         device=args.device,
-        mine=mine,
+        method=method,
+        prune=prune,
+        settings=settings,
         finetune=finetune,
     )
+
+
+def _list(what: str, verbose: bool) -> None:
+    registry = {"models": MODELS, "datasets": DATASETS, "methods": METHODS, "inits": WEIGHT_INITS}[
+        what
+    ]
+    for name in registry.names():
+        if what == "methods":
+            spec = METHODS.get(name)
+            line = f"{name:<28} {spec.description}"
+            if verbose:
+                fields = ", ".join(
+                    f"{f.name}={f.default!r}" for f in dataclasses.fields(spec.settings)
+                )
+                line += f"\n{'':<28} settings: {fields or 'none'}; init: {spec.default_init}"
+            print(line.rstrip())
+        else:
+            print(name)
 
 
 def _run(args: argparse.Namespace) -> int:
     from . import pipeline  # heavy imports only when a stage runs
 
+    progress = not getattr(args, "no_progress", False)
     if args.command == "list":
-        registry = {
-            "models": MODELS,
-            "datasets": DATASETS,
-            "methods": METHODS,
-            "inits": WEIGHT_INITS,
-        }[args.what]
-        print("\n".join(registry.names()))
+        _list(args.what, args.verbose)
         return 0
-    if args.command == "mine":
+    if args.command in ("mine", "prune"):
         cfg = config_from_args(args)
         out = Path(args.out) if args.out else Path("runs") / default_run_name(cfg)
-        summary = pipeline.mine_run(
-            cfg, out, overwrite=args.overwrite, progress=not args.no_progress
-        )
+        summary = pipeline.prune_run(cfg, out, overwrite=args.overwrite, progress=progress)
         if args.finetune:
-            summary = pipeline.finetune_run(out, progress=not args.no_progress)
+            summary = pipeline.finetune_run(out, progress=progress)
         _print_summary(out, summary)
         return 0
     if args.command == "finetune":
@@ -194,9 +296,20 @@ def _run(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             data_dir=args.data_dir,
             device=args.device,
-            progress=not args.no_progress,
+            progress=progress,
         )
         _print_summary(args.run_dir, summary)
+        return 0
+    if args.command == "sanity":
+        from .sanity import sanity_run
+
+        out = Path(args.out) if args.out else Path(f"{args.run_dir}-{args.check}")
+        summary = sanity_run(
+            args.run_dir, args.check, out=out, seed=args.seed, overwrite=args.overwrite
+        )
+        if args.finetune:
+            summary = pipeline.finetune_run(out, progress=progress)
+        _print_summary(out, summary)
         return 0
     result = pipeline.eval_run(args.run_dir, data_dir=args.data_dir, device=args.device)
     print(json.dumps(result, indent=2))
@@ -207,12 +320,13 @@ def _print_summary(run_dir: Path, summary: dict) -> None:
     def pct(v: float | None) -> str:
         return "—" if v is None else f"{100 * v:.2f} %"
 
+    check = f" + {summary['sanity_check']}" if summary.get("sanity_check") else ""
     print(
-        f"{run_dir}: {format_density(summary['density'])} "
+        f"{run_dir}: {summary['method']}{check}, {format_density(summary['density'])} "
         f"(target {100 * summary['target_density']:.2f} %), "
         f"pre-finetune accuracy {pct(summary['pre_finetune_acc'])}, "
         f"post-finetune accuracy {pct(summary.get('post_finetune_acc'))}, "
-        f"{summary['seconds']:.0f} s"
+        f"{summary['epochs_to_mask']:g} epochs to the mask, {summary['seconds']:.0f} s"
     )
 
 

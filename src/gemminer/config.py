@@ -116,8 +116,34 @@ class FinetuneConfig:
 
 
 @dataclass(frozen=True)
+class PruneConfig:
+    """What every pruning method shares: the target and the budget to find the mask.
+
+    ``epochs`` is the training budget of methods that train to find their mask (per
+    round for iterative ones); ``optim`` and ``batch_size`` go with it.
+    """
+
+    density: float = 0.0144
+    epochs: int = 150
+    batch_size: int = 128
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=0.1, schedule="cosine"))
+
+    def __post_init__(self) -> None:
+        _require(
+            isinstance(self.density, (int, float)) and 0 < self.density <= 1,
+            f"density must lie in (0, 1] (the fraction of weights kept), got {self.density}",
+        )
+        _require(self.epochs >= 0, f"epochs must be >= 0, got {self.epochs}")
+        _require(self.batch_size >= 1, f"batch size must be >= 1, got {self.batch_size}")
+
+
+@dataclass(frozen=True)
 class RunConfig:
-    """A whole run: what to build, what data to read, how to mine and finetune."""
+    """A whole run: what to build, what data to read, how to prune and finetune.
+
+    ``settings`` holds the method's own settings (see ``gemminer list methods``), as
+    plain values so the config stays JSON.
+    """
 
     model: str = "resnet20"
     dataset: str = "cifar10"
@@ -128,8 +154,11 @@ class RunConfig:
     seed: int = 0
     device: str = "auto"
     method: str = "gem-miner"
-    mine: MineConfig = field(default_factory=MineConfig)
+    prune: PruneConfig = field(default_factory=PruneConfig)
+    settings: dict[str, Any] = field(default_factory=dict)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    sanity_check: str = ""
+    sanity_seed: int = 0
 
     def __post_init__(self) -> None:
         _require(self.val_size >= 0, f"validation size must be >= 0, got {self.val_size}")
@@ -149,7 +178,8 @@ def _build(cls: type, data: dict[str, Any]) -> Any:
     _require(not unknown, f"unknown {cls.__name__} settings: {', '.join(unknown)}")
     kwargs: dict[str, Any] = {}
     for name, value in data.items():
-        default = known[name].default_factory() if callable(known[name].default_factory) else None
+        factory = known[name].default_factory
+        default = factory() if callable(factory) else None
         if is_dataclass(default) and isinstance(value, dict):
             value = _build(type(default), value)
         elif isinstance(value, list):

@@ -1,7 +1,8 @@
-"""Stages of a run on disk: mine a ticket, finetune it, evaluate it.
+"""Stages of a run on disk: prune (any method), finetune, evaluate, sanity-check.
 
 The command line is a thin layer over these functions; each reads and writes a run
-folder (see :mod:`gemminer.runs`) and skips work that is already done.
+folder (see :mod:`gemminer.runs`) and skips work that is already done. Every method's
+ticket is evaluated and finetuned by the same code here.
 """
 
 from __future__ import annotations
@@ -20,16 +21,19 @@ from .config import FinetuneConfig, RunConfig
 from .data import DataSplits, load_dataset
 from .data.loader import BatchLoader
 from .errors import RunError
-from .masking import Mask, format_density, init_weights, score_state, to_score_model
-from .methods.gem_miner import mine_scores
+from .masking import Mask, apply_mask, format_density, init_weights
+from .methods import METHODS, PruneContext
 from .models import create_model
 from .runs import RunDir
-from .training import evaluate, finetune, resolve_device
+from .training import evaluate, finetune, recalibrate_batchnorm, resolve_device
 
 Log = Callable[[str], None]
 
 #: Each source of randomness gets its own generator, derived from the run's seed.
-_SEED_STREAMS = {"weights": 0, "scores": 1, "mine-data": 2, "finetune-data": 3, "calibration": 4}
+_SEED_STREAMS = {"weights": 0, "scores": 1, "prune-data": 2, "finetune-data": 3, "calibration": 4}
+
+#: Training batches used to re-estimate BatchNorm statistics of a ticket before evaluation.
+CALIBRATION_BATCHES = 20
 
 
 def derive_seed(seed: int, stream: str) -> int:
@@ -61,8 +65,9 @@ def eval_loaders(
 
 
 def train_loader(
-    splits: DataSplits, batch_size: int, device: torch.device, seed: int
+    splits: DataSplits, batch_size: int, device: torch.device, seed: int, augment: bool = True
 ) -> BatchLoader:
+    """Shuffled training batches; ``augment=False`` for BatchNorm calibration."""
     return BatchLoader(
         splits.train,
         batch_size=batch_size,
@@ -70,21 +75,16 @@ def train_loader(
         std=splits.std,
         device=device,
         train=True,
-        augment=splits.augment,
+        augment=augment and splits.augment,
         seed=seed,
     )
 
 
-def build_model(cfg: RunConfig, num_classes: int) -> nn.Module:
+def build_model(cfg: RunConfig, num_classes: int, seed: int | None = None) -> nn.Module:
     """The run's model with its seeded original initialization."""
     model = create_model(cfg.model, num_classes=num_classes)
-    return init_weights(model, cfg.weight_init, derive_seed(cfg.seed, "weights"))
-
-
-def _describe_difference(old: RunConfig, new: RunConfig) -> str:
-    a, b = _flatten(old.to_dict()), _flatten(new.to_dict())
-    keys = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
-    return ", ".join(f"{k}: {a.get(k)!r} → {b.get(k)!r}" for k in keys)
+    seed = derive_seed(cfg.seed, "weights") if seed is None else seed
+    return init_weights(model, cfg.weight_init, seed)
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:
@@ -97,7 +97,13 @@ def _flatten(d: dict, prefix: str = "") -> dict:
     return out
 
 
-def _mining_part(cfg: RunConfig) -> RunConfig:
+def _describe_difference(old: RunConfig, new: RunConfig) -> str:
+    a, b = _flatten(old.to_dict()), _flatten(new.to_dict())
+    keys = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+    return ", ".join(f"{k}: {a.get(k)!r} → {b.get(k)!r}" for k in keys)
+
+
+def _mask_part(cfg: RunConfig) -> RunConfig:
     """The settings that determine the mask (finetuning and paths left out)."""
     return dataclasses.replace(
         cfg, finetune=FinetuneConfig(), data_dir="", device="auto", download=True
@@ -108,15 +114,77 @@ def _print_epoch(log: Log) -> Callable[[dict], None]:
     def show(r: dict) -> None:
         accs = " ".join(f"{k[:-4]} {100 * v:.2f}%" for k, v in r.items() if k.endswith("_acc"))
         extra = f" bound {100 * r['bound']:.2f}%" if "bound" in r else ""
+        where = f"round {r['round']} " if "round" in r else ""
         log(
-            f"{r['phase']} epoch {r['epoch']}: loss {r['loss']:.4f} {accs} "
-            f"{format_density(r['density'])}{extra} ({r['seconds']:.1f} s)"
+            f"{r['phase']} {where}epoch {r['epoch']}: loss {r['loss']:.4f} {accs} "
+            f"{format_density(r['density'])}{extra} ({r.get('seconds', 0):.1f} s)"
         )
 
     return show
 
 
-def mine_run(
+def _metrics_writer(run: RunDir, log: Log) -> Callable[[dict], None]:
+    show = _print_epoch(log)
+
+    def on_epoch(record: dict) -> None:
+        run.append_metrics(record)
+        show(record)
+
+    return on_epoch
+
+
+def _prepare_folder(run: RunDir, cfg: RunConfig, overwrite: bool, log: Log) -> bool:
+    """Make ``run`` ready for a fresh pruning run; False if it already holds this one."""
+    if run.file("config.json").is_file() and not overwrite:
+        old = run.read_config()
+        if _mask_part(old) != _mask_part(cfg):
+            raise RunError(
+                f"{run.path} holds a run with other settings ({_describe_difference(old, cfg)}); "
+                "pass --overwrite to replace it or choose another --out"
+            )
+        if run.file("ticket.pt").is_file() and "density" in run.read_summary():
+            log(f"{run.path}: mask already found, skipping (pass --overwrite to prune again)")
+            return False
+    run.path.mkdir(parents=True, exist_ok=True)
+    for name in ("metrics.jsonl", "summary.json", "finetuned.pt", "scores.pt"):
+        run.file(name).unlink(missing_ok=True)
+    run.write_config(cfg)
+    return True
+
+
+def _ticket_accuracy(
+    model: nn.Module,
+    mask: Mask,
+    splits: DataSplits,
+    cfg: RunConfig,
+    device: torch.device,
+) -> dict[str, float]:
+    """Pre-finetune accuracy of ``model`` ⊙ ``mask``: BatchNorm statistics re-estimated for
+    the ticket on training batches, then evaluated on each split. ``model`` keeps the
+    re-estimated statistics; its weights are masked in place."""
+    apply_mask(model, mask)
+    calibration = train_loader(
+        splits, cfg.prune.batch_size, device, derive_seed(cfg.seed, "calibration"), augment=False
+    )
+    recalibrate_batchnorm(model, calibration, device, CALIBRATION_BATCHES)
+    return {
+        f"{name}_acc": evaluate(model, loader, device).accuracy
+        for name, loader in eval_loaders(splits, device).items()
+    }
+
+
+def _save_ticket(
+    run: RunDir, model: nn.Module, weights: dict[str, torch.Tensor], mask: Mask
+) -> None:
+    """``ticket.pt``: the ticket's unmasked weights and its re-estimated BatchNorm buffers."""
+    state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    state.update({k: v.detach().cpu().clone() for k, v in weights.items()})
+    run.save_tensors("ticket.pt", state)
+    mask.save(run.file("mask.pt"))
+    run.file("density.txt").write_text(mask.report() + "\n")
+
+
+def prune_run(
     cfg: RunConfig,
     out: str | Path,
     *,
@@ -124,116 +192,123 @@ def mine_run(
     progress: bool = True,
     log: Log = _echo,
 ) -> dict:
-    """Mine a ticket with Gem-Miner into run folder ``out``; returns the summary.
+    """Find a ticket with ``cfg.method`` into run folder ``out``; returns the summary.
 
-    A folder that already holds a finished mining run with the same settings is left as
-    it is; one with different settings is refused unless ``overwrite``.
+    A folder that already holds a finished run with the same settings is left as it
+    is; one with other settings is refused unless ``overwrite``.
     """
+    spec = METHODS.get(cfg.method)
+    settings = spec.build_settings(cfg.settings)
     run = RunDir(out)
-    if run.file("config.json").is_file() and not overwrite:
-        old = run.read_config()
-        if _mining_part(old) != _mining_part(cfg):
-            raise RunError(
-                f"{run.path} holds a run with other settings ({_describe_difference(old, cfg)}); "
-                "pass --overwrite to replace it or choose another --out"
-            )
-        if run.file("mined.pt").is_file() and "density" in run.read_summary():
-            log(f"{run.path}: already mined, skipping (pass --overwrite to mine again)")
-            return run.read_summary()
-    run.path.mkdir(parents=True, exist_ok=True)
-    for name in ("metrics.jsonl", "summary.json", "finetuned.pt"):
-        run.file(name).unlink(missing_ok=True)
-    run.write_config(cfg)
+    if not _prepare_folder(run, cfg, overwrite, log):
+        return run.read_summary()
 
     device = resolve_device(cfg.device)
     splits = load_data(cfg)
-    model = build_model(cfg, splits.num_classes)
-    to_score_model(model, torch.Generator().manual_seed(derive_seed(cfg.seed, "scores")))
-    model.to(device=device, memory_format=torch.channels_last)
-    calibration = BatchLoader(
-        splits.train,
-        batch_size=cfg.mine.batch_size,
-        mean=splits.mean,
-        std=splits.std,
-        device=device,
-        train=True,
-        augment=False,
-        seed=derive_seed(cfg.seed, "calibration"),
+    model = build_model(cfg, splits.num_classes).to(
+        device=device, memory_format=torch.channels_last
     )
-    show = _print_epoch(log)
-
-    def on_epoch(record: dict) -> None:
-        run.append_metrics(record)
-        show(record)
-
-    log(f"mining {cfg.model} on {cfg.dataset} ({len(splits.train)} training images) on {device}")
-    start = time.perf_counter()
-    result = mine_scores(
-        model,
-        train_loader(splits, cfg.mine.batch_size, device, derive_seed(cfg.seed, "mine-data")),
-        cfg.mine,
-        device,
+    original = {n: p.detach().cpu().clone() for n, p in model.named_parameters()}
+    ctx = PruneContext(
+        model=model,
+        density=cfg.prune.density,
+        train_batches=train_loader(
+            splits, cfg.prune.batch_size, device, derive_seed(cfg.seed, "prune-data")
+        ),
+        device=device,
+        epochs=cfg.prune.epochs,
+        batch_size=cfg.prune.batch_size,
+        optim=cfg.prune.optim,
+        seed=derive_seed(cfg.seed, "scores"),
         eval_batches=eval_loaders(splits, device),
-        calibration_batches=calibration,
-        on_epoch=on_epoch,
+        calibration_batches=train_loader(
+            splits,
+            cfg.prune.batch_size,
+            device,
+            derive_seed(cfg.seed, "calibration"),
+            augment=False,
+        ),
+        on_epoch=_metrics_writer(run, log),
         progress=progress,
     )
+    images = len(splits.train)
+    log(f"{cfg.method}: {cfg.model} on {cfg.dataset} ({images} training images), {device}")
+    start = time.perf_counter()
+    result = spec.run(ctx, settings)
     seconds = time.perf_counter() - start
-    result.mask.save(run.file("mask.pt"))
-    run.save_tensors("scores.pt", score_state(model))
-    run.save_tensors("mined.pt", model.state_dict())
-    (run.file("density.txt")).write_text(result.mask.report() + "\n")
-    last = result.history[-1]
+    result.mask.check(model)
+
+    weights = result.weights if result.weights is not None else original
+    ticket = create_model(cfg.model, num_classes=splits.num_classes)
+    _load_parameters(ticket, weights, f"{cfg.method}'s ticket weights")
+    ticket.to(device=device, memory_format=torch.channels_last)
+    accs = _ticket_accuracy(ticket, result.mask, splits, cfg, device)
+    _save_ticket(run, ticket, {k: v for k, v in weights.items() if k in original}, result.mask)
+    if result.scores is not None:
+        run.save_tensors("scores.pt", result.scores)
     summary = run.update_summary(
         method=cfg.method,
         model=cfg.model,
         dataset=cfg.dataset,
-        target_density=cfg.mine.density,
+        target_density=cfg.prune.density,
         density=result.mask.density,
-        flag_density=last["flag_density"],
         num_kept=result.mask.num_kept,
         num_prunable=result.mask.num_total,
-        pre_finetune_acc=last["test_acc"],
-        pre_finetune_val_acc=last.get("val_acc"),
+        layer_density={row.name: row.density for row in result.mask.layers()},
+        pre_finetune_acc=accs["test_acc"],
+        pre_finetune_val_acc=accs.get("val_acc"),
         post_finetune_acc=None,
-        epochs_mining=cfg.mine.epochs,
+        epochs_to_mask=result.epochs_to_mask,
+        iterations_to_mask=result.iterations_to_mask,
+        epochs_mining=cfg.prune.epochs if cfg.method == "gem-miner" else result.epochs_to_mask,
         epochs_finetune=0,
-        seconds_mining=seconds,
+        seconds_mask=seconds,
         seconds=seconds,
         seed=cfg.seed,
         device=str(device),
         torch=torch.__version__,
+        **result.extra,
     )
     log(
-        f"mined {run.path}: {format_density(result.mask.density)}, "
-        f"pre-finetune test accuracy {100 * last['test_acc']:.2f}%"
+        f"{cfg.method} → {run.path}: {format_density(result.mask.density)}, "
+        f"pre-finetune test accuracy {100 * accs['test_acc']:.2f}%"
     )
     return summary
 
 
-def _require_mined(run: RunDir) -> None:
-    for name in ("mask.pt", "mined.pt"):
+def _load_parameters(model: nn.Module, weights: dict[str, torch.Tensor], what: str) -> None:
+    params = dict(model.named_parameters())
+    missing = sorted(set(params) - set(weights))
+    if missing:
+        raise RunError(f"{what} lack {', '.join(missing)}: wrong model?")
+    with torch.no_grad():
+        for name, p in params.items():
+            if tuple(weights[name].shape) != tuple(p.shape):
+                raise RunError(
+                    f"{what}: {name} has shape {tuple(weights[name].shape)}, "
+                    f"the model expects {tuple(p.shape)}"
+                )
+            p.copy_(weights[name])
+
+
+def _require_ticket(run: RunDir) -> None:
+    for name in ("mask.pt", "ticket.pt"):
         if not run.file(name).is_file():
-            raise RunError(f"{run.path} has no {name}: run `gemminer mine` into it first")
+            raise RunError(
+                f"{run.path} has no {name}: run `gemminer prune` (or `mine`) into it first"
+            )
 
 
 def ticket_model(run: RunDir, cfg: RunConfig, num_classes: int) -> tuple[nn.Module, Mask]:
-    """The run's model with its original weights (from ``mined.pt``) and the mask."""
-    _require_mined(run)
+    """The run's model with its ticket weights (unmasked) and BatchNorm buffers, and the mask."""
+    _require_ticket(run)
     model = create_model(cfg.model, num_classes=num_classes)
-    mined = run.load_tensors("mined.pt")
-    params = dict(model.named_parameters())
-    missing = sorted(set(params) - set(mined))
-    if missing:
-        raise RunError(f"mined.pt of {run.path} lacks {', '.join(missing)}: wrong model?")
+    state = run.load_tensors("ticket.pt")
+    _load_parameters(model, state, f"ticket.pt of {run.path}")
+    buffers = {n: b for n, b in model.named_buffers() if n in state}
     with torch.no_grad():
-        for name, p in params.items():
-            if tuple(mined[name].shape) != tuple(p.shape):
-                raise RunError(
-                    f"mined.pt of {run.path}: {name} has shape {tuple(mined[name].shape)}, "
-                    f"the model expects {tuple(p.shape)}"
-                )
-            p.copy_(mined[name])
+        for name, b in buffers.items():
+            b.copy_(state[name])
     mask = Mask.load(run.file("mask.pt"))
     mask.check(model)
     return model, mask
@@ -250,10 +325,10 @@ def finetune_run(
     progress: bool = True,
     log: Log = _echo,
 ) -> dict:
-    """Finetune the ticket of a mined run (original weights, fixed mask); returns the summary."""
+    """Finetune a run's ticket (its weights, the mask fixed); returns the summary."""
     run = RunDir(run_dir)
     cfg = run.read_config()
-    _require_mined(run)
+    _require_ticket(run)
     ft = cfg.finetune
     if lr is not None:
         ft = dataclasses.replace(ft, optim=dataclasses.replace(ft.optim, lr=lr))
@@ -267,12 +342,10 @@ def finetune_run(
     dev = resolve_device(cfg.device)
     splits = load_data(cfg)
     model, mask = ticket_model(run, cfg, splits.num_classes)
+    for module in model.modules():  # weight training starts with fresh BatchNorm statistics
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.reset_running_stats()
     model.to(device=dev, memory_format=torch.channels_last)
-    show = _print_epoch(log)
-
-    def on_epoch(record: dict) -> None:
-        run.append_metrics(record)
-        show(record)
 
     log(f"finetuning {run.path}: {format_density(mask.density)}, {ft.epochs} epochs on {dev}")
     start = time.perf_counter()
@@ -283,7 +356,7 @@ def finetune_run(
         ft,
         dev,
         eval_batches=eval_loaders(splits, dev),
-        on_epoch=on_epoch,
+        on_epoch=_metrics_writer(run, log),
         progress=progress,
     )
     seconds = time.perf_counter() - start
@@ -295,7 +368,7 @@ def finetune_run(
         post_finetune_val_acc=last.get("val_acc"),
         epochs_finetune=ft.epochs,
         seconds_finetune=seconds,
-        seconds=summary.get("seconds_mining", 0.0) + seconds,
+        seconds=summary.get("seconds_mask", 0.0) + seconds,
     )
     log(f"finetuned {run.path}: post-finetune test accuracy {100 * last['test_acc']:.2f}%")
     return summary
@@ -312,8 +385,7 @@ def eval_run(
     splits = load_data(cfg)
     test = eval_loaders(splits, dev)["test"]
     model, mask = ticket_model(run, cfg, splits.num_classes)
-    to_score_model(model)
-    model.load_state_dict(run.load_tensors("mined.pt"))
+    apply_mask(model, mask)
     result = {
         "density": mask.density,
         "pre_finetune_acc": evaluate(model.to(dev), test, dev).accuracy,

@@ -11,6 +11,7 @@ c = ln(1/s)/E, reaching ``round(d · s)`` at epoch E. The output mask is
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from collections.abc import Callable, Mapping
@@ -19,11 +20,11 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from ..config import MineConfig
-from ..masking import Mask, flag_counts, project_scores, rounded_mask, score_layers
+from ..config import REGULARIZERS, MineConfig, PruneConfig, _choice, _require
+from ..masking import Mask, flag_counts, project_scores, rounded_mask, score_layers, to_score_model
 from ..training.loop import Batches, evaluate, recalibrate_batchnorm, train_epoch
 from ..training.optim import build_optimizer, build_scheduler
-from . import METHODS
+from .base import PruneContext, PruneResult, register_method
 
 EpochCallback = Callable[[dict], None]
 
@@ -200,4 +201,69 @@ def mine_scores(
     return MiningResult(rounded_mask(model), history, model)
 
 
-METHODS.register("gem-miner")(mine_scores)
+@dataclass(frozen=True)
+class GemMinerSettings:
+    """Gem-Miner's own settings; the defaults are Table 8's row for density 1.44 %.
+
+    ``period`` T: freeze every T epochs (and after the last); ``lam`` λ: weight of the
+    ``regularizer`` on the scores; ``bn_recalibration_batches``: training batches used to
+    re-estimate BatchNorm statistics of the current mask before each evaluation.
+    """
+
+    period: int = 5
+    lam: float = 1e-4
+    regularizer: str = "l2"
+    bn_recalibration_batches: int = 20
+
+    def __post_init__(self) -> None:
+        _require(self.period >= 1, f"period must be >= 1, got {self.period}")
+        _require(math.isfinite(self.lam) and self.lam >= 0, f"lambda must be >= 0, got {self.lam}")
+        _choice(self.regularizer, REGULARIZERS, "regularizer")
+
+
+def mine_config(prune: PruneConfig, settings: GemMinerSettings) -> MineConfig:
+    """The full Gem-Miner configuration of a run (validated: e.g. period <= epochs)."""
+    return MineConfig(
+        density=prune.density,
+        epochs=prune.epochs,
+        period=settings.period,
+        lam=settings.lam,
+        regularizer=settings.regularizer,
+        batch_size=prune.batch_size,
+        optim=prune.optim,
+        bn_recalibration_batches=settings.bn_recalibration_batches,
+    )
+
+
+@register_method(
+    "gem-miner",
+    settings=GemMinerSettings,
+    default_init="signed_constant",
+    description="Gem-Miner (Algorithm 1): scores in [0,1], rounding, L2, iterative freezing",
+)
+def gem_miner(ctx: PruneContext, settings: GemMinerSettings) -> PruneResult:
+    cfg = mine_config(PruneConfig(ctx.density, ctx.epochs, ctx.batch_size, ctx.optim), settings)
+    model = to_score_model(copy.deepcopy(ctx.model), torch.Generator().manual_seed(ctx.seed))
+    model.to(device=ctx.device, memory_format=torch.channels_last)
+    result = mine_scores(
+        model,
+        ctx.train_batches,
+        cfg,
+        ctx.device,
+        eval_batches=ctx.eval_batches,
+        calibration_batches=ctx.calibration_batches,
+        on_epoch=ctx.on_epoch,
+        progress=ctx.progress,
+    )
+    scores = {
+        f"{name}.weight" if name else "weight": layer.scores.detach().cpu().clone()
+        for name, layer in score_layers(model).items()
+    }
+    return PruneResult(
+        mask=result.mask,
+        epochs_to_mask=cfg.epochs,
+        iterations_to_mask=cfg.epochs * len(ctx.train_batches),
+        scores=scores,
+        history=result.history,
+        extra={"flag_density": result.history[-1]["flag_density"]},
+    )

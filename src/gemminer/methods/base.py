@@ -1,0 +1,126 @@
+"""The interface of a pruning method: score (or train), return a mask; shared code does the rest.
+
+A method is one function ``run(ctx, settings) -> PruneResult`` registered with
+:func:`register_method`, together with a frozen dataclass of its own settings (each
+defaulting to the published method). Shared code builds the model and data, thresholds
+scores (:mod:`gemminer.masking.threshold`), evaluates the ticket before finetuning, and
+finetunes every ticket the same way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..config import OptimConfig
+from ..errors import ConfigError
+from ..masking import Mask
+from ..training.loop import Batches
+
+
+@dataclass(frozen=True)
+class NoSettings:
+    """For methods without settings of their own."""
+
+
+@dataclass
+class PruneContext:
+    """What a method may use to find its mask.
+
+    ``model`` is the plain network at its original initialization; a method that trains
+    works on a copy (``copy.deepcopy``) and never changes ``model`` in place.
+    ``epochs`` is the training budget for methods that train to find their mask (per
+    round for iterative methods); ``optim`` and ``batch_size`` go with it.
+    """
+
+    model: nn.Module
+    density: float
+    train_batches: Batches
+    device: torch.device
+    epochs: int = 1
+    batch_size: int = 128
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    seed: int = 0
+    eval_batches: Mapping[str, Batches] | None = None
+    calibration_batches: Batches | None = None
+    on_epoch: Callable[[dict], None] | None = None
+    progress: bool = False
+
+    @property
+    def batches_per_epoch(self) -> int:
+        return len(self.train_batches)  # type: ignore[arg-type]
+
+
+@dataclass
+class PruneResult:
+    """A method's output.
+
+    ``weights``: the ticket's weights as a state dict of the plain model (parameters and,
+    optionally, buffers), when they are not the original initialization (IMP rewinds to
+    an epoch, learning-rate rewinding keeps trained weights); ``None`` means the
+    original initialization. ``scores``: per-weight scores, higher = more important,
+    keyed like the mask, for score inversion. ``epochs_to_mask`` and
+    ``iterations_to_mask`` count the training spent to find the mask (Table 1).
+    """
+
+    mask: Mask
+    epochs_to_mask: float
+    iterations_to_mask: int
+    weights: dict[str, torch.Tensor] | None = None
+    scores: dict[str, torch.Tensor] | None = None
+    history: list[dict] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)  # method-specific summary figures
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """A registered method: how to run it and what it needs."""
+
+    name: str
+    run: Callable[[PruneContext, Any], PruneResult]
+    settings: type = NoSettings
+    default_init: str = "kaiming_normal"
+    description: str = ""
+    weight_decay: float = 0.0
+
+    def build_settings(self, values: Mapping[str, Any] | None = None) -> Any:
+        """The method's settings from a dict of overrides; unknown keys are errors."""
+        values = dict(values or {})
+        known = {f.name for f in fields(self.settings)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            valid = ", ".join(sorted(known)) or "none"
+            raise ConfigError(
+                f"method {self.name!r} has no setting {', '.join(unknown)}; its settings: {valid}"
+            )
+        return self.settings(**values)
+
+
+def register_method(
+    name: str,
+    *,
+    settings: type = NoSettings,
+    default_init: str = "kaiming_normal",
+    description: str = "",
+    weight_decay: float = 0.0,
+) -> Callable[
+    [Callable[[PruneContext, Any], PruneResult]], Callable[[PruneContext, Any], PruneResult]
+]:
+    """Register ``run(ctx, settings) -> PruneResult`` under ``name``.
+
+    ``default_init`` is the weight initialization the method's authors used, and
+    ``weight_decay`` the default of the optimizer that finds the mask (if it trains).
+    """
+    from . import METHODS
+
+    def decorate(run: Callable[[PruneContext, Any], PruneResult]) -> Callable[..., PruneResult]:
+        METHODS.register(name)(
+            MethodSpec(name, run, settings, default_init, description, weight_decay)
+        )
+        return run
+
+    return decorate

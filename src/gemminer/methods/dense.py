@@ -1,0 +1,22 @@
+"""Dense weight training: the all-ones mask, the reference accuracy of every table.
+
+The target density is ignored: the mask keeps every prunable weight (density 1), and the
+"finetuning" that follows is ordinary training of the full network. No scores are
+returned (there is nothing to invert) and no training is spent finding the mask.
+"""
+
+from __future__ import annotations
+
+from ..masking import Mask
+from .base import NoSettings, PruneContext, PruneResult, register_method
+
+
+@register_method(
+    "dense",
+    settings=NoSettings,
+    default_init="kaiming_normal",
+    description="Dense weight training (no pruning; the target density is ignored).",
+)
+def dense(ctx: PruneContext, settings: NoSettings) -> PruneResult:
+    """Keep every prunable weight, whatever ``ctx.density`` says."""
+    return PruneResult(mask=Mask.ones_like(ctx.model), epochs_to_mask=0.0, iterations_to_mask=0)

@@ -1,0 +1,379 @@
+"""Edge-Popup (Ramanujan et al., 2020) and the variants of the paper's Table 3.
+
+The weights stay frozen at their initialization. Every prunable weight gets a real-valued
+score ``s`` (Kaiming-uniform, as in allenai/hidden-networks), and the forward pass uses
+``w ⊙ m`` where ``m`` keeps the weights whose ``|s|`` is among the top-k. The mask is
+differentiated straight through: the gradient of ``w ⊙ m`` reaches ``m`` unchanged, then
+``|s|``, so ∂L/∂s = (∂L/∂w_eff ⊙ w) ⊙ sign(s), for kept and pruned weights alike. The scores
+are trained by SGD (``ctx.optim``) for ``ctx.epochs`` epochs; nothing else trains
+(the models' BatchNorm is non-affine). The ticket is the top-k mask of the final scores on
+the original weights.
+
+Settings (defaults = the original method) select the variants of Table 3:
+
+* ``scope="layer"``: k = density × layer size in every layer (the original);
+  ``scope="global"``: one top-k over the scores of all layers ("Global EP").
+* ``gradual=True``: the kept fraction decays exponentially from 1 to the target over the
+  epochs, ``density_j = target^(j/E)`` during epoch j = 1..E, the bound Gem-Miner's
+  freezing follows (sampled every epoch). The last epoch trains at the target density.
+  Pruning is not permanent: a weight dropped early comes back if its score grows.
+* ``score_l2=λ``: λ‖s‖² added to the loss (its gradient 2λs added before each step).
+
+Tolerance: with ``scope="global"`` the mask keeps ``round(density × total)`` weights
+(within one weight of the target); with ``scope="layer"`` every layer keeps
+``round(density × size)`` weights (at least one), so each layer is within one weight of
+its target and the whole mask within one weight per layer.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from ..errors import ConfigError, MaskError
+from ..masking import Mask, prunable_modules
+from ..masking.threshold import global_mask, keep_count, layerwise_mask
+from ..training.loop import evaluate, recalibrate_batchnorm, train_epoch
+from ..training.optim import build_optimizer, build_scheduler
+from .base import PruneContext, PruneResult, register_method
+
+SCOPES = ("layer", "global")
+
+#: BatchNorm recalibration batches before each per-epoch evaluation (reporting only).
+BN_RECALIBRATION_BATCHES = 20
+
+
+@dataclass(frozen=True)
+class EdgePopupSettings:
+    """Edge-Popup and its Table 3 variants; the defaults are the original method.
+
+    ``scope``: ``"layer"`` (top-k per layer) or ``"global"`` (one top-k over all layers).
+    ``gradual``: decay the kept fraction from 1 to the target as ``target^(j/E)``.
+    ``score_l2``: λ of the λ‖s‖² penalty on the scores (0 = none).
+    """
+
+    scope: str = "layer"
+    gradual: bool = False
+    score_l2: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.scope not in SCOPES:
+            raise ConfigError(
+                f"unknown edge-popup scope {self.scope!r}; valid scopes: {', '.join(SCOPES)}"
+            )
+        if not isinstance(self.gradual, bool):
+            raise ConfigError(f"gradual must be true or false, got {self.gradual!r}")
+        if (
+            isinstance(self.score_l2, bool)
+            or not isinstance(self.score_l2, (int, float))
+            or not math.isfinite(self.score_l2)
+            or self.score_l2 < 0
+        ):
+            raise ConfigError(f"score_l2 must be a finite number >= 0, got {self.score_l2!r}")
+
+
+@dataclass(frozen=True)
+class GlobalEdgePopupSettings(EdgePopupSettings):
+    """Table 3 "Global EP": one top-k over the scores of all layers."""
+
+    scope: str = "global"
+
+
+@dataclass(frozen=True)
+class GlobalGradualEdgePopupSettings(EdgePopupSettings):
+    """Table 3 "Global EP with gradual pruning"."""
+
+    scope: str = "global"
+    gradual: bool = True
+
+
+# --- layers ----------------------------------------------------------------------------
+
+
+class _TopKStraightThrough(torch.autograd.Function):
+    """m = 1[|s| ≥ threshold]; the backward pass treats the thresholding as identity."""
+
+    @staticmethod
+    def forward(ctx, magnitudes: torch.Tensor, threshold: torch.Tensor) -> torch.Tensor:
+        return (magnitudes >= threshold).to(magnitudes.dtype)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return grad, None
+
+
+class PopupLayer:
+    """Mixin: a frozen weight, a trainable score per weight and a threshold on ``|s|``.
+
+    The layer keeps the weights whose ``|s|`` reaches ``threshold`` (a buffer the method
+    sets; 0 keeps every weight). Layers never read configuration.
+    """
+
+    weight: nn.Parameter
+    scores: nn.Parameter
+    threshold: torch.Tensor
+
+    def _add_scores(self, generator: torch.Generator | None) -> None:
+        self.weight.requires_grad_(False)
+        scores = torch.empty(self.weight.shape)
+        nn.init.kaiming_uniform_(scores, a=math.sqrt(5), generator=generator)
+        self.scores = nn.Parameter(scores.to(self.weight))
+        self.register_buffer("threshold", torch.zeros((), device=self.weight.device))
+
+    def mask(self) -> torch.Tensor:
+        """The layer's current mask as booleans."""
+        return self.scores.detach().abs() >= self.threshold
+
+    def effective_weight(self) -> torch.Tensor:
+        return self.weight * _TopKStraightThrough.apply(self.scores.abs(), self.threshold)
+
+
+class PopupConv2d(PopupLayer, nn.Conv2d):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._conv_forward(x, self.effective_weight(), self.bias)
+
+
+class PopupLinear(PopupLayer, nn.Linear):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.effective_weight(), self.bias)
+
+
+_POPUP_CLASS: dict[type[nn.Module], type[nn.Module]] = {
+    nn.Conv2d: PopupConv2d,
+    nn.Linear: PopupLinear,
+}
+
+
+def to_popup_model(model: nn.Module, generator: torch.Generator | None = None) -> nn.Module:
+    """Turn every Conv2d/Linear of ``model`` into a popup layer, in place, and return it.
+
+    Every parameter is frozen except the new scores, drawn Kaiming-uniform (a = √5) from
+    ``generator`` in module order.
+    """
+    for name, module in prunable_modules(model).items():
+        if isinstance(module, PopupLayer):
+            continue
+        cls = _POPUP_CLASS.get(type(module))
+        if cls is None:
+            raise MaskError(
+                f"layer {name!r} is a {type(module).__name__}, a subclass of "
+                f"{', '.join(t.__name__ for t in _POPUP_CLASS)} that edge-popup cannot "
+                "convert; use the plain torch.nn layer types"
+            )
+        module.__class__ = cls
+        module._add_scores(generator)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for layer in popup_layers(model).values():
+        layer.scores.requires_grad_(True)
+    return model
+
+
+def popup_layers(model: nn.Module) -> dict[str, PopupLayer]:
+    """The popup layers of ``model`` keyed by weight name (``"conv1.weight"``)."""
+    return {
+        f"{n}.weight" if n else "weight": m
+        for n, m in model.named_modules()
+        if isinstance(m, PopupLayer)
+    }
+
+
+def _kth_largest(values: torch.Tensor, k: int) -> torch.Tensor:
+    return torch.kthvalue(values, values.numel() - k + 1).values
+
+
+def layer_keep_counts(layers: dict[str, PopupLayer], density: float) -> dict[str, int]:
+    """Weights each layer keeps at ``density`` in layer scope: nearest integer, at least 1."""
+    return {name: keep_count(m.scores.numel(), density) for name, m in layers.items()}
+
+
+@torch.no_grad()
+def set_thresholds(layers: dict[str, PopupLayer], density: float, scope: str) -> None:
+    """Set every layer's threshold so that the top-k of ``|s|`` is kept.
+
+    ``"layer"``: k = ``round(density × size)`` in each layer; ``"global"``: k =
+    ``round(density × total)`` over all layers together. Runs on the scores' device
+    without synchronizing with the host. Ties at the threshold are all kept (they do not
+    occur with real-valued scores in practice); the final mask breaks them exactly.
+    """
+    if scope == "layer":
+        counts = layer_keep_counts(layers, density)
+        for name, m in layers.items():
+            m.threshold.copy_(_kth_largest(m.scores.detach().abs().flatten(), counts[name]))
+        return
+    flat = torch.cat([m.scores.detach().abs().flatten() for m in layers.values()])
+    threshold = _kth_largest(flat, keep_count(flat.numel(), density))
+    for m in layers.values():
+        m.threshold.copy_(threshold)
+
+
+@torch.no_grad()
+def add_score_l2_grad(layers: dict[str, PopupLayer], lam: float) -> None:
+    """Add ∂(λ‖s‖²)/∂s = 2λs to the score gradients."""
+    if lam == 0:
+        return
+    for m in layers.values():
+        if m.scores.grad is None:
+            m.scores.grad = torch.zeros_like(m.scores)
+        m.scores.grad.add_(m.scores, alpha=2 * lam)
+
+
+def scheduled_density(target: float, epoch: int, epochs: int, gradual: bool) -> float:
+    """The kept fraction during ``epoch`` (1-based): the target, or ``target^(epoch/epochs)``."""
+    if not gradual or epoch >= epochs:
+        return target
+    return target ** (epoch / epochs)
+
+
+def final_mask(layers: dict[str, PopupLayer], density: float, scope: str) -> Mask:
+    """The exact top-k mask of the current ``|s|`` (shared thresholding, ties by position)."""
+    scores = {name: m.scores.detach().abs().cpu() for name, m in layers.items()}
+    if scope == "global":
+        return global_mask(scores, density)
+    counts = layer_keep_counts(layers, density)
+    return layerwise_mask(scores, {n: counts[n] / scores[n].numel() for n in scores})
+
+
+# --- training --------------------------------------------------------------------------
+
+
+@dataclass
+class PopupTraining:
+    """What :func:`train_scores` returns: the trained popup model and its history."""
+
+    model: nn.Module
+    steps: int
+    history: list[dict] = field(default_factory=list)
+
+
+def _check_context(ctx: PruneContext) -> None:
+    if not 0 < ctx.density <= 1:
+        raise ConfigError(f"density must lie in (0, 1] (the fraction kept), got {ctx.density}")
+    if ctx.epochs < 1:
+        raise ConfigError(f"edge-popup needs at least one training epoch, got {ctx.epochs}")
+
+
+def train_scores(ctx: PruneContext, settings: EdgePopupSettings) -> PopupTraining:
+    """Train the scores of a popup copy of ``ctx.model``; ``ctx.model`` is left unchanged."""
+    _check_context(ctx)
+    generator = torch.Generator().manual_seed(ctx.seed)
+    model = to_popup_model(copy.deepcopy(ctx.model), generator).to(ctx.device)
+    layers = popup_layers(model)
+    if not layers:
+        raise MaskError("the model has no Conv2d or Linear layer to prune")
+    optimizer = build_optimizer([m.scores for m in layers.values()], ctx.optim)
+    scheduler = build_scheduler(optimizer, ctx.optim, ctx.epochs)
+    total = sum(m.scores.numel() for m in layers.values())
+    history: list[dict] = []
+    steps = 0
+
+    for epoch in range(1, ctx.epochs + 1):
+        start = time.perf_counter()
+        density = scheduled_density(ctx.density, epoch, ctx.epochs, settings.gradual)
+        set_thresholds(layers, density, settings.scope)
+
+        def regularize() -> None:
+            add_score_l2_grad(layers, settings.score_l2)
+
+        def after_step(density: float = density) -> None:
+            nonlocal steps
+            steps += 1
+            set_thresholds(layers, density, settings.scope)
+
+        lr = optimizer.param_groups[0]["lr"]
+        stats = train_epoch(
+            model,
+            ctx.train_batches,
+            optimizer,
+            ctx.device,
+            before_step=regularize,
+            after_step=after_step,
+            progress=f"edge-popup {epoch}/{ctx.epochs}" if ctx.progress else None,
+        )
+        scheduler.step()
+        kept = int(sum(m.mask().sum() for m in layers.values()))
+        record = {
+            "phase": "prune",
+            "epoch": epoch,
+            "loss": stats.loss,
+            "train_acc": stats.accuracy,
+            "lr": lr,
+            "density": kept / total,
+            "target_density": density,
+        }
+        if ctx.eval_batches is not None:
+            if ctx.calibration_batches is not None:
+                recalibrate_batchnorm(
+                    model, ctx.calibration_batches, ctx.device, BN_RECALIBRATION_BATCHES
+                )
+            for name, batches in ctx.eval_batches.items():
+                record[f"{name}_acc"] = evaluate(model, batches, ctx.device).accuracy
+        record["seconds"] = time.perf_counter() - start
+        history.append(record)
+        if ctx.on_epoch is not None:
+            ctx.on_epoch(record)
+    return PopupTraining(model, steps, history)
+
+
+_DEFAULT_INIT = "signed_constant"
+
+
+@register_method(
+    "edge-popup-global-gradual",
+    settings=GlobalGradualEdgePopupSettings,
+    default_init=_DEFAULT_INIT,
+    weight_decay=5e-4,  # hidden-networks trains its scores with weight decay 5e-4
+    description="Edge-Popup, global top-k, kept fraction decaying to the target (Table 3)",
+)
+@register_method(
+    "edge-popup-global",
+    settings=GlobalEdgePopupSettings,
+    default_init=_DEFAULT_INIT,
+    weight_decay=5e-4,  # hidden-networks trains its scores with weight decay 5e-4
+    description="Edge-Popup with one top-k over all layers (Table 3, Global EP)",
+)
+@register_method(
+    "edge-popup",
+    settings=EdgePopupSettings,
+    default_init=_DEFAULT_INIT,
+    weight_decay=5e-4,  # hidden-networks trains its scores with weight decay 5e-4
+    description="Edge-Popup (Ramanujan et al. 2020): learned scores, top-k per layer",
+)
+def run(ctx: PruneContext, settings: EdgePopupSettings) -> PruneResult:
+    """Edge-Popup: train the scores, return the top-k mask of ``|s|`` on the original weights."""
+    trained = train_scores(ctx, settings)
+    layers = popup_layers(trained.model)
+    mask = final_mask(layers, ctx.density, settings.scope)
+    scores = {name: m.scores.detach().abs().cpu().clone() for name, m in layers.items()}
+    return PruneResult(
+        mask=mask,
+        epochs_to_mask=float(ctx.epochs),
+        iterations_to_mask=trained.steps,
+        weights=None,
+        scores=scores,
+        history=trained.history,
+    )
+
+
+__all__: list[str] = [
+    "EdgePopupSettings",
+    "GlobalEdgePopupSettings",
+    "GlobalGradualEdgePopupSettings",
+    "PopupConv2d",
+    "PopupLayer",
+    "PopupLinear",
+    "PopupTraining",
+    "final_mask",
+    "popup_layers",
+    "run",
+    "scheduled_density",
+    "set_thresholds",
+    "to_popup_model",
+    "train_scores",
+]

@@ -1,0 +1,225 @@
+"""Smart Ratio (Su et al. 2020, "Sanity-checking pruning methods: random tickets can win
+the jackpot") and the rare-gems paper's variants SR-v2 and SR-v3 (its Table 16).
+
+Smart Ratio is random pruning at hand-set layer-wise densities. What is implemented, for
+the L prunable layers (every Conv2d/Linear weight, in definition order, 1×1 shortcut
+convolutions included) numbered l = 1 … L:
+
+* **SR-v1** (``variant="v1"``, the published method). The last layer (the classifier)
+  keeps ``round(last_layer_ratio · size)`` weights, ``last_layer_ratio = 0.3`` as in Su et
+  al.'s code (``--linear_keep_ratio``, default 0.3) and its use in
+  ksreenivasan/pruning_is_enough (``linear_keep_ratio: 0.3``), the code behind the
+  rare-gems SR baseline. Every other layer gets density γ · w_l with
+  w_l = (L − l + 1)² + (L − l + 1) (the ResNet rule) or
+  w_l = ((L − l + 1)² + (L − l + 1)) / l² (the VGG rule, which both reference codes apply
+  to VGG networks), γ solved so the total kept count is exactly
+  ``round(density · total)``.
+* **SR-v2** (``variant="v2"``): the first and last layers copy their masks *exactly*
+  (positions, not just counts) from ``reference_mask`` (a ``mask.pt``, e.g. Gem-Miner's,
+  loaded with :meth:`Mask.load`, which refuses unsafe pickles; it must fit the model);
+  layers 2 … L − 1 get γ · w_l as above (w_l still numbered over all L layers).
+* **SR-v3** (``variant="v3"``): the first and last layers are dense; layers 2 … L − 1 get
+  γ · w_l.
+
+Within each layer the kept weights are random: the scores are U[0, 1) per weight drawn
+from ``ctx.seed`` (for SR-v2's copied layers, the reference mask plus U[0, 1), so the
+reference positions win and score inversion picks among the others), and each layer
+keeps its highest scores. No training is spent (0 epochs, 0 iterations).
+
+Clipping: when γ · w_l would exceed 1 (dense targets, or the first layers of a deep
+network), the layer is made dense and γ solved again for the remaining layers, until no
+density exceeds 1; real-valued counts are rounded by largest remainder, so the total is
+exact and each layer is within one weight of its share (:mod:`gemminer.methods._ratios`).
+When the fixed layers alone (v1: the last layer; v2/v3: the first and last) keep more
+than the target, or the others cannot make up the rest even dense, :class:`ConfigError`
+names the density that is out of reach.
+
+Deviations from the reference code, and why:
+
+* Which rule (ResNet or VGG) applies is chosen by ``depth_rule``; ``"auto"`` (the
+  default) picks the VGG rule when the model's class name contains "vgg", as the
+  reference picks it from the architecture's name.
+* The fixed ratio goes to the *last* prunable layer. The reference gives it to the layers
+  its per-architecture lists call "linear"; in every network of the paper (ResNet-20/18,
+  VGG-16, MobileNet-V2) that is the classifier alone, which is the last layer.
+* Excess from clipped layers is spread over the unclipped ones *in proportion to their
+  ratios* (the ERK re-solve). The reference pours it into the next layers in order, which
+  distorts the closed form; the two agree whenever nothing is clipped.
+* Exact counts (largest remainder) instead of ``int()`` truncation, which undershoots the
+  target by up to a weight per layer.
+* SR-v2 and SR-v3 hit the target density: the middle layers absorb what the first and
+  last layers take or give back. In the paper (Table 16) the middle layers kept their
+  SR-v1 ratios and the totals drifted (1.47 % and 1.75 % for a 1.44 % target on
+  ResNet-20); ``match_target=False`` reproduces that, and then the mask's density is
+  whatever results, not the target.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import nn
+
+from ..errors import ConfigError, GemMinerError
+from ..masking import Mask
+from ._ratios import allocate_counts, layer_sizes, random_result, random_scores, target_count
+from .base import PruneContext, PruneResult, register_method
+
+VARIANTS = ("v1", "v2", "v3")
+DEPTH_RULES = ("auto", "resnet", "vgg")
+
+
+@dataclass(frozen=True)
+class SmartRatioSettings:
+    """Smart Ratio's settings; the defaults are the published method (SR-v1)."""
+
+    variant: str = "v1"
+    """"v1" (Su et al.), "v2" (first/last layer masks from ``reference_mask``) or "v3"
+    (first/last layers dense); see the module docstring."""
+
+    reference_mask: str = ""
+    """Path of the mask file (``mask.pt``) whose first and last layers SR-v2 copies."""
+
+    last_layer_ratio: float = 0.3
+    """SR-v1: the keep ratio of the last layer (the classifier)."""
+
+    depth_rule: str = "auto"
+    """"resnet": w_l = (L−l+1)² + (L−l+1); "vgg": that over l²; "auto": "vgg" when the
+    model's class name contains "vgg", else "resnet"."""
+
+    match_target: bool = True
+    """SR-v2/v3: rescale the middle layers so the total hits the target; False keeps their
+    SR-v1 ratios, as in the paper's Table 16 (the density then drifts from the target)."""
+
+    def __post_init__(self) -> None:
+        name = "smart-ratio"
+        if self.variant not in VARIANTS:
+            raise ConfigError(
+                f"{name}: unknown variant {self.variant!r}; valid variants: {', '.join(VARIANTS)}"
+            )
+        if self.depth_rule not in DEPTH_RULES:
+            raise ConfigError(
+                f"{name}: unknown depth_rule {self.depth_rule!r}; "
+                f"valid rules: {', '.join(DEPTH_RULES)}"
+            )
+        ratio = self.last_layer_ratio
+        if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 < ratio <= 1:
+            raise ConfigError(f"{name}: last_layer_ratio must lie in (0, 1], got {ratio!r}")
+        if not isinstance(self.reference_mask, str):
+            raise ConfigError(f"{name}: reference_mask must be a path, got {self.reference_mask!r}")
+        if self.variant == "v2" and not self.reference_mask:
+            raise ConfigError(
+                f"{name}: variant 'v2' copies the first and last layers from a mask file; "
+                "set reference_mask to its path (e.g. a Gem-Miner run's mask.pt)"
+            )
+        if self.variant != "v2" and self.reference_mask:
+            raise ConfigError(
+                f"{name}: reference_mask is used only by variant 'v2', "
+                f"not {self.variant!r}; remove it or set variant='v2'"
+            )
+        if not isinstance(self.match_target, bool):
+            raise ConfigError(f"{name}: match_target must be true or false")
+
+
+@dataclass(frozen=True)
+class SmartRatioV3Settings(SmartRatioSettings):
+    """SR-v3 by default: the first and last layers dense, Smart Ratio in between."""
+
+    variant: str = "v3"
+
+
+def depth_weights(num_layers: int, rule: str) -> list[float]:
+    """Smart Ratio's relative keep ratios w_1 … w_L (before scaling and clipping)."""
+    out = []
+    for layer in range(1, num_layers + 1):
+        k = num_layers - layer + 1
+        w = float(k * k + k)
+        out.append(w / (layer * layer) if rule == "vgg" else w)
+    return out
+
+
+def resolve_rule(model: nn.Module, rule: str) -> str:
+    """``"auto"`` → ``"vgg"`` for a model whose class name contains "vgg", else ``"resnet"``."""
+    if rule != "auto":
+        return rule
+    return "vgg" if "vgg" in type(model).__name__.lower() else "resnet"
+
+
+def load_reference(path: str, model: nn.Module) -> Mask:
+    """The SR-v2 reference mask, checked against ``model``; :class:`ConfigError` otherwise."""
+    try:
+        mask = Mask.load(path)
+        mask.check(model)
+    except GemMinerError as exc:
+        raise ConfigError(f"smart-ratio: reference_mask {path!r} is unusable: {exc}") from exc
+    return mask
+
+
+def smart_ratio_counts(
+    ctx: PruneContext, settings: SmartRatioSettings, reference: Mask | None = None
+) -> dict[str, int]:
+    """The kept count of every prunable layer (see the module docstring)."""
+    sizes = layer_sizes(ctx)
+    names = list(sizes)
+    need = 2 if settings.variant == "v1" else 3
+    if len(names) < need:
+        raise ConfigError(
+            f"smart-ratio {settings.variant} needs at least {need} prunable layers, "
+            f"the model has {len(names)}"
+        )
+    first, last = names[0], names[-1]
+    ratios = dict(
+        zip(names, depth_weights(len(names), resolve_rule(ctx.model, settings.depth_rule)))
+    )
+    target = target_count("smart-ratio", ctx.density, sum(sizes.values()))
+    last_count = min(sizes[last], round(settings.last_layer_ratio * sizes[last]))
+    v1_fixed = {last: last_count}
+    if settings.variant == "v1":
+        return allocate_counts("smart-ratio", sizes, ratios, target, v1_fixed)
+    if settings.variant == "v2":
+        if reference is None:
+            raise ConfigError("smart-ratio v2 needs the reference mask")
+        ends = {first: int(reference[first].sum()), last: int(reference[last].sum())}
+    else:
+        ends = {first: sizes[first], last: sizes[last]}
+    if settings.match_target:
+        return allocate_counts(f"smart-ratio {settings.variant}", sizes, ratios, target, ends)
+    counts = allocate_counts("smart-ratio", sizes, ratios, target, v1_fixed)
+    counts.update(ends)
+    return counts
+
+
+def _run(ctx: PruneContext, settings: SmartRatioSettings) -> PruneResult:
+    reference = None
+    if settings.variant == "v2":
+        reference = load_reference(settings.reference_mask, ctx.model)
+    counts = smart_ratio_counts(ctx, settings, reference)
+    scores = random_scores(ctx)
+    if reference is not None:
+        names = list(scores)
+        for name in (names[0], names[-1]):
+            scores[name] = scores[name] + reference[name].float()
+    return random_result(scores, counts)
+
+
+@register_method(
+    "smart-ratio",
+    settings=SmartRatioSettings,
+    default_init="kaiming_normal",
+    description="Smart Ratio (Su et al. 2020): random pruning at quadratically decaying "
+    "layer densities; variants v2/v3 of the paper's Table 16.",
+)
+def smart_ratio(ctx: PruneContext, settings: SmartRatioSettings) -> PruneResult:
+    """Random within each layer at Smart Ratio's layer-wise densities."""
+    return _run(ctx, settings)
+
+
+@register_method(
+    "smart-ratio-v3",
+    settings=SmartRatioV3Settings,
+    default_init="kaiming_normal",
+    description="Smart Ratio v3 (Table 16): first and last layers dense, Smart Ratio between.",
+)
+def smart_ratio_v3(ctx: PruneContext, settings: SmartRatioSettings) -> PruneResult:
+    """Smart Ratio with the first and last layers dense (``variant="v3"`` by default)."""
+    return _run(ctx, settings)

@@ -1,0 +1,161 @@
+"""Sanity checks of Frankle et al. (2020b) on any finished run.
+
+Each check turns a run's ticket into a new ticket in a new run folder, finetuned later by
+the same code as any other ticket:
+
+* ``shuffle`` — permute the mask randomly within each layer (same per-layer density);
+* ``reinit``  — keep the mask, redraw the weights from the original init scheme, new seed;
+* ``invert``  — keep the lowest-scored weights instead of the highest, per layer, at the
+  same per-layer density (needs a method that stores scores).
+
+If finetuned accuracy barely drops, the method only found good layer-wise ratios.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .errors import RunError
+from .masking import Mask, init_weights
+from .masking.threshold import layerwise_mask
+from .pipeline import (
+    Log,
+    _echo,
+    _prepare_folder,
+    _require_ticket,
+    _save_ticket,
+    _ticket_accuracy,
+    derive_seed,
+    load_data,
+    ticket_model,
+)
+from .registry import Registry
+from .runs import RunDir
+from .training import resolve_device
+
+
+def shuffle_mask(mask: Mask, generator: torch.Generator) -> Mask:
+    """A random permutation of each layer's mask entries."""
+    out = {}
+    for name, m in mask.items():
+        flat = m.flatten()
+        out[name] = flat[torch.randperm(flat.numel(), generator=generator)].view(m.shape)
+    return Mask(out)
+
+
+def invert_mask(mask: Mask, scores: Mapping[str, torch.Tensor]) -> Mask:
+    """Per layer, keep as many weights as ``mask`` does, but the lowest-scored ones."""
+    missing = sorted(set(mask) - set(scores))
+    if missing:
+        raise RunError(f"no scores stored for {', '.join(missing)}")
+    densities = {name: m.sum().item() / m.numel() for name, m in mask.items()}
+    return layerwise_mask({name: -scores[name].float() for name in mask}, densities)
+
+
+@dataclasses.dataclass
+class _Ticket:
+    model: nn.Module
+    mask: Mask
+    run: RunDir
+    seed: int
+    weight_init: str
+    original_seed: int
+
+
+Check = Callable[[_Ticket], None]
+SANITY_CHECKS: Registry[Check] = Registry("sanity check")
+
+
+@SANITY_CHECKS.register("shuffle")
+def _shuffle(t: _Ticket) -> None:
+    t.mask = shuffle_mask(t.mask, torch.Generator().manual_seed(t.seed))
+
+
+@SANITY_CHECKS.register("reinit")
+def _reinit(t: _Ticket) -> None:
+    if t.seed == t.original_seed:
+        raise RunError(f"seed {t.seed} is the seed of the original weights: pick another --seed")
+    init_weights(t.model, t.weight_init, t.seed)
+
+
+@SANITY_CHECKS.register("invert")
+def _invert(t: _Ticket) -> None:
+    if not t.run.file("scores.pt").is_file():
+        raise RunError(
+            f"{t.run.path} stores no scores (scores.pt): score inversion needs a score-based method"
+        )
+    t.mask = invert_mask(t.mask, t.run.load_tensors("scores.pt"))
+
+
+def sanity_run(
+    run_dir: str | Path,
+    check: str,
+    *,
+    out: str | Path | None = None,
+    seed: int = 1,
+    overwrite: bool = False,
+    log: Log = _echo,
+) -> dict:
+    """Apply ``check`` to the ticket of ``run_dir`` and write the new ticket to ``out``
+    (default ``<run_dir>-<check>``); returns the new run's summary (not yet finetuned)."""
+    apply = SANITY_CHECKS.get(check)
+    source = RunDir(run_dir)
+    cfg = source.read_config()
+    _require_ticket(source)
+    if cfg.sanity_check:
+        raise RunError(f"{source.path} is itself a sanity check ({cfg.sanity_check})")
+    target = RunDir(out or f"{source.path}-{check}")
+    new_cfg = dataclasses.replace(cfg, sanity_check=check, sanity_seed=seed)
+    if not _prepare_folder(target, new_cfg, overwrite, log):
+        return target.read_summary()
+
+    device = resolve_device(cfg.device)
+    splits = load_data(cfg)
+    model, mask = ticket_model(source, cfg, splits.num_classes)
+    original_seed = derive_seed(cfg.seed, "weights")
+    ticket = _Ticket(model, mask, source, seed, cfg.weight_init, original_seed)
+    apply(ticket)
+    ticket.mask.check(model)
+    weights = {n: p.detach().cpu().clone() for n, p in model.named_parameters()}
+    model.to(device=device, memory_format=torch.channels_last)
+    accs = _ticket_accuracy(model, ticket.mask, splits, new_cfg, device)
+    _save_ticket(target, model, weights, ticket.mask)
+    inherited = {
+        k: v
+        for k, v in source.read_summary().items()
+        if k
+        in (
+            "method",
+            "model",
+            "dataset",
+            "target_density",
+            "epochs_to_mask",
+            "iterations_to_mask",
+            "epochs_mining",
+            "seconds_mask",
+            "seed",
+            "device",
+            "torch",
+        )
+    }
+    summary = target.update_summary(
+        **inherited,
+        sanity_check=check,
+        source_run=str(source.path),
+        density=ticket.mask.density,
+        num_kept=ticket.mask.num_kept,
+        num_prunable=ticket.mask.num_total,
+        layer_density={row.name: row.density for row in ticket.mask.layers()},
+        pre_finetune_acc=accs["test_acc"],
+        post_finetune_acc=None,
+        epochs_finetune=0,
+        seconds=inherited.get("seconds_mask", 0.0),
+    )
+    acc = 100 * accs["test_acc"]
+    log(f"{check} of {source.path} → {target.path}: pre-finetune accuracy {acc:.2f}%")
+    return summary
