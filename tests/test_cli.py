@@ -198,3 +198,55 @@ def test_list_shows_registries(capsys):
     assert "resnet20" in capsys.readouterr().out.split()
     assert main(["list", "methods"]) == 0
     assert "gem-miner" in capsys.readouterr().out.split()
+
+
+def test_prune_any_method_with_settings_and_a_training_subset(data_dir, tmp_path):
+    out = tmp_path / "snip"
+    args = [
+        "prune",
+        "--method",
+        "snip",
+        *FAST,
+        "--data-dir",
+        str(data_dir),
+        "--density",
+        "0.02",
+        "--epochs",
+        "0",
+        "--set",
+        "batches=2",
+        "--train-size",
+        "20",
+        "--no-epoch-eval",
+        "--out",
+        str(out),
+    ]
+    assert main(args) == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["method"] == "snip" and config["settings"] == {"batches": 2}
+    assert config["weight_init"] == "kaiming_normal"  # the method's own default
+    summary = json.loads((out / "summary.json").read_text())
+    assert (
+        summary["method"] == "snip"
+        and abs(summary["num_kept"] - 0.02 * summary["num_prunable"]) <= 1
+    )
+    assert summary["epochs_to_mask"] == pytest.approx(2 / 2)  # 2 batches of the 20-image subset
+    assert main(["finetune", str(out), "--epochs", "1", "--no-progress"]) == 0
+    lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["phase"] for r in lines] == ["finetune"] and "test_acc" in lines[-1]
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--method", "snip", "--set", "batches=two"], "batches='two' is not a valid int"),
+        (["--method", "snip", "--set", "nope=1"], "has no setting nope; its settings: batches"),
+        (["--method", "snip", "--set", "batches"], "--set takes KEY=VALUE"),
+        (["--method", "snip", "--lambda", "1e-4"], "--lambda only apply to gem-miner"),
+        (["--method", "magic"], "unknown method 'magic'; valid methods: dense, edge-popup"),
+    ],
+)
+def test_prune_rejects_bad_settings(flags, message, data_dir, tmp_path, capsys):
+    code = main(["prune", *flags, *FAST, "--data-dir", str(data_dir), "--out", str(tmp_path / "r")])
+    assert code == 2
+    assert message in capsys.readouterr().err

@@ -71,6 +71,9 @@ def _add_run_flags(p: argparse.ArgumentParser, *, method: bool) -> None:
         "--val-size", type=int, default=0, help="hold out this many training images for validation"
     )
     p.add_argument(
+        "--train-size", type=int, default=0, help="train on a seeded random subset of this size"
+    )
+    p.add_argument(
         "--density", type=_density, default=0.0144, help="target fraction of weights kept"
     )
     p.add_argument(
@@ -123,6 +126,11 @@ def _add_run_flags(p: argparse.ArgumentParser, *, method: bool) -> None:
     p.add_argument("--finetune-epochs", type=int, default=None, help="default: --epochs (Table 15)")
     p.add_argument(
         "--finetune-lr", type=float, default=None, help="default: Table 15's, by density"
+    )
+    p.add_argument(
+        "--no-epoch-eval",
+        action="store_true",
+        help="evaluate on the test set only at the end, not after every epoch",
     )
     _add_common(p)
 
@@ -245,6 +253,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         data_dir=args.data_dir,
         download=not args.no_download,
         val_size=args.val_size,
+        train_size=args.train_size,
         weight_init=args.weight_init or spec.default_init,
         seed=args.seed,
         device=args.device,
@@ -252,6 +261,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         prune=prune,
         settings=settings,
         finetune=finetune,
+        eval_each_epoch=not args.no_epoch_eval,
     )
 
 

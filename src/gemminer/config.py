@@ -150,6 +150,7 @@ class RunConfig:
     data_dir: str = ".data/cifar10"
     download: bool = True
     val_size: int = 0
+    train_size: int = 0
     weight_init: str = "signed_constant"
     seed: int = 0
     device: str = "auto"
@@ -159,9 +160,11 @@ class RunConfig:
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     sanity_check: str = ""
     sanity_seed: int = 0
+    eval_each_epoch: bool = True
 
     def __post_init__(self) -> None:
         _require(self.val_size >= 0, f"validation size must be >= 0, got {self.val_size}")
+        _require(self.train_size >= 0, f"training subset size must be >= 0, got {self.train_size}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

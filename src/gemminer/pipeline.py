@@ -47,7 +47,12 @@ def _echo(message: str) -> None:
 
 def load_data(cfg: RunConfig) -> DataSplits:
     return load_dataset(
-        cfg.dataset, cfg.data_dir, download=cfg.download, val_size=cfg.val_size, seed=cfg.seed
+        cfg.dataset,
+        cfg.data_dir,
+        download=cfg.download,
+        val_size=cfg.val_size,
+        train_size=cfg.train_size,
+        seed=cfg.seed,
     )
 
 
@@ -221,6 +226,7 @@ def prune_run(
         optim=cfg.prune.optim,
         seed=derive_seed(cfg.seed, "scores"),
         eval_batches=eval_loaders(splits, device),
+        eval_every=1 if cfg.eval_each_epoch else 0,
         calibration_batches=train_loader(
             splits,
             cfg.prune.batch_size,
@@ -356,13 +362,14 @@ def finetune_run(
         ft,
         dev,
         eval_batches=eval_loaders(splits, dev),
+        eval_every=1 if cfg.eval_each_epoch else 0,
         on_epoch=_metrics_writer(run, log),
         progress=progress,
     )
+    last = history[-1]
     seconds = time.perf_counter() - start
     run.save_tensors("finetuned.pt", model.state_dict())
     summary = run.read_summary()
-    last = history[-1]
     summary = run.update_summary(
         post_finetune_acc=last["test_acc"],
         post_finetune_val_acc=last.get("val_acc"),

@@ -20,16 +20,21 @@ def load_dataset(
     *,
     download: bool = True,
     val_size: int = 0,
+    train_size: int = 0,
     seed: int = 0,
 ) -> DataSplits:
     """Read data set ``name`` from ``data_dir`` (downloading it when allowed and missing).
 
-    With ``val_size > 0`` a seeded random part of the training set becomes ``val``.
+    With ``val_size > 0`` a seeded random part of the training set becomes ``val``; with
+    ``train_size > 0`` training uses a seeded random subset of that size of the rest.
     """
     splits = DATASETS.get(name)(Path(data_dir), download=download)
     if val_size:
         train, val = split_validation(splits.train, val_size, seed)
         splits = replace(splits, train=train, val=val)
+    if train_size and train_size < len(splits.train):
+        _, subset = split_validation(splits.train, train_size, seed + 1)
+        splits = replace(splits, train=subset)
     return splits
 
 

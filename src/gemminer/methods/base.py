@@ -46,6 +46,7 @@ class PruneContext:
     optim: OptimConfig = field(default_factory=OptimConfig)
     seed: int = 0
     eval_batches: Mapping[str, Batches] | None = None
+    eval_every: int = 1  # evaluate every n epochs (0: only after the last)
     calibration_batches: Batches | None = None
     on_epoch: Callable[[dict], None] | None = None
     progress: bool = False

@@ -39,7 +39,7 @@ from torch.nn import functional as F
 from ..errors import ConfigError, MaskError
 from ..masking import Mask, prunable_modules
 from ..masking.threshold import global_mask, keep_count, layerwise_mask
-from ..training.loop import evaluate, recalibrate_batchnorm, train_epoch
+from ..training.loop import evaluate, evaluation_due, recalibrate_batchnorm, train_epoch
 from ..training.optim import build_optimizer, build_scheduler
 from .base import PruneContext, PruneResult, register_method
 
@@ -307,7 +307,7 @@ def train_scores(ctx: PruneContext, settings: EdgePopupSettings) -> PopupTrainin
             "density": kept / total,
             "target_density": density,
         }
-        if ctx.eval_batches is not None:
+        if ctx.eval_batches is not None and evaluation_due(epoch, ctx.epochs, ctx.eval_every):
             if ctx.calibration_batches is not None:
                 recalibrate_batchnorm(
                     model, ctx.calibration_batches, ctx.device, BN_RECALIBRATION_BATCHES

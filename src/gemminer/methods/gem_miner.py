@@ -22,7 +22,13 @@ from torch import nn
 
 from ..config import REGULARIZERS, MineConfig, PruneConfig, _choice, _require
 from ..masking import Mask, flag_counts, project_scores, rounded_mask, score_layers, to_score_model
-from ..training.loop import Batches, evaluate, recalibrate_batchnorm, train_epoch
+from ..training.loop import (
+    Batches,
+    evaluate,
+    evaluation_due,
+    recalibrate_batchnorm,
+    train_epoch,
+)
 from ..training.optim import build_optimizer, build_scheduler
 from .base import PruneContext, PruneResult, register_method
 
@@ -128,6 +134,7 @@ def mine_scores(
     device: torch.device,
     *,
     eval_batches: Mapping[str, Batches] | None = None,
+    eval_every: int = 1,
     calibration_batches: Batches | None = None,
     on_epoch: EpochCallback | None = None,
     progress: bool = False,
@@ -185,18 +192,19 @@ def mine_scores(
             "bound": schedule.bound(epoch),
             "frozen": frozen,
         }
-        if eval_batches is not None:
+        evaluated = eval_batches is not None and evaluation_due(epoch, cfg.epochs, eval_every)
+        if evaluated:
             if calibration_batches is not None:
                 recalibrate_batchnorm(
                     model, calibration_batches, device, cfg.bn_recalibration_batches
                 )
-            for name, batches in eval_batches.items():
+            for name, batches in eval_batches.items():  # type: ignore[union-attr]
                 record[f"{name}_acc"] = evaluate(model, batches, device).accuracy
         record["seconds"] = time.perf_counter() - start
         history.append(record)
         if on_epoch is not None:
             on_epoch(record)
-    if eval_batches is None and calibration_batches is not None:
+    if not evaluated and calibration_batches is not None:
         recalibrate_batchnorm(model, calibration_batches, device, cfg.bn_recalibration_batches)
     return MiningResult(rounded_mask(model), history, model)
 
@@ -251,6 +259,7 @@ def gem_miner(ctx: PruneContext, settings: GemMinerSettings) -> PruneResult:
         cfg,
         ctx.device,
         eval_batches=ctx.eval_batches,
+        eval_every=ctx.eval_every,
         calibration_batches=ctx.calibration_batches,
         on_epoch=ctx.on_epoch,
         progress=ctx.progress,

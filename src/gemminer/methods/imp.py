@@ -185,6 +185,7 @@ def prune_iteratively(
             cfg,
             ctx.device,
             eval_batches=ctx.eval_batches,
+            eval_every=ctx.eval_every,
             on_epoch=on_epoch,
             progress=ctx.progress,
         )

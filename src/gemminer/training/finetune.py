@@ -10,7 +10,7 @@ from torch import nn
 
 from ..config import FinetuneConfig
 from ..masking import Mask, apply_mask, prunable_weights
-from .loop import Batches, evaluate, train_epoch
+from .loop import Batches, evaluate, evaluation_due, train_epoch
 from .optim import build_optimizer, build_scheduler
 
 EpochCallback = Callable[[dict], None]
@@ -52,6 +52,7 @@ def finetune(
     device: torch.device,
     *,
     eval_batches: Mapping[str, Batches] | None = None,
+    eval_every: int = 1,
     on_epoch: EpochCallback | None = None,
     progress: bool = False,
 ) -> list[dict]:
@@ -87,7 +88,7 @@ def finetune(
                 "lr": lr,
                 "density": mask.density,
             }
-            if eval_batches is not None:
+            if eval_batches is not None and evaluation_due(epoch, cfg.epochs, eval_every):
                 for name, batches in eval_batches.items():
                     record[f"{name}_acc"] = evaluate(model, batches, device).accuracy
             record["seconds"] = time.perf_counter() - start

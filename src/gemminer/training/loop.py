@@ -27,6 +27,11 @@ class EpochStats:
     samples: int
 
 
+def evaluation_due(epoch: int, epochs: int, every: int) -> bool:
+    """Evaluate after ``epoch``? Every ``every`` epochs (0: never) and always after the last."""
+    return epoch == epochs or (every > 0 and epoch % every == 0)
+
+
 def resolve_device(name: str = "auto") -> torch.device:
     """``"auto"`` → CUDA when present, else CPU; anything else is passed to ``torch.device``."""
     if name == "auto":
