@@ -250,3 +250,17 @@ def test_prune_rejects_bad_settings(flags, message, data_dir, tmp_path, capsys):
     code = main(["prune", *flags, *FAST, "--data-dir", str(data_dir), "--out", str(tmp_path / "r")])
     assert code == 2
     assert message in capsys.readouterr().err
+
+
+def test_default_lr_follows_each_method_and_the_budget():
+    from gemminer.cli import build_parser, config_from_args
+
+    def lr(*flags):
+        return config_from_args(build_parser().parse_args(["prune", *flags])).prune.optim.lr
+
+    assert lr("--method", "gem-miner", "--epochs", "150") == pytest.approx(0.1)  # Table 8
+    assert lr("--method", "gem-miner", "--epochs", "10") == pytest.approx(1.5)  # same summed lr
+    assert lr("--method", "edge-popup", "--epochs", "100") == pytest.approx(0.1)  # hidden-networks
+    assert lr("--method", "edge-popup", "--epochs", "10") == pytest.approx(1.0)
+    assert lr("--method", "imp", "--epochs", "10") == pytest.approx(0.1)  # weight training
+    assert lr("--method", "imp", "--epochs", "10", "--lr", "0.05") == pytest.approx(0.05)

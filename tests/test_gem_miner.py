@@ -149,3 +149,22 @@ def test_mining_learns_tiny_task(tiny_data):
         tiny_data, density=0.5, epochs=15, period=4, optim=OptimConfig(lr=0.3)
     )
     assert result.history[-1]["train_acc"] > 0.9  # chance is 1/3; only the mask was learned
+
+
+def test_evaluation_schedule_always_includes_the_last_epoch():
+    from gemminer.training import evaluation_due
+
+    assert [j for j in range(1, 8) if evaluation_due(j, 7, 1)] == list(range(1, 8))
+    assert [j for j in range(1, 8) if evaluation_due(j, 7, 3)] == [3, 6, 7]
+    assert [j for j in range(1, 8) if evaluation_due(j, 7, 0)] == [7]
+
+
+def test_paper_defaults_scale_period_and_lr_to_short_runs():
+    from gemminer.config import paper_mining_defaults
+
+    assert paper_mining_defaults("resnet20", 0.0144, 150) == (5, 0.1, 1e-4)
+    assert paper_mining_defaults("resnet20", 0.0144, 300) == (10, 0.1, 1e-4)
+    period, lr, lam = paper_mining_defaults("resnet20", 0.0144, 10)
+    assert (period, lam) == (1, 1e-4) and lr == pytest.approx(1.5)  # same summed lr as 150 x 0.1
+    assert paper_mining_defaults("resnet20", 0.5, 150) == (8, 0.05, 1e-8)
+    assert paper_mining_defaults("resnet20", 0.04, 150)[2] == 3e-5

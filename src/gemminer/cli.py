@@ -20,6 +20,7 @@ from .config import (
     OptimConfig,
     PruneConfig,
     RunConfig,
+    budget_scaled_lr,
     default_finetune_optim,
     paper_mining_defaults,
 )
@@ -215,6 +216,8 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     DATASETS.get(args.dataset)
     settings = parse_settings(spec, getattr(args, "settings", []))
     period, lr, lam = paper_mining_defaults(args.model, args.density, max(args.epochs, 1))
+    if method != "gem-miner":
+        lr = budget_scaled_lr(spec.lr, spec.lr_epochs, args.epochs)
     gm_flags = {"period": args.period, "lam": args.lam, "regularizer": args.regularizer}
     if method == "gem-miner":
         defaults = {"period": period, "lam": lam, "regularizer": "l2"}

@@ -266,7 +266,7 @@ def prune_run(
         post_finetune_acc=None,
         epochs_to_mask=result.epochs_to_mask,
         iterations_to_mask=result.iterations_to_mask,
-        epochs_mining=cfg.prune.epochs if cfg.method == "gem-miner" else result.epochs_to_mask,
+        epochs_mining=result.epochs_to_mask,
         epochs_finetune=0,
         seconds_mask=seconds,
         seconds=seconds,

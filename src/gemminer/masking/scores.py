@@ -12,6 +12,8 @@ After each optimizer step :func:`project_scores` clips p back into [0, 1].
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
+
 import torch
 from torch import nn
 
@@ -45,9 +47,10 @@ class ScoreLayer:
     scores: nn.Parameter
     flags: torch.Tensor
 
-    def _add_scores(self) -> None:
+    def _add_scores(self, generator: torch.Generator | None) -> None:
         self.weight.requires_grad_(False)
-        self.scores = nn.Parameter(torch.rand_like(self.weight))
+        scores = torch.rand(self.weight.shape, generator=generator)
+        self.scores = nn.Parameter(scores.to(self.weight))
         self.register_buffer("flags", torch.ones_like(self.weight))
 
     def effective_weight(self) -> torch.Tensor:
@@ -74,6 +77,35 @@ _SCORE_CLASS: dict[type[nn.Module], type[nn.Module]] = {
 }
 
 
+def convert_layers(
+    model: nn.Module,
+    classes: Mapping[type[nn.Module], type[nn.Module]],
+    add_scores: Callable[[nn.Module], None],
+) -> nn.Module:
+    """Swap the class of every plain Conv2d/Linear of ``model`` for its score-learning
+    subclass in ``classes`` (in place, keeping every attribute), call ``add_scores`` on each
+    newly converted layer in module order, and freeze everything but the ``scores``."""
+    converted = tuple(classes.values())
+    for name, module in prunable_modules(model).items():
+        if isinstance(module, converted):
+            continue
+        cls = classes.get(type(module))
+        if cls is None:
+            raise MaskError(
+                f"layer {name!r} is a {type(module).__name__}, a subclass of "
+                f"{', '.join(t.__name__ for t in classes)} that gemminer cannot convert; "
+                "use the plain torch.nn layer types"
+            )
+        module.__class__ = cls
+        add_scores(module)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for module in model.modules():
+        if isinstance(module, converted):
+            module.scores.requires_grad_(True)
+    return model
+
+
 def to_score_model(model: nn.Module, generator: torch.Generator | None = None) -> nn.Module:
     """Turn every Conv2d/Linear of ``model`` into a score layer, in place, and return it.
 
@@ -81,25 +113,7 @@ def to_score_model(model: nn.Module, generator: torch.Generator | None = None) -
     model is frozen too, so that only the scores are optimized. Scores are drawn
     U[0, 1] from ``generator`` (in module order, so a seed fixes them).
     """
-    for name, module in prunable_modules(model).items():
-        if isinstance(module, ScoreLayer):
-            continue
-        cls = _SCORE_CLASS.get(type(module))
-        if cls is None:
-            raise MaskError(
-                f"layer {name!r} is a {type(module).__name__}, a subclass of "
-                f"{', '.join(t.__name__ for t in _SCORE_CLASS)} that gemminer cannot convert; "
-                "use the plain torch.nn layer types"
-            )
-        module.__class__ = cls
-        module._add_scores()
-    for p in model.parameters():
-        p.requires_grad_(False)
-    for layer in score_layers(model).values():
-        with torch.no_grad():
-            layer.scores.copy_(torch.rand(layer.weight.shape, generator=generator).to(layer.scores))
-        layer.scores.requires_grad_(True)
-    return model
+    return convert_layers(model, _SCORE_CLASS, lambda m: m._add_scores(generator))
 
 
 def score_layers(model: nn.Module) -> dict[str, ScoreLayer]:

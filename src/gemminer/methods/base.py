@@ -87,6 +87,8 @@ class MethodSpec:
     default_init: str = "kaiming_normal"
     description: str = ""
     weight_decay: float = 0.0
+    lr: float = 0.1
+    lr_epochs: int = 0
 
     def build_settings(self, values: Mapping[str, Any] | None = None) -> Any:
         """The method's settings from a dict of overrides; unknown keys are errors."""
@@ -108,19 +110,24 @@ def register_method(
     default_init: str = "kaiming_normal",
     description: str = "",
     weight_decay: float = 0.0,
+    lr: float = 0.1,
+    lr_epochs: int = 0,
 ) -> Callable[
     [Callable[[PruneContext, Any], PruneResult]], Callable[[PruneContext, Any], PruneResult]
 ]:
     """Register ``run(ctx, settings) -> PruneResult`` under ``name``.
 
     ``default_init`` is the weight initialization the method's authors used, and
-    ``weight_decay`` the default of the optimizer that finds the mask (if it trains).
+    ``weight_decay`` and ``lr`` the defaults of the optimizer that finds the mask (if it
+    trains). Methods that learn scores name the epochs their ``lr`` was published for in
+    ``lr_epochs``: shorter runs scale the lr up to the same summed learning rate
+    (:func:`gemminer.config.budget_scaled_lr`), as scores must travel the same distance.
     """
     from . import METHODS
 
     def decorate(run: Callable[[PruneContext, Any], PruneResult]) -> Callable[..., PruneResult]:
         METHODS.register(name)(
-            MethodSpec(name, run, settings, default_init, description, weight_decay)
+            MethodSpec(name, run, settings, default_init, description, weight_decay, lr, lr_epochs)
         )
         return run
 

@@ -37,7 +37,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..errors import ConfigError, MaskError
-from ..masking import Mask, prunable_modules
+from ..masking import Mask
+from ..masking.scores import convert_layers
 from ..masking.threshold import global_mask, keep_count, layerwise_mask
 from ..training.loop import evaluate, evaluation_due, recalibrate_batchnorm, train_epoch
 from ..training.optim import build_optimizer, build_scheduler
@@ -156,23 +157,7 @@ def to_popup_model(model: nn.Module, generator: torch.Generator | None = None) -
     Every parameter is frozen except the new scores, drawn Kaiming-uniform (a = √5) from
     ``generator`` in module order.
     """
-    for name, module in prunable_modules(model).items():
-        if isinstance(module, PopupLayer):
-            continue
-        cls = _POPUP_CLASS.get(type(module))
-        if cls is None:
-            raise MaskError(
-                f"layer {name!r} is a {type(module).__name__}, a subclass of "
-                f"{', '.join(t.__name__ for t in _POPUP_CLASS)} that edge-popup cannot "
-                "convert; use the plain torch.nn layer types"
-            )
-        module.__class__ = cls
-        module._add_scores(generator)
-    for p in model.parameters():
-        p.requires_grad_(False)
-    for layer in popup_layers(model).values():
-        layer.scores.requires_grad_(True)
-    return model
+    return convert_layers(model, _POPUP_CLASS, lambda m: m._add_scores(generator))
 
 
 def popup_layers(model: nn.Module) -> dict[str, PopupLayer]:
@@ -328,21 +313,24 @@ _DEFAULT_INIT = "signed_constant"
     "edge-popup-global-gradual",
     settings=GlobalGradualEdgePopupSettings,
     default_init=_DEFAULT_INIT,
-    weight_decay=5e-4,  # hidden-networks trains its scores with weight decay 5e-4
+    weight_decay=5e-4,  # hidden-networks: SGD lr 0.1, weight decay 5e-4, 100 cosine epochs
+    lr_epochs=100,
     description="Edge-Popup, global top-k, kept fraction decaying to the target (Table 3)",
 )
 @register_method(
     "edge-popup-global",
     settings=GlobalEdgePopupSettings,
     default_init=_DEFAULT_INIT,
-    weight_decay=5e-4,  # hidden-networks trains its scores with weight decay 5e-4
+    weight_decay=5e-4,  # hidden-networks: SGD lr 0.1, weight decay 5e-4, 100 cosine epochs
+    lr_epochs=100,
     description="Edge-Popup with one top-k over all layers (Table 3, Global EP)",
 )
 @register_method(
     "edge-popup",
     settings=EdgePopupSettings,
     default_init=_DEFAULT_INIT,
-    weight_decay=5e-4,  # hidden-networks trains its scores with weight decay 5e-4
+    weight_decay=5e-4,  # hidden-networks: SGD lr 0.1, weight decay 5e-4, 100 cosine epochs
+    lr_epochs=100,
     description="Edge-Popup (Ramanujan et al. 2020): learned scores, top-k per layer",
 )
 def run(ctx: PruneContext, settings: EdgePopupSettings) -> PruneResult:
