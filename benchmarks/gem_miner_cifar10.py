@@ -59,17 +59,17 @@ def main() -> None:
     RunDir(out).update_summary(
         command=f"{command_line()}  # = gemminer {' '.join(mine_args)} --finetune"
     )
-    write_report(sorted(Path(args.runs).glob(f"{prefix}-*")), Path(args.report))
+    write_report(sorted(Path(args.runs).glob(f"{prefix}-*")), prefix, Path(args.report))
 
 
-def write_report(folders: list[Path], report: Path) -> None:
+def write_report(folders: list[Path], prefix: str, report: Path) -> None:
     rows, curves, commands = [], [], []
     for folder in folders:
         run = RunDir(folder)
         s = run.read_summary()
         if s.get("post_finetune_acc") is None:
             continue
-        label = folder.name.rsplit("-", 1)[-1]
+        label = folder.name.removeprefix(f"{prefix}-")
         config = json.loads(run.file("config.json").read_text())
         rows.append([
             label, f"{config['prune']['optim']['lr']:g}", format_density(s["density"]),

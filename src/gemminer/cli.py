@@ -30,9 +30,9 @@ from .masking import WEIGHT_INITS, format_density
 from .methods import METHODS, MethodSpec
 from .models import MODELS
 from .runs import default_run_name
+from .sanity import SANITY_CHECKS, sanity_run
 
 EXIT_USAGE = 2
-CHECKS = ("shuffle", "reinit", "invert")
 
 
 def _density(text: str) -> float:
@@ -167,7 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sa = sub.add_parser("sanity", help="a sanity check of a run's ticket, as a new run folder")
     sa.add_argument("run_dir", type=Path)
-    sa.add_argument("--check", required=True, choices=CHECKS)
+    sa.add_argument("--check", required=True, choices=SANITY_CHECKS.names())
     sa.add_argument("--seed", type=int, default=1, help="seed of the shuffle / re-initialization")
     sa.add_argument("--out", default=None, help="default: <run_dir>-<check>")
     sa.add_argument("--overwrite", action="store_true")
@@ -314,8 +314,6 @@ def _run(args: argparse.Namespace) -> int:
         _print_summary(args.run_dir, summary)
         return 0
     if args.command == "sanity":
-        from .sanity import sanity_run
-
         out = Path(args.out) if args.out else Path(f"{args.run_dir}-{args.check}")
         summary = sanity_run(
             args.run_dir, args.check, out=out, seed=args.seed, overwrite=args.overwrite
