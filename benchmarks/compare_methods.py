@@ -145,7 +145,7 @@ def write_report(
                 pct(s["density"]),
                 pct(s["pre_finetune_acc"]),
                 pct(s["post_finetune_acc"]),
-                f"{s['epochs_to_mask']:g}",
+                f"{s['epochs_to_mask']:.3g}",
                 seconds,
             ]
         )

@@ -100,6 +100,7 @@ def mine(
     )
     dev = resolve_device(device)
     scored = to_score_model(copy.deepcopy(model), torch.Generator().manual_seed(seed))
+    scored.to(device=dev, memory_format=torch.channels_last)  # as the loader's batches
     train = _batches(
         train_data, batch_size=batch_size, device=dev, train=True, seed=seed + 1, mean=mean, std=std
     )
