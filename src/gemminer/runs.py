@@ -85,7 +85,7 @@ def config_hash(cfg: RunConfig) -> str:
 
 
 def default_run_name(cfg: RunConfig) -> str:
-    return f"{cfg.method}-{cfg.model}-{cfg.dataset}-d{cfg.mine.density:g}-{config_hash(cfg)}"
+    return f"{cfg.method}-{cfg.model}-{cfg.dataset}-d{cfg.prune.density:g}-{config_hash(cfg)}"
 
 
 class RunDir:

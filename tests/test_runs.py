@@ -1,0 +1,44 @@
+"""Run folders: stable names, atomic files, safe loading."""
+
+import dataclasses
+import os
+import pickle
+
+import pytest
+
+from gemminer.config import PruneConfig, RunConfig
+from gemminer.errors import RunError
+from gemminer.runs import RunDir, config_hash, default_run_name, safe_torch_load
+
+
+def test_default_run_name_and_hash_are_pinned():
+    cfg = RunConfig()
+    assert default_run_name(cfg) == "gem-miner-resnet20-cifar10-d0.0144-edf4409b6b"
+    # paths and devices do not change results, so they do not change the hash
+    moved = dataclasses.replace(cfg, data_dir="/elsewhere", device="cuda", download=False)
+    assert config_hash(moved) == config_hash(cfg)
+    # any setting that changes the mask does
+    other = dataclasses.replace(cfg, prune=PruneConfig(density=0.05))
+    assert config_hash(other) != config_hash(cfg)
+    assert default_run_name(other).startswith("gem-miner-resnet20-cifar10-d0.05-")
+
+
+def test_config_round_trips_through_the_run_folder(tmp_path):
+    cfg = dataclasses.replace(RunConfig(), method="snip", settings={"batches": 2}, train_size=500)
+    run = RunDir(tmp_path)
+    run.write_config(cfg)
+    assert run.read_config() == cfg
+
+
+def test_unsafe_pickle_is_refused_without_running_code(tmp_path):
+    marker = tmp_path / "ran"
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    path = tmp_path / "mask.pt"
+    path.write_bytes(pickle.dumps({"w": Evil()}, protocol=2))
+    with pytest.raises(RunError, match="cannot load"):
+        safe_torch_load(path)
+    assert not marker.exists()
