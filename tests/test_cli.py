@@ -24,6 +24,22 @@ FAST = [
 ]
 
 
+def mine_args(data_dir, out, density="0.05"):
+    """`gemminer mine` on the tiny data: 3 epochs of ResNet-20."""
+    return [
+        "mine",
+        *FAST,
+        "--data-dir",
+        str(data_dir),
+        "--density",
+        density,
+        "--epochs",
+        "3",
+        "--out",
+        str(out),
+    ]
+
+
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("folder-data")
@@ -34,18 +50,7 @@ def data_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def finished_run(data_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("runs") / "run"
-    args = [
-        "mine",
-        *FAST,
-        "--data-dir",
-        str(data_dir),
-        "--density",
-        "0.05",
-        "--epochs",
-        "3",
-        "--out",
-        str(out),
-    ]
+    args = mine_args(data_dir, out)
     assert main(args) == 0
     assert main(["finetune", str(out), "--epochs", "2", "--lr", "0.05", "--no-progress"]) == 0
     return out
@@ -108,35 +113,13 @@ def test_eval_reproduces_the_reported_accuracies(finished_run, capsys):
 
 
 def test_rerunning_the_same_command_skips_finished_mining(finished_run, data_dir, capsys):
-    args = [
-        "mine",
-        *FAST,
-        "--data-dir",
-        str(data_dir),
-        "--density",
-        "0.05",
-        "--epochs",
-        "3",
-        "--out",
-        str(finished_run),
-    ]
+    args = mine_args(data_dir, finished_run)
     assert main(args) == 0
     assert "mask already found" in capsys.readouterr().err
 
 
 def test_other_settings_in_an_existing_run_folder_are_refused(finished_run, data_dir, capsys):
-    args = [
-        "mine",
-        *FAST,
-        "--data-dir",
-        str(data_dir),
-        "--density",
-        "0.1",
-        "--epochs",
-        "3",
-        "--out",
-        str(finished_run),
-    ]
+    args = mine_args(data_dir, finished_run, density="0.1")
     assert main(args) == 2
     err = capsys.readouterr().err
     assert "--overwrite" in err and "0.05" in err and "0.1" in err

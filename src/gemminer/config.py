@@ -13,6 +13,9 @@ from typing import Any
 
 from .errors import ConfigError
 
+#: Training batches used to re-estimate BatchNorm statistics of a mask before evaluation.
+CALIBRATION_BATCHES = 20
+
 OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = ("cosine", "multistep", "constant")
 REGULARIZERS = ("l2", "l1")
@@ -77,7 +80,7 @@ class MineConfig:
     regularizer: str = "l2"
     batch_size: int = 128
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=0.1, schedule="cosine"))
-    bn_recalibration_batches: int = 20
+    bn_recalibration_batches: int = CALIBRATION_BATCHES
 
     def __post_init__(self) -> None:
         _check_density(self.density)

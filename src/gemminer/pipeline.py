@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .config import FinetuneConfig, RunConfig
+from .config import CALIBRATION_BATCHES, FinetuneConfig, RunConfig
 from .data import DataSplits, load_dataset
 from .data.loader import BatchLoader
 from .errors import RunError
@@ -31,9 +31,6 @@ Log = Callable[[str], None]
 
 #: Each source of randomness gets its own generator, derived from the run's seed.
 _SEED_STREAMS = {"weights": 0, "scores": 1, "prune-data": 2, "finetune-data": 3, "calibration": 4}
-
-#: Training batches used to re-estimate BatchNorm statistics of a ticket before evaluation.
-CALIBRATION_BATCHES = 20
 
 
 def derive_seed(seed: int, stream: str) -> int:

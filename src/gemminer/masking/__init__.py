@@ -9,6 +9,7 @@ from .mask import (
     format_density,
     prunable_modules,
     prunable_weights,
+    weight_name,
 )
 from .scores import (
     ScoreConv2d,
@@ -18,7 +19,6 @@ from .scores import (
     project_scores,
     rounded_mask,
     score_layers,
-    score_state,
     to_score_model,
 )
 
@@ -39,6 +39,6 @@ __all__ = [
     "prunable_weights",
     "rounded_mask",
     "score_layers",
-    "score_state",
     "to_score_model",
+    "weight_name",
 ]

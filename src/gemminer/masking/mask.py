@@ -25,12 +25,14 @@ def prunable_modules(model: nn.Module) -> dict[str, nn.Module]:
     return {name: m for name, m in model.named_modules() if isinstance(m, PRUNABLE_TYPES)}
 
 
+def weight_name(module_name: str) -> str:
+    """The parameter name of a module's weight: ``"conv1"`` → ``"conv1.weight"``."""
+    return f"{module_name}.weight" if module_name else "weight"
+
+
 def prunable_weights(model: nn.Module) -> dict[str, nn.Parameter]:
     """The prunable weight tensors of ``model`` keyed by parameter name (``"conv1.weight"``)."""
-    return {
-        f"{name}.weight" if name else "weight": m.weight
-        for name, m in prunable_modules(model).items()
-    }
+    return {weight_name(name): m.weight for name, m in prunable_modules(model).items()}
 
 
 def count_prunable(model: nn.Module) -> int:

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from ..errors import MaskError
-from .mask import Mask, prunable_modules
+from .mask import Mask, prunable_modules, weight_name
 
 THRESHOLD = 0.5
 
@@ -137,25 +137,10 @@ def project_scores(model: nn.Module) -> None:
 
 def rounded_mask(model: nn.Module) -> Mask:
     """The output mask 1[p ≥ 0.5] ⊙ q of a score model, keyed by weight name."""
-    return Mask(
-        {
-            f"{n}.weight" if n else "weight": m.rounded_mask()
-            for n, m in _require_score_layers(model).items()
-        }
-    )
+    return Mask({weight_name(n): m.rounded_mask() for n, m in _require_score_layers(model).items()})
 
 
 def flag_counts(model: nn.Module) -> tuple[int, int]:
     """(active flags, prunable weights) of a score model."""
     layers = _require_score_layers(model).values()
     return int(sum(int(m.flags.sum()) for m in layers)), sum(m.flags.numel() for m in layers)
-
-
-def score_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    """Scores and flags of a score model as CPU tensors, keyed ``<weight name>.scores/.flags``."""
-    state: dict[str, torch.Tensor] = {}
-    for name, m in _require_score_layers(model).items():
-        prefix = f"{name}.weight" if name else "weight"
-        state[f"{prefix}.scores"] = m.scores.detach().cpu().clone()
-        state[f"{prefix}.flags"] = m.flags.detach().cpu().bool()
-    return state

@@ -58,8 +58,3 @@ def layerwise_mask(scores: Mapping[str, torch.Tensor], densities: Mapping[str, f
         k = round(d * s.numel())
         out[name] = _top_k(s.detach(), k).view(s.shape)
     return Mask(out)
-
-
-def uniform_densities(scores: Mapping[str, torch.Tensor], density: float) -> dict[str, float]:
-    _check_density(density)
-    return {name: density for name in scores}

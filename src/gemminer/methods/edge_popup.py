@@ -36,8 +36,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ..config import CALIBRATION_BATCHES
 from ..errors import ConfigError, MaskError
-from ..masking import Mask
+from ..masking import Mask, weight_name
 from ..masking.scores import convert_layers
 from ..masking.threshold import global_mask, keep_count, layerwise_mask
 from ..training.loop import evaluate, evaluation_due, recalibrate_batchnorm, train_epoch
@@ -47,7 +48,6 @@ from .base import PruneContext, PruneResult, register_method
 SCOPES = ("layer", "global")
 
 #: BatchNorm recalibration batches before each per-epoch evaluation (reporting only).
-BN_RECALIBRATION_BATCHES = 20
 
 
 @dataclass(frozen=True)
@@ -162,11 +162,7 @@ def to_popup_model(model: nn.Module, generator: torch.Generator | None = None) -
 
 def popup_layers(model: nn.Module) -> dict[str, PopupLayer]:
     """The popup layers of ``model`` keyed by weight name (``"conv1.weight"``)."""
-    return {
-        f"{n}.weight" if n else "weight": m
-        for n, m in model.named_modules()
-        if isinstance(m, PopupLayer)
-    }
+    return {weight_name(n): m for n, m in model.named_modules() if isinstance(m, PopupLayer)}
 
 
 def _kth_largest(values: torch.Tensor, k: int) -> torch.Tensor:
@@ -295,7 +291,7 @@ def train_scores(ctx: PruneContext, settings: EdgePopupSettings) -> PopupTrainin
         if ctx.eval_batches is not None and evaluation_due(epoch, ctx.epochs, ctx.eval_every):
             if ctx.calibration_batches is not None:
                 recalibrate_batchnorm(
-                    model, ctx.calibration_batches, ctx.device, BN_RECALIBRATION_BATCHES
+                    model, ctx.calibration_batches, ctx.device, CALIBRATION_BATCHES
                 )
             for name, batches in ctx.eval_batches.items():
                 record[f"{name}_acc"] = evaluate(model, batches, ctx.device).accuracy

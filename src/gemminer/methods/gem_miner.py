@@ -20,8 +20,23 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from ..config import REGULARIZERS, MineConfig, PruneConfig, _choice, _require
-from ..masking import Mask, flag_counts, project_scores, rounded_mask, score_layers, to_score_model
+from ..config import (
+    CALIBRATION_BATCHES,
+    REGULARIZERS,
+    MineConfig,
+    PruneConfig,
+    _choice,
+    _require,
+)
+from ..masking import (
+    Mask,
+    flag_counts,
+    project_scores,
+    rounded_mask,
+    score_layers,
+    to_score_model,
+    weight_name,
+)
 from ..training.loop import (
     Batches,
     evaluate,
@@ -221,7 +236,7 @@ class GemMinerSettings:
     period: int = 5
     lam: float = 1e-4
     regularizer: str = "l2"
-    bn_recalibration_batches: int = 20
+    bn_recalibration_batches: int = CALIBRATION_BATCHES
 
     def __post_init__(self) -> None:
         _require(self.period >= 1, f"period must be >= 1, got {self.period}")
@@ -265,7 +280,7 @@ def gem_miner(ctx: PruneContext, settings: GemMinerSettings) -> PruneResult:
         progress=ctx.progress,
     )
     scores = {
-        f"{name}.weight" if name else "weight": layer.scores.detach().cpu().clone()
+        weight_name(name): layer.scores.detach().cpu().clone()
         for name, layer in score_layers(model).items()
     }
     return PruneResult(
