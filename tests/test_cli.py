@@ -130,7 +130,10 @@ def test_other_settings_in_an_existing_run_folder_are_refused(finished_run, data
     [
         (["--density", "0"], "density must lie in (0, 1]"),
         (["--density", "1.5"], "got 1.5"),
-        (["--model", "resnet99"], "unknown model 'resnet99'; valid models: resnet20"),
+        (
+            ["--model", "resnet99"],
+            "unknown model 'resnet99'; valid models: conv4, lenet300, mobilenetv2, resnet18,",
+        ),
         (["--dataset", "imagenet7"], "unknown dataset 'imagenet7'"),
         (["--lambda", "-1"], "lambda must be >= 0, got -1.0"),
         (["--epochs", "2", "--period", "5"], "period 5 is longer than the 2 mining epochs"),

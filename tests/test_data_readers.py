@@ -23,7 +23,7 @@ import torch
 from PIL import Image
 
 import gemminer.data
-from gemminer.data import DATASETS, cifar, load_dataset
+from gemminer.data import DATASETS, folder, load_dataset
 from gemminer.data.cifar import (
     CIFAR10_MEAN,
     CIFAR10_STD,
@@ -291,7 +291,7 @@ def test_image_folder_cache_reused_and_invalidated(
         raise AssertionError("decoded although a valid cache exists")
 
     with monkeypatch.context() as m:
-        m.setattr(cifar, "_decode_image", no_decoding)
+        m.setattr(folder, "_decode_image", no_decoding)
         second = read_image_folder(tmp_path, "train")
     assert torch.equal(first.images, second.images) and torch.equal(first.labels, second.labels)
     assert second.classes == first.classes

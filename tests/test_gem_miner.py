@@ -160,7 +160,7 @@ def test_evaluation_schedule_always_includes_the_last_epoch():
 
 
 def test_paper_defaults_scale_period_and_lr_to_short_runs():
-    from gemminer.config import paper_mining_defaults
+    from gemminer.recipe import paper_mining_defaults
 
     assert paper_mining_defaults("resnet20", 0.0144, 150) == (5, 0.1, 1e-4)
     assert paper_mining_defaults("resnet20", 0.0144, 300) == (10, 0.1, 1e-4)

@@ -1,7 +1,15 @@
+import pytest
 import torch
 
 from gemminer.data import ImageArrays
-from gemminer.data.loader import BatchLoader, random_crop_flip
+from gemminer.data.loader import (
+    BatchLoader,
+    random_crop_flip,
+    random_flip,
+    random_rotate_flip,
+    rotate_flip,
+)
+from gemminer.errors import ConfigError
 
 
 def test_crop_offsets_cover_every_shift_and_pad_with_zero():
@@ -68,3 +76,123 @@ def test_drop_last_and_channels_last(tiny_data):
     batches = list(loader)
     assert len(batches) == len(loader) == 2
     assert batches[0][0].is_contiguous(memory_format=torch.channels_last)
+
+
+# --------------------------------------------------------------------------- rotation, flips
+
+
+def _angles(n, value):
+    return torch.full((n,), float(value), dtype=torch.float64)
+
+
+def test_rotation_by_zero_is_identity_and_by_90_is_rot90():
+    g = torch.Generator().manual_seed(0)
+    no_flip = torch.zeros(4, dtype=torch.bool)
+    for h, w in ((7, 7), (8, 8), (5, 9)):
+        images = torch.randint(0, 256, (4, 3, h, w), generator=g, dtype=torch.uint8)
+        out = rotate_flip(images, _angles(4, 0), no_flip)
+        assert out.dtype == torch.uint8 and torch.equal(out, images)
+        mirrored = rotate_flip(images, _angles(4, 0), ~no_flip)
+        assert torch.equal(mirrored, images.flip(3))
+        if h == w:  # a quarter turn counter-clockwise, and back
+            assert torch.equal(
+                rotate_flip(images, _angles(4, 90), no_flip), images.rot90(1, (2, 3))
+            )
+            assert torch.equal(
+                rotate_flip(images, _angles(4, -90), no_flip), images.rot90(-1, (2, 3))
+            )
+            # rotate, then mirror
+            assert torch.equal(
+                rotate_flip(images, _angles(4, 90), ~no_flip), images.rot90(1, (2, 3)).flip(3)
+            )
+
+
+def test_rotation_fills_with_zero_and_keeps_the_centre():
+    ones = torch.ones(2, 1, 15, 15, dtype=torch.uint8)
+    out = rotate_flip(ones, _angles(2, 45), torch.tensor([False, True]))
+    assert set(out.unique().tolist()) == {0, 1}
+    assert out[:, 0, 0, 0].tolist() == [0, 0] and out[:, 0, -1, -1].tolist() == [0, 0]
+    assert torch.all(out[:, :, 5:10, 5:10] == 1)
+    floats = rotate_flip(ones.float() * 3.5, _angles(2, 45), torch.tensor([False, False]))
+    assert floats.dtype == torch.float32 and set(floats.unique().tolist()) == {0.0, 3.5}
+
+
+def test_random_rotation_draws_angles_in_range_from_the_generator():
+    images = torch.randint(0, 256, (64, 3, 11, 11), dtype=torch.uint8)
+    out = random_rotate_flip(images, 20.0, torch.Generator().manual_seed(7))
+    g = torch.Generator().manual_seed(7)
+    angles = (torch.rand(64, generator=g, dtype=torch.float64) * 2 - 1) * 20.0
+    flips = torch.rand(64, generator=g) < 0.5
+    assert angles.abs().max() <= 20 and 10 < int(flips.sum()) < 54
+    assert torch.equal(out, rotate_flip(images, angles, flips))
+    again = random_rotate_flip(images, 20.0, torch.Generator().manual_seed(7))
+    assert torch.equal(out, again)
+    assert not torch.equal(out, random_rotate_flip(images, 20.0, torch.Generator().manual_seed(8)))
+    # degrees=0: only flips.
+    flipped_only = random_rotate_flip(images, 0.0, torch.Generator().manual_seed(1))
+    same = (flipped_only == images).flatten(1).all(1)
+    mirror = (flipped_only == images.flip(3)).flatten(1).all(1)
+    assert torch.all(same | mirror) and same.any() and mirror.any()
+
+
+def test_random_flip_mirrors_about_half():
+    ramp = torch.arange(6, dtype=torch.uint8).expand(400, 2, 3, 6).clone()
+    out = random_flip(ramp, torch.Generator().manual_seed(2))
+    flipped = (out == ramp.flip(3)).flatten(1).all(1)
+    assert torch.all(flipped | (out == ramp).flatten(1).all(1))
+    assert 150 < int(flipped.sum()) < 250
+
+
+@pytest.mark.parametrize("augmentation", ["rotate-flip", "flip", "none", "crop-flip"])
+def test_loader_augmentations_keep_labels_with_images(augmentation):
+    n = 50
+    labels = torch.arange(n) % 10
+    images = (labels * 20 + 10).to(torch.uint8).view(n, 1, 1, 1).expand(n, 3, 9, 9).contiguous()
+    data = ImageArrays(images, labels, tuple("abcdefghij"))
+    kwargs = {"batch_size": 8, "mean": (0.0,) * 3, "std": (1.0,) * 3, "train": True}
+    loader = BatchLoader(data, augmentation=augmentation, seed=4, **kwargs)
+    xs, ys = zip(*loader)
+    x, y = torch.cat(xs), torch.cat(ys)
+    assert x.shape == (n, 3, 9, 9) and sorted(y.tolist()) == sorted(labels.tolist())
+    # The centre pixel never leaves the image (rotation is about it, crops shift <= 4).
+    assert torch.allclose(x[:, :, 4, 4] * 255, (y * 20 + 10).float().view(-1, 1).expand(n, 3))
+    if augmentation in ("flip", "none"):  # nothing is moved out of these constant images
+        assert torch.allclose(x * 255, (y * 20 + 10).float().view(-1, 1, 1, 1).expand_as(x))
+    same = [b for b, _ in BatchLoader(data, augmentation=augmentation, seed=4, **kwargs)]
+    assert all(torch.equal(p, q) for p, q in zip(xs, same))
+
+
+def test_loader_rotation_state_dict_resumes_and_eval_is_plain(tiny_data):
+    kwargs = {"batch_size": 32, "mean": (0.5,) * 3, "std": (0.25,) * 3, "train": True}
+    a = BatchLoader(tiny_data, augmentation="rotate-flip", seed=9, **kwargs)
+    list(a)
+    state = a.state_dict()
+    second = [x for x, _ in a]
+    b = BatchLoader(tiny_data, augmentation="rotate-flip", seed=123, **kwargs)
+    b.load_state_dict(state)
+    assert all(torch.equal(p, q) for p, q in zip(second, (x for x, _ in b)))
+    plain = BatchLoader(tiny_data, batch_size=96, mean=(0.0,) * 3, std=(1.0,) * 3)
+    evaluated = BatchLoader(
+        tiny_data, batch_size=96, mean=(0.0,) * 3, std=(1.0,) * 3, augmentation="rotate-flip"
+    )
+    assert torch.equal(next(iter(plain))[0], next(iter(evaluated))[0])
+    assert torch.allclose(next(iter(plain))[0] * 255, tiny_data.images.float())
+
+
+def test_loader_rejects_unknown_augmentation(tiny_data):
+    with pytest.raises(ConfigError, match="unknown augmentation 'cutout'.*rotate-flip"):
+        BatchLoader(tiny_data, batch_size=4, mean=(0,) * 3, std=(1,) * 3, augmentation="cutout")
+
+
+def test_a_last_training_batch_of_one_is_dropped():
+    """BatchNorm cannot train on one image; evaluation still sees every image."""
+    from gemminer.data.loader import BatchLoader
+
+    from .conftest import separable_arrays
+
+    data = separable_arrays(9)
+    kw = {"batch_size": 4, "mean": (0.5,) * 3, "std": (0.5,) * 3}
+    train = BatchLoader(data, train=True, **kw)
+    assert len(train) == 2 and [len(y) for _, y in train] == [4, 4]
+    assert [len(y) for _, y in BatchLoader(data, **kw)] == [4, 4, 1]
+    assert [len(y) for _, y in BatchLoader(separable_arrays(10), train=True, **kw)] == [4, 4, 2]

@@ -21,6 +21,9 @@ def test_default_run_name_and_hash_are_pinned():
     other = dataclasses.replace(cfg, prune=PruneConfig(density=0.05))
     assert config_hash(other) != config_hash(cfg)
     assert default_run_name(other).startswith("gem-miner-resnet20-cifar10-d0.05-")
+    # later options change the hash only when used
+    for change in ({"image_size": 64}, {"model_args": {"width": 8}}, {"pretrained": "w.pth"}):
+        assert config_hash(dataclasses.replace(cfg, **change)) != config_hash(cfg)
 
 
 def test_config_round_trips_through_the_run_folder(tmp_path):

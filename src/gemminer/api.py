@@ -19,11 +19,12 @@ from collections.abc import Iterable, Sequence
 import torch
 from torch import nn
 
-from .config import FinetuneConfig, MineConfig, OptimConfig, paper_mining_defaults
+from .config import FinetuneConfig, MineConfig, OptimConfig
 from .data.base import ImageArrays
 from .data.loader import BatchLoader
 from .masking import Mask, to_score_model
 from .methods.gem_miner import MiningResult, mine_scores
+from .recipe import paper_mining_defaults
 from .training import finetune as _finetune
 from .training import resolve_device
 
@@ -57,7 +58,7 @@ def _batches(
         std=std,
         device=device,
         train=train,
-        augment=augment,
+        augmentation="crop-flip" if augment else "none",
         seed=seed,
     )
 

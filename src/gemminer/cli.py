@@ -15,20 +15,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .config import (
-    FinetuneConfig,
-    OptimConfig,
-    PruneConfig,
-    RunConfig,
-    budget_scaled_lr,
-    default_finetune_optim,
-    paper_mining_defaults,
-)
+import yaml
+
+from .config import OptimConfig, PruneConfig, RunConfig, budget_scaled_lr
 from .data import DATASETS
 from .errors import ConfigError, GemMinerError
 from .masking import WEIGHT_INITS, format_density
 from .methods import METHODS, MethodSpec
 from .models import MODELS
+from .recipe import Recipe, list_recipes, load_recipe, paper_recipe
 from .runs import default_run_name
 from .sanity import SANITY_CHECKS, sanity_run
 
@@ -61,9 +56,36 @@ def _add_run_flags(p: argparse.ArgumentParser, *, method: bool) -> None:
             help="a setting of the method (repeatable; `gemminer list methods -v` shows them)",
         )
     p.add_argument("--model", default="resnet20", help="registered model (`gemminer list models`)")
+    p.add_argument(
+        "--model-arg",
+        dest="model_args",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an option of the model, e.g. affine_bn=true (repeatable)",
+    )
+    p.add_argument(
+        "--pretrained",
+        default="",
+        help="weights loaded over the initialization: a state-dict file or torchvision:<arch>",
+    )
     p.add_argument("--dataset", default="cifar10", help="registered data set")
     p.add_argument(
-        "--data-dir", default=".data/cifar10", help="data folder; downloaded into when empty"
+        "--data-dir", default=None, help="data folder, downloaded into when empty (.data/DATASET)"
+    )
+    p.add_argument(
+        "--data-arg",
+        dest="data_args",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an option of the data set, e.g. skip_bad=true (repeatable)",
+    )
+    p.add_argument(
+        "--image-size",
+        type=int,
+        default=0,
+        help="resize images to this size (data sets allowing it)",
     )
     p.add_argument(
         "--no-download", action="store_true", help="never download; fail if data is missing"
@@ -108,8 +130,10 @@ def _add_run_flags(p: argparse.ArgumentParser, *, method: bool) -> None:
         default=None,
         help="weight decay to find the mask (default: the method's)",
     )
-    p.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd")
-    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument(
+        "--optimizer", choices=("sgd", "adam"), default=None, help="default: the paper's"
+    )
+    p.add_argument("--batch-size", type=int, default=None, help="default: the paper's (128)")
     p.add_argument(
         "--weight-init", default=None, choices=WEIGHT_INITS.names(), help="default: the method's"
     )
@@ -124,10 +148,11 @@ def _add_run_flags(p: argparse.ArgumentParser, *, method: bool) -> None:
         "--overwrite", action="store_true", help="replace a run folder holding other settings"
     )
     p.add_argument("--finetune", action="store_true", help="finetune the ticket right away")
-    p.add_argument("--finetune-epochs", type=int, default=None, help="default: --epochs (Table 15)")
     p.add_argument(
-        "--finetune-lr", type=float, default=None, help="default: Table 15's, by density"
+        "--print-config", action="store_true", help="print the resolved settings and stop"
     )
+    p.add_argument("--finetune-epochs", type=int, default=None, help="default: --epochs (Table 15)")
+    p.add_argument("--finetune-lr", type=float, default=None, help="default: Table 15's row")
     p.add_argument(
         "--no-epoch-eval",
         action="store_true",
@@ -174,8 +199,27 @@ def build_parser() -> argparse.ArgumentParser:
     sa.add_argument("--finetune", action="store_true", help="finetune the new ticket right away")
     _add_common(sa)
 
-    ls = sub.add_parser("list", help="list registered models, data sets, methods or weight inits")
-    ls.add_argument("what", choices=("models", "datasets", "methods", "inits"))
+    run = sub.add_parser(
+        "run",
+        help="mine (or prune) and finetune with a recipe of the paper's settings",
+        description="Run a recipe: a YAML file, or a shipped one by name (`gemminer list "
+        "recipes`). Any flag of `gemminer prune` overrides the recipe; a shorter --epochs "
+        "rescales the period and mining LR to the same totals.",
+    )
+    run.add_argument("recipe", help="recipe file (recipes/NAME.yaml) or shipped recipe name")
+    _add_run_flags(run, method=False)
+    run.add_argument(
+        "--set", dest="settings", action="append", metavar="KEY=VALUE", help="a method setting"
+    )
+    run.add_argument("--no-finetune", action="store_true", help="stop after finding the mask")
+    for action in run._actions:  # only the flags given on the command line override
+        if action.dest not in ("help", "recipe"):
+            action.default = argparse.SUPPRESS
+
+    ls = sub.add_parser(
+        "list", help="list registered models, data sets, methods, weight inits or recipes"
+    )
+    ls.add_argument("what", choices=("models", "datasets", "methods", "inits", "recipes"))
     ls.add_argument("-v", "--verbose", action="store_true", help="methods: show their settings")
     return parser
 
@@ -208,33 +252,57 @@ def parse_settings(spec: MethodSpec, pairs: Sequence[str]) -> dict[str, Any]:
     return values
 
 
-def config_from_args(args: argparse.Namespace) -> RunConfig:
-    """Resolve the flags of ``gemminer prune``/``mine`` into a full RunConfig."""
+def _parse_pairs(pairs: Sequence[str], what: str) -> dict[str, Any]:
+    """``["k=v", ...]`` → {k: v} with YAML scalars (true, 3, 0.5, text)."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"{what} takes KEY=VALUE, got {pair!r}")
+        out[key] = yaml.safe_load(value) if value else ""
+    return out
+
+
+def config_from_args(args: argparse.Namespace, recipe: Recipe | None = None) -> RunConfig:
+    """Resolve the flags of ``gemminer prune``/``mine``/``run`` into a full RunConfig.
+
+    Defaults come from ``recipe`` when given (``gemminer run``), else from the paper's
+    row nearest to the model, data set and density (``gemminer list recipes``).
+    """
     method = getattr(args, "method", "gem-miner")
     spec = METHODS.get(method)
     MODELS.get(args.model)  # unknown names fail early, listing the valid ones
     DATASETS.get(args.dataset)
-    settings = parse_settings(spec, getattr(args, "settings", []))
-    period, lr, lam = paper_mining_defaults(args.model, args.density, max(args.epochs, 1))
-    if method != "gem-miner":
+    settings = dict(recipe.settings) if recipe else {}
+    settings.update(parse_settings(spec, getattr(args, "settings", [])))
+    row = recipe or paper_recipe(args.model, args.dataset, args.density)
+    epochs = max(args.epochs, 1)
+    period, lr, lam = row.mining_at(epochs)
+    if row.method != method or lr is None:
         lr = budget_scaled_lr(spec.lr, spec.lr_epochs, args.epochs)
     gm_flags = {"period": args.period, "lam": args.lam, "regularizer": args.regularizer}
     if method == "gem-miner":
         defaults = {"period": period, "lam": lam, "regularizer": "l2"}
-        for key, value in gm_flags.items():
-            settings[key] = value if value is not None else settings.get(key, defaults[key])
+        for key, flag in gm_flags.items():
+            if flag is not None:
+                settings[key] = flag
+            elif key not in settings and defaults[key] is not None:
+                settings[key] = defaults[key]
     else:
         used = [f"--{'lambda' if k == 'lam' else k}" for k, v in gm_flags.items() if v is not None]
         if used:
             raise ConfigError(f"{', '.join(used)} only apply to gem-miner, not {method}")
+    weight_decay = row.weight_decay if row.method == method else None
     prune = PruneConfig(
         density=args.density,
         epochs=args.epochs,
-        batch_size=args.batch_size,
+        batch_size=args.batch_size or row.batch_size,
         optim=OptimConfig(
-            name=args.optimizer,
+            name=args.optimizer or (row.optimizer if row.method == method else "sgd"),
             lr=args.lr if args.lr is not None else lr,
-            weight_decay=args.weight_decay if args.weight_decay is not None else spec.weight_decay,
+            weight_decay=next(
+                w for w in (args.weight_decay, weight_decay, spec.weight_decay) if w is not None
+            ),
             schedule="cosine",
         ),
     )
@@ -242,18 +310,23 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         from .methods.gem_miner import mine_config
 
         mine_config(prune, spec.build_settings(settings))
-    ft_optim = default_finetune_optim(args.density)
+    else:
+        spec.build_settings(settings)
+    finetune = row.finetune.config(args.finetune_epochs or epochs, args.batch_size)
     if args.finetune_lr is not None:
-        ft_optim = dataclasses.replace(ft_optim, lr=args.finetune_lr)
-    finetune = FinetuneConfig(
-        epochs=args.finetune_epochs or max(args.epochs, 1),
-        batch_size=args.batch_size,
-        optim=ft_optim,
-    )
+        finetune = dataclasses.replace(
+            finetune, optim=dataclasses.replace(finetune.optim, lr=args.finetune_lr)
+        )
+    model_args = dict(recipe.model_args) if recipe else {}
+    model_args.update(_parse_pairs(args.model_args, "--model-arg"))
     return RunConfig(
         model=args.model,
         dataset=args.dataset,
-        data_dir=args.data_dir,
+        data_dir=args.data_dir or f".data/{args.dataset}",
+        model_args=model_args,
+        pretrained=args.pretrained,
+        image_size=args.image_size,
+        data_args=_parse_pairs(args.data_args, "--data-arg"),
         download=not args.no_download,
         val_size=args.val_size,
         train_size=args.train_size,
@@ -268,7 +341,31 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     )
 
 
+def recipe_args(recipe: Recipe, given: argparse.Namespace) -> argparse.Namespace:
+    """``gemminer prune`` flags set to ``recipe``'s values, then to the flags ``given``."""
+    args = build_parser().parse_args(["prune", "--method", recipe.method])
+    for key in ("model", "dataset", "density", "epochs", "image_size", "pretrained", "method"):
+        setattr(args, key, getattr(recipe, key))
+    for key, value in vars(given).items():
+        if key not in ("command", "recipe"):
+            setattr(args, key, value)
+    args.finetune = not getattr(args, "no_finetune", False)
+    return args
+
+
+def resolve_run(argv: Sequence[str]) -> tuple[argparse.Namespace, RunConfig]:
+    """The flags and RunConfig of ``gemminer run RECIPE [flags]`` (argv without "run")."""
+    given = build_parser().parse_args(["run", *argv])
+    recipe = load_recipe(given.recipe)
+    args = recipe_args(recipe, given)
+    return args, config_from_args(args, recipe)
+
+
 def _list(what: str, verbose: bool) -> None:
+    if what == "recipes":
+        for r in list_recipes():
+            print(f"{r.name:<30} {r.paper}")
+        return
     registry = {"models": MODELS, "datasets": DATASETS, "methods": METHODS, "inits": WEIGHT_INITS}[
         what
     ]
@@ -293,8 +390,16 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "list":
         _list(args.what, args.verbose)
         return 0
-    if args.command in ("mine", "prune"):
-        cfg = config_from_args(args)
+    if args.command in ("mine", "prune", "run"):
+        if args.command == "run":
+            recipe = load_recipe(args.recipe)
+            args = recipe_args(recipe, args)
+            cfg = config_from_args(args, recipe)
+        else:
+            cfg = config_from_args(args)
+        if args.print_config:
+            print(json.dumps(cfg.to_dict(), indent=2))
+            return 0
         out = Path(args.out) if args.out else Path("runs") / default_run_name(cfg)
         summary = pipeline.prune_run(cfg, out, overwrite=args.overwrite, progress=progress)
         if args.finetune:

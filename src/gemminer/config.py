@@ -146,12 +146,20 @@ class RunConfig:
     """A whole run: what to build, what data to read, how to prune and finetune.
 
     ``settings`` holds the method's own settings (see ``gemminer list methods``), as
-    plain values so the config stays JSON.
+    plain values so the config stays JSON; ``model_args`` are extra arguments of the
+    model factory (e.g. ``affine_bn``); ``pretrained`` is a weights file (or
+    ``torchvision:<arch>``) loaded over the initialization; ``image_size`` resizes images
+    of data sets that allow it (0: the data set's own size); ``data_args`` are options of
+    the data set (e.g. ``skip_bad``, ``test_fraction`` of ``folder``).
     """
 
     model: str = "resnet20"
     dataset: str = "cifar10"
     data_dir: str = ".data/cifar10"
+    model_args: dict[str, Any] = field(default_factory=dict)
+    pretrained: str = ""
+    image_size: int = 0
+    data_args: dict[str, Any] = field(default_factory=dict)
     download: bool = True
     val_size: int = 0
     train_size: int = 0
@@ -169,6 +177,7 @@ class RunConfig:
     def __post_init__(self) -> None:
         _require(self.val_size >= 0, f"validation size must be >= 0, got {self.val_size}")
         _require(self.train_size >= 0, f"training subset size must be >= 0, got {self.train_size}")
+        _require(self.image_size >= 0, f"image size must be >= 0, got {self.image_size}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -193,35 +202,6 @@ def _build(cls: type, data: dict[str, Any]) -> Any:
             value = tuple(value)
         kwargs[name] = value
     return cls(**kwargs)
-
-
-# Table 8 (ResNet-20, CIFAR-10): target density → (pruning period, learning rate, lambda).
-PAPER_MINING_TABLE: dict[str, tuple[tuple[float, int, float, float], ...]] = {
-    "resnet20": (
-        (0.5, 8, 0.05, 1e-8),
-        (0.1374, 5, 0.1, 1e-5),
-        (0.0373, 5, 0.1, 3e-5),
-        (0.0144, 5, 0.1, 1e-4),
-        (0.0059, 5, 0.1, 1e-4),
-    ),
-}
-PAPER_EPOCHS = 150
-
-
-def paper_mining_defaults(model: str, density: float, epochs: int) -> tuple[int, float, float]:
-    """(period, lr, lambda) of the paper's row nearest to ``density`` (in log scale).
-
-    Models without a table of their own use ResNet-20's. A run shorter than the paper's
-    150 epochs is scaled to the same totals: the period so that it freezes as many times,
-    and the learning rate by 150/epochs so that the summed learning rate — how far scores
-    can travel, under the task gradient and under λ's pull alike — stays the paper's.
-    Without this, a 10-epoch run at lr 0.1 barely moves its scores and freezing removes
-    mostly random weights (measured: benchmarks/results/gem_miner_resnet20_cifar10.md).
-    """
-    table = PAPER_MINING_TABLE.get(model, PAPER_MINING_TABLE["resnet20"])
-    _, period, lr, lam = min(table, key=lambda row: abs(math.log(row[0]) - math.log(density)))
-    scaled_period = max(1, min(epochs, round(period * epochs / PAPER_EPOCHS)))
-    return scaled_period, budget_scaled_lr(lr, PAPER_EPOCHS, epochs), lam
 
 
 def budget_scaled_lr(lr: float, published_epochs: int, epochs: int) -> float:

@@ -24,6 +24,8 @@ from .errors import RunError
 from .masking import Mask, apply_mask, format_density, init_weights
 from .methods import METHODS, PruneContext
 from .models import create_model
+from .models.hub import resolve_weights
+from .models.pretrained import load_pretrained
 from .runs import RunDir
 from .training import evaluate, finetune, recalibrate_batchnorm, resolve_device
 
@@ -50,6 +52,8 @@ def load_data(cfg: RunConfig) -> DataSplits:
         val_size=cfg.val_size,
         train_size=cfg.train_size,
         seed=cfg.seed,
+        image_size=cfg.image_size,
+        **cfg.data_args,
     )
 
 
@@ -77,16 +81,24 @@ def train_loader(
         std=splits.std,
         device=device,
         train=True,
-        augment=augment and splits.augment,
+        augmentation=splits.augmentation if augment else "none",
         seed=seed,
     )
 
 
+def architecture(cfg: RunConfig, num_classes: int) -> nn.Module:
+    """The run's model, freshly constructed (no initialization of ours, no weights loaded)."""
+    return create_model(cfg.model, num_classes=num_classes, **cfg.model_args)
+
+
 def build_model(cfg: RunConfig, num_classes: int, seed: int | None = None) -> nn.Module:
     """The run's model with its seeded original initialization."""
-    model = create_model(cfg.model, num_classes=num_classes)
+    model = architecture(cfg, num_classes)
     seed = derive_seed(cfg.seed, "weights") if seed is None else seed
-    return init_weights(model, cfg.weight_init, seed)
+    init_weights(model, cfg.weight_init, seed)
+    if cfg.pretrained:
+        load_pretrained(model, resolve_weights(cfg.pretrained, download=cfg.download))
+    return model
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:
@@ -242,7 +254,7 @@ def prune_run(
     result.mask.check(model)
 
     weights = result.weights if result.weights is not None else original
-    ticket = create_model(cfg.model, num_classes=splits.num_classes)
+    ticket = architecture(cfg, splits.num_classes)
     _load_parameters(ticket, weights, f"{cfg.method}'s ticket weights")
     ticket.to(device=device, memory_format=torch.channels_last)
     accs = _ticket_accuracy(ticket, result.mask, splits, cfg, device)
@@ -305,7 +317,7 @@ def _require_ticket(run: RunDir) -> None:
 def ticket_model(run: RunDir, cfg: RunConfig, num_classes: int) -> tuple[nn.Module, Mask]:
     """The run's model with its ticket weights (unmasked) and BatchNorm buffers, and the mask."""
     _require_ticket(run)
-    model = create_model(cfg.model, num_classes=num_classes)
+    model = architecture(cfg, num_classes)
     state = run.load_tensors("ticket.pt")
     _load_parameters(model, state, f"ticket.pt of {run.path}")
     buffers = {n: b for n, b in model.named_buffers() if n in state}
@@ -396,7 +408,7 @@ def eval_run(
         "post_finetune_acc": None,
     }
     if run.file("finetuned.pt").is_file():
-        plain = create_model(cfg.model, num_classes=splits.num_classes)
+        plain = architecture(cfg, splits.num_classes)
         plain.load_state_dict(run.load_tensors("finetuned.pt"))
         result["post_finetune_acc"] = evaluate(plain.to(dev), test, dev).accuracy
     return result

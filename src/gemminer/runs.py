@@ -44,6 +44,9 @@ SUMMARY_KEYS = (
 
 #: Settings that do not change a run's results, left out of its hash.
 _UNHASHED = ("data_dir", "device", "download")
+#: Settings added after hashes were first published: hashed only when not at their
+#: default, so every run folder name computed before they existed stays valid.
+_HASHED_IF_SET = {"model_args": {}, "pretrained": "", "image_size": 0, "data_args": {}}
 
 
 def _atomic_write(path: Path, write: Any) -> None:
@@ -80,7 +83,11 @@ def safe_torch_load(path: Path) -> Any:
 
 def config_hash(cfg: RunConfig) -> str:
     """A stable 10-hex-digit hash of the settings that determine a run's results."""
-    data = {k: v for k, v in cfg.to_dict().items() if k not in _UNHASHED}
+    data = {
+        k: v
+        for k, v in cfg.to_dict().items()
+        if k not in _UNHASHED and (k not in _HASHED_IF_SET or v != _HASHED_IF_SET[k])
+    }
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:10]
 
 

@@ -6,7 +6,22 @@ from dataclasses import dataclass
 
 import torch
 
-from ..errors import DataError
+from ..errors import ConfigError, DataError
+
+#: Training augmentations the batch loader implements (see :mod:`gemminer.data.loader`):
+#: ``crop-flip`` (4-pixel zero-padded random crop and horizontal flip, CIFAR),
+#: ``rotate-flip`` (random rotation and horizontal flip, TinyImageNet),
+#: ``flip`` (horizontal flip only) and ``none``.
+AUGMENTATIONS = ("crop-flip", "rotate-flip", "flip", "none")
+
+
+def check_augmentation(name: str) -> str:
+    """``name`` if it is one of :data:`AUGMENTATIONS`; a :class:`ConfigError` otherwise."""
+    if name not in AUGMENTATIONS:
+        raise ConfigError(
+            f"unknown augmentation {name!r}; valid augmentations: {', '.join(AUGMENTATIONS)}"
+        )
+    return name
 
 
 @dataclass(frozen=True)
@@ -40,9 +55,14 @@ class ImageArrays:
 class DataSplits:
     """Everything training needs from a data set.
 
-    ``val`` is a held-out part of the training set (Appendix A.1: 45k/5k for CIFAR-10)
-    when one was asked for, else ``None``. ``mean``/``std`` are per-channel statistics in
-    [0, 1] pixel units used for normalization.
+    ``val`` is a validation split when there is one, else ``None``: a held-out part of the
+    training set asked for with ``val_size`` (Appendix A.1: 45k/5k for CIFAR-10), or the
+    data set's own (Caltech-101's seeded 20 %, an image folder's ``val/``). ``mean``/``std``
+    are per-channel statistics in [0, 1] pixel units used for normalization.
+    ``augmentation`` names the training augmentation (one of :data:`AUGMENTATIONS`).
+    ``descriptions`` are human-readable class names aligned with ``train.classes`` where the
+    data set ships them (TinyImageNet's ``words.txt``), else empty. ``skipped`` lists the
+    image files left out as unreadable (only when a reader was told to skip them).
     """
 
     name: str
@@ -50,8 +70,27 @@ class DataSplits:
     test: ImageArrays
     mean: tuple[float, ...]
     std: tuple[float, ...]
-    augment: bool = True
+    augmentation: str = "crop-flip"
     val: ImageArrays | None = None
+    descriptions: tuple[str, ...] = ()
+    skipped: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        check_augmentation(self.augmentation)
+        channels = self.train.images.shape[1]
+        if len(self.mean) != channels or len(self.std) != channels:
+            raise DataError(
+                f"{self.name}: mean {self.mean} and std {self.std} must have one value per "
+                f"image channel ({channels})"
+            )
+        for split in (self.test, self.val):
+            if split is not None and split.classes != self.train.classes:
+                raise DataError(f"{self.name}: the splits disagree on the classes")
+        if self.descriptions and len(self.descriptions) != len(self.train.classes):
+            raise DataError(
+                f"{self.name}: {len(self.descriptions)} class descriptions "
+                f"for {len(self.train.classes)} classes"
+            )
 
     @property
     def num_classes(self) -> int:
@@ -72,4 +111,84 @@ def split_validation(
     order = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))
     return train.subset(order[val_size:].sort().values), train.subset(
         order[:val_size].sort().values
+    )
+
+
+def square_size(image_size: int | None, name: str) -> tuple[int, int] | None:
+    """(image_size, image_size), or ``None`` for 0/``None`` (the data set's own size)."""
+    if not image_size:
+        return None
+    if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
+        raise DataError(f"{name}: image size must be a positive int (or 0), got {image_size!r}")
+    return image_size, image_size
+
+
+def resize_images(
+    images: torch.Tensor, size: tuple[int, int] | None, chunk: int = 256
+) -> torch.Tensor:
+    """uint8 ``images`` (N, C, H, W) resized to ``size`` = (H, W) with antialiased bilinear
+    interpolation (like Pillow's), in chunks; unchanged when ``size`` is ``None`` or equal."""
+    if size is None or tuple(images.shape[2:]) == tuple(size):
+        return images
+    out = torch.empty((images.shape[0], images.shape[1], *size), dtype=torch.uint8)
+    for start in range(0, images.shape[0], chunk):
+        part = images[start : start + chunk].float()
+        part = torch.nn.functional.interpolate(
+            part, size=size, mode="bilinear", align_corners=False, antialias=True
+        )
+        out[start : start + chunk] = part.round_().clamp_(0, 255).to(torch.uint8)
+    return out
+
+
+def resize_arrays(arrays: ImageArrays, size: tuple[int, int] | None) -> ImageArrays:
+    """``arrays`` with its images passed through :func:`resize_images`."""
+    if size is None or tuple(arrays.images.shape[2:]) == tuple(size):
+        return arrays
+    return ImageArrays(resize_images(arrays.images, size), arrays.labels, arrays.classes)
+
+
+def channel_stats(
+    images: torch.Tensor, chunk_values: int = 1 << 22
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and (population) standard deviation of uint8 ``images`` in [0, 1].
+
+    Exact: counts each channel's 256 pixel values in chunks (no float copy of the data).
+    """
+    n, c = images.shape[:2]
+    if n == 0:
+        raise DataError("cannot compute channel statistics of an empty split")
+    counts = torch.zeros(c, 256, dtype=torch.float64)
+    per_image = max(1, images[0, 0].numel())
+    step = max(1, chunk_values // per_image)
+    for start in range(0, n, step):
+        part = images[start : start + step]
+        for ch in range(c):
+            values = part[:, ch].reshape(-1).to(torch.int64)
+            counts[ch] += torch.bincount(values, minlength=256).to(torch.float64)
+    levels = torch.arange(256, dtype=torch.float64) / 255.0
+    total = counts.sum(1)
+    mean = (counts * levels).sum(1) / total
+    var = (counts * (levels - mean[:, None]) ** 2).sum(1) / total
+    return tuple(mean.tolist()), tuple(var.sqrt().tolist())
+
+
+def stratified_split(
+    labels: torch.Tensor, fraction: float, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Indices (rest, held out) with ``fraction`` of each class held out, drawn from
+    ``generator``: round(fraction × class size) per class, rounding halves up; both
+    index tensors come back sorted."""
+    if not 0 <= fraction < 1:
+        raise DataError(f"hold-out fraction {fraction} must lie in [0, 1)")
+    rest, held = [], []
+    for label in torch.unique(labels).tolist():
+        members = torch.nonzero(labels == label).flatten()
+        order = members[torch.randperm(len(members), generator=generator)]
+        k = int(fraction * len(members) + 0.5)
+        held.append(order[:k])
+        rest.append(order[k:])
+    empty = torch.empty(0, dtype=torch.int64)
+    return (
+        torch.cat(rest or [empty]).sort().values,
+        torch.cat(held or [empty]).sort().values,
     )

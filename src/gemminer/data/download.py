@@ -6,10 +6,15 @@ import hashlib
 import http.client
 import os
 import secrets
+import shutil
+import stat
 import tarfile
+import tempfile
 import urllib.error
 import urllib.request
+import zipfile
 import zlib
+from collections.abc import Collection
 from pathlib import Path, PurePosixPath
 
 from tqdm import tqdm
@@ -110,9 +115,7 @@ def download_file(
 def _check_member(member: tarfile.TarInfo, dest: Path) -> None:
     """Reject members that would land outside ``dest`` or are not plain files/folders/links."""
     name = member.name
-    parts = PurePosixPath(name.replace("\\", "/")).parts
-    if name.startswith(("/", "\\")) or (parts and ":" in parts[0]) or ".." in parts:
-        raise DataError(f"unsafe path {name!r} in archive")
+    _safe_parts(name)
     if not (member.isfile() or member.isdir() or member.issym() or member.islnk()):
         raise DataError(f"archive member {name!r} is not a regular file, folder or link")
     if member.issym() or member.islnk():
@@ -144,3 +147,126 @@ def extract_tar(archive: Path, dest: Path) -> None:
         raise
     except (tarfile.TarError, OSError, EOFError, ValueError, zlib.error) as exc:
         raise DataError(f"cannot extract {archive}: {exc}") from exc
+
+
+def _safe_parts(name: str) -> tuple[str, ...]:
+    """The path parts of archive member ``name``; a :class:`DataError` if it could escape."""
+    parts = PurePosixPath(name.replace("\\", "/")).parts
+    if name.startswith(("/", "\\")) or (parts and ":" in parts[0]) or ".." in parts:
+        raise DataError(f"unsafe path {name!r} in archive")
+    return parts
+
+
+def extract_zip(archive: Path, dest: Path, members: Collection[str] | None = None) -> None:
+    """Extract ``archive`` (a zip) into ``dest``, or only the named ``members``.
+
+    Every member is checked first: paths that would land outside ``dest`` (absolute, with
+    ``..`` or a drive) and symbolic links are refused, so nothing is written outside ``dest``.
+    """
+    dest = Path(dest)
+    try:
+        with zipfile.ZipFile(archive) as zf:
+            infos = zf.infolist()
+            for info in infos:
+                _safe_parts(info.filename)
+                if stat.S_ISLNK(info.external_attr >> 16):
+                    raise DataError(f"archive member {info.filename!r} is a symbolic link")
+            if members is not None:
+                wanted = set(members)
+                missing = wanted - {info.filename for info in infos}
+                if missing:
+                    raise DataError(f"{archive} does not contain {', '.join(sorted(missing))}")
+                infos = [info for info in infos if info.filename in wanted]
+            dest.mkdir(parents=True, exist_ok=True)
+            for info in infos:
+                target = dest.joinpath(*_safe_parts(info.filename))
+                if info.is_dir():
+                    target.mkdir(parents=True, exist_ok=True)
+                    continue
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with zf.open(info) as src, open(target, "wb") as out:
+                    shutil.copyfileobj(src, out, _CHUNK)
+    except DataError:
+        raise
+    except (
+        zipfile.BadZipFile,
+        zipfile.LargeZipFile,
+        OSError,
+        EOFError,
+        ValueError,
+        zlib.error,
+    ) as exc:
+        raise DataError(f"cannot extract {archive}: {exc}") from exc
+
+
+def extract_archive(archive: Path, dest: Path) -> None:
+    """Extract a zip or a tar (any compression) into ``dest``, refusing unsafe members."""
+    if zipfile.is_zipfile(archive):
+        extract_zip(archive, dest)
+    else:
+        extract_tar(archive, dest)
+
+
+def unpack_folder(archive: Path, data_dir: Path, folder: str) -> Path:
+    """Extract ``archive`` and move its top-level ``folder`` to ``data_dir/folder``.
+
+    The archive is extracted into a temporary folder inside ``data_dir`` that is removed
+    afterwards, so an interrupted extraction leaves no half-written ``folder`` behind.
+    """
+    data_dir = Path(data_dir)
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=data_dir, prefix=".extract-"))
+    except OSError as exc:
+        raise DataError(f"cannot extract {archive} into {data_dir}: {exc}") from exc
+    try:
+        extract_archive(archive, tmp)
+        found = tmp / folder
+        if not found.is_dir():
+            raise DataError(f"{archive} does not contain the folder {folder}/")
+        os.replace(found, data_dir / folder)
+    except OSError as exc:
+        raise DataError(f"cannot extract {archive} into {data_dir}: {exc}") from exc
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return data_dir / folder
+
+
+def check_md5(path: Path, md5: str | None) -> None:
+    """Raise a :class:`DataError` if the file at ``path`` does not have checksum ``md5``."""
+    if not md5:
+        return
+    actual = file_digest(path, "md5")
+    if actual != md5.lower():
+        raise DataError(
+            f"checksum mismatch for {path}: expected md5 {md5.lower()}, got {actual}; "
+            "delete the file to download it again"
+        )
+
+
+def obtain_archive(
+    path: Path, url: str, md5: str | None, download: bool, missing: DataError
+) -> Path:
+    """``path`` checked against ``md5`` if it exists, else downloaded from ``url`` if allowed.
+
+    Raises ``missing`` (the data set's description of what it looked for) when the file is
+    absent and downloading is off.
+    """
+    path = Path(path)
+    if path.is_file():
+        check_md5(path, md5)
+    elif download:
+        download_file(url, path, md5=md5)
+    else:
+        raise missing
+    return path
+
+
+def missing_data(name: str, data_dir: Path, looked_for: str) -> DataError:
+    """The error for data set ``name`` missing from ``data_dir`` while downloading is off."""
+    where = "" if Path(data_dir).is_dir() else " (the folder does not exist)"
+    return DataError(
+        f"no {name} data in {data_dir}{where}. Looked for: {looked_for}. Downloading is off "
+        "(--no-download / download=False): pass --data-dir pointing to a folder that holds "
+        "one of these, or allow the download."
+    )

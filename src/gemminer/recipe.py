@@ -1,0 +1,249 @@
+"""Recipes: the paper's hyperparameter tables as YAML files, one per row.
+
+``src/gemminer/recipes/<name>.yaml`` (also reachable as ``recipes/`` from the repository
+root) holds one row of Tables 8–14 (network, data set, density, pruning period,
+optimizer, LR, λ) with the matching finetuning row of Table 15. These files are the only
+copy of those tables: ``gemminer mine`` takes its defaults from the nearest row too.
+
+A recipe's values hold at its own epoch budget. Run shorter (``--epochs 10``) and the
+period and the mining LR are rescaled to the same totals (:meth:`Recipe.mining_at`), and
+the finetuning milestones keep their fractions of the epochs.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .config import OPTIMIZERS, FinetuneConfig, OptimConfig, budget_scaled_lr
+from .errors import ConfigError, UnknownNameError
+
+RECIPE_DIR = Path(__file__).with_name("recipes")
+#: Recipe whose rows stand in for a model/data set the paper gives no table for.
+FALLBACK = ("resnet20", "cifar10")
+#: Weight decay of finetuning (the authors' code; Table 15 lists none).
+FINETUNE_WEIGHT_DECAY = 1e-4
+
+
+@dataclass(frozen=True)
+class FinetuneRecipe:
+    """Table 15: epochs, batch size, LR, and the multistep milestones in epochs."""
+
+    epochs: int
+    batch_size: int = 128
+    lr: float = 0.01
+    milestones: tuple[int, ...] = ()
+    weight_decay: float = FINETUNE_WEIGHT_DECAY
+
+    def config(self, epochs: int | None = None, batch_size: int | None = None) -> FinetuneConfig:
+        """The finetuning settings for ``epochs`` (milestones keep their fractions)."""
+        return FinetuneConfig(
+            epochs=epochs or self.epochs,
+            batch_size=batch_size or self.batch_size,
+            optim=OptimConfig(
+                lr=self.lr,
+                weight_decay=self.weight_decay,
+                schedule="multistep",
+                milestones=tuple(m / self.epochs for m in self.milestones),
+            ),
+        )
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """One row of the paper's tables (see the module docstring); ``lam`` is λ."""
+
+    name: str
+    paper: str
+    model: str
+    dataset: str
+    density: float
+    epochs: int
+    finetune: FinetuneRecipe
+    method: str = "gem-miner"
+    batch_size: int = 128
+    optimizer: str = "sgd"
+    lr: float | None = None
+    period: int | None = None
+    lam: float | None = None
+    weight_decay: float | None = None
+    image_size: int = 0
+    model_args: dict[str, Any] = field(default_factory=dict)
+    pretrained: str = ""
+    settings: dict[str, Any] = field(default_factory=dict)
+    path: str = ""
+
+    def mining_at(self, epochs: int) -> tuple[int | None, float | None, float | None]:
+        """(period, lr, λ) for a run of ``epochs``, rescaled from this recipe's budget.
+
+        A shorter run freezes as many times (period × epochs/budget) and takes the LR ×
+        budget/epochs, so the summed LR — how far scores can travel, under the task
+        gradient and λ's pull alike — stays the paper's. Without this, a 10-epoch run at
+        the paper's LR barely moves its scores and freezing removes mostly random weights
+        (measured: benchmarks/results/gem_miner_resnet20_cifar10.md).
+        """
+        period = self.period
+        if period is not None:
+            period = max(1, min(epochs, round(period * epochs / self.epochs)))
+        lr = None if self.lr is None else budget_scaled_lr(self.lr, self.epochs, epochs)
+        return period, lr, self.lam
+
+
+_KEYS = {
+    "name", "paper", "model", "dataset", "density", "epochs", "finetune", "method",
+    "batch_size", "optimizer", "lr", "period", "lambda", "weight_decay", "image_size",
+    "model_args", "pretrained", "settings",
+}  # fmt: skip
+_REQUIRED = ("model", "dataset", "density", "epochs")
+_FINETUNE_KEYS = {"epochs", "batch_size", "lr", "milestones", "weight_decay"}
+
+
+def _number(data: dict, key: str, kind: type, where: str, default: Any = None) -> Any:
+    value = data.get(key, default)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"{where}: {key} must be a number, got {value!r}")
+    if kind is int and value != int(value):
+        raise ConfigError(f"{where}: {key} must be a whole number, got {value!r}")
+    return kind(value)
+
+
+def _mapping(value: Any, what: str, where: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where}: {what} must be a mapping, got {value!r}")
+    return dict(value)
+
+
+def parse_recipe(data: Any, where: str = "recipe") -> Recipe:
+    """Validate a recipe mapping (as read from YAML) into a :class:`Recipe`."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: a recipe is a mapping of settings, got {type(data).__name__}")
+    unknown = sorted(set(data) - _KEYS)
+    if unknown:
+        raise ConfigError(
+            f"{where}: unknown recipe keys {', '.join(unknown)}; valid keys: "
+            f"{', '.join(sorted(_KEYS))}"
+        )
+    missing = [k for k in _REQUIRED if k not in data]
+    if missing:
+        raise ConfigError(f"{where}: missing recipe keys {', '.join(missing)}")
+    ft = _mapping(data.get("finetune"), "finetune", where)
+    bad = sorted(set(ft) - _FINETUNE_KEYS)
+    if bad:
+        raise ConfigError(
+            f"{where}: unknown finetune keys {', '.join(bad)}; valid keys: "
+            f"{', '.join(sorted(_FINETUNE_KEYS))}"
+        )
+    epochs = _number(data, "epochs", int, where)
+    density = _number(data, "density", float, where)
+    if epochs < 1:
+        raise ConfigError(f"{where}: epochs must be >= 1, got {epochs}")
+    if not 0 < density <= 1:
+        raise ConfigError(f"{where}: density must lie in (0, 1], got {density}")
+    ft_epochs = _number(ft, "epochs", int, where, epochs)
+    milestones = ft.get("milestones", ())
+    if not isinstance(milestones, (list, tuple)) or not all(
+        isinstance(m, int) and 0 < m < ft_epochs for m in milestones
+    ):
+        raise ConfigError(
+            f"{where}: finetune milestones must be epochs in (0, {ft_epochs}), got {milestones!r}"
+        )
+    optimizer = str(data.get("optimizer", "sgd"))
+    if optimizer not in OPTIMIZERS:
+        raise ConfigError(
+            f"{where}: unknown optimizer {optimizer!r}; valid: {', '.join(OPTIMIZERS)}"
+        )
+    name = str(data.get("name") or Path(where).stem)
+    return Recipe(
+        name=name,
+        paper=str(data.get("paper", "")),
+        model=str(data["model"]),
+        dataset=str(data["dataset"]),
+        density=density,
+        epochs=epochs,
+        finetune=FinetuneRecipe(
+            epochs=ft_epochs,
+            batch_size=_number(ft, "batch_size", int, where, data.get("batch_size", 128)),
+            lr=_number(ft, "lr", float, where, 0.01),
+            milestones=tuple(milestones),
+            weight_decay=_number(ft, "weight_decay", float, where, FINETUNE_WEIGHT_DECAY),
+        ),
+        method=str(data.get("method", "gem-miner")),
+        batch_size=_number(data, "batch_size", int, where, 128),
+        optimizer=optimizer,
+        lr=_number(data, "lr", float, where),
+        period=_number(data, "period", int, where),
+        lam=_number(data, "lambda", float, where),
+        weight_decay=_number(data, "weight_decay", float, where),
+        image_size=_number(data, "image_size", int, where, 0),
+        model_args=_mapping(data.get("model_args"), "model_args", where),
+        pretrained=str(data.get("pretrained") or ""),
+        settings=_mapping(data.get("settings"), "settings", where),
+        path=where,
+    )
+
+
+def read_recipe(path: str | Path) -> Recipe:
+    """Read and validate the recipe file ``path``."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"cannot read recipe {path}: {exc.strerror or exc}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"recipe {path} is not valid YAML: {exc}") from exc
+    return parse_recipe(data, str(path))
+
+
+def list_recipes() -> list[Recipe]:
+    """The recipes shipped with gemminer, by name."""
+    return sorted((read_recipe(p) for p in RECIPE_DIR.glob("*.yaml")), key=lambda r: r.name)
+
+
+def load_recipe(name_or_path: str | Path) -> Recipe:
+    """A recipe file, or a shipped recipe by name (``gemminer list recipes``)."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return read_recipe(path)
+    text = str(name_or_path)
+    shipped = RECIPE_DIR / f"{text}.yaml"
+    if "/" not in text and shipped.is_file():
+        return read_recipe(shipped)
+    if text.endswith((".yaml", ".yml")) or "/" in text:
+        raise ConfigError(f"recipe file {path} does not exist")
+    names = ", ".join(r.name for r in list_recipes())
+    raise UnknownNameError(f"unknown recipe {str(name_or_path)!r}; valid recipes: {names}")
+
+
+def paper_recipe(model: str, dataset: str, density: float) -> Recipe:
+    """The shipped row nearest to ``density`` (log scale) for ``model`` on ``dataset``.
+
+    Falls back to the model's rows on another data set, then to ResNet-20 on CIFAR-10
+    (Table 8) for models the paper has no table for.
+    """
+    recipes = [r for r in list_recipes() if r.method == "gem-miner" and r.pretrained == ""]
+    for match in (
+        lambda r: (r.model, r.dataset) == (model, dataset),
+        lambda r: r.model == model,
+        lambda r: (r.model, r.dataset) == FALLBACK,
+    ):
+        rows = [r for r in recipes if match(r)]
+        if rows:
+            return min(rows, key=lambda r: abs(math.log(r.density) - math.log(density)))
+    raise ConfigError("no shipped recipe found; the installation is incomplete")
+
+
+def paper_mining_defaults(
+    model: str, density: float, epochs: int, dataset: str = "cifar10"
+) -> tuple[int, float, float]:
+    """(period, lr, λ) of the paper's nearest row, rescaled to ``epochs``."""
+    period, lr, lam = paper_recipe(model, dataset, density).mining_at(epochs)
+    assert period is not None and lr is not None and lam is not None
+    return period, lr, lam

@@ -1,0 +1,258 @@
+"""Recipes: the paper's tables as files, loaded, resolved and overridden."""
+
+import json
+
+import pytest
+import torch
+import yaml
+
+from gemminer.cli import build_parser, config_from_args, main, resolve_run
+from gemminer.errors import ConfigError, UnknownNameError
+from gemminer.methods import METHODS
+from gemminer.models import MODELS
+from gemminer.recipe import (
+    RECIPE_DIR,
+    list_recipes,
+    load_recipe,
+    paper_mining_defaults,
+    paper_recipe,
+    parse_recipe,
+)
+
+RECIPES = list_recipes()
+# (table, model, data set) → densities in %: one recipe per row of Tables 8–14 (+ Fig. 4a).
+TABLE_ROWS = {
+    ("Table 8", "resnet20", "cifar10"): {50, 13.74, 3.73, 1.44, 0.59},
+    ("Table 9", "mobilenetv2", "cifar10"): {50, 20, 5, 1.44},
+    ("Table 10", "vgg16", "cifar10"): {50, 5, 2.5, 1.4, 0.5},
+    ("Table 11", "wrn28-2", "cifar10"): {50, 20, 5, 1.44, 0.5},
+    ("Table 12", "resnet18", "tinyimagenet"): {50, 5, 1.4, 0.5},
+    ("Table 13", "resnet50", "tinyimagenet"): {50, 5, 1.4, 0.5},
+    ("Table 14", "resnet50", "caltech101"): {50, 5, 1.4, 0.5},
+    ("Fig. 4a", "resnet32", "cifar100"): {1.44},
+}
+
+
+def resolve(recipe, *flags):
+    return resolve_run([recipe.path, *flags])[1]
+
+
+def test_one_recipe_per_table_row():
+    found: dict = {}
+    for r in RECIPES:
+        key = (r.paper.split(" ", 2)[0] + " " + r.paper.split(" ", 2)[1].rstrip(":"), r.model)
+        found.setdefault((key[0], r.model, r.dataset), set()).add(round(100 * r.density, 2))
+    assert found == TABLE_ROWS
+    assert len({r.name for r in RECIPES}) == len(RECIPES) == 32
+
+
+@pytest.mark.parametrize("recipe", RECIPES, ids=lambda r: r.name)
+def test_every_recipe_resolves_to_a_valid_run(recipe):
+    assert recipe.model in MODELS and recipe.method in METHODS
+    cfg = resolve(recipe)
+    assert (cfg.model, cfg.dataset, cfg.prune.density) == (
+        recipe.model,
+        recipe.dataset,
+        recipe.density,
+    )
+    # at its own budget a recipe is the paper's row, unscaled
+    assert cfg.prune.epochs == cfg.finetune.epochs == recipe.epochs
+    assert cfg.prune.optim.lr == recipe.lr and cfg.prune.optim.name == recipe.optimizer
+    assert cfg.settings == {"period": recipe.period, "lam": recipe.lam, "regularizer": "l2"}
+    ft = recipe.finetune
+    assert cfg.finetune.optim.lr == ft.lr and cfg.finetune.batch_size == ft.batch_size
+    epochs = [round(m * ft.epochs) for m in cfg.finetune.optim.milestones]
+    assert tuple(epochs) == ft.milestones
+    assert cfg.data_dir == f".data/{recipe.dataset}"
+
+
+def test_paper_values_of_some_rows():
+    vgg = load_recipe("vgg16-cifar10-d1.4")
+    assert (vgg.epochs, vgg.period, vgg.lr, vgg.lam) == (200, 5, 0.01, 1e-6)
+    assert (vgg.finetune.lr, vgg.finetune.milestones) == (0.05, (100, 150))
+    cal = load_recipe("resnet50-caltech101-d1.4")
+    assert (cal.optimizer, cal.lr, cal.lam, cal.epochs) == ("adam", 0.01, 1e-6, 50)
+    assert cal.model_args == {"affine_bn": True} and cal.pretrained == "torchvision:resnet50"
+    assert (cal.finetune.batch_size, cal.finetune.lr, cal.finetune.milestones) == (
+        16,
+        1e-4,
+        (20, 40),
+    )
+    r20 = load_recipe("resnet20-cifar10-d50")
+    assert (r20.period, r20.lr, r20.lam, r20.finetune.lr) == (8, 0.05, 1e-8, 0.1)
+
+
+def test_short_runs_rescale_period_and_mining_lr_only():
+    recipe = load_recipe("mobilenetv2-cifar10-d1.44")
+    cfg = resolve(recipe, "--epochs", "10")
+    assert cfg.prune.epochs == cfg.finetune.epochs == 10
+    assert cfg.prune.optim.lr == pytest.approx(0.1 * 300 / 10)
+    assert cfg.settings["period"] == 1 and cfg.settings["lam"] == 1e-4
+    assert cfg.finetune.optim.lr == 0.1  # weight training keeps Table 15's LR
+    assert cfg.finetune.optim.milestones == pytest.approx((150 / 300, 250 / 300))
+
+
+def test_flags_override_the_recipe():
+    recipe = load_recipe("resnet20-cifar10-d1.44")
+    cfg = resolve(
+        recipe, "--epochs", "4", "--lr", "0.3", "--lambda", "0", "--density", "0.1",
+        "--batch-size", "64", "--finetune-epochs", "2", "--model-arg", "width=8",
+        "--data-dir", "/data/c10",
+    )  # fmt: skip
+    assert (cfg.prune.optim.lr, cfg.settings["lam"], cfg.prune.density) == (0.3, 0.0, 0.1)
+    assert (cfg.prune.batch_size, cfg.finetune.batch_size, cfg.finetune.epochs) == (64, 64, 2)
+    assert cfg.model_args == {"width": 8} and cfg.data_dir == "/data/c10"
+
+
+def test_mine_takes_the_same_defaults_as_the_recipe():
+    """`gemminer mine --model vgg16` resolves to exactly the VGG-16 recipe's settings."""
+    recipe = load_recipe("vgg16-cifar10-d1.4")
+    args = build_parser().parse_args(
+        ["mine", "--model", "vgg16", "--density", "0.014", "--epochs", "8"]
+    )
+    assert config_from_args(args) == resolve(recipe, "--epochs", "8")
+
+
+def test_nearest_row_and_fallback():
+    assert paper_recipe("resnet20", "cifar10", 0.012).name == "resnet20-cifar10-d1.44"
+    assert paper_recipe("resnet50", "tinyimagenet", 0.6).name == "resnet50-tinyimagenet-d50"
+    assert paper_recipe("vgg16", "cifar100", 0.05).name == "vgg16-cifar10-d5"  # same model
+    assert paper_recipe("conv4", "cifar10", 0.0144).name == "resnet20-cifar10-d1.44"
+    period, lr, lam = paper_mining_defaults("resnet50", 0.014, 15, "tinyimagenet")
+    assert (period, lam) == (1, 1e-6) and lr == pytest.approx(0.01 * 150 / 15)
+
+
+def test_load_by_name_path_and_symlinked_folder(tmp_path):
+    by_name = load_recipe("resnet20-cifar10-d1.44")
+    assert load_recipe(RECIPE_DIR / "resnet20-cifar10-d1.44.yaml") == by_name
+    path = tmp_path / "mine.yaml"
+    path.write_text(yaml.safe_dump({"model": "resnet20", "dataset": "cifar10", "density": 0.1,
+                                    "epochs": 5}))  # fmt: skip
+    own = load_recipe(path)
+    assert (own.name, own.finetune.epochs, own.lr) == ("mine", 5, None)
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        ({"model": "resnet20", "dataset": "cifar10", "density": 0.1}, "missing recipe keys epochs"),
+        ({"model": "r", "dataset": "c", "density": 2, "epochs": 5}, "density must lie in (0, 1]"),
+        ({"model": "r", "dataset": "c", "density": 0.1, "epochs": 5, "lamda": 1}, "lamda"),
+        ({"model": "r", "dataset": "c", "density": 0.1, "epochs": 5, "lr": "fast"}, "lr must be"),
+        (
+            {
+                "model": "r",
+                "dataset": "c",
+                "density": 0.1,
+                "epochs": 10,
+                "finetune": {"milestones": [5, 12]},
+            },
+            "milestones must be epochs in (0, 10)",
+        ),  # fmt: skip
+        ([1, 2], "a recipe is a mapping"),
+    ],
+)
+def test_bad_recipes_are_clear_errors(data, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        parse_recipe(data, "bad.yaml")
+
+
+def test_unknown_recipe_lists_the_shipped_ones(tmp_path):
+    with pytest.raises(UnknownNameError, match="valid recipes: mobilenetv2-cifar10-d1.44, "):
+        load_recipe("resnet21-cifar10")
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_recipe(tmp_path / "nope.yaml")
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("model: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_recipe(broken)
+
+
+def test_cli_run_print_config_and_list(capsys):
+    assert main(["run", "recipes/vgg16-cifar10-d1.4.yaml", "--epochs", "8", "--print-config"]) == 0
+    cfg = json.loads(capsys.readouterr().out)
+    assert cfg["model"] == "vgg16" and cfg["prune"]["optim"]["lr"] == pytest.approx(0.25)
+    assert main(["list", "recipes"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 32 and lines[0].startswith("mobilenetv2-cifar10-d1.44")
+    assert "Table 9 + Table 15" in lines[0]
+    assert main(["run", "no-such-recipe"]) == 2
+    assert "unknown recipe 'no-such-recipe'" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def stand_in_data(tmp_path_factory):
+    """Tiny data in each recipe data set's official format, and a fake ImageNet ResNet-50."""
+    from gemminer.models import create_model
+
+    from .conftest import write_image_folder
+    from .test_datasets import _write_caltech, _write_cifar100, _write_tinyimagenet
+
+    root = tmp_path_factory.mktemp("stand-in")
+    write_image_folder(root / "cifar10", n_train=12, n_test=6)
+    _write_cifar100(root / "cifar100")
+    _write_tinyimagenet(root / "tinyimagenet")
+    _write_caltech(root / "caltech101")
+    # torchvision's layout: affine BatchNorm, a 1000-class head with a bias
+    state = create_model("resnet50", num_classes=1000, affine_bn=True).state_dict()
+    state["fc.bias"] = torch.zeros(1000)
+    weights = root / "resnet50-imagenet.pth"
+    torch.save(state, weights)
+    return root, weights
+
+
+def _builds(recipe):
+    return (recipe.model, recipe.dataset, json.dumps(recipe.model_args, sort_keys=True))
+
+
+@pytest.mark.parametrize(
+    "recipe",
+    list({_builds(r): r for r in RECIPES}.values()),
+    ids=lambda r: f"{r.model}-{r.dataset}",
+)
+def test_every_recipe_builds_model_data_and_method(recipe, stand_in_data):
+    """Model, data pipeline (tiny stand-in data) and method of each recipe, without training."""
+    from gemminer import pipeline
+    from gemminer.masking import count_prunable, to_score_model
+    from gemminer.methods.gem_miner import mine_config
+
+    root, weights = stand_in_data
+    flags = ["--data-dir", str(root / recipe.dataset), "--no-download"]
+    if recipe.pretrained:
+        flags += ["--pretrained", str(weights)]
+    cfg = resolve(recipe, *flags)
+    splits = pipeline.load_data(cfg)
+    model = pipeline.build_model(cfg, splits.num_classes)
+    assert count_prunable(model) > 0
+    if recipe.pretrained:  # the ImageNet weights were loaded over the initialization
+        loaded = torch.load(weights, weights_only=True)
+        assert torch.equal(model.layer4[2].conv3.weight, loaded["layer4.2.conv3.weight"])
+        assert model.fc.weight.shape == (splits.num_classes, 2048)
+    mine_config(cfg.prune, METHODS.get(cfg.method).build_settings(cfg.settings))
+    x, y = next(iter(pipeline.train_loader(splits, 2, torch.device("cpu"), seed=0)))
+    expected = {"tinyimagenet": 64, "caltech101": 224}.get(recipe.dataset, 32)
+    assert x.shape == (2, 3, expected, expected) and y.shape == (2,)
+    with torch.no_grad():
+        logits = to_score_model(model).eval()(x)
+    assert logits.shape == (2, splits.num_classes) and torch.isfinite(logits).all()
+
+
+def test_transfer_recipe_runs_end_to_end(stand_in_data, tmp_path):
+    """Task 3 in miniature: pretrained ResNet-50 (affine BN) mined and finetuned on Caltech."""
+    root, weights = stand_in_data
+    out = tmp_path / "run"
+    argv = [
+        "run", "resnet50-caltech101-d1.4", "--pretrained", str(weights), "--data-dir",
+        str(root / "caltech101"), "--no-download", "--epochs", "1", "--image-size", "32",
+        "--batch-size", "8", "--out", str(out), "--no-progress",
+    ]  # fmt: skip
+    assert main(argv) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["model"] == "resnet50" and summary["post_finetune_acc"] is not None
+    assert summary["density"] == pytest.approx(0.014, abs=1e-6)
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["model_args"] == {"affine_bn": True} and cfg["prune"]["optim"]["name"] == "adam"
+    ticket = torch.load(out / "ticket.pt", weights_only=True)
+    loaded = torch.load(weights, weights_only=True)
+    assert torch.equal(ticket["bn1.weight"], loaded["bn1.weight"])  # affine BN came along
+    assert torch.equal(ticket["layer1.0.conv1.weight"], loaded["layer1.0.conv1.weight"])
