@@ -24,10 +24,13 @@ from .masking import WEIGHT_INITS, format_density
 from .methods import METHODS, MethodSpec
 from .models import MODELS
 from .recipe import Recipe, list_recipes, load_recipe, paper_recipe
+from .reports import add_report_parser, run_report
 from .runs import default_run_name
 from .sanity import SANITY_CHECKS, sanity_run
+from .training.checkpoint import TrainingInterrupted
 
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
 
 
 def _density(text: str) -> float:
@@ -216,6 +219,8 @@ def build_parser() -> argparse.ArgumentParser:
         if action.dest not in ("help", "recipe"):
             action.default = argparse.SUPPRESS
 
+    add_report_parser(sub)
+
     ls = sub.add_parser(
         "list", help="list registered models, data sets, methods, weight inits or recipes"
     )
@@ -384,6 +389,8 @@ def _list(what: str, verbose: bool) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    if args.command == "report":
+        return run_report(args)
     from . import pipeline  # heavy imports only when a stage runs
 
     progress = not getattr(args, "no_progress", False)
@@ -451,6 +458,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return _run(args)
+    except TrainingInterrupted as exc:
+        print(f"gemminer: interrupted: {exc}", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except GemMinerError as exc:
         print(f"gemminer: error: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -8,10 +8,12 @@ ticket is evaluated and finetuned by the same code here.
 from __future__ import annotations
 
 import dataclasses
+import json
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 from torch import nn
@@ -22,14 +24,17 @@ from .data import DataSplits, load_dataset
 from .data.loader import BatchLoader
 from .errors import RunError
 from .masking import Mask, apply_mask, format_density, init_weights
-from .methods import METHODS, PruneContext
+from .methods import METHODS, MethodSpec, PruneContext
 from .models import create_model
 from .models.hub import resolve_weights
 from .models.pretrained import load_pretrained
 from .runs import RunDir
 from .training import evaluate, finetune, recalibrate_batchnorm, resolve_device
+from .training.checkpoint import Checkpoint, stop_on_signals
+from .training.loop import TrainingDivergedError
 
 Log = Callable[[str], None]
+T = TypeVar("T")
 
 #: Each source of randomness gets its own generator, derived from the run's seed.
 _SEED_STREAMS = {"weights": 0, "scores": 1, "prune-data": 2, "finetune-data": 3, "calibration": 4}
@@ -147,8 +152,23 @@ def _metrics_writer(run: RunDir, log: Log) -> Callable[[dict], None]:
     return on_epoch
 
 
-def _prepare_folder(run: RunDir, cfg: RunConfig, overwrite: bool, log: Log) -> bool:
-    """Make ``run`` ready for a fresh pruning run; False if it already holds this one."""
+PRUNE_CHECKPOINT = "checkpoint-prune.pt"
+FINETUNE_CHECKPOINT = "checkpoint-finetune.pt"
+
+
+def _settings_key(data: dict) -> dict:
+    """``data`` as plain JSON values, as a checkpoint stores and compares it."""
+    return json.loads(json.dumps(data))
+
+
+def _prepare_folder(
+    run: RunDir, cfg: RunConfig, overwrite: bool, log: Log, checkpoint: Checkpoint | None = None
+) -> bool:
+    """Make ``run`` ready for pruning; False if it already holds this finished run.
+
+    A folder with the same settings and a checkpoint is resumed: its metrics are cut back
+    to the checkpoint's epochs. Anything else starts afresh.
+    """
     if run.file("config.json").is_file() and not overwrite:
         old = run.read_config()
         if _mask_part(old) != _mask_part(cfg):
@@ -159,9 +179,15 @@ def _prepare_folder(run: RunDir, cfg: RunConfig, overwrite: bool, log: Log) -> b
         if run.file("ticket.pt").is_file() and "density" in run.read_summary():
             log(f"{run.path}: mask already found, skipping (pass --overwrite to prune again)")
             return False
+        if checkpoint is not None and checkpoint.load() is not None:
+            history = checkpoint.history()
+            run.replace_metrics(history)
+            log(f"{run.path}: resuming from its checkpoint ({len(history)} epochs done)")
+            return True
     run.path.mkdir(parents=True, exist_ok=True)
-    for name in ("metrics.jsonl", "summary.json", "finetuned.pt", "scores.pt"):
+    for name in ("metrics.jsonl", "summary.json", "finetuned.pt", "scores.pt", FINETUNE_CHECKPOINT):
         run.file(name).unlink(missing_ok=True)
+    run.file(PRUNE_CHECKPOINT).unlink(missing_ok=True)
     run.write_config(cfg)
     return True
 
@@ -214,8 +240,26 @@ def prune_run(
     spec = METHODS.get(cfg.method)
     settings = spec.build_settings(cfg.settings)
     run = RunDir(out)
-    if not _prepare_folder(run, cfg, overwrite, log):
-        return run.read_summary()
+    with stop_on_signals() as stop:
+        checkpoint = Checkpoint(
+            run.file(PRUNE_CHECKPOINT), _settings_key(_mask_part(cfg).to_dict()), stop
+        )
+        if not _prepare_folder(run, cfg, overwrite, log, checkpoint):
+            return run.read_summary()
+        summary = _prune(run, cfg, spec, settings, checkpoint, progress, log)
+    checkpoint.remove()
+    return summary
+
+
+def _prune(
+    run: RunDir,
+    cfg: RunConfig,
+    spec: MethodSpec,
+    settings: object,
+    checkpoint: Checkpoint,
+    progress: bool,
+    log: Log,
+) -> dict:
 
     device = resolve_device(cfg.device)
     splits = load_data(cfg)
@@ -245,11 +289,12 @@ def prune_run(
         ),
         on_epoch=_metrics_writer(run, log),
         progress=progress,
+        checkpoint=checkpoint,
     )
     images = len(splits.train)
     log(f"{cfg.method}: {cfg.model} on {cfg.dataset} ({images} training images), {device}")
     start = time.perf_counter()
-    result = spec.run(ctx, settings)
+    result = _diverged_hint(lambda: spec.run(ctx, settings), checkpoint)
     seconds = time.perf_counter() - start
     result.mask.check(model)
 
@@ -289,6 +334,22 @@ def prune_run(
         f"pre-finetune test accuracy {100 * accs['test_acc']:.2f}%"
     )
     return summary
+
+
+def _diverged_hint(stage: Callable[[], T], checkpoint: Checkpoint) -> T:
+    """Run ``stage``; if its loss diverges, say where the last good state is kept."""
+    try:
+        return stage()
+    except TrainingDivergedError as exc:
+        state = checkpoint.load()
+        kept = (
+            f"the state after epoch {state['epoch']} is kept in {checkpoint.path}"
+            if state
+            else "no epoch finished, so nothing was kept"
+        )
+        raise TrainingDivergedError(
+            f"{exc}; {kept}. Lower the learning rate (or λ) and run with --overwrite"
+        ) from None
 
 
 def _load_parameters(model: nn.Module, weights: dict[str, torch.Tensor], what: str) -> None:
@@ -352,7 +413,31 @@ def finetune_run(
         cfg, finetune=ft, data_dir=data_dir or cfg.data_dir, device=device or cfg.device
     )
     run.write_config(cfg)
-    run.drop_metrics("finetune")
+    with stop_on_signals() as stop:
+        checkpoint = Checkpoint(
+            run.file(FINETUNE_CHECKPOINT),
+            _settings_key(_mask_part(cfg).to_dict() | {"finetune": dataclasses.asdict(ft)}),
+            stop,
+        )
+        history = checkpoint.history()
+        run.replace_metrics(
+            [r for r in run.read_metrics() if r.get("phase") != "finetune"] + history
+        )
+        if history:
+            log(f"{run.path}: resuming finetuning from its checkpoint ({len(history)} epochs done)")
+        summary = _finetune(run, cfg, ft, checkpoint, progress, log)
+    checkpoint.remove()
+    return summary
+
+
+def _finetune(
+    run: RunDir,
+    cfg: RunConfig,
+    ft: FinetuneConfig,
+    checkpoint: Checkpoint,
+    progress: bool,
+    log: Log,
+) -> dict:
 
     dev = resolve_device(cfg.device)
     splits = load_data(cfg)
@@ -364,16 +449,20 @@ def finetune_run(
 
     log(f"finetuning {run.path}: {format_density(mask.density)}, {ft.epochs} epochs on {dev}")
     start = time.perf_counter()
-    history = finetune(
-        model,
-        mask,
-        train_loader(splits, ft.batch_size, dev, derive_seed(cfg.seed, "finetune-data")),
-        ft,
-        dev,
-        eval_batches=eval_loaders(splits, dev),
-        eval_every=1 if cfg.eval_each_epoch else 0,
-        on_epoch=_metrics_writer(run, log),
-        progress=progress,
+    history = _diverged_hint(
+        lambda: finetune(
+            model,
+            mask,
+            train_loader(splits, ft.batch_size, dev, derive_seed(cfg.seed, "finetune-data")),
+            ft,
+            dev,
+            eval_batches=eval_loaders(splits, dev),
+            eval_every=1 if cfg.eval_each_epoch else 0,
+            on_epoch=_metrics_writer(run, log),
+            progress=progress,
+            checkpoint=checkpoint,
+        ),
+        checkpoint,
     )
     last = history[-1]
     seconds = time.perf_counter() - start

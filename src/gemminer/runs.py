@@ -128,6 +128,12 @@ class RunDir:
             return []
         return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
+    def replace_metrics(self, records: list[dict]) -> None:
+        """Rewrite ``metrics.jsonl`` to hold exactly ``records`` (atomically)."""
+        atomic_write_text(
+            self.file("metrics.jsonl"), "".join(json.dumps(r) + "\n" for r in records)
+        )
+
     def drop_metrics(self, phase: str) -> None:
         """Remove the records of ``phase`` (before that phase is run again)."""
         kept = [r for r in self.read_metrics() if r.get("phase") != phase]

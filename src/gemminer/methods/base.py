@@ -19,6 +19,7 @@ from torch import nn
 from ..config import OptimConfig
 from ..errors import ConfigError
 from ..masking import Mask
+from ..training.checkpoint import Checkpoint
 from ..training.loop import Batches
 
 
@@ -50,6 +51,8 @@ class PruneContext:
     calibration_batches: Batches | None = None
     on_epoch: Callable[[dict], None] | None = None
     progress: bool = False
+    #: Methods that support it save/resume their training state here (Gem-Miner does).
+    checkpoint: Checkpoint | None = None
 
     @property
     def batches_per_epoch(self) -> int:

@@ -37,6 +37,7 @@ from ..masking import (
     to_score_model,
     weight_name,
 )
+from ..training.checkpoint import Checkpoint, Resumable
 from ..training.loop import (
     Batches,
     evaluate,
@@ -153,6 +154,7 @@ def mine_scores(
     calibration_batches: Batches | None = None,
     on_epoch: EpochCallback | None = None,
     progress: bool = False,
+    checkpoint: Checkpoint | None = None,
 ) -> MiningResult:
     """Run Gem-Miner on a score model (see :func:`gemminer.to_score_model`) in place.
 
@@ -161,6 +163,8 @@ def mine_scores(
     ``calibration_batches`` (optional; shuffled, unaugmented training batches with their
     own generator, so the training order is not disturbed) re-estimate BatchNorm
     statistics for the current mask before each evaluation and at the end.
+    ``checkpoint`` (optional) saves the state after every epoch and on a stop signal, and
+    resumes from it (see :mod:`gemminer.training.checkpoint`).
     """
     model.to(device)
     layers = score_layers(model)
@@ -169,7 +173,6 @@ def mine_scores(
     scheduler = build_scheduler(optimizer, cfg.optim, cfg.epochs)
     schedule = FreezeSchedule(cfg.density, cfg.epochs, cfg.period)
     _, total = flag_counts(model)
-    history: list[dict] = []
 
     def regularize() -> None:
         add_regularization_grad(model, cfg.lam, cfg.regularizer)
@@ -177,9 +180,19 @@ def mine_scores(
     def project() -> None:
         project_scores(model)
 
-    for epoch in range(1, cfg.epochs + 1):
+    state = Resumable(
+        checkpoint,
+        model,
+        optimizer,
+        scheduler,
+        {"train": train_batches, "calibration": calibration_batches},
+    )
+    first, resume, history, _ = state.restore()
+    evaluated = False
+    for epoch in range(first, cfg.epochs + 1):
         start = time.perf_counter()
         lr = optimizer.param_groups[0]["lr"]
+        state.epoch_started()
         stats = train_epoch(
             model,
             train_batches,
@@ -188,7 +201,13 @@ def mine_scores(
             before_step=regularize,
             after_step=project,
             progress=f"mine {epoch}/{cfg.epochs}" if progress else None,
+            resume=resume,
+            should_stop=state.should_stop,
+            where=f"mining epoch {epoch}",
         )
+        resume = None
+        if stats.stopped is not None:
+            raise state.interrupted(epoch, stats.stopped, history)
         scheduler.step()
         frozen = 0
         if schedule.freezes_after(epoch):
@@ -217,6 +236,7 @@ def mine_scores(
                 record[f"{name}_acc"] = evaluate(model, batches, device).accuracy
         record["seconds"] = time.perf_counter() - start
         history.append(record)
+        state.epoch_done(epoch, history)
         if on_epoch is not None:
             on_epoch(record)
     if not evaluated and calibration_batches is not None:
@@ -278,6 +298,7 @@ def gem_miner(ctx: PruneContext, settings: GemMinerSettings) -> PruneResult:
         calibration_batches=ctx.calibration_batches,
         on_epoch=ctx.on_epoch,
         progress=ctx.progress,
+        checkpoint=ctx.checkpoint,
     )
     scores = {
         weight_name(name): layer.scores.detach().cpu().clone()

@@ -10,6 +10,7 @@ from torch import nn
 
 from ..config import FinetuneConfig
 from ..masking import Mask, apply_mask, prunable_weights
+from .checkpoint import Checkpoint, Resumable
 from .loop import Batches, evaluate, evaluation_due, train_epoch
 from .optim import build_optimizer, build_scheduler
 
@@ -55,10 +56,12 @@ def finetune(
     eval_every: int = 1,
     on_epoch: EpochCallback | None = None,
     progress: bool = False,
+    checkpoint: Checkpoint | None = None,
 ) -> list[dict]:
     """Train every parameter of ``model`` with ``mask`` fixed; returns per-epoch records.
 
     ``model`` should hold the ticket's original initialization; it is trained in place.
+    ``checkpoint`` (optional) saves the state every epoch and on a stop signal, and resumes.
     """
     model.to(device)
     for p in model.parameters():
@@ -66,11 +69,13 @@ def finetune(
     masked = MaskedWeights(model, mask)
     optimizer = build_optimizer(model.parameters(), cfg.optim)
     scheduler = build_scheduler(optimizer, cfg.optim, cfg.epochs)
-    history: list[dict] = []
+    state = Resumable(checkpoint, model, optimizer, scheduler, {"train": train_batches})
+    first, resume, history, _ = state.restore()
     try:
-        for epoch in range(1, cfg.epochs + 1):
+        for epoch in range(first, cfg.epochs + 1):
             start = time.perf_counter()
             lr = optimizer.param_groups[0]["lr"]
+            state.epoch_started()
             stats = train_epoch(
                 model,
                 train_batches,
@@ -78,7 +83,13 @@ def finetune(
                 device,
                 after_step=masked.enforce,
                 progress=f"finetune {epoch}/{cfg.epochs}" if progress else None,
+                resume=resume,
+                should_stop=state.should_stop,
+                where=f"finetuning epoch {epoch}",
             )
+            resume = None
+            if stats.stopped is not None:
+                raise state.interrupted(epoch, stats.stopped, history)
             scheduler.step()
             record = {
                 "phase": "finetune",
@@ -93,6 +104,7 @@ def finetune(
                     record[f"{name}_acc"] = evaluate(model, batches, device).accuracy
             record["seconds"] = time.perf_counter() - start
             history.append(record)
+            state.epoch_done(epoch, history)
             if on_epoch is not None:
                 on_epoch(record)
     finally:

@@ -12,6 +12,7 @@ from torch.nn import functional as F
 from tqdm.auto import tqdm
 
 from ..errors import GemMinerError
+from .checkpoint import EpochProgress
 
 Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
 
@@ -22,9 +23,12 @@ class TrainingDivergedError(GemMinerError):
 
 @dataclass(frozen=True)
 class EpochStats:
+    """Mean loss and accuracy of an epoch; ``stopped`` holds the progress of one cut short."""
+
     loss: float
     accuracy: float
     samples: int
+    stopped: EpochProgress | None = None
 
 
 def evaluation_due(epoch: int, epochs: int, every: int) -> bool:
@@ -56,17 +60,29 @@ def train_epoch(
     before_step: Callable[[], None] | None = None,
     after_step: Callable[[], None] | None = None,
     progress: str | None = None,
+    resume: EpochProgress | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    where: str = "",
 ) -> EpochStats:
     """One pass over ``batches``: cross-entropy, backward, ``before_step``, step, ``after_step``.
 
     Loss and accuracy are accumulated on the device and read once at the end, so the
-    step itself never waits for the host.
+    step itself never waits for the host; the first step with a NaN or infinite loss is
+    tracked on the device too, and reported (with ``where``, e.g. "epoch 3") at the end.
+    ``resume`` continues an epoch that was cut short: its first ``resume.steps`` batches
+    are drawn (so the data order is the same) but not trained on. When ``should_stop()``
+    turns true after a step, the epoch ends early with ``stopped`` set.
     """
     model.train()
-    loss_sum = torch.zeros((), device=device)
-    correct = torch.zeros((), device=device, dtype=torch.long)
-    samples = 0
-    for x, y in _progress(batches, progress):
+    start = resume.steps if resume else 0
+    loss_sum = torch.full((), resume.loss_sum if resume else 0.0, device=device)
+    correct = torch.full((), resume.correct if resume else 0, device=device, dtype=torch.long)
+    samples = resume.samples if resume else 0
+    first_bad = torch.full((), -1, device=device, dtype=torch.long)
+    step = 0
+    for step, (x, y) in enumerate(_progress(batches, progress), start=1):
+        if step <= start:
+            continue
         x = x.to(device, non_blocking=True)
         y = y.to(device, non_blocking=True)
         out = model(x)
@@ -81,12 +97,30 @@ def train_epoch(
         loss_sum += loss.detach() * len(y)
         correct += (out.detach().argmax(1) == y).sum()
         samples += len(y)
+        first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss.detach()), step, first_bad)
+        if should_stop is not None and should_stop():
+            _check_finite(first_bad, where)
+            stopped = EpochProgress(step, float(loss_sum.item()), int(correct.item()), samples)
+            return EpochStats(
+                stopped.loss_sum / samples, stopped.correct / samples, samples, stopped
+            )
     if samples == 0:
         raise GemMinerError("the training data yielded no batch")
+    _check_finite(first_bad, where)
     mean_loss = loss_sum.item() / samples
     if not math.isfinite(mean_loss):
-        raise TrainingDivergedError(f"the training loss became {mean_loss}")
+        raise TrainingDivergedError(
+            f"the training loss became {mean_loss} in {where or 'training'}"
+        )
     return EpochStats(mean_loss, correct.item() / samples, samples)
+
+
+def _check_finite(first_bad: torch.Tensor, where: str) -> None:
+    bad = int(first_bad.item())
+    if bad >= 0:
+        raise TrainingDivergedError(
+            f"the training loss became NaN or infinite in {where or 'training'}, step {bad}"
+        )
 
 
 @torch.no_grad()

@@ -1,0 +1,534 @@
+"""The report's figures: one function per PNG, each drawn from collected run records.
+
+Each function takes a :class:`~gemminer.reports.collect.Collection` and a PNG path, writes
+the figure and returns True, or returns False (writing nothing) when the runs hold no data
+for it. Figures are drawn on :class:`matplotlib.figure.Figure` objects (the Agg canvas),
+never through ``pyplot``, so no global backend or figure state is touched.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.ticker import FuncFormatter, MaxNLocator
+
+from .collect import Collection, Group, RunRecord
+
+#: The largest PNG written; a figure over it is saved again at a lower resolution.
+MAX_BYTES = 200_000
+DPI = 110
+DENSITY_LABEL = "density (fraction of weights kept, %)"
+ACC_LABEL = "test accuracy (%)"
+_MARKERS = "osD^vPX*h<>p"
+_SEARCH_PHASES = ("mine", "prune")
+_CHECK_ORDER = ("shuffle", "reinit", "invert")
+_MAX_PANELS = 4
+
+
+def _save(fig: Figure, path: Path) -> None:
+    for dpi in (DPI, 96, 72, 56):
+        fig.savefig(path, dpi=dpi, bbox_inches="tight", metadata={"Software": None})
+        if path.stat().st_size <= MAX_BYTES:
+            return
+
+
+def _colors(labels: Sequence[str]) -> dict[str, tuple]:
+    """A color per label, in order: tab10, then tab20's light hues."""
+    from matplotlib import colormaps
+
+    tab10, tab20 = colormaps["tab10"], colormaps["tab20"]
+    palette = [tab10(i) for i in range(10)] + [tab20(2 * i + 1) for i in range(10)]
+    unique = list(dict.fromkeys(labels))
+    return {label: palette[i % len(palette)] for i, label in enumerate(unique)}
+
+
+def _method_colors(collection: Collection) -> dict[str, tuple]:
+    """One color per method series, the same in every figure."""
+    return _colors([g.label for g in _methods(collection)])
+
+
+def _epoch_labels(collection: Collection, groups: Sequence[Group]) -> tuple[list, dict]:
+    """Labels (with the target density when several) and their colors."""
+    if len({g.target_density for g in groups}) > 1:
+        labels = [f"{g.label}, {100 * g.target_density:.2f} %" for g in groups]
+        return labels, _colors(labels)
+    return [g.label for g in groups], _method_colors(collection)
+
+
+def _marker(colors: dict[str, tuple], label: str) -> str:
+    """The marker of ``label``: by its place in ``colors``, the same in every figure."""
+    return _MARKERS[list(colors).index(label) % len(_MARKERS)]
+
+
+def _log_axis(axis, fmt: str = "g") -> None:
+    """Plain numbers on a log axis (``0.1``, ``1``, ``10``, not ``10^{-1}``); the 2 and 5
+    between powers of ten are labelled too when the axis spans under two decades."""
+
+    def text(v: float) -> str:
+        return format(v, ",.0f" if fmt == "count" and v >= 1 else "g")
+
+    def minor(v: float, _pos: int) -> str:
+        lo, hi = sorted(axis.get_view_interval())
+        if lo <= 0 or hi / lo > 100 or v <= 0:
+            return ""
+        lead = v / 10 ** math.floor(math.log10(v) + 1e-9)
+        return text(v) if round(lead, 6) in (2.0, 5.0) else ""
+
+    axis.set_major_formatter(FuncFormatter(lambda v, _: text(v)))
+    axis.set_minor_formatter(FuncFormatter(minor))
+
+
+def _methods(collection: Collection) -> list[Group]:
+    return [g for g in collection.groups if not g.sanity_check]
+
+
+def _series(groups: Sequence[Group]) -> dict[str, list[Group]]:
+    out: dict[str, list[Group]] = {}
+    for g in groups:
+        out.setdefault(g.label, []).append(g)
+    return out
+
+
+def _legend_outside(ax, **kwargs) -> None:
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False, **kwargs)
+
+
+# accuracy vs density (Fig. 3/4 top, Fig. 6) ---------------------------------------------
+
+
+def _accuracy_vs_density(collection: Collection, path: Path, which: str) -> bool:
+    stat = (lambda g: g.post_acc) if which == "post" else (lambda g: g.pre_acc)
+    groups = [g for g in _methods(collection) if stat(g).mean is not None]
+    if not groups:
+        return False
+    series = _series(groups)
+    colors = _method_colors(collection)
+    fig = Figure(figsize=(8.5, 4.8))
+    ax = fig.add_subplot()
+    for label, members in series.items():
+        members = sorted(members, key=lambda g: g.density.mean)
+        xs = [100 * g.density.mean for g in members]
+        ys = [100 * stat(g).mean for g in members]
+        errs = [100 * stat(g).err for g in members]
+        n = max(len(g.runs) for g in members)
+        text = f"{label} (n={n})" if n > 1 else label
+        if all(g.density.mean >= 1.0 for g in members):  # the dense reference
+            ax.axhline(ys[0], color=colors[label], ls="--", lw=1.2)
+        ax.errorbar(
+            xs,
+            ys,
+            yerr=errs if any(errs) else None,
+            color=colors[label],
+            marker=_marker(colors, label),
+            ms=6,
+            lw=1.4,
+            capsize=3,
+            label=text,
+        )
+    ax.set_xscale("log")
+    _log_axis(ax.xaxis)
+    ax.set_xlabel(DENSITY_LABEL)
+    ax.set_ylabel(ACC_LABEL)
+    title = "after finetuning" if which == "post" else "of the ticket before finetuning"
+    ax.set_title(f"Accuracy {title} (mean ± std over seeds)", fontsize=11)
+    ax.grid(True, which="both", alpha=0.3)
+    _legend_outside(ax)
+    _save(fig, path)
+    return True
+
+
+def accuracy_vs_density_post(collection: Collection, path: Path) -> bool:
+    """Post-finetune accuracy against achieved density per method (paper Fig. 3/4 top)."""
+    return _accuracy_vs_density(collection, path, "post")
+
+
+def accuracy_vs_density_pre(collection: Collection, path: Path) -> bool:
+    """Pre-finetune accuracy against achieved density per method (paper Fig. 6)."""
+    return _accuracy_vs_density(collection, path, "pre")
+
+
+# layer-wise density (Fig. 7) -------------------------------------------------------------
+
+
+def _layer_densities(group: Group) -> dict[str, float]:
+    """Per layer, the density averaged over the group's runs that hold a mask."""
+    sums: dict[str, list[float]] = {}
+    for run in group.runs:
+        for layer in run.layers:
+            sums.setdefault(layer.name, []).append(layer.density)
+    return {name: sum(v) / len(v) for name, v in sums.items()}
+
+
+def layer_density(collection: Collection, path: Path) -> bool:
+    """Per-layer density of each method's mask, with each layer's size (paper Fig. 7)."""
+    groups = [
+        g
+        for g in _methods(collection)
+        if any(r.layers for r in g.runs) and g.density.mean is not None and g.density.mean < 1
+    ]
+    if not groups:
+        return False
+    panels: dict[tuple[str, float], list[Group]] = {}
+    for g in groups:
+        panels.setdefault((g.first.model, g.target_density), []).append(g)
+    keys = list(panels)[:_MAX_PANELS]
+    colors = _method_colors(collection)
+    n_layers = max(len(next(r for r in g.runs if r.layers).layers) for g in groups)
+    width = min(16.0, max(8.5, 0.32 * n_layers + 4))
+    fig = Figure(figsize=(width, 4.2 * len(keys)))
+    axes = fig.subplots(len(keys), 1, squeeze=False)[:, 0]
+    for ax, key in zip(axes, keys):
+        members = panels[key]
+        layers = next(r for r in members[0].runs if r.layers).layers
+        names = [layer.name for layer in layers]
+        idx = list(range(len(names)))
+        counts = ax.twinx()
+        counts.bar(idx, [layer.total for layer in layers], color="0.85", width=0.8)
+        counts.set_yscale("log")
+        _log_axis(counts.yaxis, "count")
+        counts.set_ylabel("weights in the layer (bars)", color="0.4")
+        counts.tick_params(axis="y", colors="0.4")
+        ax.set_zorder(counts.get_zorder() + 1)
+        ax.patch.set_visible(False)
+        curves = {}
+        for g in members:
+            dens = _layer_densities(g)
+            curves[g.label] = [100 * dens[n] if n in dens else float("nan") for n in names]
+        positive = [y for ys in curves.values() for y in ys if y > 0]
+        floor = min(positive, default=1.0) / 3  # log axis: a fully pruned layer sits here
+        for label, ys in curves.items():
+            ax.plot(
+                idx,
+                [floor if y == 0 else y for y in ys],
+                marker=_marker(colors, label),
+                ms=4,
+                lw=1.2,
+                color=colors[label],
+                label=label,
+            )
+        if any(y == 0 for ys in curves.values() for y in ys):
+            ax.axhline(floor, color="0.3", ls=":", lw=1, label="0 % (layer fully pruned)")
+            ax.set_ylim(bottom=floor / 1.5)
+        ax.set_yscale("log")
+        _log_axis(ax.yaxis)
+        ax.set_ylabel("layer density (% kept)")
+        ax.set_xticks(idx)
+        ax.set_xticklabels(
+            [f"{layer.name.removesuffix('.weight')} ({layer.total:,})" for layer in layers],
+            rotation=90,
+            fontsize=7,
+        )
+        ax.set_xlim(-0.6, len(names) - 0.4)
+        ax.grid(True, axis="y", which="major", alpha=0.3)
+        model, target = key
+        ax.set_title(f"Layer-wise density, {model}, target {100 * target:.2f} %", fontsize=11)
+        ax.legend(loc="upper left", bbox_to_anchor=(1.13, 1.0), fontsize=8, frameon=False)
+    fig.tight_layout()
+    _save(fig, path)
+    return True
+
+
+# density over epochs with the bound (Fig. 2) ---------------------------------------------
+
+
+def _mean_by_index(runs: Sequence[RunRecord], phases: Sequence[str], key: str) -> list[float]:
+    """``key`` per epoch of ``phases``, averaged over runs (NaN where no run has it)."""
+    rows = [[m.get(key) for m in r.metrics if m.get("phase") in phases] for r in runs]
+    length = max((len(r) for r in rows), default=0)
+    out = []
+    for i in range(length):
+        values = [r[i] for r in rows if i < len(r) and r[i] is not None]
+        out.append(sum(values) / len(values) if values else float("nan"))
+    return out
+
+
+def density_over_epochs(collection: Collection, path: Path) -> bool:
+    """Density of the rounded mask per mining epoch and the exponential bound (Fig. 2)."""
+    groups = [
+        g
+        for g in _methods(collection)
+        if any(m.get("phase") == "mine" and "bound" in m for r in g.runs for m in r.metrics)
+    ]
+    if not groups:
+        return False
+    labels, colors = _epoch_labels(collection, groups)
+    fig = Figure(figsize=(8.5, 4.8))
+    ax = fig.add_subplot()
+    for g, label in zip(groups, labels):
+        density = _mean_by_index(g.runs, ("mine",), "density")
+        bound = _mean_by_index(g.runs, ("mine",), "bound")
+        epochs = list(range(1, len(density) + 1))
+        ax.plot(
+            epochs,
+            [100 * d for d in density],
+            marker=_marker(colors, label),
+            ms=4,
+            color=colors[label],
+            label=label,
+        )
+        ax.plot(epochs, [100 * b for b in bound], ls=":", lw=1.8, color=colors[label])
+    for target in sorted({g.target_density for g in groups}):
+        ax.axhline(100 * target, color="0.5", lw=0.8, ls="--")
+    ax.set_yscale("log")
+    _log_axis(ax.yaxis)
+    ax.set_xlabel("mining epoch")
+    ax.set_ylabel(DENSITY_LABEL)
+    ax.set_title("Density while mining, and the exponential bound", fontsize=11)
+    ax.grid(True, which="both", alpha=0.3)
+    handles, texts = ax.get_legend_handles_labels()
+    handles += [
+        Line2D([], [], color="0.3", marker="o", ms=4),
+        Line2D([], [], color="0.3", ls=":", lw=1.8),
+        Line2D([], [], color="0.5", ls="--", lw=0.8),
+    ]
+    texts += ["density of the rounded mask", "bound (dotted)", "target density"]
+    ax.legend(
+        handles, texts, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False
+    )
+    _save(fig, path)
+    return True
+
+
+# accuracy over epochs (Fig. 5) -----------------------------------------------------------
+
+
+def accuracy_over_epochs(collection: Collection, path: Path) -> bool:
+    """Train and test accuracy through mask search then finetuning on one axis (Fig. 5)."""
+
+    def has(g: Group, phases: Sequence[str]) -> bool:
+        return any(m.get("phase") in phases for r in g.runs for m in r.metrics)
+
+    groups = [g for g in _methods(collection) if has(g, _SEARCH_PHASES) and has(g, ("finetune",))]
+    if not groups:
+        return False
+    labels, colors = _epoch_labels(collection, groups)
+    fig = Figure(figsize=(8.5, 4.8))
+    ax = fig.add_subplot()
+    switches = set()
+    for g, label in zip(groups, labels):
+        train = _mean_by_index(g.runs, _SEARCH_PHASES, "train_acc")
+        train += _mean_by_index(g.runs, ("finetune",), "train_acc")
+        test = _mean_by_index(g.runs, _SEARCH_PHASES, "test_acc")
+        switch = len(test)
+        test += _mean_by_index(g.runs, ("finetune",), "test_acc")
+        switches.add(switch)
+        xs = list(range(1, len(train) + 1))
+        ax.plot(xs, [100 * v for v in train], color=colors[label], lw=1.4, label=label)
+        if any(v == v for v in test):  # NaN (no test accuracy that epoch) breaks the line
+            ax.plot(
+                range(1, len(test) + 1),
+                [100 * v for v in test],
+                color=colors[label],
+                ls="--",
+                marker=_marker(colors, label),
+                ms=5,
+                lw=1,
+            )
+    for switch in sorted(switches):
+        ax.axvline(switch + 0.5, color="0.2" if len(switches) == 1 else "0.6", lw=1, ls="-.")
+    if len(switches) == 1:
+        (switch,) = switches
+        ax.text(switch + 0.5, 1.01, " finetuning →", transform=ax.get_xaxis_transform(), fontsize=8)
+        ax.text(
+            switch + 0.5,
+            1.01,
+            "← mask search ",
+            transform=ax.get_xaxis_transform(),
+            fontsize=8,
+            ha="right",
+        )
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("epoch (mask search, then finetuning)")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_title("Accuracy through mask search and finetuning", fontsize=11, pad=16)
+    ax.grid(True, alpha=0.3)
+    handles, texts = ax.get_legend_handles_labels()
+    handles += [
+        Line2D([], [], color="0.3", lw=1.4),
+        Line2D([], [], color="0.3", ls="--", marker="o", ms=5, lw=1),
+        Line2D([], [], color="0.4", ls="-.", lw=1),
+    ]
+    texts += ["train accuracy (solid)", "test accuracy (dashed)", "finetuning starts"]
+    ax.legend(
+        handles, texts, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False
+    )
+    _save(fig, path)
+    return True
+
+
+# pre- vs post-finetune accuracy (Fig. 9) -------------------------------------------------
+
+
+def pre_vs_post(collection: Collection, path: Path) -> bool:
+    """Post- against pre-finetune accuracy per method (paper Fig. 9)."""
+    groups = [
+        g
+        for g in _methods(collection)
+        if g.pre_acc.mean is not None and g.post_acc.mean is not None
+    ]
+    if not groups:
+        return False
+    series = _series(groups)
+    colors = _method_colors(collection)
+    fig = Figure(figsize=(7.5, 5.5))
+    ax = fig.add_subplot()
+    for label, members in series.items():
+        for j, g in enumerate(members):
+            ax.errorbar(
+                100 * g.pre_acc.mean,
+                100 * g.post_acc.mean,
+                xerr=100 * g.pre_acc.err or None,
+                yerr=100 * g.post_acc.err or None,
+                color=colors[label],
+                marker=_marker(colors, label),
+                ms=7,
+                capsize=3,
+                ls="none",
+                label=label if j == 0 else None,
+            )
+            if len(members) > 1:
+                ax.annotate(
+                    f"{100 * g.target_density:.2g} %",
+                    (100 * g.pre_acc.mean, 100 * g.post_acc.mean),
+                    textcoords="offset points",
+                    xytext=(5, -9),
+                    fontsize=7,
+                    color=colors[label],
+                )
+    lo, hi = min(ax.get_xlim()[0], ax.get_ylim()[0]), max(ax.get_xlim()[1], ax.get_ylim()[1])
+    ax.plot([lo, hi], [lo, hi], color="0.5", ls=":", lw=1, label="post = pre")
+    ax.set_xlim(lo, hi)
+    ax.set_ylim(lo, hi)
+    ax.set_aspect("equal")
+    ax.set_xlabel("test accuracy before finetuning (%)")
+    ax.set_ylabel("test accuracy after finetuning (%)")
+    ax.set_title("Accuracy before vs after finetuning", fontsize=11)
+    ax.grid(True, alpha=0.3)
+    _legend_outside(ax)
+    _save(fig, path)
+    return True
+
+
+# sanity checks (Fig. 3/4 bottom) ---------------------------------------------------------
+
+
+def _check_rank(check: str) -> tuple[int, str]:
+    return (_CHECK_ORDER.index(check) if check in _CHECK_ORDER else len(_CHECK_ORDER), check)
+
+
+def sanity_checks(collection: Collection, path: Path) -> bool:
+    """Pre/post accuracy of each ticket beside its sanity checks (Fig. 3/4 bottom rows)."""
+    checks = [g for g in collection.groups if g.sanity_check]
+    if not checks:
+        return False
+    clusters: dict[str, tuple[Group | None, list[Group]]] = {}
+    for g in checks:
+        source = collection.source_group(g)
+        if source is not None:
+            key = f"{source.label}, target {100 * source.target_density:.2f} %"
+        else:
+            key = f"{g.first.source_run or '?'} (source run not given)"
+        clusters.setdefault(key, (source, []))[1].append(g)
+    keys = list(clusters)[:_MAX_PANELS]
+    fig = Figure(figsize=(min(16.0, 4.2 * len(keys) + 1), 4.6))
+    axes = fig.subplots(1, len(keys), squeeze=False, sharey=True)[0]
+    for ax, key in zip(axes, keys):
+        source, members = clusters[key]
+        bars = ([("original", source)] if source is not None else []) + [
+            (g.sanity_check, g) for g in sorted(members, key=lambda g: _check_rank(g.sanity_check))
+        ]
+        xs = range(len(bars))
+        for offset, which, style in (
+            (-0.2, "pre", {"color": "#9ecae1", "hatch": "//", "edgecolor": "#3182bd"}),
+            (0.2, "post", {"color": "#3182bd"}),
+        ):
+            stats = [g.pre_acc if which == "pre" else g.post_acc for _, g in bars]
+            heights = [100 * s.mean if s.mean is not None else 0.0 for s in stats]
+            errs = [100 * s.std if s.std else float("nan") for s in stats]  # NaN: no bar
+            label = "before finetuning" if which == "pre" else "after finetuning"
+            rects = ax.bar(
+                [x + offset for x in xs],
+                heights,
+                width=0.4,
+                yerr=errs if any(e == e for e in errs) else None,
+                capsize=3,
+                label=label,
+                **style,
+            )
+            ax.bar_label(
+                rects,
+                labels=["" if s.mean is None else f"{100 * s.mean:.1f}" for s in stats],
+                fontsize=7,
+                padding=2,
+            )
+        ax.set_xticks(list(xs))
+        ax.set_xticklabels([name for name, _ in bars])
+        ax.set_title(key, fontsize=9)
+        ax.grid(True, axis="y", alpha=0.3)
+    axes[0].set_ylabel(ACC_LABEL)
+    axes[0].legend(fontsize=8, loc="upper right")
+    fig.suptitle("Sanity checks beside the original ticket (mean ± std over seeds)", fontsize=11)
+    fig.tight_layout()
+    _save(fig, path)
+    return True
+
+
+@dataclass(frozen=True)
+class FigureSpec:
+    """One figure of the report: its file, title, drawing function and a note when empty."""
+
+    file: str
+    title: str
+    draw: Callable[[Collection, Path], bool]
+    empty: str
+
+
+FIGURES: tuple[FigureSpec, ...] = (
+    FigureSpec(
+        "accuracy_vs_density_post.png",
+        "Accuracy after finetuning vs density (paper Fig. 3/4, top)",
+        accuracy_vs_density_post,
+        "no run has a post-finetune accuracy (run `gemminer finetune` first)",
+    ),
+    FigureSpec(
+        "accuracy_vs_density_pre.png",
+        "Accuracy before finetuning vs density (paper Fig. 6)",
+        accuracy_vs_density_pre,
+        "no run has a pre-finetune accuracy",
+    ),
+    FigureSpec(
+        "layer_density.png",
+        "Layer-wise density with each layer's size (paper Fig. 7)",
+        layer_density,
+        "no pruned run holds a mask.pt",
+    ),
+    FigureSpec(
+        "density_over_epochs.png",
+        "Density while mining and the exponential bound (paper Fig. 2)",
+        density_over_epochs,
+        "no run logged Gem-Miner's mining epochs (metrics.jsonl with phase mine and bound)",
+    ),
+    FigureSpec(
+        "accuracy_over_epochs.png",
+        "Accuracy through mask search and finetuning (paper Fig. 5)",
+        accuracy_over_epochs,
+        "no run logged both mask-search and finetuning epochs in metrics.jsonl",
+    ),
+    FigureSpec(
+        "pre_vs_post.png",
+        "Accuracy before vs after finetuning (paper Fig. 9)",
+        pre_vs_post,
+        "no run has both pre- and post-finetune accuracies",
+    ),
+    FigureSpec(
+        "sanity_checks.png",
+        "Sanity checks beside the original ticket (paper Fig. 3/4, bottom)",
+        sanity_checks,
+        "no sanity-check runs given (`gemminer sanity RUN --check shuffle|reinit|invert`)",
+    ),
+)

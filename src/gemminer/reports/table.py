@@ -1,0 +1,107 @@
+"""The report's markdown: a table with one row per group of runs, the figures, the notes."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from .collect import Collection, Group, Stat
+
+
+def format_density(density: float | None) -> str:
+    """``0.0117`` → ``"1.17 % (98.83 % pruned)"``."""
+    if density is None:
+        return "—"
+    return f"{100 * density:.2f} % ({100 * (1 - density):.2f} % pruned)"
+
+
+def format_accuracy(stat: Stat) -> str:
+    """``"54.79 ± 0.12 %"`` over several seeds, ``"54.79 %"`` for one, ``"—"`` for none."""
+    if stat.mean is None:
+        return "—"
+    if stat.std is None:
+        return f"{100 * stat.mean:.2f} %"
+    return f"{100 * stat.mean:.2f} ± {100 * stat.std:.2f} %"
+
+
+def format_epochs(stat: Stat) -> str:
+    if stat.mean is None:
+        return "—"
+    if stat.std:
+        return f"{stat.mean:.3g} ± {stat.std:.2g}"
+    return f"{stat.mean:.3g}"
+
+
+def _name(group: Group, models: bool) -> str:
+    run = group.first
+    return f"{group.label} — {run.model}, {run.dataset}" if models else group.label
+
+
+def markdown_table(groups: Sequence[Group]) -> str:
+    """One row per group: method (+ sanity check), densities, accuracies, seeds, epochs."""
+    models = len({(g.first.model, g.first.dataset) for g in groups}) > 1
+    head = (
+        "| method | target density | achieved density | pre-finetune accuracy "
+        "| post-finetune accuracy | seeds | epochs to mask |"
+    )
+    rows = [head, "|" + " --- |" * 2 + " ---: |" * 5]
+    for g in groups:
+        cells = [
+            _name(g, models).replace("|", "\\|"),
+            f"{100 * g.target_density:.2f} %",
+            format_density(g.density.mean),
+            format_accuracy(g.pre_acc),
+            format_accuracy(g.post_acc),
+            str(len(g.runs)),
+            format_epochs(g.epochs_to_mask),
+        ]
+        rows.append("| " + " | ".join(cells) + " |")
+    return "\n".join(rows) + "\n"
+
+
+def _relative(path: Path, start: Path) -> str:
+    try:
+        return os.path.relpath(path.resolve(), start.resolve())
+    except ValueError:  # another drive on Windows
+        return str(path)
+
+
+def render_report(
+    collection: Collection, figures: Sequence[tuple[str, str, str | None]], out: Path
+) -> str:
+    """The whole report.md: ``figures`` holds (file, title, note) — note None when drawn."""
+    runs = collection.runs
+    lines = ["# gemminer report", ""]
+    lines.append(
+        f"{len(runs)} finished run{'s' * (len(runs) != 1)} in {len(collection.groups)} "
+        f"group{'s' * (len(collection.groups) != 1)}. Density is the fraction of prunable "
+        "weights kept. Accuracies are test-set top-1; with several seeds, mean ± sample "
+        "standard deviation (n − 1) over the seeds. Runs are grouped by method, sanity "
+        "check, target density and every setting except the seeds and those that cannot "
+        "change a result (data_dir, device, download, eval_each_epoch)."
+    )
+    lines.append("")
+    if collection.groups:
+        lines += ["## Results", "", markdown_table(collection.groups)]
+    else:
+        lines += ["No finished run (with a summary.json) was given.", ""]
+    lines += ["## Figures", ""]
+    for file, title, note in figures:
+        lines.append(f"### {title}")
+        lines.append("")
+        lines.append(f"![{title}]({file})" if note is None else f"_Skipped: {note}._")
+        lines.append("")
+    if collection.unfinished:
+        lines += ["## Unfinished runs (skipped)", ""]
+        lines += [
+            f"- `{_relative(p, out)}`: unfinished (no summary.json)" for p in collection.unfinished
+        ]
+        lines.append("")
+    if collection.groups:
+        lines += ["## Run folders", ""]
+        for g in collection.groups:
+            folders = ", ".join(f"`{_relative(r.path, out)}` (seed {r.seed})" for r in g.runs)
+            lines.append(f"- {g.label}, target {100 * g.target_density:.2f} %: {folders}")
+        lines.append("")
+    return "\n".join(lines)

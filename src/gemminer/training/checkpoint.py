@@ -1,0 +1,251 @@
+"""Resumable epoch loops: checkpoints every epoch and on SIGTERM/SIGINT.
+
+A checkpoint holds everything the rest of a stage depends on: the model (scores, flags,
+weights, BatchNorm buffers), optimizer and LR-scheduler state, the generators of the data
+loaders (so the data order and augmentation continue exactly), the global RNG states
+(CPU, CUDA, NumPy, Python), the epoch, the step inside the epoch with the running loss
+and accuracy sums, and the records of the finished epochs. It is written atomically
+(temporary file + rename) after every epoch, and at the next step boundary when the
+process receives SIGTERM or SIGINT; a run killed outright (SIGKILL, power loss) loses at
+most the epoch in progress. Resumed on CPU, a stage ends with the same mask, scores,
+weights and metrics as an uninterrupted one (tested).
+
+Checkpoints are read with ``torch.load(weights_only=True)``: tensors and plain containers
+only, nothing that runs code.
+"""
+
+from __future__ import annotations
+
+import random
+import signal
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..errors import GemMinerError, RunError
+
+CHECKPOINT_VERSION = 1
+
+
+class TrainingInterrupted(GemMinerError):
+    """A stop signal arrived; the stage was checkpointed and can be resumed."""
+
+
+@dataclass(frozen=True)
+class EpochProgress:
+    """How far an interrupted epoch got: steps done and the running sums of its statistics."""
+
+    steps: int
+    loss_sum: float
+    correct: int
+    samples: int
+
+
+def rng_state() -> dict[str, Any]:
+    """The global random states (CPU, CUDA, NumPy, Python) as tensors and plain values."""
+    np_state = np.random.get_state(legacy=True)
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": {
+            "keys": torch.from_numpy(np_state[1].astype(np.int64)),
+            "pos": int(np_state[2]),
+            "has_gauss": int(np_state[3]),
+            "cached_gaussian": float(np_state[4]),
+        },
+        "python": list(random.getstate()[1]),
+        "python_gauss": random.getstate()[2],
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: Mapping[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    keys = n["keys"].numpy().astype(np.uint32)
+    np.random.set_state(("MT19937", keys, n["pos"], n["has_gauss"], n["cached_gaussian"]))
+    random.setstate((3, tuple(state["python"]), state["python_gauss"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class StopFlag:
+    """Set by SIGTERM/SIGINT inside :func:`stop_on_signals`; loops poll it between steps."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self.signal_name = ""
+
+    def __call__(self) -> bool:
+        return self.requested
+
+
+@contextmanager
+def stop_on_signals() -> Iterator[StopFlag]:
+    """Turn the first SIGTERM/SIGINT into a stop request (checkpoint, then exit); a second
+    SIGINT interrupts at once. Outside the main thread, signals are left alone."""
+    flag = StopFlag()
+    if threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+
+    def handle(signum: int, frame: object) -> None:
+        if flag.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        flag.requested = True
+        flag.signal_name = signal.Signals(signum).name
+
+    previous = {s: signal.signal(s, handle) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield flag
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+def _loader_state(batches: object) -> Any:
+    return batches.state_dict() if hasattr(batches, "state_dict") else None
+
+
+def _restore_loader(batches: object, state: Any) -> None:
+    if state is not None and hasattr(batches, "load_state_dict"):
+        batches.load_state_dict(state)
+
+
+class Checkpoint:
+    """The checkpoint file of one stage (``path``), tied to its ``settings`` (a dict).
+
+    A checkpoint written under other settings is not resumed (it is replaced).
+    ``should_stop`` is polled between steps (see :func:`stop_on_signals`).
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        settings: Mapping[str, Any] | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> None:
+        self.path = Path(path)
+        self.settings = dict(settings or {})
+        self.should_stop = should_stop or (lambda: False)
+
+    def load(self) -> dict[str, Any] | None:
+        """The saved state, or ``None`` when there is none for these settings."""
+        if not self.path.is_file():
+            return None
+        from ..runs import safe_torch_load
+
+        try:
+            state = safe_torch_load(self.path)
+        except RunError as exc:
+            raise RunError(
+                f"the checkpoint {self.path} is damaged ({exc}); delete it to restart this stage"
+            ) from None
+        if not isinstance(state, dict) or state.get("version") != CHECKPOINT_VERSION:
+            raise RunError(f"{self.path} is not a gemminer checkpoint; delete it to restart")
+        if state.get("settings") != self.settings:
+            return None
+        return state
+
+    def history(self) -> list[dict]:
+        state = self.load()
+        return list(state["history"]) if state else []
+
+    def save(self, state: dict[str, Any]) -> None:
+        from ..runs import atomic_torch_save
+
+        atomic_torch_save(
+            {"version": CHECKPOINT_VERSION, "settings": self.settings, **state}, self.path
+        )
+
+    def remove(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+class Resumable:
+    """Checkpoint bookkeeping of an epoch loop over ``model``/``optimizer``/``scheduler``.
+
+    ``loaders`` are the loop's data loaders by name ("train" first); their generator states
+    are saved so the data order continues exactly. Without a checkpoint every method is a
+    cheap no-op, so loops use it unconditionally.
+    """
+
+    def __init__(
+        self,
+        checkpoint: Checkpoint | None,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        scheduler: torch.optim.lr_scheduler.LRScheduler,
+        loaders: Mapping[str, object],
+    ) -> None:
+        self.checkpoint = checkpoint
+        self.model = model
+        self.optimizer = optimizer
+        self.scheduler = scheduler
+        self.loaders = {k: v for k, v in loaders.items() if v is not None}
+        self._train_at_epoch_start: Any = None
+
+    @property
+    def should_stop(self) -> Callable[[], bool] | None:
+        return self.checkpoint.should_stop if self.checkpoint else None
+
+    def restore(self) -> tuple[int, EpochProgress | None, list[dict], dict[str, Any]]:
+        """(first epoch to run, progress inside it, finished records, extra state)."""
+        state = self.checkpoint.load() if self.checkpoint else None
+        if state is None:
+            return 1, None, [], {}
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        for name, loader in self.loaders.items():
+            _restore_loader(loader, state["loaders"].get(name))
+        set_rng_state(state["rng"])
+        progress = EpochProgress(**state["progress"]) if state["progress"] else None
+        return state["epoch"] + 1, progress, list(state["history"]), dict(state["extra"])
+
+    def epoch_started(self) -> None:
+        """Call before iterating the training loader (remembers where its epoch begins)."""
+        if self.checkpoint:
+            self._train_at_epoch_start = _loader_state(self.loaders.get("train"))
+
+    def _save(self, epoch: int, progress: EpochProgress | None, history, extra) -> None:
+        loaders = {name: _loader_state(loader) for name, loader in self.loaders.items()}
+        if progress is not None:  # the train loader restarts its epoch and skips done steps
+            loaders["train"] = self._train_at_epoch_start
+        assert self.checkpoint is not None
+        self.checkpoint.save(
+            {
+                "epoch": epoch,
+                "progress": None if progress is None else progress.__dict__,
+                "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "loaders": loaders,
+                "rng": rng_state(),
+                "history": list(history),
+                "extra": dict(extra or {}),
+            }
+        )
+
+    def epoch_done(self, epoch: int, history: list[dict], extra: dict | None = None) -> None:
+        if self.checkpoint:
+            self._save(epoch, None, history, extra)
+
+    def interrupted(
+        self, epoch: int, progress: EpochProgress, history: list[dict], extra: dict | None = None
+    ) -> TrainingInterrupted:
+        """Save the state inside ``epoch`` and return the error to raise."""
+        assert self.checkpoint is not None
+        self._save(epoch - 1, progress, history, extra)
+        return TrainingInterrupted(
+            f"stopped in epoch {epoch} after {progress.steps} steps; the state is saved in "
+            f"{self.checkpoint.path}: run the same command again to continue"
+        )

@@ -1,0 +1,162 @@
+"""Resume after a kill: the final mask, scores, weights and metrics equal an uninterrupted run."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from gemminer.cli import main
+
+from .conftest import write_image_folder
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+TIMING = {"seconds"}
+
+pytestmark = pytest.mark.skipif(
+    not hasattr(signal, "SIGKILL"), reason="the platform cannot kill a child with SIGKILL"
+)
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    write_image_folder(root, n_train=96, n_test=12, size=16)
+    return root
+
+
+def mine_cmd(data_dir, out, epochs=8):
+    return [
+        "mine", "--data-dir", str(data_dir), "--no-download", "--batch-size", "8",
+        "--epochs", str(epochs), "--density", "0.05", "--out", str(out), "--no-progress",
+    ]  # fmt: skip
+
+
+def gemminer(args, **kw):
+    return subprocess.run(
+        [sys.executable, "-m", "gemminer", *args], env=ENV, capture_output=True, text=True, **kw
+    )
+
+
+def start(args):
+    return subprocess.Popen(
+        [sys.executable, "-m", "gemminer", *args],
+        env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def wait_for(path, proc, timeout=120):
+    """Block until ``path`` exists (the first epoch's checkpoint) while ``proc`` runs."""
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert proc.poll() is None, f"finished before its first checkpoint: {proc.stderr.read()}"
+        assert time.monotonic() < deadline, "no checkpoint appeared"
+        time.sleep(0.005)
+
+
+def metrics(run):
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    return [{k: v for k, v in json.loads(x).items() if k not in TIMING} for x in lines]
+
+
+def tensors(path):
+    return torch.load(path, weights_only=True)
+
+
+def assert_same_files(a, b, names):
+    for name in names:
+        ta, tb = tensors(a / name), tensors(b / name)
+        assert ta.keys() == tb.keys()
+        for k in ta:
+            assert torch.equal(ta[k], tb[k]), f"{name}: {k} differs"
+    assert metrics(a) == metrics(b)
+
+
+@pytest.fixture(scope="module")
+def reference(data_dir, tmp_path_factory):
+    """An uninterrupted run: mined and finetuned."""
+    out = tmp_path_factory.mktemp("ref") / "run"
+    assert gemminer([*mine_cmd(data_dir, out), "--finetune"]).returncode == 0
+    return out
+
+
+def test_mining_killed_with_sigkill_resumes_to_the_same_result(data_dir, reference, tmp_path):
+    out = tmp_path / "run"
+    proc = start(mine_cmd(data_dir, out))
+    wait_for(out / "checkpoint-prune.pt", proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    assert not (out / "summary.json").exists()  # it really died in the middle
+    done = torch.load(out / "checkpoint-prune.pt", weights_only=True)["epoch"]
+    assert 1 <= done < 8
+    resumed = gemminer([*mine_cmd(data_dir, out), "--finetune"])
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"resuming from its checkpoint ({done} epochs done)" in resumed.stderr
+    assert not (out / "checkpoint-prune.pt").exists()
+    assert_same_files(out, reference, ["mask.pt", "scores.pt", "ticket.pt", "finetuned.pt"])
+
+
+def test_sigterm_checkpoints_inside_the_epoch_and_resumes(data_dir, reference, tmp_path):
+    out = tmp_path / "run"
+    proc = start(mine_cmd(data_dir, out))
+    wait_for(out / "checkpoint-prune.pt", proc)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "interrupted: stopped in epoch" in err and "run the same command again" in err
+    state = torch.load(out / "checkpoint-prune.pt", weights_only=True)
+    assert state["progress"] is not None and state["progress"]["steps"] >= 1
+    resumed = gemminer([*mine_cmd(data_dir, out), "--finetune"])
+    assert resumed.returncode == 0, resumed.stderr
+    assert_same_files(out, reference, ["mask.pt", "scores.pt", "ticket.pt", "finetuned.pt"])
+
+
+def test_finetuning_killed_resumes_to_the_same_weights(data_dir, reference, tmp_path):
+    out = tmp_path / "run"
+    shutil.copytree(reference, out)
+    (out / "finetuned.pt").unlink()
+    proc = start(["finetune", str(out), "--no-progress"])
+    wait_for(out / "checkpoint-finetune.pt", proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (out / "finetuned.pt").exists()
+    resumed = gemminer(["finetune", str(out), "--no-progress"])
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming finetuning from its checkpoint" in resumed.stderr
+    assert_same_files(out, reference, ["finetuned.pt"])
+
+
+def test_same_seed_same_mask(data_dir, reference, tmp_path):
+    again = tmp_path / "again"
+    assert gemminer(mine_cmd(data_dir, again)).returncode == 0
+    assert torch.equal(
+        torch.cat([m.flatten() for m in tensors(again / "mask.pt").values()]),
+        torch.cat([m.flatten() for m in tensors(reference / "mask.pt").values()]),
+    )
+    other = tmp_path / "other"
+    assert gemminer([*mine_cmd(data_dir, other), "--seed", "1"]).returncode == 0
+    assert any(
+        not torch.equal(a, b)
+        for a, b in zip(tensors(other / "mask.pt").values(), tensors(again / "mask.pt").values())
+    )
+
+
+def test_divergence_names_epoch_and_step_and_keeps_the_checkpoint(
+    data_dir, reference, tmp_path, capsys
+):
+    out = tmp_path / "run"
+    shutil.copytree(reference, out)
+    code = main(["finetune", str(out), "--lr", "1e30", "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    assert "NaN or infinite in finetuning epoch 1, step" in err
+    assert "Lower the learning rate" in err
