@@ -56,8 +56,10 @@ def test_schedule_rate_and_bound():
 
 @pytest.mark.parametrize("target", [0.5, 0.0372, 0.0144, 0.0059])
 def test_flag_density_follows_bound_and_ends_at_target(tiny_data, target):
-    epochs, period = 10, 2
-    model, result = run_mining(tiny_data, density=target, epochs=epochs, period=period)
+    epochs, period = 10, 2  # Algorithm 1 exactly: the collapse guard off
+    model, result = run_mining(
+        tiny_data, density=target, epochs=epochs, period=period, collapse_guard=False
+    )
     total = count_prunable(model)
     c = math.log(1 / target) / epochs
     active_prev = total
@@ -168,3 +170,63 @@ def test_paper_defaults_scale_period_and_lr_to_short_runs():
     assert (period, lam) == (1, 1e-4) and lr == pytest.approx(1.5)  # same summed lr as 150 x 0.1
     assert paper_mining_defaults("resnet20", 0.5, 150) == (8, 0.05, 1e-8)
     assert paper_mining_defaults("resnet20", 0.04, 150)[2] == 3e-5
+
+
+def test_collapse_guard_keeps_every_layer_alive_under_an_aggressive_lambda(tiny_data):
+    """Section 4.3: a large λ pushes every score of a layer below 0.5 and disconnects the
+    network. Without the guard that happens (and is reported); with it every layer keeps
+    at least one weight per output unit, with a warning naming the layer."""
+    aggressive = {
+        "density": 0.5,
+        "epochs": 3,
+        "period": 1,
+        "lam": 5.0,
+        "optim": OptimConfig(lr=1.0),
+    }
+    with pytest.warns(UserWarning, match="layer collapse, mining epoch 1: no weight of"):
+        _, bare = run_mining(tiny_data, collapse_guard=False, **aggressive)
+    assert any(row.kept == 0 for row in bare.mask.layers())
+    assert bare.history[0]["collapsed"]
+    with pytest.warns(UserWarning, match=r"layer collapse guard, mining epoch 1: .*\.weight \(\+"):
+        model, guarded = run_mining(tiny_data, **aggressive)
+    rows = {row.name: row for row in guarded.mask.layers()}
+    outputs = {"0.weight": 16, "3.weight": 32, "8.weight": 3}
+    assert all(rows[name].kept >= n for name, n in outputs.items())
+    assert guarded.history[-1]["guarded"] and not guarded.history[-1]["collapsed"]
+    # the guarded weights are real: they round to 1 and the density counts them
+    assert guarded.mask.num_kept == sum(
+        int(m.rounded_mask().sum()) for m in score_layers(model).values()
+    )
+
+
+def test_collapse_guard_floor_follows_min_layer_density(tiny_data):
+    aggressive = {
+        "density": 0.5,
+        "epochs": 2,
+        "period": 1,
+        "lam": 5.0,
+        "optim": OptimConfig(lr=1.0),
+    }
+    with pytest.warns(UserWarning):
+        _, result = run_mining(tiny_data, min_layer_density=0.25, **aggressive)
+    for row in result.mask.layers():
+        assert row.kept >= math.ceil(0.25 * row.total)
+
+
+def test_auto_lambda_moves_lambda_towards_the_bound():
+    from gemminer.methods.gem_miner import adapt_lambda
+
+    assert adapt_lambda(1e-4, 0.30, 0.20) == pytest.approx(1.5e-4)  # too dense: λ up
+    assert adapt_lambda(1e-4, 0.05, 0.20) == pytest.approx(0.5e-4)  # too sparse: λ down, ≤ 2×
+    assert adapt_lambda(1e-4, 0.90, 0.20) == pytest.approx(2e-4)  # at most 2× per epoch
+    assert adapt_lambda(1e-4, 0.20, 0.20) == pytest.approx(1e-4)
+
+
+def test_auto_lambda_is_recorded_and_needs_a_positive_lambda(tiny_data):
+    from gemminer.errors import ConfigError
+
+    _, result = run_mining(tiny_data, lam=1e-3, auto_lambda=True, epochs=4, period=1)
+    lams = [r["lam"] for r in result.history]
+    assert lams[0] == 1e-3 and len(set(lams)) > 1
+    with pytest.raises(ConfigError, match="auto_lambda adapts a positive lambda"):
+        MineConfig(lam=0.0, auto_lambda=True)

@@ -1,4 +1,5 @@
-"""The ``gemminer`` command line: ``mine``, ``prune``, ``finetune``, ``eval``, ``sanity``, ``list``.
+"""The ``gemminer`` command line: ``mine``, ``prune``, ``run``, ``finetune``, ``eval``, ``sanity``,
+``report``, ``sweep``, ``list``.
 
 User mistakes (a bad value, a missing folder, an unknown name) end with a one-line
 message on stderr and exit status 2, never a traceback.
@@ -25,6 +26,7 @@ from .methods import METHODS, MethodSpec
 from .models import MODELS
 from .recipe import Recipe, list_recipes, load_recipe, paper_recipe
 from .reports import add_report_parser, run_report
+from .sweep import add_sweep_parser, run_sweep
 from .runs import default_run_name
 from .sanity import SANITY_CHECKS, sanity_run
 from .training.checkpoint import TrainingInterrupted
@@ -220,6 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
             action.default = argparse.SUPPRESS
 
     add_report_parser(sub)
+    add_sweep_parser(sub)
 
     ls = sub.add_parser(
         "list", help="list registered models, data sets, methods, weight inits or recipes"
@@ -391,6 +394,8 @@ def _list(what: str, verbose: bool) -> None:
 def _run(args: argparse.Namespace) -> int:
     if args.command == "report":
         return run_report(args)
+    if args.command == "sweep":
+        return run_sweep(args)
     from . import pipeline  # heavy imports only when a stage runs
 
     progress = not getattr(args, "no_progress", False)

@@ -71,6 +71,9 @@ class MineConfig:
     ``density`` is the target fraction of weights kept; the flag density follows
     e^(−c·j), c = ln(1/density)/epochs, frozen every ``period`` epochs and at the end.
     ``density=1`` with ``lam=0`` is Gem-Miner(0): no freezing, no regularization.
+    ``collapse_guard`` keeps every layer connected (at least one weight per output unit,
+    or ``min_layer_density`` of the layer); ``auto_lambda`` adapts λ after every epoch so
+    the rounded density meets the freezing bound (see :mod:`gemminer.methods.gem_miner`).
     """
 
     density: float = 0.0144
@@ -81,9 +84,20 @@ class MineConfig:
     batch_size: int = 128
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=0.1, schedule="cosine"))
     bn_recalibration_batches: int = CALIBRATION_BATCHES
+    collapse_guard: bool = True
+    min_layer_density: float = 0.0
+    auto_lambda: bool = False
 
     def __post_init__(self) -> None:
         _check_density(self.density)
+        _require(
+            0 <= self.min_layer_density <= 1,
+            f"min_layer_density must lie in [0, 1], got {self.min_layer_density}",
+        )
+        _require(
+            not self.auto_lambda or self.lam > 0,
+            "auto_lambda adapts a positive lambda; give --lambda > 0",
+        )
         _require(self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}")
         _require(self.period >= 1, f"period must be >= 1, got {self.period}")
         _require(

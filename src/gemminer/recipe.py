@@ -12,6 +12,7 @@ the finetuning milestones keep their fractions of the epochs.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -204,7 +205,13 @@ def read_recipe(path: str | Path) -> Recipe:
 
 def list_recipes() -> list[Recipe]:
     """The recipes shipped with gemminer, by name."""
-    return sorted((read_recipe(p) for p in RECIPE_DIR.glob("*.yaml")), key=lambda r: r.name)
+    return list(_shipped_recipes())
+
+
+@functools.cache
+def _shipped_recipes() -> tuple[Recipe, ...]:
+    recipes = (read_recipe(p) for p in RECIPE_DIR.glob("*.yaml"))
+    return tuple(sorted(recipes, key=lambda r: r.name))
 
 
 def load_recipe(name_or_path: str | Path) -> Recipe:

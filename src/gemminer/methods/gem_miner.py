@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import math
 import time
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
@@ -37,6 +38,7 @@ from ..masking import (
     to_score_model,
     weight_name,
 )
+from ..masking.scores import THRESHOLD
 from ..training.checkpoint import Checkpoint, Resumable
 from ..training.loop import (
     Batches,
@@ -75,14 +77,33 @@ class FreezeSchedule:
         return max(1, round(total * self.bound(epoch)))
 
 
+def layer_floor(layer: nn.Module, min_density: float) -> int:
+    """Weights a layer keeps at least under the collapse guard: one per output unit, or
+    ``min_density`` of the layer if that is more (never more than the layer has)."""
+    numel = layer.weight.numel()
+    return min(numel, max(int(layer.weight.shape[0]), math.ceil(min_density * numel)))
+
+
+def _top_active(layer: nn.Module, k: int) -> torch.Tensor:
+    """Boolean mask of the ``k`` highest-scored active entries of ``layer`` (ties by position)."""
+    scores = torch.where(layer.flags.bool(), layer.scores.detach(), -math.inf).flatten()
+    top = torch.zeros_like(scores, dtype=torch.bool)
+    if k > 0:
+        top[torch.sort(scores, descending=True, stable=True).indices[:k]] = True
+    return top.view_as(layer.flags) & layer.flags.bool()
+
+
 @torch.no_grad()
-def freeze_lowest(model: nn.Module, keep: int) -> int:
+def freeze_lowest(model: nn.Module, keep: int, floors: Mapping[str, int] | None = None) -> int:
     """Freeze out all but ``keep`` active scores, lowest first, globally across layers.
 
     Frozen entries get flag 0 and score 0. Ties are broken by position (stable sort), so
-    exactly ``active − keep`` entries are frozen. Returns how many were frozen.
+    exactly ``active − keep`` entries are frozen. ``floors`` (layer name → count) protects
+    each layer's highest-scored active entries from freezing (the collapse guard).
+    Returns how many were frozen.
     """
-    layers = list(score_layers(model).values())
+    named = score_layers(model)
+    layers = list(named.values())
     flags = torch.cat([m.flags.flatten() for m in layers])
     active = int(flags.sum())
     count = active - keep
@@ -90,6 +111,12 @@ def freeze_lowest(model: nn.Module, keep: int) -> int:
         return 0
     scores = torch.cat([m.scores.detach().flatten() for m in layers])
     candidates = torch.where(flags.bool(), scores, torch.full_like(scores, math.inf))
+    if floors:
+        protected = torch.cat(
+            [_top_active(m, floors.get(n, 0)).flatten() for n, m in named.items()]
+        )
+        candidates[protected] = math.inf
+        count = min(count, int((candidates < math.inf).sum()))
     order = torch.sort(candidates, stable=True).indices[:count]
     drop = torch.zeros_like(flags, dtype=torch.bool)
     drop[order] = True
@@ -101,6 +128,22 @@ def freeze_lowest(model: nn.Module, keep: int) -> int:
         m.scores.masked_fill_(part, 0.0)
         offset += n
     return count
+
+
+@torch.no_grad()
+def guard_collapse(model: nn.Module, floors: Mapping[str, int]) -> dict[str, int]:
+    """Keep every layer connected: where fewer than its floor of weights round to 1, the
+    floor's highest-scored active weights are raised to the threshold 0.5 (so they round
+    to 1). Returns {layer weight name: weights raised} for the layers it had to fix."""
+    fixed: dict[str, int] = {}
+    for name, m in score_layers(model).items():
+        floor = floors.get(name, 0)
+        if int(m.rounded_mask().sum()) >= floor:
+            continue
+        raise_ = _top_active(m, floor) & ~m.rounded_mask()
+        m.scores[raise_] = THRESHOLD
+        fixed[weight_name(name)] = int(raise_.sum())
+    return fixed
 
 
 def regularization_value(model: nn.Module, kind: str) -> float:
@@ -128,6 +171,39 @@ def add_regularization_grad(model: nn.Module, lam: float, kind: str) -> None:
             m.scores.grad.add_(m.scores, alpha=2 * lam)
         else:
             m.scores.grad.add_(m.scores.sign(), alpha=lam)
+
+
+#: How far one epoch may move λ under ``auto_lambda`` (a factor in [1/2, 2]).
+AUTO_LAMBDA_STEP = 2.0
+
+
+def adapt_lambda(lam: float, rounded_density: float, bound: float) -> float:
+    """λ for the next epoch under ``auto_lambda`` (beyond the paper).
+
+    Freezing should only remove weights that already round to 0. So after each epoch the
+    rounded density *before* freezing is compared with the bound: above it, freezing
+    would cut live weights, and λ grows by the ratio; below it, λ prunes faster than the
+    bound (towards layer collapse), and λ shrinks by the ratio — each step by at most
+    a factor of 2.
+    """
+    ratio = rounded_density / bound if bound > 0 else 1.0
+    return lam * min(AUTO_LAMBDA_STEP, max(1.0 / AUTO_LAMBDA_STEP, ratio))
+
+
+def _collapse_warning(epoch: int, guarded: Mapping[str, int], collapsed: list[str]) -> None:
+    if guarded:
+        layers = ", ".join(f"{name} (+{n})" for name, n in guarded.items())
+        warnings.warn(
+            f"layer collapse guard, mining epoch {epoch}: too few weights of {layers} "
+            "rounded to 1; kept their highest-scored weights (counted in the density)",
+            stacklevel=3,
+        )
+    if collapsed:
+        warnings.warn(
+            f"layer collapse, mining epoch {epoch}: no weight of {', '.join(collapsed)} "
+            "rounds to 1, so the network is disconnected (lower λ, or keep the guard on)",
+            stacklevel=3,
+        )
 
 
 @dataclass
@@ -173,9 +249,15 @@ def mine_scores(
     scheduler = build_scheduler(optimizer, cfg.optim, cfg.epochs)
     schedule = FreezeSchedule(cfg.density, cfg.epochs, cfg.period)
     _, total = flag_counts(model)
+    floors = (
+        {name: layer_floor(m, cfg.min_layer_density) for name, m in layers.items()}
+        if cfg.collapse_guard
+        else {}
+    )
+    lam = cfg.lam
 
     def regularize() -> None:
-        add_regularization_grad(model, cfg.lam, cfg.regularizer)
+        add_regularization_grad(model, lam, cfg.regularizer)
 
     def project() -> None:
         project_scores(model)
@@ -187,7 +269,8 @@ def mine_scores(
         scheduler,
         {"train": train_batches, "calibration": calibration_batches},
     )
-    first, resume, history, _ = state.restore()
+    first, resume, history, extra = state.restore()
+    lam = extra.get("lam", lam)
     evaluated = False
     for epoch in range(first, cfg.epochs + 1):
         start = time.perf_counter()
@@ -207,18 +290,25 @@ def mine_scores(
         )
         resume = None
         if stats.stopped is not None:
-            raise state.interrupted(epoch, stats.stopped, history)
+            raise state.interrupted(epoch, stats.stopped, history, {"lam": lam})
         scheduler.step()
+        epoch_lam = lam
+        if cfg.auto_lambda:
+            lam = adapt_lambda(lam, rounded_mask(model).density, schedule.bound(epoch))
         frozen = 0
         if schedule.freezes_after(epoch):
-            frozen = freeze_lowest(model, schedule.active_after(epoch, total))
+            frozen = freeze_lowest(model, schedule.active_after(epoch, total), floors)
+        guarded = guard_collapse(model, floors)
         mask = rounded_mask(model)
+        collapsed = [row.name for row in mask.layers() if row.kept == 0]
+        _collapse_warning(epoch, guarded, collapsed)
         active, _ = flag_counts(model)
         record = {
             "phase": "mine",
             "epoch": epoch,
             "loss": stats.loss,
             "reg": regularization_value(model, cfg.regularizer),
+            "lam": epoch_lam,
             "train_acc": stats.accuracy,
             "lr": lr,
             "density": mask.density,
@@ -226,6 +316,8 @@ def mine_scores(
             "bound": schedule.bound(epoch),
             "frozen": frozen,
         }
+        if guarded or collapsed:
+            record.update(guarded=guarded, collapsed=collapsed)
         evaluated = eval_batches is not None and evaluation_due(epoch, cfg.epochs, eval_every)
         if evaluated:
             if calibration_batches is not None:
@@ -236,7 +328,7 @@ def mine_scores(
                 record[f"{name}_acc"] = evaluate(model, batches, device).accuracy
         record["seconds"] = time.perf_counter() - start
         history.append(record)
-        state.epoch_done(epoch, history)
+        state.epoch_done(epoch, history, {"lam": lam})
         if on_epoch is not None:
             on_epoch(record)
     if not evaluated and calibration_batches is not None:
@@ -251,12 +343,18 @@ class GemMinerSettings:
     ``period`` T: freeze every T epochs (and after the last); ``lam`` λ: weight of the
     ``regularizer`` on the scores; ``bn_recalibration_batches``: training batches used to
     re-estimate BatchNorm statistics of the current mask before each evaluation.
+    ``collapse_guard`` (on by default) keeps at least one weight per output unit in every
+    layer, or ``min_layer_density`` of it if larger; ``auto_lambda`` adapts λ every epoch
+    (beyond the paper; see :func:`adapt_lambda`).
     """
 
     period: int = 5
     lam: float = 1e-4
     regularizer: str = "l2"
     bn_recalibration_batches: int = CALIBRATION_BATCHES
+    collapse_guard: bool = True
+    min_layer_density: float = 0.0
+    auto_lambda: bool = False
 
     def __post_init__(self) -> None:
         _require(self.period >= 1, f"period must be >= 1, got {self.period}")
@@ -275,6 +373,9 @@ def mine_config(prune: PruneConfig, settings: GemMinerSettings) -> MineConfig:
         batch_size=prune.batch_size,
         optim=prune.optim,
         bn_recalibration_batches=settings.bn_recalibration_batches,
+        collapse_guard=settings.collapse_guard,
+        min_layer_density=settings.min_layer_density,
+        auto_lambda=settings.auto_lambda,
     )
 
 

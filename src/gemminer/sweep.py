@@ -1,0 +1,717 @@
+"""``gemminer sweep FILE``: a grid of runs (method × density × seed × any flag) from one file.
+
+A sweep file (YAML)::
+
+    base:                        # flags of `gemminer prune`, as a mapping ...
+      model: resnet20
+      dataset: cifar10
+      data_dir: .data/cifar10
+      epochs: 10
+      set: {bn_recalibration_batches: 10}   # --set, also as set.KEY: VALUE
+    grid:                        # flag -> list of values; every combination is one run
+      method: [gem-miner, snip]
+      density: [0.0144, 0.05]
+      seed: [0, 1, 2]
+      lambda: [null, 1.0e-4]     # null: the flag left out (its default)
+      set.rewind_epoch: [0, 2]   # a method setting; model_arg.KEY, data_arg.KEY alike
+    finetune: true               # default: as the command (prune: no; run: yes)
+    skip_invalid: true           # skip points whose flags do not apply (λ for SNIP)
+    out: runs/sweeps/compare     # default: runs/sweeps/<file name>
+
+``base`` may instead name a recipe (``recipe: NAME`` or a file, plus flags of
+``gemminer run`` overriding it); ``recipe`` may also be a grid key. A recipe fixes the
+method, so ``method`` is then no setting. Keys are the long flag names with ``_`` or ``-``
+(``batch_size``, ``lambda``, ``no_epoch_eval: true``); switches take true or false.
+
+Grid points are taken in file order, the last grid key varying fastest. Each point is
+written as the argument list of a ``gemminer prune`` (or ``gemminer run``) command and
+resolved by that command's own code (:func:`resolve_command`), so a point and its printed
+command (``--commands``) are the same run, in the same folder:
+``OUT/<runs.default_run_name(config)>``, named by the hash of its settings. A point whose
+flags do not apply to it (``--lambda`` for SNIP, a setting its method lacks) is an error,
+or skipped with a note under ``skip_invalid: true``.
+
+Runs go one after another in this process. Finished runs (``summary.json`` with the
+post-finetune accuracy, or the pre-finetune one without finetuning) are skipped, so a
+stopped sweep resumes where it stopped; ``--shard I/N`` takes every N-th point from
+point I for parallel processes. Afterwards (or with ``--table``) the results go to
+``OUT/results.csv`` (one row per run), ``OUT/results_grouped.csv`` (mean and sample
+standard deviation over seeds) and ``OUT/results.md`` (both tables).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import difflib
+import functools
+import io
+import itertools
+import shlex
+import statistics
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .config import RunConfig
+from .errors import ConfigError, GemMinerError
+from .runs import RunDir, atomic_write_text, default_run_name
+
+#: Top-level keys of a sweep file.
+SWEEP_KEYS = ("base", "grid", "finetune", "skip_invalid", "out")
+#: Flags that set ``KEY=VALUE`` pairs; in a sweep they are written ``set.KEY``.
+_PAIR_FLAGS = ("set", "model_arg", "data_arg")
+#: Flags of the commands that a sweep sets itself, with what to do instead.
+_NOT_SETTINGS = {
+    "out": "the sweep names each run's folder; set the top-level `out:` for the sweep's",
+    "overwrite": "a sweep never replaces runs with other settings",
+    "print_config": "use `gemminer sweep FILE --commands` or --list",
+    "no_progress": "pass --no-progress to `gemminer sweep`",
+    "finetune": "use the top-level `finetune: true`",
+    "no_finetune": "use the top-level `finetune: false`",
+}
+#: Columns of the per-run table before the grid values, and after them.
+_RUN_COLUMNS = ("run", "status", "method", "target_density", "density", "seed")
+_RESULT_COLUMNS = ("pre_finetune_acc", "post_finetune_acc", "epochs_to_mask", "seconds")
+#: Grid keys shown by their resolved value in the fixed columns.
+_FIXED_KEYS = ("method", "density", "seed")
+
+
+# -- flags of the commands ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Flag:
+    option: str  # "--batch-size"
+    kind: str  # "value", "switch" (store_true) or "pairs" (repeatable KEY=VALUE)
+
+
+@functools.cache
+def _flags(command: str) -> dict[str, _Flag]:
+    """The settable flags of ``gemminer COMMAND`` by key (``batch_size``), in parser order
+    (cached: treat as read-only)."""
+    from . import cli
+
+    parser = cli.build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    flags: dict[str, _Flag] = {}
+    for action in sub.choices[command]._actions:
+        long = [s for s in action.option_strings if s.startswith("--")]
+        if not long:
+            continue
+        key = long[0][2:].replace("-", "_")
+        if key == "help" or key in _NOT_SETTINGS:
+            continue
+        if isinstance(action, argparse._AppendAction):
+            kind = "pairs"
+        elif action.nargs == 0:
+            kind = "switch"
+        else:
+            kind = "value"
+        flags[key] = _Flag(long[0], kind)
+    return flags
+
+
+def _valid_keys(flags: dict[str, _Flag], recipe_mode: bool) -> list[str]:
+    keys = [f"{k}.KEY" if f.kind == "pairs" else k for k, f in flags.items()]
+    return (["recipe"] if recipe_mode else []) + keys
+
+
+def _text(value: Any) -> str:
+    """A YAML scalar as a command-line value that argparse and YAML both read back."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        text = repr(value)
+        if "e" in text and "." not in text:  # YAML 1.1 reads 1e-05 as a string
+            text = text.replace("e", ".0e")
+        return text
+    return str(value)
+
+
+def resolve_command(argv: Sequence[str]) -> RunConfig:
+    """The RunConfig of ``gemminer ARGV`` (``["prune", ...]`` or ``["run", RECIPE, ...]``),
+    resolved by that command's own code; argparse's complaints become a ConfigError."""
+    from . import cli
+
+    if not argv or argv[0] not in ("prune", "run"):
+        raise ConfigError(f"expected a `gemminer prune` or `gemminer run` command, got {argv!r}")
+    stderr = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(stderr):
+            if argv[0] == "run":
+                return cli.resolve_run(list(argv[1:]))[1]
+            return cli.config_from_args(cli.build_parser().parse_args(list(argv)))
+    except SystemExit:
+        lines = [line for line in stderr.getvalue().splitlines() if line.strip()]
+        message = lines[-1] if lines else "invalid arguments"
+        raise ConfigError(message.split(" error: ", 1)[-1]) from None
+
+
+# -- the sweep file -------------------------------------------------------------------
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """YAML that refuses a key given twice in one mapping (PyYAML keeps the last)."""
+
+
+def _no_duplicates(loader: _StrictLoader, node: yaml.MappingNode) -> dict:
+    seen: set = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node)
+        if key in seen:
+            raise ConfigError(f"line {key_node.start_mark.line + 1}: key {key!r} is given twice")
+        seen.add(key)
+    return loader.construct_mapping(node)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _no_duplicates)
+
+
+def _key(raw: Any) -> str:
+    """``batch-size`` → ``batch_size``; ``set.rewind_epoch`` keeps the setting's own name."""
+    head, dot, tail = str(raw).partition(".")
+    head = head.replace("-", "_")
+    return f"{head}.{tail}" if dot else head
+
+
+def _is_scalar(value: Any) -> bool:
+    return value is None or isinstance(value, (str, int, float, bool))
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """A parsed sweep file: fixed flags, the grid, and what to do with each run."""
+
+    path: Path
+    base: dict[str, Any]  # key -> value; pair flags as "set.KEY"
+    grid: dict[str, list[Any]]  # key -> values, in file order
+    finetune: bool
+    skip_invalid: bool
+    out: Path
+
+    @property
+    def recipe_mode(self) -> bool:
+        return "recipe" in self.base or "recipe" in self.grid
+
+    @property
+    def size(self) -> int:
+        """The number of grid combinations (before invalid or duplicate points are dropped)."""
+        n = 1
+        for values in self.grid.values():
+            n *= len(values)
+        return n
+
+
+def _check_key(key: str, value: Any, flags: dict[str, _Flag], recipe_mode: bool, where: str):
+    head, dot, tail = key.partition(".")
+    if key == "recipe" and recipe_mode:
+        return
+    if head in _NOT_SETTINGS:
+        raise ConfigError(f"{where}: {head} is no sweep setting ({_NOT_SETTINGS[head]})")
+    if head == "method" and recipe_mode:
+        raise ConfigError(
+            f"{where}: a recipe fixes its method (`gemminer run` has no --method); "
+            "sweep methods with plain flags of `gemminer prune` in base instead of a recipe"
+        )
+    flag = flags.get(head)
+    if flag is None:
+        valid = _valid_keys(flags, recipe_mode)
+        close = difflib.get_close_matches(head, [k.split(".")[0] for k in valid], n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ConfigError(
+            f"{where}: unknown setting {head!r}{hint}; valid settings: {', '.join(valid)}"
+        )
+    if flag.kind == "pairs" and not (dot and tail):
+        raise ConfigError(f"{where}: write {head} values as {head}.KEY, e.g. {head}.period")
+    if flag.kind != "pairs" and dot:
+        raise ConfigError(f"{where}: {head} takes no .KEY (only {', '.join(_PAIR_FLAGS)} do)")
+    if not _is_scalar(value):
+        raise ConfigError(f"{where}: {key} must be a single value, got {value!r}")
+    if flag.kind == "switch" and not (value is None or isinstance(value, bool)):
+        raise ConfigError(f"{where}: {key} is a switch: true or false, got {value!r}")
+
+
+def _base_items(data: Any, where: str) -> dict[str, Any]:
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: must be a mapping of flags to values, got {data!r}")
+    out: dict[str, Any] = {}
+    for raw, value in data.items():
+        key = _key(raw)
+        if key in _PAIR_FLAGS and isinstance(value, (dict, list)):  # set: {k: v} or [k=v]
+            pairs = value if isinstance(value, dict) else {}
+            if isinstance(value, list):
+                for pair in value:
+                    k, sep, v = str(pair).partition("=")
+                    if not sep or not k:
+                        raise ConfigError(f"{where}.{key}: expected KEY=VALUE, got {pair!r}")
+                    pairs[k] = yaml.safe_load(v) if v else ""
+            for k, v in pairs.items():
+                out[f"{key}.{k}"] = v
+        else:
+            out[key] = value
+    return out
+
+
+def load_sweep(path: str | Path, out: str | Path | None = None) -> Sweep:
+    """Read and validate the sweep file ``path`` (``out`` overrides its ``out:``)."""
+    path = Path(path)
+    try:
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_StrictLoader)
+    except OSError as exc:
+        raise ConfigError(f"cannot read sweep file {path}: {exc.strerror or exc}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a sweep file is a mapping with keys {', '.join(SWEEP_KEYS)}")
+    unknown = sorted(str(k) for k in set(data) - set(SWEEP_KEYS))
+    if unknown:
+        raise ConfigError(
+            f"{path}: unknown keys {', '.join(unknown)}; valid keys: {', '.join(SWEEP_KEYS)}"
+        )
+    base = _base_items(data.get("base"), f"{path}: base")
+    raw_grid = data.get("grid") or {}
+    if not isinstance(raw_grid, dict):
+        raise ConfigError(f"{path}: grid must be a mapping of flags to lists of values")
+    grid: dict[str, list[Any]] = {}
+    for raw, values in raw_grid.items():
+        key = _key(raw)
+        if key in grid:
+            raise ConfigError(f"{path}: grid: {key} is given twice")
+        if not isinstance(values, list) or not values:
+            raise ConfigError(
+                f"{path}: grid.{key} must be a non-empty list of values, got {values!r} "
+                "(put a single value in base)"
+            )
+        grid[key] = values
+    both = [k for k in grid if k in base]
+    if both:
+        raise ConfigError(f"{path}: {', '.join(both)} set in both base and grid")
+    recipe_mode = "recipe" in base or "recipe" in grid
+    flags = _flags("run" if recipe_mode else "prune")
+    for key, value in base.items():
+        _check_key(key, value, flags, recipe_mode, f"{path}: base.{key}")
+    for key, values in grid.items():
+        for value in values:
+            _check_key(key, value, flags, recipe_mode, f"{path}: grid.{key}")
+        if len({repr(v) for v in values}) < len(values):
+            raise ConfigError(f"{path}: grid.{key} lists a value twice: {values!r}")
+    if not recipe_mode and "method" not in base and "method" not in grid:
+        raise ConfigError(f"{path}: give the method in base or grid (or a recipe in base)")
+    flags_of = {"finetune": data.get("finetune"), "skip_invalid": data.get("skip_invalid")}
+    for key, value in flags_of.items():
+        if value is not None and not isinstance(value, bool):
+            raise ConfigError(f"{path}: {key} must be true or false, got {value!r}")
+    if data.get("out") is not None and not isinstance(data["out"], str):
+        raise ConfigError(f"{path}: out must be a folder path, got {data['out']!r}")
+    folder = out if out is not None else data.get("out") or Path("runs/sweeps") / path.stem
+    return Sweep(
+        path=path,
+        base=base,
+        grid=grid,
+        finetune=recipe_mode if flags_of["finetune"] is None else flags_of["finetune"],
+        skip_invalid=bool(flags_of["skip_invalid"]),
+        out=Path(folder),
+    )
+
+
+# -- grid points ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SweepPoint:
+    """One run of a sweep: its grid values, command line, resolved config and folder."""
+
+    index: int  # position among the sweep's valid points (what --shard counts)
+    values: dict[str, Any]  # grid key -> value
+    argv: tuple[str, ...]  # `gemminer ARGV` runs this point (without --out)
+    config: RunConfig
+    folder: Path
+
+    def describe(self) -> str:
+        return " ".join(f"{k}={_text(v)}" for k, v in self.values.items()) or "(no grid)"
+
+    def command(self) -> str:
+        """The plain command line of this point, runnable on its own."""
+        return shlex.join(["gemminer", *self.argv, "--out", str(self.folder)])
+
+
+def point_argv(sweep: Sweep, settings: dict[str, Any]) -> list[str]:
+    """The ``gemminer`` arguments of one point: base and grid values as flags."""
+    recipe_mode = sweep.recipe_mode
+    argv = ["run", str(settings["recipe"])] if recipe_mode else ["prune"]
+    for key, flag in _flags("run" if recipe_mode else "prune").items():
+        if flag.kind == "pairs":
+            for name, value in settings.items():
+                head, dot, tail = name.partition(".")
+                if head == key and dot and value is not None:
+                    argv += [flag.option, f"{tail}={_text(value)}"]
+        elif settings.get(key) is not None:
+            value = settings[key]
+            if flag.kind == "switch":
+                argv += [flag.option] if value else []
+            else:
+                text = _text(value)
+                argv += [f"{flag.option}={text}"] if text.startswith("-") else [flag.option, text]
+    if recipe_mode and not sweep.finetune:
+        argv.append("--no-finetune")
+    elif not recipe_mode and sweep.finetune:
+        argv.append("--finetune")
+    return argv
+
+
+def expand(sweep: Sweep) -> tuple[list[SweepPoint], list[str]]:
+    """The sweep's runs in grid order, and notes on points skipped or merged.
+
+    Raises :class:`ConfigError` for points that do not apply unless ``skip_invalid``.
+    """
+    keys = list(sweep.grid)
+    points: list[SweepPoint] = []
+    notes: list[str] = []
+    invalid: list[str] = []
+    by_folder: dict[Path, int] = {}
+    for number, combo in enumerate(itertools.product(*sweep.grid.values()), 1):
+        values = dict(zip(keys, combo))
+        desc = " ".join(f"{k}={_text(v)}" for k, v in values.items())
+        argv = point_argv(sweep, {**sweep.base, **values})
+        try:
+            cfg = resolve_command(argv)
+        except GemMinerError as exc:
+            invalid.append(f"point {number} ({desc}): {exc}")
+            continue
+        folder = sweep.out / default_run_name(cfg)
+        if folder in by_folder:
+            notes.append(f"point {number} ({desc}) is the same run as point {by_folder[folder]}")
+            continue
+        by_folder[folder] = number
+        points.append(SweepPoint(len(points), values, tuple(argv), cfg, folder))
+    if invalid and (not sweep.skip_invalid or not points):
+        shown = "; ".join(invalid[:5]) + (
+            f"; and {len(invalid) - 5} more" if len(invalid) > 5 else ""
+        )
+        hint = "" if sweep.skip_invalid else " (add `skip_invalid: true` to skip such points)"
+        raise ConfigError(
+            f"{sweep.path}: {len(invalid)} of {sweep.size} grid points do not apply{hint}: {shown}"
+        )
+    notes = [f"skipped {line}" for line in invalid] + notes
+    return points, notes
+
+
+def shard(points: Sequence[SweepPoint], spec: tuple[int, int] | None) -> list[SweepPoint]:
+    """Every ``n``-th point from point ``i`` for ``spec = (i, n)``; all points for None."""
+    if spec is None:
+        return list(points)
+    i, n = spec
+    return [p for p in points if p.index % n == i]
+
+
+def _shard_spec(text: str) -> tuple[int, int]:
+    i, sep, n = text.partition("/")
+    try:
+        spec = int(i), int(n)
+    except ValueError:
+        spec = (-1, 0)
+    if not sep or spec[1] < 1 or not 0 <= spec[0] < spec[1]:
+        raise argparse.ArgumentTypeError(f"--shard takes I/N with 0 <= I < N, got {text!r}")
+    return spec
+
+
+# -- status and running ---------------------------------------------------------------
+
+
+def point_status(point: SweepPoint, finetune: bool) -> str:
+    """``done`` (the final accuracy is in summary.json), ``partial`` or ``todo``."""
+    summary = RunDir(point.folder).read_summary() if point.folder.is_dir() else {}
+    final = "post_finetune_acc" if finetune else "pre_finetune_acc"
+    if summary.get(final) is not None:
+        return "done"
+    return "partial" if point.folder.exists() else "todo"
+
+
+def run_point(point: SweepPoint, finetune: bool, progress: bool = True) -> dict:
+    """Prune (skipped when the mask is already found) and finetune one point."""
+    from . import pipeline
+
+    summary = pipeline.prune_run(point.config, point.folder, progress=progress)
+    if finetune and summary.get("post_finetune_acc") is None:
+        summary = pipeline.finetune_run(point.folder, progress=progress)
+    return summary
+
+
+def _stops_the_sweep(exc: BaseException) -> bool:
+    """A stop signal (the run has checkpointed itself) ends the sweep even with --keep-going."""
+    try:
+        from .training.checkpoint import TrainingInterrupted
+    except ImportError:  # a gemminer without mid-run checkpoints
+        return False
+    return isinstance(exc, TrainingInterrupted)
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+# -- results tables -------------------------------------------------------------------
+
+
+def _extra_keys(sweep: Sweep) -> list[str]:
+    return [k for k in sweep.grid if k not in _FIXED_KEYS]
+
+
+def result_rows(sweep: Sweep, points: Sequence[SweepPoint]) -> list[dict[str, Any]]:
+    """One row per run: its settings, status and figures (None where not yet known)."""
+    rows = []
+    for p in points:
+        summary = RunDir(p.folder).read_summary() if p.folder.is_dir() else {}
+        row: dict[str, Any] = {
+            "run": p.folder.name,
+            "status": point_status(p, sweep.finetune),
+            "method": p.config.method,
+            "target_density": p.config.prune.density,
+            "density": summary.get("density"),
+            "seed": p.config.seed,
+        }
+        row.update({k: p.values[k] for k in _extra_keys(sweep)})
+        row.update({k: summary.get(k) for k in _RESULT_COLUMNS})
+        rows.append(row)
+    return rows
+
+
+def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
+    if not values:
+        return None, None
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None
+
+
+def grouped_rows(sweep: Sweep, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Finished runs grouped over seeds: mean and sample standard deviation (n − 1)."""
+    keys = ["method", "target_density", *_extra_keys(sweep)]
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault(tuple(repr(row[k]) for k in keys), []).append(row)
+    out = []
+    for members in groups.values():
+        done = [r for r in members if r["status"] == "done"]
+        group: dict[str, Any] = {k: members[0][k] for k in keys}
+        group["n"] = len(done)
+        group["seeds"] = " ".join(str(r["seed"]) for r in done)
+        for column in ("pre_finetune_acc", "post_finetune_acc", "density", "epochs_to_mask"):
+            values = [r[column] for r in done if r[column] is not None]
+            group[f"{column}_mean"], group[f"{column}_std"] = _mean_std(values)
+        seconds = [r["seconds"] for r in done if r["seconds"] is not None]
+        group["seconds_mean"] = statistics.fmean(seconds) if seconds else None
+        out.append(group)
+    return out
+
+
+def _csv(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(columns)
+    for row in rows:
+        writer.writerow(["" if row[c] is None else _text(row[c]) for c in columns])
+    return buffer.getvalue()
+
+
+def _pct(value: float | None, std: float | None = None, digits: int = 2) -> str:
+    if value is None:
+        return "—"
+    text = f"{100 * value:.{digits}f}"
+    return text if std is None else f"{text} ± {100 * std:.{digits}f}"
+
+
+def _num(value: float | None, fmt: str = ".1f") -> str:
+    return "—" if value is None else format(value, fmt)
+
+
+def _cell(value: Any) -> str:
+    return "default" if value is None else _text(value)  # a grid value left at its default
+
+
+def _markdown(header: Sequence[str], lines: Sequence[Sequence[str]]) -> str:
+    def row(cells: Sequence[str]) -> str:
+        return "| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |"
+
+    return "\n".join([row(header), row(["---"] * len(header)), *(row(x) for x in lines)])
+
+
+def results_markdown(
+    sweep: Sweep, rows: Sequence[dict[str, Any]], groups: Sequence[dict[str, Any]]
+) -> str:
+    """Both tables as markdown: accuracies and densities in %."""
+    extra = _extra_keys(sweep)
+    counts = {s: sum(r["status"] == s for r in rows) for s in ("done", "partial", "todo")}
+    grouped = _markdown(
+        ["method", "target %", *extra, "n", "pre-finetune acc %", "post-finetune acc %"]
+        + ["density %", "epochs to mask", "seconds"],
+        [
+            [
+                g["method"],
+                f"{100 * g['target_density']:.4g}",
+                *(_cell(g[k]) for k in extra),
+                str(g["n"]),
+                _pct(g["pre_finetune_acc_mean"], g["pre_finetune_acc_std"]),
+                _pct(g["post_finetune_acc_mean"], g["post_finetune_acc_std"]),
+                _pct(g["density_mean"], digits=3),
+                _num(g["epochs_to_mask_mean"], ".2f"),
+                _num(g["seconds_mean"], ".0f"),
+            ]
+            for g in groups
+        ],
+    )
+    runs = _markdown(
+        ["run", "status", "method", "target %", "density %", "seed", *extra]
+        + ["pre-finetune acc %", "post-finetune acc %", "epochs to mask", "seconds"],
+        [
+            [
+                r["run"],
+                r["status"],
+                r["method"],
+                f"{100 * r['target_density']:.4g}",
+                _pct(r["density"], digits=3),
+                str(r["seed"]),
+                *(_cell(r[k]) for k in extra),
+                _pct(r["pre_finetune_acc"]),
+                _pct(r["post_finetune_acc"]),
+                _num(r["epochs_to_mask"], ".2f"),
+                _num(r["seconds"], ".0f"),
+            ]
+            for r in rows
+        ],
+    )
+    return (
+        f"# Sweep {sweep.path.name}\n\n"
+        f"{len(rows)} runs: {counts['done']} done, {counts['partial']} partial, "
+        f"{counts['todo']} todo. Test accuracy in %; mean ± sample standard deviation over "
+        "the finished runs of each group (n).\n\n"
+        f"## Over seeds\n\n{grouped}\n\n## Runs\n\n{runs}\n"
+    )
+
+
+def write_tables(sweep: Sweep, points: Sequence[SweepPoint]) -> tuple[list[Path], str]:
+    """Write results.csv, results_grouped.csv and results.md into the sweep folder
+    (atomically); returns their paths and the markdown."""
+    rows = result_rows(sweep, points)
+    groups = grouped_rows(sweep, rows)
+    extra = _extra_keys(sweep)
+    run_columns = [*_RUN_COLUMNS, *extra, *_RESULT_COLUMNS]
+    group_columns = ["method", "target_density", *extra, "n", "seeds"] + [
+        f"{c}_{s}"
+        for c in ("pre_finetune_acc", "post_finetune_acc", "density", "epochs_to_mask")
+        for s in ("mean", "std")
+    ]
+    group_columns.append("seconds_mean")
+    markdown = results_markdown(sweep, rows, groups)
+    files = {
+        sweep.out / "results.csv": _csv(rows, run_columns),
+        sweep.out / "results_grouped.csv": _csv(groups, group_columns),
+        sweep.out / "results.md": markdown,
+    }
+    for path, text in files.items():
+        atomic_write_text(path, text)
+    return list(files), markdown
+
+
+# -- command line ---------------------------------------------------------------------
+
+
+def add_sweep_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Add ``gemminer sweep`` to the sub-command parsers of ``gemminer``."""
+    p = subparsers.add_parser(
+        "sweep",
+        help="run a grid of runs (method × density × seed × any flag) from a YAML file",
+        description="Run every point of a sweep file's grid, one after another, skipping "
+        "finished runs; then write results tables (CSV + markdown) into its folder. "
+        "See sweeps/compare-resnet20.yaml.",
+    )
+    p.add_argument("file", type=Path, help="sweep file (YAML: base, grid, finetune, out, ...)")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument(
+        "--list", action="store_true", help="print each point's folder and status, run nothing"
+    )
+    mode.add_argument(
+        "--commands",
+        action="store_true",
+        help="print one `gemminer prune`/`run` command per unfinished point, run nothing",
+    )
+    mode.add_argument(
+        "--table", action="store_true", help="only write the results tables from the runs on disk"
+    )
+    p.add_argument(
+        "--shard",
+        type=_shard_spec,
+        default=None,
+        metavar="I/N",
+        help="only every N-th point, from point I (0 <= I < N), for N parallel processes",
+    )
+    p.add_argument("--out", default=None, help="sweep folder (default: the file's `out:`)")
+    p.add_argument(
+        "--keep-going",
+        action="store_true",
+        help="when a run fails, go on with the next (exit status 1 at the end)",
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return p
+
+
+def run_sweep(args: argparse.Namespace) -> int:
+    """``gemminer sweep``; user mistakes raise :class:`GemMinerError` (exit status 2)."""
+    sweep = load_sweep(args.file, out=args.out)
+    points, notes = expand(sweep)
+    for note in notes:
+        _log(f"gemminer sweep: {note}")
+    selected = shard(points, args.shard)
+    if args.list:
+        counts = dict.fromkeys(("done", "partial", "todo"), 0)
+        for p in selected:
+            status = point_status(p, sweep.finetune)
+            counts[status] += 1
+            print(f"{status:<8} {p.folder}  {p.describe()}")
+        print(", ".join(f"{n} {s}" for s, n in counts.items()) + f" of {len(selected)} runs")
+        return 0
+    if args.commands:
+        for p in selected:
+            if point_status(p, sweep.finetune) != "done":
+                print(p.command())
+        return 0
+    if args.table:
+        paths, markdown = write_tables(sweep, points)
+        print(markdown)
+        _log(f"gemminer sweep: wrote {', '.join(map(str, paths))}")
+        return 0
+
+    sweep.out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(sweep.out / "sweep.yaml", sweep.path.read_text(encoding="utf-8"))
+    failed: list[str] = []
+    for n, p in enumerate(selected, 1):
+        tag = f"[{n}/{len(selected)}] {p.folder}"
+        status = point_status(p, sweep.finetune)
+        if status == "done":
+            _log(f"{tag}: done, skipping")
+            continue
+        _log(f"{tag}: {p.describe()}{' (resuming)' if status == 'partial' else ''}")
+        try:
+            run_point(p, sweep.finetune, progress=not args.no_progress)
+        except Exception as exc:
+            if not args.keep_going or _stops_the_sweep(exc):
+                raise
+            failed.append(f"{p.folder}: {type(exc).__name__}: {exc}")
+            _log(f"{tag}: failed: {exc}")
+    paths, markdown = write_tables(sweep, points)
+    print(markdown.split("\n## Runs")[0].rstrip())  # the table over seeds; all in results.md
+    _log(f"gemminer sweep: wrote {', '.join(map(str, paths))}")
+    if failed:
+        _log(f"gemminer sweep: {len(failed)} runs failed:\n  " + "\n  ".join(failed))
+        return 1
+    return 0
