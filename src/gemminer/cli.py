@@ -26,9 +26,9 @@ from .methods import METHODS, MethodSpec
 from .models import MODELS
 from .recipe import Recipe, list_recipes, load_recipe, paper_recipe
 from .reports import add_report_parser, run_report
-from .sweep import add_sweep_parser, run_sweep
 from .runs import default_run_name
 from .sanity import SANITY_CHECKS, sanity_run
+from .sweep import add_sweep_parser, run_sweep
 from .training.checkpoint import TrainingInterrupted
 
 EXIT_USAGE = 2
