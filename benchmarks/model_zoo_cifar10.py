@@ -39,6 +39,7 @@ def main() -> None:
     p.add_argument("--data-dir", default=".data/cifar10")
     p.add_argument("--epochs", type=int, default=8)
     p.add_argument("--train-size", type=int, default=10000)
+    p.add_argument("--extra", default="", help="extra `gemminer run` flags for every recipe")
     p.add_argument("--runs", default="benchmarks/runs/zoo")
     p.add_argument("--report", default="benchmarks/results/model_zoo_cifar10")
     args = p.parse_args()
@@ -48,7 +49,8 @@ def main() -> None:
         out = Path(args.runs) / name
         argv = [
             name, "--data-dir", args.data_dir, "--no-download", "--epochs", str(args.epochs),
-            "--train-size", str(args.train_size), "--no-epoch-eval", "--out", str(out),
+            "--train-size", str(args.train_size), "--no-epoch-eval", *shlex.split(args.extra),
+            "--out", str(out),
         ]  # fmt: skip
         _, cfg = resolve_run(argv)
         pipeline.prune_run(cfg, out)

@@ -1,5 +1,5 @@
 """The ``gemminer`` command line: ``mine``, ``prune``, ``run``, ``finetune``, ``eval``, ``sanity``,
-``report``, ``sweep``, ``list``.
+``report``, ``sweep``, ``export``, ``list``.
 
 User mistakes (a bad value, a missing folder, an unknown name) end with a one-line
 message on stderr and exit status 2, never a traceback.
@@ -194,6 +194,18 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("run_dir", type=Path)
     ev.add_argument("--data-dir", default=None)
     ev.add_argument("--device", default=None)
+
+    ex = sub.add_parser("export", help="write a run's ticket as a compact safetensors file")
+    ex.add_argument("run_dir", type=Path)
+    ex.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="default: RUN_DIR/ticket.safetensors (--ticket: ticket-unfinetuned.safetensors)",
+    )
+    ex.add_argument(
+        "--ticket", action="store_true", help="export the ticket before finetuning instead"
+    )
 
     sa = sub.add_parser("sanity", help="a sanity check of a run's ticket, as a new run folder")
     sa.add_argument("run_dir", type=Path)
@@ -438,6 +450,12 @@ def _run(args: argparse.Namespace) -> int:
         if args.finetune:
             summary = pipeline.finetune_run(out, progress=progress)
         _print_summary(out, summary)
+        return 0
+    if args.command == "export":
+        from .export import export_run
+
+        info = export_run(args.run_dir, args.out, which="ticket" if args.ticket else "finetuned")
+        print(info.describe())
         return 0
     result = pipeline.eval_run(args.run_dir, data_dir=args.data_dir, device=args.device)
     print(json.dumps(result, indent=2))

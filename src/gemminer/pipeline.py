@@ -327,6 +327,8 @@ def _prune(
         seed=cfg.seed,
         device=str(device),
         torch=torch.__version__,
+        input_mean=list(splits.mean),
+        input_std=list(splits.std),
         **result.extra,
     )
     log(
