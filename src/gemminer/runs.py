@@ -21,6 +21,7 @@ import hashlib
 import json
 import os
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -80,9 +81,19 @@ def safe_torch_load(path: Path) -> Any:
     if not path.is_file():
         raise RunError(f"{path} does not exist")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about foreign pickles before failing
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # unpickling errors come in many types
-        raise RunError(f"cannot load {path} safely: {exc}") from exc
+        raise RunError(f"cannot load {path} safely: {_first_line(exc)}") from exc
+
+
+def _first_line(exc: Exception) -> str:
+    """The gist of a loading error in one line (torch's weights_only errors span many)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    gist = next((line for line in lines if "GLOBAL" in line or "Unsupported" in line), None)
+    text = gist or (lines[0] if lines else type(exc).__name__)
+    return text if len(text) <= 300 else text[:297] + "..."
 
 
 def config_hash(cfg: RunConfig) -> str:
