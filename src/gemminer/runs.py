@@ -6,7 +6,8 @@ Layout of a run folder::
     metrics.jsonl      one JSON line per epoch (phase "mine" or "finetune")
     mask.pt            the ticket's mask {weight name: bool tensor}
     scores.pt          scores and flags {"<weight>.scores", "<weight>.flags"}
-    mined.pt           state of the score model (original weights, scores, flags, BN stats)
+    ticket.pt          the ticket: unmasked weights and re-estimated BatchNorm buffers
+    checkpoint-*.pt    resumable training state while a stage runs (removed when it ends)
     finetuned.pt       state of the finetuned ticket (after ``gemminer finetune``)
     density.txt        per-layer density report of the mask
     summary.json       the figures of the run (see :data:`SUMMARY_KEYS`)
