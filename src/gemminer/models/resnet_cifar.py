@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from . import MODELS
-from ._layers import ConvLayer, LinearLayer, NormLayer, conv, non_affine_bn
+from ._layers import ConvLayer, LinearLayer, NormLayer, conv, non_affine_bn, residual_stages
 
 
 class BasicBlock(nn.Module):
@@ -62,22 +62,10 @@ class CifarResNet(nn.Module):
         self.conv1 = conv(conv_layer, 3, width, 3, 1, 1)
         self.bn1 = norm_layer(width)
         self.relu = nn.ReLU(inplace=True)
-        stages = []
-        c_in = width
-        for i in range(3):
-            c_out = width * 2**i
-            blocks = [
-                BasicBlock(
-                    c_in if j == 0 else c_out,
-                    c_out,
-                    2 if (i > 0 and j == 0) else 1,
-                    conv_layer,
-                    norm_layer,
-                )
-                for j in range(blocks_per_stage)
-            ]
-            stages.append(nn.Sequential(*blocks))
-            c_in = c_out
+        widths = [width * 2**i for i in range(3)]
+        stages, c_in = residual_stages(
+            BasicBlock, width, widths, blocks_per_stage, conv_layer, norm_layer
+        )
         self.layer1, self.layer2, self.layer3 = stages
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.fc = linear_layer(c_in, num_classes, bias=False)

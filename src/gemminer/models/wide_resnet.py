@@ -22,7 +22,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from . import MODELS
-from ._layers import ConvLayer, LinearLayer, NormLayer, conv, non_affine_bn
+from ._layers import ConvLayer, LinearLayer, NormLayer, conv, non_affine_bn, residual_stages
 
 
 class PreActBlock(nn.Module):
@@ -72,21 +72,7 @@ class WideResNet(nn.Module):
         n = (depth - 4) // 6
         widths = [16 * widen_factor, 32 * widen_factor, 64 * widen_factor]
         self.conv1 = conv(conv_layer, 3, 16, 3, 1, 1)
-        stacks = []
-        c_in = 16
-        for i, c_out in enumerate(widths):
-            blocks = [
-                PreActBlock(
-                    c_in if j == 0 else c_out,
-                    c_out,
-                    2 if (i > 0 and j == 0) else 1,
-                    conv_layer,
-                    norm_layer,
-                )
-                for j in range(n)
-            ]
-            stacks.append(nn.Sequential(*blocks))
-            c_in = c_out
+        stacks, c_in = residual_stages(PreActBlock, 16, widths, n, conv_layer, norm_layer)
         self.block1, self.block2, self.block3 = stacks
         self.bn = norm_layer(c_in)
         self.relu = nn.ReLU(inplace=True)
