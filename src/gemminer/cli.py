@@ -168,6 +168,11 @@ def _add_run_flags(p: argparse.ArgumentParser, *, method: bool) -> None:
 
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument(
+        "--tensorboard",
+        action="store_true",
+        help="also log epoch metrics to RUN_DIR/tensorboard (needs the tensorboard package)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -425,9 +430,12 @@ def _run(args: argparse.Namespace) -> int:
             print(json.dumps(cfg.to_dict(), indent=2))
             return 0
         out = Path(args.out) if args.out else Path("runs") / default_run_name(cfg)
-        summary = pipeline.prune_run(cfg, out, overwrite=args.overwrite, progress=progress)
+        tb = getattr(args, "tensorboard", False)
+        summary = pipeline.prune_run(
+            cfg, out, overwrite=args.overwrite, progress=progress, tensorboard=tb
+        )
         if args.finetune:
-            summary = pipeline.finetune_run(out, progress=progress)
+            summary = pipeline.finetune_run(out, progress=progress, tensorboard=tb)
         _print_summary(out, summary)
         return 0
     if args.command == "finetune":
@@ -439,6 +447,7 @@ def _run(args: argparse.Namespace) -> int:
             data_dir=args.data_dir,
             device=args.device,
             progress=progress,
+            tensorboard=args.tensorboard,
         )
         _print_summary(args.run_dir, summary)
         return 0

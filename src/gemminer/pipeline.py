@@ -29,6 +29,7 @@ from .models import create_model
 from .models.hub import resolve_weights
 from .models.pretrained import load_pretrained
 from .runs import RunDir
+from .tracking import TensorBoardSink
 from .training import evaluate, finetune, recalibrate_batchnorm, resolve_device
 from .training.checkpoint import Checkpoint, stop_on_signals
 from .training.loop import TrainingDivergedError
@@ -142,11 +143,14 @@ def _print_epoch(log: Log) -> Callable[[dict], None]:
     return show
 
 
-def _metrics_writer(run: RunDir, log: Log) -> Callable[[dict], None]:
+def _metrics_writer(run: RunDir, log: Log, tensorboard: bool = False) -> Callable[[dict], None]:
     show = _print_epoch(log)
+    sink = TensorBoardSink(run.file("tensorboard")) if tensorboard else None
 
     def on_epoch(record: dict) -> None:
         run.append_metrics(record)
+        if sink is not None:
+            sink(record)
         show(record)
 
     return on_epoch
@@ -231,6 +235,7 @@ def prune_run(
     overwrite: bool = False,
     progress: bool = True,
     log: Log = _echo,
+    tensorboard: bool = False,
 ) -> dict:
     """Find a ticket with ``cfg.method`` into run folder ``out``; returns the summary.
 
@@ -246,7 +251,7 @@ def prune_run(
         )
         if not _prepare_folder(run, cfg, overwrite, log, checkpoint):
             return run.read_summary()
-        summary = _prune(run, cfg, spec, settings, checkpoint, progress, log)
+        summary = _prune(run, cfg, spec, settings, checkpoint, progress, log, tensorboard)
     checkpoint.remove()
     return summary
 
@@ -259,6 +264,7 @@ def _prune(
     checkpoint: Checkpoint,
     progress: bool,
     log: Log,
+    tensorboard: bool,
 ) -> dict:
 
     device = resolve_device(cfg.device)
@@ -287,7 +293,7 @@ def _prune(
             derive_seed(cfg.seed, "calibration"),
             augment=False,
         ),
-        on_epoch=_metrics_writer(run, log),
+        on_epoch=_metrics_writer(run, log, tensorboard),
         progress=progress,
         checkpoint=checkpoint,
     )
@@ -402,6 +408,7 @@ def finetune_run(
     device: str | None = None,
     progress: bool = True,
     log: Log = _echo,
+    tensorboard: bool = False,
 ) -> dict:
     """Finetune a run's ticket (its weights, the mask fixed); returns the summary."""
     run = RunDir(run_dir)
@@ -427,7 +434,7 @@ def finetune_run(
         )
         if history:
             log(f"{run.path}: resuming finetuning from its checkpoint ({len(history)} epochs done)")
-        summary = _finetune(run, cfg, ft, checkpoint, progress, log)
+        summary = _finetune(run, cfg, ft, checkpoint, progress, log, tensorboard)
     checkpoint.remove()
     return summary
 
@@ -439,6 +446,7 @@ def _finetune(
     checkpoint: Checkpoint,
     progress: bool,
     log: Log,
+    tensorboard: bool,
 ) -> dict:
 
     dev = resolve_device(cfg.device)
@@ -460,7 +468,7 @@ def _finetune(
             dev,
             eval_batches=eval_loaders(splits, dev),
             eval_every=1 if cfg.eval_each_epoch else 0,
-            on_epoch=_metrics_writer(run, log),
+            on_epoch=_metrics_writer(run, log, tensorboard),
             progress=progress,
             checkpoint=checkpoint,
         ),

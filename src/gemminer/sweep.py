@@ -72,6 +72,7 @@ _NOT_SETTINGS = {
     "overwrite": "a sweep never replaces runs with other settings",
     "print_config": "use `gemminer sweep FILE --commands` or --list",
     "no_progress": "pass --no-progress to `gemminer sweep`",
+    "tensorboard": "run a point's printed command (--commands) with --tensorboard",
     "finetune": "use the top-level `finetune: true`",
     "no_finetune": "use the top-level `finetune: false`",
 }
