@@ -10,6 +10,8 @@ an optional dependency: ``pip install 'gemminer[report]'``) and ``report.md`` in
 from __future__ import annotations
 
 import argparse
+import datetime
+import shlex
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -42,7 +44,7 @@ def _require_matplotlib() -> None:
         ) from None
 
 
-def write_report(run_dirs: Iterable[str | Path], out: str | Path) -> Path:
+def write_report(run_dirs: Iterable[str | Path], out: str | Path, provenance: str = "") -> Path:
     """Write the figures and ``report.md`` of ``run_dirs`` into ``out``; returns report.md.
 
     Figures without data are skipped with a note in report.md; unfinished runs (no
@@ -70,7 +72,7 @@ def write_report(run_dirs: Iterable[str | Path], out: str | Path) -> Path:
             path.unlink(missing_ok=True)  # no stale figure from an earlier report
             drawn.append((spec.file, spec.title, spec.empty))
     report = out / REPORT_FILE
-    report.write_text(render_report(collection, drawn, out))
+    report.write_text(render_report(collection, drawn, out, provenance))
     return report
 
 
@@ -90,6 +92,10 @@ def add_report_parser(subparsers: argparse._SubParsersAction) -> argparse.Argume
 
 def run_report(args: argparse.Namespace) -> int:
     """The ``gemminer report`` command: write the report, print where it is."""
-    report = write_report(args.run_dirs, args.out)
+    command = "gemminer report " + " ".join(
+        shlex.quote(str(a)) for a in [*args.run_dirs, "--out", args.out]
+    )
+    made = f"Made by `{command}` on {datetime.date.today().isoformat()}."
+    report = write_report(args.run_dirs, args.out, made)
     print(f"wrote {report} and its figures")
     return 0

@@ -68,11 +68,17 @@ def _relative(path: Path, start: Path) -> str:
 
 
 def render_report(
-    collection: Collection, figures: Sequence[tuple[str, str, str | None]], out: Path
+    collection: Collection,
+    figures: Sequence[tuple[str, str, str | None]],
+    out: Path,
+    provenance: str = "",
 ) -> str:
-    """The whole report.md: ``figures`` holds (file, title, note) — note None when drawn."""
+    """The whole report.md: ``figures`` holds (file, title, note) — note None when drawn;
+    ``provenance`` (e.g. the command and date) goes under the title."""
     runs = collection.runs
     lines = ["# gemminer report", ""]
+    if provenance:
+        lines += [provenance, ""]
     lines.append(
         f"{len(runs)} finished run{'s' * (len(runs) != 1)} in {len(collection.groups)} "
         f"group{'s' * (len(collection.groups) != 1)}. Density is the fraction of prunable "
