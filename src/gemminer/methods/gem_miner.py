@@ -12,6 +12,7 @@ c = ln(1/s)/E, reaching ``round(d · s)`` at epoch E. The output mask is
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import time
 import warnings
@@ -367,15 +368,9 @@ def mine_config(prune: PruneConfig, settings: GemMinerSettings) -> MineConfig:
     return MineConfig(
         density=prune.density,
         epochs=prune.epochs,
-        period=settings.period,
-        lam=settings.lam,
-        regularizer=settings.regularizer,
         batch_size=prune.batch_size,
         optim=prune.optim,
-        bn_recalibration_batches=settings.bn_recalibration_batches,
-        collapse_guard=settings.collapse_guard,
-        min_layer_density=settings.min_layer_density,
-        auto_lambda=settings.auto_lambda,
+        **dataclasses.asdict(settings),
     )
 
 
