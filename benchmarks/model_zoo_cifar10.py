@@ -77,8 +77,9 @@ def main() -> None:
         f"- Script: `{command_line()}`",
         f"- Budget: {args.epochs} mining + {args.epochs} finetune epochs on a seeded "
         f"{args.train_size}-image subset of the training set; accuracy on the full 10k test "
-        "set. Each recipe's settings are the paper's row (Tables 9/10 + 15), with the period "
-        "and mining LR rescaled to the shorter budget (same summed LR).",
+        "set. Each recipe's settings are the paper's row (see the paper column), with the "
+        "period and mining LR rescaled to the shorter budget (same summed LR); `--extra` "
+        f"flags: `{args.extra or 'none'}`.",
         "",
         markdown_table(HEADER, rows),
         "",
