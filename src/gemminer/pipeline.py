@@ -183,8 +183,9 @@ def _prepare_folder(
         if run.file("ticket.pt").is_file() and "density" in run.read_summary():
             log(f"{run.path}: mask already found, skipping (pass --overwrite to prune again)")
             return False
-        if checkpoint is not None and checkpoint.load() is not None:
-            history = checkpoint.history()
+        state = checkpoint.load() if checkpoint is not None else None
+        if state is not None:
+            history = list(state["history"])
             run.replace_metrics(history)
             log(f"{run.path}: resuming from its checkpoint ({len(history)} epochs done)")
             return True
