@@ -47,28 +47,26 @@ def _density(text: str) -> float:
     return value
 
 
+def _pairs_flag(p: argparse.ArgumentParser, flag: str, dest: str, help: str) -> None:
+    """A repeatable ``KEY=VALUE`` flag collected into a list."""
+    p.add_argument(
+        flag,
+        dest=dest,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help=f"{help} (repeatable)",
+    )
+
+
 def _add_run_flags(p: argparse.ArgumentParser, *, method: bool) -> None:
     if method:
         p.add_argument(
             "--method", required=True, help="registered method (`gemminer list methods`)"
         )
-        p.add_argument(
-            "--set",
-            dest="settings",
-            action="append",
-            default=[],
-            metavar="KEY=VALUE",
-            help="a setting of the method (repeatable; `gemminer list methods -v` shows them)",
-        )
+        _pairs_flag(p, "--set", "settings", "a method setting (`gemminer list methods -v`)")
     p.add_argument("--model", default="resnet20", help="registered model (`gemminer list models`)")
-    p.add_argument(
-        "--model-arg",
-        dest="model_args",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="an option of the model, e.g. affine_bn=true (repeatable)",
-    )
+    _pairs_flag(p, "--model-arg", "model_args", "an option of the model, e.g. affine_bn=true")
     p.add_argument(
         "--pretrained",
         default="",
@@ -78,14 +76,7 @@ def _add_run_flags(p: argparse.ArgumentParser, *, method: bool) -> None:
     p.add_argument(
         "--data-dir", default=None, help="data folder, downloaded into when empty (.data/DATASET)"
     )
-    p.add_argument(
-        "--data-arg",
-        dest="data_args",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="an option of the data set, e.g. skip_bad=true (repeatable)",
-    )
+    _pairs_flag(p, "--data-arg", "data_args", "an option of the data set, e.g. skip_bad=true")
     p.add_argument(
         "--image-size",
         type=int,
@@ -230,9 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("recipe", help="recipe file (recipes/NAME.yaml) or shipped recipe name")
     _add_run_flags(run, method=False)
-    run.add_argument(
-        "--set", dest="settings", action="append", metavar="KEY=VALUE", help="a method setting"
-    )
+    _pairs_flag(run, "--set", "settings", "a method setting (`gemminer list methods -v`)")
     run.add_argument("--no-finetune", action="store_true", help="stop after finding the mask")
     for action in run._actions:  # only the flags given on the command line override
         if action.dest not in ("help", "recipe"):
