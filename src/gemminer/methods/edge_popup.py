@@ -302,31 +302,27 @@ def train_scores(ctx: PruneContext, settings: EdgePopupSettings) -> PopupTrainin
     return PopupTraining(model, steps, history)
 
 
-_DEFAULT_INIT = "signed_constant"
+#: Shared by the Edge-Popup variants: hidden-networks trains scores with SGD, LR 0.1,
+#: weight decay 5e-4 over 100 cosine epochs, from signed-constant weights.
+_TRAINING = {"default_init": "signed_constant", "weight_decay": 5e-4, "lr_epochs": 100}
 
 
 @register_method(
     "edge-popup-global-gradual",
     settings=GlobalGradualEdgePopupSettings,
-    default_init=_DEFAULT_INIT,
-    weight_decay=5e-4,  # hidden-networks: SGD lr 0.1, weight decay 5e-4, 100 cosine epochs
-    lr_epochs=100,
+    **_TRAINING,
     description="Edge-Popup, global top-k, kept fraction decaying to the target (Table 3)",
 )
 @register_method(
     "edge-popup-global",
     settings=GlobalEdgePopupSettings,
-    default_init=_DEFAULT_INIT,
-    weight_decay=5e-4,  # hidden-networks: SGD lr 0.1, weight decay 5e-4, 100 cosine epochs
-    lr_epochs=100,
+    **_TRAINING,
     description="Edge-Popup with one top-k over all layers (Table 3, Global EP)",
 )
 @register_method(
     "edge-popup",
     settings=EdgePopupSettings,
-    default_init=_DEFAULT_INIT,
-    weight_decay=5e-4,  # hidden-networks: SGD lr 0.1, weight decay 5e-4, 100 cosine epochs
-    lr_epochs=100,
+    **_TRAINING,
     description="Edge-Popup (Ramanujan et al. 2020): learned scores, top-k per layer",
 )
 def run(ctx: PruneContext, settings: EdgePopupSettings) -> PruneResult:

@@ -12,6 +12,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
@@ -94,8 +95,19 @@ def _series(groups: Sequence[Group]) -> dict[str, list[Group]]:
     return out
 
 
-def _legend_outside(ax, **kwargs) -> None:
-    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False, **kwargs)
+def _legend_outside(ax: Any, styles: dict[str, Any] | None = None) -> None:
+    """The legend right of the axes: the plotted series, then ``styles`` (label → proxy
+    artist) explaining line styles."""
+    handles, texts = ax.get_legend_handles_labels()
+    styles = styles or {}
+    ax.legend(
+        [*handles, *styles.values()],
+        [*texts, *styles],
+        loc="upper left",
+        bbox_to_anchor=(1.01, 1.0),
+        fontsize=8,
+        frameon=False,
+    )
 
 
 # accuracy vs density (Fig. 3/4 top, Fig. 6) ---------------------------------------------
@@ -280,15 +292,13 @@ def density_over_epochs(collection: Collection, path: Path) -> bool:
     ax.set_ylabel(DENSITY_LABEL)
     ax.set_title("Density while mining, and the exponential bound", fontsize=11)
     ax.grid(True, which="both", alpha=0.3)
-    handles, texts = ax.get_legend_handles_labels()
-    handles += [
-        Line2D([], [], color="0.3", marker="o", ms=4),
-        Line2D([], [], color="0.3", ls=":", lw=1.8),
-        Line2D([], [], color="0.5", ls="--", lw=0.8),
-    ]
-    texts += ["density of the rounded mask", "bound (dotted)", "target density"]
-    ax.legend(
-        handles, texts, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False
+    _legend_outside(
+        ax,
+        {
+            "density of the rounded mask": Line2D([], [], color="0.3", marker="o", ms=4),
+            "bound (dotted)": Line2D([], [], color="0.3", ls=":", lw=1.8),
+            "target density": Line2D([], [], color="0.5", ls="--", lw=0.8),
+        },
     )
     _save(fig, path)
     return True
@@ -347,15 +357,13 @@ def accuracy_over_epochs(collection: Collection, path: Path) -> bool:
     ax.set_ylabel("accuracy (%)")
     ax.set_title("Accuracy through mask search and finetuning", fontsize=11, pad=16)
     ax.grid(True, alpha=0.3)
-    handles, texts = ax.get_legend_handles_labels()
-    handles += [
-        Line2D([], [], color="0.3", lw=1.4),
-        Line2D([], [], color="0.3", ls="--", marker="o", ms=5, lw=1),
-        Line2D([], [], color="0.4", ls="-.", lw=1),
-    ]
-    texts += ["train accuracy (solid)", "test accuracy (dashed)", "finetuning starts"]
-    ax.legend(
-        handles, texts, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False
+    _legend_outside(
+        ax,
+        {
+            "train accuracy (solid)": Line2D([], [], color="0.3", lw=1.4),
+            "test accuracy (dashed)": Line2D([], [], color="0.3", ls="--", marker="o", ms=5, lw=1),
+            "finetuning starts": Line2D([], [], color="0.4", ls="-.", lw=1),
+        },
     )
     _save(fig, path)
     return True
