@@ -230,3 +230,46 @@ def test_auto_lambda_is_recorded_and_needs_a_positive_lambda(tiny_data):
     assert lams[0] == 1e-3 and len(set(lams)) > 1
     with pytest.raises(ConfigError, match="auto_lambda adapts a positive lambda"):
         MineConfig(lam=0.0, auto_lambda=True)
+
+
+@pytest.mark.parametrize("regularizer", ["l2", "l1"])
+def test_a_mining_step_is_sgd_on_loss_plus_lambda_times_the_regularizer(tiny_data, regularizer):
+    """The step the paper defines, written out with autograd: loss + λ·reg(p) through the
+    straight-through rounding, an SGD step with momentum, projection into [0, 1]."""
+    lam, lr = 0.05, 0.3
+    cfg = MineConfig(
+        density=1.0,
+        epochs=1,
+        period=1,
+        lam=lam,
+        regularizer=regularizer,
+        batch_size=96,
+        optim=OptimConfig(lr=lr, momentum=0.9, weight_decay=1e-3),
+        bn_recalibration_batches=0,
+    )
+
+    def loader():
+        return BatchLoader(
+            tiny_data, batch_size=96, mean=(0.5,) * 3, std=(0.25,) * 3, train=True, seed=1
+        )
+
+    mined = to_score_model(small_net(), torch.Generator().manual_seed(0))
+    mine_scores(mined, loader(), cfg, torch.device("cpu"))
+
+    model = to_score_model(small_net(), torch.Generator().manual_seed(0))
+    (x, y), *_ = list(loader())
+    scores = [m.scores for m in score_layers(model).values()]
+    reg = sum(s.pow(2).sum() if regularizer == "l2" else s.abs().sum() for s in scores)
+    loss = nn.functional.cross_entropy(model(x), y) + lam * reg
+    grads = torch.autograd.grad(loss, scores)
+    with torch.no_grad():
+        for s, g in zip(scores, grads):
+            s.sub_(lr * (g + 1e-3 * s)).clamp_(0, 1)  # first step: momentum buffer = gradient
+    for expected, got in zip(scores, (m.scores for m in score_layers(mined).values())):
+        torch.testing.assert_close(got, expected, atol=1e-6, rtol=0)
+    assert any(not torch.equal(s, p) for s, p in zip(scores, small_scores()))
+
+
+def small_scores() -> list[torch.Tensor]:
+    model = to_score_model(small_net(), torch.Generator().manual_seed(0))
+    return [m.scores.detach() for m in score_layers(model).values()]

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 
 from .config import OptimConfig, PruneConfig, RunConfig, budget_scaled_lr
@@ -30,6 +31,7 @@ from .runs import default_run_name
 from .sanity import SANITY_CHECKS, sanity_run
 from .sweep import add_sweep_parser, run_sweep
 from .training.checkpoint import TrainingInterrupted
+from .training.runtime import PRECISIONS, Runtime, start_runtime
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
@@ -159,6 +161,19 @@ def _add_run_flags(p: argparse.ArgumentParser, *, method: bool) -> None:
 
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="fp32",
+        help="bf16: bfloat16 autocast, scores and weights kept in fp32 (fast on GPUs)",
+    )
+    p.add_argument("--compile", action="store_true", help="torch.compile the training step (GPUs)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="CPU threads of each process (default: PyTorch's; under torchrun: OMP_NUM_THREADS)",
+    )
     p.add_argument(
         "--tensorboard",
         action="store_true",
@@ -404,10 +419,37 @@ def _run(args: argparse.Namespace) -> int:
         return run_sweep(args)
     from . import pipeline  # heavy imports only when a stage runs
 
-    progress = not getattr(args, "no_progress", False)
     if args.command == "list":
         _list(args.what, args.verbose)
         return 0
+    if args.command == "export":
+        from .export import export_run
+
+        info = export_run(args.run_dir, args.out, which="ticket" if args.ticket else "finetuned")
+        print(info.describe())
+        return 0
+    if args.command in ("mine", "prune", "run", "finetune", "sanity"):
+        threads = getattr(args, "threads", 0)
+        if threads < 0:
+            raise ConfigError(f"--threads must be >= 0, got {threads}")
+        if threads:
+            torch.set_num_threads(threads)
+        device = getattr(args, "device", None) or "auto"
+        precision = getattr(args, "precision", "fp32")
+        with start_runtime(
+            device, precision=precision, compile=getattr(args, "compile", False)
+        ) as (runtime, device):
+            return _train(args, pipeline, runtime, device)
+    result = pipeline.eval_run(args.run_dir, data_dir=args.data_dir, device=args.device)
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+def _train(args: argparse.Namespace, pipeline: Any, runtime: Runtime, device: str) -> int:
+    """mine, prune, run, finetune and sanity: one process, or every rank under torchrun."""
+    progress = not getattr(args, "no_progress", False)
+    tb = getattr(args, "tensorboard", False)
+    show = _print_summary if runtime.is_main else lambda *_: None
     if args.command in ("mine", "prune", "run"):
         if args.command == "run":
             recipe = load_recipe(args.recipe)
@@ -416,16 +458,17 @@ def _run(args: argparse.Namespace) -> int:
         else:
             cfg = config_from_args(args)
         if args.print_config:
-            print(json.dumps(cfg.to_dict(), indent=2))
+            if runtime.is_main:
+                print(json.dumps(cfg.to_dict(), indent=2))
             return 0
         out = Path(args.out) if args.out else Path("runs") / default_run_name(cfg)
-        tb = getattr(args, "tensorboard", False)
+        cfg = dataclasses.replace(cfg, device=device)
         summary = pipeline.prune_run(
-            cfg, out, overwrite=args.overwrite, progress=progress, tensorboard=tb
+            cfg, out, overwrite=args.overwrite, progress=progress, tensorboard=tb, runtime=runtime
         )
         if args.finetune:
-            summary = pipeline.finetune_run(out, progress=progress, tensorboard=tb)
-        _print_summary(out, summary)
+            summary = pipeline.finetune_run(out, progress=progress, tensorboard=tb, runtime=runtime)
+        show(out, summary)
         return 0
     if args.command == "finetune":
         summary = pipeline.finetune_run(
@@ -434,29 +477,29 @@ def _run(args: argparse.Namespace) -> int:
             lr=args.lr,
             batch_size=args.batch_size,
             data_dir=args.data_dir,
-            device=args.device,
+            device=device if runtime.distributed else args.device,
             progress=progress,
-            tensorboard=args.tensorboard,
+            tensorboard=tb,
+            runtime=runtime,
         )
-        _print_summary(args.run_dir, summary)
+        show(args.run_dir, summary)
         return 0
-    if args.command == "sanity":
-        out = Path(args.out) if args.out else Path(f"{args.run_dir}-{args.check}")
+    out = Path(args.out) if args.out else Path(f"{args.run_dir}-{args.check}")
+    summary: dict = {}
+    if runtime.is_main:
         summary = sanity_run(
             args.run_dir, args.check, out=out, seed=args.seed, overwrite=args.overwrite
         )
-        if args.finetune:
-            summary = pipeline.finetune_run(out, progress=progress)
-        _print_summary(out, summary)
-        return 0
-    if args.command == "export":
-        from .export import export_run
-
-        info = export_run(args.run_dir, args.out, which="ticket" if args.ticket else "finetuned")
-        print(info.describe())
-        return 0
-    result = pipeline.eval_run(args.run_dir, data_dir=args.data_dir, device=args.device)
-    print(json.dumps(result, indent=2))
+    runtime.barrier()
+    if args.finetune:
+        summary = pipeline.finetune_run(
+            out,
+            device=device if runtime.distributed else None,
+            progress=progress,
+            tensorboard=tb,
+            runtime=runtime,
+        )
+    show(out, summary)
     return 0
 
 

@@ -33,6 +33,7 @@ from .tracking import TensorBoardSink
 from .training import evaluate, finetune, recalibrate_batchnorm, resolve_device
 from .training.checkpoint import Checkpoint, stop_on_signals
 from .training.loop import TrainingDivergedError
+from .training.runtime import SINGLE, Runtime
 
 Log = Callable[[str], None]
 T = TypeVar("T")
@@ -64,22 +65,39 @@ def load_data(cfg: RunConfig) -> DataSplits:
 
 
 def eval_loaders(
-    splits: DataSplits, device: torch.device, batch_size: int = 500
+    splits: DataSplits,
+    device: torch.device,
+    batch_size: int = 500,
+    runtime: Runtime = SINGLE,
 ) -> dict[str, BatchLoader]:
-    """In-order, unaugmented loaders for the test split (and the validation split, if any)."""
+    """In-order, unaugmented loaders for the test split (and the validation split, if any);
+    under torchrun each rank reads its share."""
     named = {"test": splits.test} | ({"val": splits.val} if splits.val is not None else {})
     return {
         name: BatchLoader(
-            data, batch_size=batch_size, mean=splits.mean, std=splits.std, device=device
+            data,
+            batch_size=batch_size,
+            mean=splits.mean,
+            std=splits.std,
+            device=device,
+            shard=(runtime.rank, runtime.world_size),
         )
         for name, data in named.items()
     }
 
 
 def train_loader(
-    splits: DataSplits, batch_size: int, device: torch.device, seed: int, augment: bool = True
+    splits: DataSplits,
+    batch_size: int,
+    device: torch.device,
+    seed: int,
+    augment: bool = True,
+    runtime: Runtime = SINGLE,
 ) -> BatchLoader:
-    """Shuffled training batches; ``augment=False`` for BatchNorm calibration."""
+    """Shuffled training batches; ``augment=False`` for BatchNorm calibration (which every
+    rank runs on whole batches, so BatchNorm statistics agree). Under torchrun each rank
+    reads its slice of every batch of ``batch_size``."""
+    shard = (runtime.rank, runtime.world_size) if augment else (0, 1)
     return BatchLoader(
         splits.train,
         batch_size=batch_size,
@@ -89,6 +107,7 @@ def train_loader(
         train=True,
         augmentation=splits.augmentation if augment else "none",
         seed=seed,
+        shard=shard,
     )
 
 
@@ -203,6 +222,7 @@ def _ticket_accuracy(
     splits: DataSplits,
     cfg: RunConfig,
     device: torch.device,
+    runtime: Runtime = SINGLE,
 ) -> dict[str, float]:
     """Pre-finetune accuracy of ``model`` ⊙ ``mask``: BatchNorm statistics re-estimated for
     the ticket on training batches, then evaluated on each split. ``model`` keeps the
@@ -213,8 +233,8 @@ def _ticket_accuracy(
     )
     recalibrate_batchnorm(model, calibration, device, CALIBRATION_BATCHES)
     return {
-        f"{name}_acc": evaluate(model, loader, device).accuracy
-        for name, loader in eval_loaders(splits, device).items()
+        f"{name}_acc": evaluate(model, loader, device, runtime).accuracy
+        for name, loader in eval_loaders(splits, device, runtime=runtime).items()
     }
 
 
@@ -237,24 +257,46 @@ def prune_run(
     progress: bool = True,
     log: Log = _echo,
     tensorboard: bool = False,
+    runtime: Runtime = SINGLE,
 ) -> dict:
     """Find a ticket with ``cfg.method`` into run folder ``out``; returns the summary.
 
     A folder that already holds a finished run with the same settings is left as it
-    is; one with other settings is refused unless ``overwrite``.
+    is; one with other settings is refused unless ``overwrite``. Under torchrun
+    (``runtime``) every rank runs this; rank 0 alone prints and writes.
     """
     spec = METHODS.get(cfg.method)
     settings = spec.build_settings(cfg.settings)
-    run = RunDir(out)
+    run = RunDir(out, writable=runtime.is_main)
+    log = log if runtime.is_main else _quiet
     with stop_on_signals() as stop:
         checkpoint = Checkpoint(
-            run.file(PRUNE_CHECKPOINT), _settings_key(_mask_part(cfg).to_dict()), stop
+            run.file(PRUNE_CHECKPOINT),
+            _settings_key(_mask_part(cfg).to_dict()),
+            stop,
+            writable=runtime.is_main,
         )
-        if not _prepare_folder(run, cfg, overwrite, log, checkpoint):
+        ready = runtime.is_main and _prepare_folder(run, cfg, overwrite, log, checkpoint)
+        if not runtime.any(ready):  # also the barrier after rank 0 prepared the folder
             return run.read_summary()
-        summary = _prune(run, cfg, spec, settings, checkpoint, progress, log, tensorboard)
+        summary = _prune(
+            run,
+            cfg,
+            spec,
+            settings,
+            checkpoint,
+            progress and runtime.is_main,
+            log,
+            tensorboard and runtime.is_main,
+            runtime,
+        )
     checkpoint.remove()
+    runtime.barrier()  # every file is written before any rank reads it
     return summary
+
+
+def _quiet(message: str) -> None:
+    """The log of torchrun ranks other than 0."""
 
 
 def _prune(
@@ -266,6 +308,7 @@ def _prune(
     progress: bool,
     log: Log,
     tensorboard: bool,
+    runtime: Runtime,
 ) -> dict:
 
     device = resolve_device(cfg.device)
@@ -278,14 +321,18 @@ def _prune(
         model=model,
         density=cfg.prune.density,
         train_batches=train_loader(
-            splits, cfg.prune.batch_size, device, derive_seed(cfg.seed, "prune-data")
+            splits,
+            cfg.prune.batch_size,
+            device,
+            derive_seed(cfg.seed, "prune-data"),
+            runtime=runtime,
         ),
         device=device,
         epochs=cfg.prune.epochs,
         batch_size=cfg.prune.batch_size,
         optim=cfg.prune.optim,
         seed=derive_seed(cfg.seed, "scores"),
-        eval_batches=eval_loaders(splits, device),
+        eval_batches=eval_loaders(splits, device, runtime=runtime),
         eval_every=1 if cfg.eval_each_epoch else 0,
         calibration_batches=train_loader(
             splits,
@@ -297,20 +344,26 @@ def _prune(
         on_epoch=_metrics_writer(run, log, tensorboard),
         progress=progress,
         checkpoint=checkpoint,
+        runtime=runtime,
     )
     images = len(splits.train)
-    log(f"{cfg.method}: {cfg.model} on {cfg.dataset} ({images} training images), {device}")
+    log(
+        f"{cfg.method}: {cfg.model} on {cfg.dataset} ({images} training images), "
+        f"{_where(device, runtime)}"
+    )
     start = time.perf_counter()
     result = _diverged_hint(lambda: spec.run(ctx, settings), checkpoint)
     seconds = time.perf_counter() - start
     result.mask.check(model)
+    runtime.broadcast_(list(result.mask.values()))  # one mask on every rank: rank 0's
 
     weights = result.weights if result.weights is not None else original
     ticket = architecture(cfg, splits.num_classes)
     _load_parameters(ticket, weights, f"{cfg.method}'s ticket weights")
     ticket.to(device=device, memory_format=torch.channels_last)
-    accs = _ticket_accuracy(ticket, result.mask, splits, cfg, device)
-    _save_ticket(run, ticket, {k: v for k, v in weights.items() if k in original}, result.mask)
+    accs = _ticket_accuracy(ticket, result.mask, splits, cfg, device, runtime)
+    if runtime.is_main:
+        _save_ticket(run, ticket, {k: v for k, v in weights.items() if k in original}, result.mask)
     if result.scores is not None:
         run.save_tensors("scores.pt", result.scores)
     summary = run.update_summary(
@@ -333,6 +386,8 @@ def _prune(
         seconds=seconds,
         seed=cfg.seed,
         device=str(device),
+        processes=runtime.world_size,
+        precision=runtime.precision,
         torch=torch.__version__,
         input_mean=list(splits.mean),
         input_std=list(splits.std),
@@ -343,6 +398,20 @@ def _prune(
         f"pre-finetune test accuracy {100 * accs['test_acc']:.2f}%"
     )
     return summary
+
+
+def _where(device: torch.device, runtime: Runtime) -> str:
+    """``cpu``, or e.g. ``cuda:0 × 4 processes, bf16``."""
+    parts = [
+        str(device)
+        if not runtime.distributed
+        else f"{device.type} × {runtime.world_size} processes"
+    ]
+    if runtime.precision != "fp32":
+        parts.append(runtime.precision)
+    if runtime.compile:
+        parts.append("compiled")
+    return ", ".join(parts)
 
 
 def _diverged_hint(stage: Callable[[], T], checkpoint: Checkpoint) -> T:
@@ -410,9 +479,12 @@ def finetune_run(
     progress: bool = True,
     log: Log = _echo,
     tensorboard: bool = False,
+    runtime: Runtime = SINGLE,
 ) -> dict:
-    """Finetune a run's ticket (its weights, the mask fixed); returns the summary."""
-    run = RunDir(run_dir)
+    """Finetune a run's ticket (its weights, the mask fixed); returns the summary.
+    Under torchrun (``runtime``) every rank runs this; rank 0 alone prints and writes."""
+    run = RunDir(run_dir, writable=runtime.is_main)
+    log = log if runtime.is_main else _quiet
     cfg = run.read_config()
     _require_ticket(run)
     ft = cfg.finetune
@@ -428,6 +500,7 @@ def finetune_run(
             run.file(FINETUNE_CHECKPOINT),
             _settings_key(_mask_part(cfg).to_dict() | {"finetune": dataclasses.asdict(ft)}),
             stop,
+            writable=runtime.is_main,
         )
         history = checkpoint.history()
         run.replace_metrics(
@@ -435,8 +508,18 @@ def finetune_run(
         )
         if history:
             log(f"{run.path}: resuming finetuning from its checkpoint ({len(history)} epochs done)")
-        summary = _finetune(run, cfg, ft, checkpoint, progress, log, tensorboard)
+        summary = _finetune(
+            run,
+            cfg,
+            ft,
+            checkpoint,
+            progress and runtime.is_main,
+            log,
+            tensorboard and runtime.is_main,
+            runtime,
+        )
     checkpoint.remove()
+    runtime.barrier()
     return summary
 
 
@@ -448,6 +531,7 @@ def _finetune(
     progress: bool,
     log: Log,
     tensorboard: bool,
+    runtime: Runtime,
 ) -> dict:
 
     dev = resolve_device(cfg.device)
@@ -458,20 +542,30 @@ def _finetune(
             module.reset_running_stats()
     model.to(device=dev, memory_format=torch.channels_last)
 
-    log(f"finetuning {run.path}: {format_density(mask.density)}, {ft.epochs} epochs on {dev}")
+    log(
+        f"finetuning {run.path}: {format_density(mask.density)}, {ft.epochs} epochs on "
+        f"{_where(dev, runtime)}"
+    )
     start = time.perf_counter()
     history = _diverged_hint(
         lambda: finetune(
             model,
             mask,
-            train_loader(splits, ft.batch_size, dev, derive_seed(cfg.seed, "finetune-data")),
+            train_loader(
+                splits,
+                ft.batch_size,
+                dev,
+                derive_seed(cfg.seed, "finetune-data"),
+                runtime=runtime,
+            ),
             ft,
             dev,
-            eval_batches=eval_loaders(splits, dev),
+            eval_batches=eval_loaders(splits, dev, runtime=runtime),
             eval_every=1 if cfg.eval_each_epoch else 0,
             on_epoch=_metrics_writer(run, log, tensorboard),
             progress=progress,
             checkpoint=checkpoint,
+            runtime=runtime,
         ),
         checkpoint,
     )

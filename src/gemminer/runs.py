@@ -112,17 +112,23 @@ def default_run_name(cfg: RunConfig) -> str:
 
 
 class RunDir:
-    """A run folder on disk."""
+    """A run folder on disk.
 
-    def __init__(self, path: str | Path) -> None:
+    ``writable=False`` (torchrun ranks other than 0) reads the folder but skips every write,
+    so that one process writes each file.
+    """
+
+    def __init__(self, path: str | Path, writable: bool = True) -> None:
         self.path = Path(path)
+        self.writable = writable
 
     def file(self, name: str) -> Path:
         return self.path / name
 
     # config --------------------------------------------------------------------------
     def write_config(self, cfg: RunConfig) -> None:
-        atomic_write_text(self.file("config.json"), json.dumps(cfg.to_dict(), indent=2) + "\n")
+        if self.writable:
+            atomic_write_text(self.file("config.json"), json.dumps(cfg.to_dict(), indent=2) + "\n")
 
     def read_config(self) -> RunConfig:
         path = self.file("config.json")
@@ -135,6 +141,8 @@ class RunDir:
 
     # metrics -------------------------------------------------------------------------
     def append_metrics(self, record: dict) -> None:
+        if not self.writable:
+            return
         with open(self.file("metrics.jsonl"), "a") as f:
             f.write(json.dumps(record) + "\n")
 
@@ -146,6 +154,8 @@ class RunDir:
 
     def replace_metrics(self, records: list[dict]) -> None:
         """Rewrite ``metrics.jsonl`` to hold exactly ``records`` (atomically)."""
+        if not self.writable:
+            return
         atomic_write_text(
             self.file("metrics.jsonl"), "".join(json.dumps(r) + "\n" for r in records)
         )
@@ -153,6 +163,8 @@ class RunDir:
     def drop_metrics(self, phase: str) -> None:
         """Remove the records of ``phase`` (before that phase is run again)."""
         kept = [r for r in self.read_metrics() if r.get("phase") != phase]
+        if not self.writable:
+            return
         atomic_write_text(self.file("metrics.jsonl"), "".join(json.dumps(r) + "\n" for r in kept))
 
     # summary -------------------------------------------------------------------------
@@ -162,12 +174,14 @@ class RunDir:
 
     def update_summary(self, **values: Any) -> dict:
         summary = {**self.read_summary(), **values}
-        atomic_write_text(self.file("summary.json"), json.dumps(summary, indent=2) + "\n")
+        if self.writable:
+            atomic_write_text(self.file("summary.json"), json.dumps(summary, indent=2) + "\n")
         return summary
 
     # tensors -------------------------------------------------------------------------
     def save_tensors(self, name: str, tensors: dict[str, torch.Tensor]) -> None:
-        atomic_torch_save({k: v.detach().cpu() for k, v in tensors.items()}, self.file(name))
+        if self.writable:
+            atomic_torch_save({k: v.detach().cpu() for k, v in tensors.items()}, self.file(name))
 
     def load_tensors(self, name: str) -> dict[str, torch.Tensor]:
         return safe_torch_load(self.file(name))

@@ -12,11 +12,54 @@ from collections.abc import Iterator, Sequence
 
 import torch
 
+from ..errors import ConfigError
 from .base import ImageArrays, check_augmentation
 
 #: Largest rotation (degrees, either way) of ``rotate-flip``: the paper's code uses
 #: torchvision's ``RandomRotation(20)`` for TinyImageNet.
 ROTATION_DEGREES = 20.0
+
+
+def draw_crop_flip(
+    batch: int, padding: int, generator: torch.Generator, flip: bool = True
+) -> tuple[torch.Tensor, ...]:
+    """The random part of :func:`random_crop_flip` for ``batch`` images (CPU tensors):
+    row and column offsets of shape (batch, 1) in [0, 2·padding], and flips (batch, 1)."""
+    dy = torch.randint(0, 2 * padding + 1, (batch, 1), generator=generator)
+    dx = torch.randint(0, 2 * padding + 1, (batch, 1), generator=generator)
+    if flip:
+        flipped = torch.rand(batch, 1, generator=generator) < 0.5
+    else:
+        flipped = torch.zeros(batch, 1, dtype=torch.bool)
+    return dy, dx, flipped
+
+
+def crop_flip(
+    images: torch.Tensor, padding: int, dy: torch.Tensor, dx: torch.Tensor, flipped: torch.Tensor
+) -> torch.Tensor:
+    """Crops of the zero-padded ``images`` (B, C, H, W) at offsets ``dy``, ``dx`` (B, 1)
+    into the padded image, mirrored left-right where ``flipped``; one index gather."""
+    b, c, h, w = images.shape
+    device = images.device
+    padded = torch.nn.functional.pad(images, (padding, padding, padding, padding))
+    rows = dy + torch.arange(h)
+    cols = dx + torch.arange(w)
+    cols = torch.where(flipped, cols.flip(1), cols)
+    rows, cols = _to(rows, device), _to(cols, device)
+    return padded[
+        torch.arange(b, device=device)[:, None, None, None],
+        torch.arange(c, device=device)[None, :, None, None],
+        rows[:, None, :, None],
+        cols[:, None, None, :],
+    ]
+
+
+def _to(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A small CPU tensor on ``device``; staged in pinned memory for a non-blocking copy
+    to a GPU, so the host never waits for the device."""
+    if device.type == "cuda":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
 
 
 def random_crop_flip(
@@ -28,29 +71,23 @@ def random_crop_flip(
     are drawn uniformly from [−padding, padding] per image and axis, flips with probability
     1/2, from the CPU ``generator``.
     """
-    b, c, h, w = images.shape
-    device = images.device
-    padded = torch.nn.functional.pad(images, (padding, padding, padding, padding))
-    dy = torch.randint(0, 2 * padding + 1, (b, 1), generator=generator)
-    dx = torch.randint(0, 2 * padding + 1, (b, 1), generator=generator)
-    rows = dy + torch.arange(h)
-    cols = dx + torch.arange(w)
-    if flip:
-        flipped = torch.rand(b, 1, generator=generator) < 0.5
-        cols = torch.where(flipped, cols.flip(1), cols)
-    rows, cols = rows.to(device), cols.to(device)
-    return padded[
-        torch.arange(b, device=device)[:, None, None, None],
-        torch.arange(c, device=device)[None, :, None, None],
-        rows[:, None, :, None],
-        cols[:, None, None, :],
-    ]
+    return crop_flip(images, padding, *draw_crop_flip(len(images), padding, generator, flip))
+
+
+def draw_flip(batch: int, generator: torch.Generator) -> torch.Tensor:
+    """Which of ``batch`` images to mirror (probability 1/2 each), on the CPU."""
+    return torch.rand(batch, generator=generator) < 0.5
+
+
+def flip_where(images: torch.Tensor, flipped: torch.Tensor) -> torch.Tensor:
+    """The images (B, C, H, W) mirrored left-right where ``flipped`` (B,) is true."""
+    flipped = _to(flipped, images.device).view(-1, 1, 1, 1)
+    return torch.where(flipped, images.flip(3), images)
 
 
 def random_flip(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """Each image of the batch (B, C, H, W) mirrored left-right with probability 1/2."""
-    flipped = (torch.rand(images.shape[0], generator=generator) < 0.5).to(images.device)
-    return torch.where(flipped.view(-1, 1, 1, 1), images.flip(3), images)
+    return flip_where(images, draw_flip(images.shape[0], generator))
 
 
 def rotate_flip(images: torch.Tensor, angles: torch.Tensor, flips: torch.Tensor) -> torch.Tensor:
@@ -80,6 +117,16 @@ def rotate_flip(images: torch.Tensor, angles: torch.Tensor, flips: torch.Tensor)
     return out.masked_fill(~inside.view(b, 1, h, w), 0)
 
 
+def draw_rotate_flip(
+    batch: int, degrees: float, generator: torch.Generator, flip: bool = True
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Angles uniform in [−``degrees``, ``degrees``] (float64) and flips for ``batch`` images."""
+    angles = (torch.rand(batch, generator=generator, dtype=torch.float64) * 2 - 1) * degrees
+    if flip:
+        return angles, draw_flip(batch, generator)
+    return angles, torch.zeros(batch, dtype=torch.bool)
+
+
 def random_rotate_flip(
     images: torch.Tensor,
     degrees: float,
@@ -90,10 +137,7 @@ def random_rotate_flip(
     with probability 1/2) of a batch (B, C, H, W), drawn from the CPU ``generator``; the
     corners rotated in are filled with 0 (before normalization, like torchvision's
     ``RandomRotation`` with ``fill=0``). See :func:`rotate_flip`."""
-    b = images.shape[0]
-    angles = (torch.rand(b, generator=generator, dtype=torch.float64) * 2 - 1) * degrees
-    flips = torch.rand(b, generator=generator) < 0.5 if flip else torch.zeros(b, dtype=torch.bool)
-    return rotate_flip(images, angles, flips)
+    return rotate_flip(images, *draw_rotate_flip(images.shape[0], degrees, generator, flip))
 
 
 class BatchLoader:
@@ -104,6 +148,12 @@ class BatchLoader:
     (rotations up to ±``degrees`` and flips), ``flip`` or ``none``. Otherwise batches come
     in order without augmentation. All randomness comes from a generator seeded with
     ``seed``, so two loaders with the same seed give the same batches.
+
+    ``shard=(rank, world)`` splits the data across torchrun processes. Training: every
+    rank draws the same order and augmentation for each global batch of ``batch_size``
+    (which ``world`` must divide) and keeps its contiguous slice of it, so the ranks
+    together see exactly the batches of one process; a last incomplete global batch is
+    dropped. Evaluation: rank r reads every world-th image starting at r.
     """
 
     def __init__(
@@ -121,19 +171,31 @@ class BatchLoader:
         seed: int = 0,
         drop_last: bool = False,
         channels_last: bool = True,
+        shard: tuple[int, int] = (0, 1),
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch size must be >= 1, got {batch_size}")
+        rank, world = shard
+        if not 0 <= rank < world:
+            raise ValueError(f"shard {rank} of {world} does not exist")
+        if train and batch_size % world:
+            raise ConfigError(
+                f"the batch size {batch_size} must be a multiple of the {world} processes"
+            )
         self.device = torch.device(device)
-        self.images = data.images.to(self.device)
-        self.labels = data.labels.to(self.device)
+        images, labels = data.images, data.labels
+        if world > 1 and not train:
+            images, labels = images[rank::world], labels[rank::world]
+        self.images = images.to(self.device)
+        self.labels = labels.to(self.device)
         self.batch_size = batch_size
         self.train = train
+        self.shard = (rank, world)
         check_augmentation(augmentation)
         self.augmentation = augmentation if train else "none"
         self.padding = padding
         self.degrees = degrees
-        self.drop_last = drop_last
+        self.drop_last = drop_last or (train and world > 1)
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         # x_normalized = x_uint8 * scale + shift, per channel
         std_t = torch.tensor(std, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
@@ -150,10 +212,6 @@ class BatchLoader:
             return n // self.batch_size
         return -(-n // self.batch_size)
 
-    @property
-    def num_samples(self) -> int:
-        return len(self.labels)
-
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {"generator": self.generator.get_state()}
 
@@ -164,18 +222,33 @@ class BatchLoader:
         n = len(self.labels)
         order = torch.randperm(n, generator=self.generator) if self.train else torch.arange(n)
         order = order.to(self.device)
+        rank, world = self.shard
+        local = self.batch_size // world
         for start in range(0, len(self) * self.batch_size, self.batch_size):
             index = order[start : start + self.batch_size]
-            x = self.images[index]
-            x = self._augment(x)
+            params = self._draw(len(index))
+            if self.train and world > 1:
+                part = slice(rank * local, (rank + 1) * local)
+                index, params = index[part], tuple(p[part] for p in params)
+            x = self._apply(self.images[index], params)
             x = (x.float() * self.scale + self.shift).contiguous(memory_format=self.memory_format)
             yield x, self.labels[index]
 
-    def _augment(self, x: torch.Tensor) -> torch.Tensor:
+    def _draw(self, batch: int) -> tuple[torch.Tensor, ...]:
+        """The augmentation's random draws for a (global) batch, from the generator."""
         if self.augmentation == "crop-flip":
-            return random_crop_flip(x, self.padding, self.generator)
+            return draw_crop_flip(batch, self.padding, self.generator)
         if self.augmentation == "rotate-flip":
-            return random_rotate_flip(x, self.degrees, self.generator)
+            return draw_rotate_flip(batch, self.degrees, self.generator)
         if self.augmentation == "flip":
-            return random_flip(x, self.generator)
+            return (draw_flip(batch, self.generator),)
+        return ()
+
+    def _apply(self, x: torch.Tensor, params: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        if self.augmentation == "crop-flip":
+            return crop_flip(x, self.padding, *params)
+        if self.augmentation == "rotate-flip":
+            return rotate_flip(x, *params)
+        if self.augmentation == "flip":
+            return flip_where(x, *params)
         return x

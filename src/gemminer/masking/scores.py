@@ -32,7 +32,7 @@ class _StraightThroughMask(torch.autograd.Function):
     ) -> torch.Tensor:
         masked = weight * flags
         ctx.save_for_backward(masked)
-        return masked * (scores >= THRESHOLD).to(weight.dtype)
+        return masked * (scores >= THRESHOLD)  # bool promotes to the weight's dtype
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> tuple[None, torch.Tensor, None]:
@@ -131,8 +131,17 @@ def _require_score_layers(model: nn.Module) -> dict[str, ScoreLayer]:
 @torch.no_grad()
 def project_scores(model: nn.Module) -> None:
     """Clip every score into [0, 1]; frozen-out scores stay exactly 0."""
-    for layer in _require_score_layers(model).values():
-        layer.scores.clamp_(0.0, 1.0).mul_(layer.flags)
+    layers = _require_score_layers(model).values()
+    project([m.scores for m in layers], [m.flags for m in layers])
+
+
+@torch.no_grad()
+def project(scores: list[torch.Tensor], flags: list[torch.Tensor]) -> None:
+    """:func:`project_scores` on lists of score and flag tensors, as three multi-tensor
+    kernels (what the mining step calls after every optimizer step)."""
+    torch._foreach_clamp_min_(scores, 0.0)
+    torch._foreach_clamp_max_(scores, 1.0)
+    torch._foreach_mul_(scores, flags)
 
 
 def rounded_mask(model: nn.Module) -> Mask:

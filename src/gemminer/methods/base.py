@@ -21,6 +21,7 @@ from ..errors import ConfigError
 from ..masking import Mask
 from ..training.checkpoint import Checkpoint
 from ..training.loop import Batches
+from ..training.runtime import SINGLE, Runtime
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,9 @@ class PruneContext:
     progress: bool = False
     #: Methods that support it save/resume their training state here (Gem-Miner does).
     checkpoint: Checkpoint | None = None
+    #: Precision, compilation and the torchrun process group; methods that train pass it
+    #: on to the training loops, so they run under DDP.
+    runtime: Runtime = SINGLE
 
     @property
     def batches_per_epoch(self) -> int:

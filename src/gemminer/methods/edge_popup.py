@@ -248,6 +248,7 @@ def train_scores(ctx: PruneContext, settings: EdgePopupSettings) -> PopupTrainin
     layers = popup_layers(model)
     if not layers:
         raise MaskError("the model has no Conv2d or Linear layer to prune")
+    net = ctx.runtime.training_module(model, ctx.device)
     optimizer = build_optimizer([m.scores for m in layers.values()], ctx.optim)
     scheduler = build_scheduler(optimizer, ctx.optim, ctx.epochs)
     total = sum(m.scores.numel() for m in layers.values())
@@ -269,13 +270,14 @@ def train_scores(ctx: PruneContext, settings: EdgePopupSettings) -> PopupTrainin
 
         lr = optimizer.param_groups[0]["lr"]
         stats = train_epoch(
-            model,
+            net,
             ctx.train_batches,
             optimizer,
             ctx.device,
             before_step=regularize,
             after_step=after_step,
             progress=f"edge-popup {epoch}/{ctx.epochs}" if ctx.progress else None,
+            runtime=ctx.runtime,
         )
         scheduler.step()
         kept = int(sum(m.mask().sum() for m in layers.values()))
@@ -294,7 +296,7 @@ def train_scores(ctx: PruneContext, settings: EdgePopupSettings) -> PopupTrainin
                     model, ctx.calibration_batches, ctx.device, CALIBRATION_BATCHES
                 )
             for name, batches in ctx.eval_batches.items():
-                record[f"{name}_acc"] = evaluate(model, batches, ctx.device).accuracy
+                record[f"{name}_acc"] = evaluate(model, batches, ctx.device, ctx.runtime).accuracy
         record["seconds"] = time.perf_counter() - start
         history.append(record)
         if ctx.on_epoch is not None:

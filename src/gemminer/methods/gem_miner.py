@@ -33,13 +33,12 @@ from ..config import (
 from ..masking import (
     Mask,
     flag_counts,
-    project_scores,
     rounded_mask,
     score_layers,
     to_score_model,
     weight_name,
 )
-from ..masking.scores import THRESHOLD
+from ..masking.scores import THRESHOLD, project
 from ..training.checkpoint import Checkpoint, Resumable
 from ..training.loop import (
     Batches,
@@ -49,6 +48,7 @@ from ..training.loop import (
     train_epoch,
 )
 from ..training.optim import build_optimizer, build_scheduler
+from ..training.runtime import SINGLE, Runtime
 from .base import PruneContext, PruneResult, register_method
 
 EpochCallback = Callable[[dict], None]
@@ -232,6 +232,7 @@ def mine_scores(
     on_epoch: EpochCallback | None = None,
     progress: bool = False,
     checkpoint: Checkpoint | None = None,
+    runtime: Runtime = SINGLE,
 ) -> MiningResult:
     """Run Gem-Miner on a score model (see :func:`gemminer.to_score_model`) in place.
 
@@ -242,8 +243,12 @@ def mine_scores(
     statistics for the current mask before each evaluation and at the end.
     ``checkpoint`` (optional) saves the state after every epoch and on a stop signal, and
     resumes from it (see :mod:`gemminer.training.checkpoint`).
+    ``runtime`` sets precision and compilation; under torchrun each rank trains on its
+    slice of every batch (DDP) and the scores and flags are made identical on every rank
+    (rank 0's) after each epoch's freezing, so every rank holds the same mask.
     """
     model.to(device)
+    net = runtime.training_module(model, device)
     layers = score_layers(model)
     params = [m.scores for m in layers.values()]
     optimizer = build_optimizer(params, cfg.optim)
@@ -256,12 +261,16 @@ def mine_scores(
         else {}
     )
     lam = cfg.lam
+    flags = [m.flags for m in layers.values()]
+    # λ‖p‖²'s gradient 2λp is the optimizer's own weight decay (the same update, fused
+    # into its multi-tensor step); L1's λ·sign(p) is added to the gradients.
+    l2 = cfg.regularizer == "l2"
 
     def regularize() -> None:
         add_regularization_grad(model, lam, cfg.regularizer)
 
-    def project() -> None:
-        project_scores(model)
+    def after_step() -> None:
+        project(params, flags)
 
     state = Resumable(
         checkpoint,
@@ -277,17 +286,21 @@ def mine_scores(
         start = time.perf_counter()
         lr = optimizer.param_groups[0]["lr"]
         state.epoch_started()
+        if l2:
+            for group in optimizer.param_groups:
+                group["weight_decay"] = cfg.optim.weight_decay + 2 * lam
         stats = train_epoch(
-            model,
+            net,
             train_batches,
             optimizer,
             device,
-            before_step=regularize,
-            after_step=project,
+            before_step=None if l2 else regularize,
+            after_step=after_step,
             progress=f"mine {epoch}/{cfg.epochs}" if progress else None,
             resume=resume,
             should_stop=state.should_stop,
             where=f"mining epoch {epoch}",
+            runtime=runtime,
         )
         resume = None
         if stats.stopped is not None:
@@ -300,6 +313,7 @@ def mine_scores(
         if schedule.freezes_after(epoch):
             frozen = freeze_lowest(model, schedule.active_after(epoch, total), floors)
         guarded = guard_collapse(model, floors)
+        runtime.broadcast_([t for m in layers.values() for t in (m.scores, m.flags)])
         mask = rounded_mask(model)
         collapsed = [row.name for row in mask.layers() if row.kept == 0]
         _collapse_warning(epoch, guarded, collapsed)
@@ -326,7 +340,7 @@ def mine_scores(
                     model, calibration_batches, device, cfg.bn_recalibration_batches
                 )
             for name, batches in eval_batches.items():  # type: ignore[union-attr]
-                record[f"{name}_acc"] = evaluate(model, batches, device).accuracy
+                record[f"{name}_acc"] = evaluate(model, batches, device, runtime).accuracy
         record["seconds"] = time.perf_counter() - start
         history.append(record)
         state.epoch_done(epoch, history, {"lam": lam})
@@ -395,6 +409,7 @@ def gem_miner(ctx: PruneContext, settings: GemMinerSettings) -> PruneResult:
         on_epoch=ctx.on_epoch,
         progress=ctx.progress,
         checkpoint=ctx.checkpoint,
+        runtime=ctx.runtime,
     )
     scores = {
         weight_name(name): layer.scores.detach().cpu().clone()

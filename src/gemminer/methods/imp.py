@@ -188,6 +188,7 @@ def prune_iteratively(
             eval_every=ctx.eval_every,
             on_epoch=on_epoch,
             progress=ctx.progress,
+            runtime=ctx.runtime,
         )
         magnitudes = {n: w.detach().abs().cpu() for n, w in prunable_weights(model).items()}
         # pruned weights are exactly zero after training; -inf keeps them from coming back

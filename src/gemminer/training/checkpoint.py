@@ -132,10 +132,12 @@ class Checkpoint:
         path: str | Path,
         settings: Mapping[str, Any] | None = None,
         should_stop: Callable[[], bool] | None = None,
+        writable: bool = True,
     ) -> None:
         self.path = Path(path)
         self.settings = dict(settings or {})
         self.should_stop = should_stop or (lambda: False)
+        self.writable = writable  # False on torchrun ranks other than 0: they only read
 
     def load(self) -> dict[str, Any] | None:
         """The saved state, or ``None`` when there is none for these settings."""
@@ -160,6 +162,8 @@ class Checkpoint:
         return list(state["history"]) if state else []
 
     def save(self, state: dict[str, Any]) -> None:
+        if not self.writable:
+            return
         from ..runs import atomic_torch_save
 
         atomic_torch_save(
@@ -167,7 +171,8 @@ class Checkpoint:
         )
 
     def remove(self) -> None:
-        self.path.unlink(missing_ok=True)
+        if self.writable:
+            self.path.unlink(missing_ok=True)
 
 
 class Resumable:

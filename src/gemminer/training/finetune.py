@@ -13,6 +13,7 @@ from ..masking import Mask, apply_mask, prunable_weights
 from .checkpoint import Checkpoint, Resumable
 from .loop import Batches, evaluate, evaluation_due, train_epoch
 from .optim import build_optimizer, build_scheduler
+from .runtime import SINGLE, Runtime
 
 EpochCallback = Callable[[dict], None]
 
@@ -57,16 +58,19 @@ def finetune(
     on_epoch: EpochCallback | None = None,
     progress: bool = False,
     checkpoint: Checkpoint | None = None,
+    runtime: Runtime = SINGLE,
 ) -> list[dict]:
     """Train every parameter of ``model`` with ``mask`` fixed; returns per-epoch records.
 
     ``model`` should hold the ticket's original initialization; it is trained in place.
     ``checkpoint`` (optional) saves the state every epoch and on a stop signal, and resumes.
+    ``runtime``: precision, compilation, and DDP under torchrun.
     """
     model.to(device)
     for p in model.parameters():
         p.requires_grad_(True)
     masked = MaskedWeights(model, mask)
+    net = runtime.training_module(model, device)
     optimizer = build_optimizer(model.parameters(), cfg.optim)
     scheduler = build_scheduler(optimizer, cfg.optim, cfg.epochs)
     state = Resumable(checkpoint, model, optimizer, scheduler, {"train": train_batches})
@@ -77,7 +81,7 @@ def finetune(
             lr = optimizer.param_groups[0]["lr"]
             state.epoch_started()
             stats = train_epoch(
-                model,
+                net,
                 train_batches,
                 optimizer,
                 device,
@@ -86,6 +90,7 @@ def finetune(
                 resume=resume,
                 should_stop=state.should_stop,
                 where=f"finetuning epoch {epoch}",
+                runtime=runtime,
             )
             resume = None
             if stats.stopped is not None:
@@ -101,7 +106,7 @@ def finetune(
             }
             if eval_batches is not None and evaluation_due(epoch, cfg.epochs, eval_every):
                 for name, batches in eval_batches.items():
-                    record[f"{name}_acc"] = evaluate(model, batches, device).accuracy
+                    record[f"{name}_acc"] = evaluate(model, batches, device, runtime).accuracy
             record["seconds"] = time.perf_counter() - start
             history.append(record)
             state.epoch_done(epoch, history)

@@ -13,6 +13,7 @@ from tqdm.auto import tqdm
 
 from ..errors import GemMinerError
 from .checkpoint import EpochProgress
+from .runtime import SINGLE, STOP_POLL_STEPS, Runtime
 
 Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
 
@@ -63,6 +64,7 @@ def train_epoch(
     resume: EpochProgress | None = None,
     should_stop: Callable[[], bool] | None = None,
     where: str = "",
+    runtime: Runtime = SINGLE,
 ) -> EpochStats:
     """One pass over ``batches``: cross-entropy, backward, ``before_step``, step, ``after_step``.
 
@@ -72,12 +74,19 @@ def train_epoch(
     ``resume`` continues an epoch that was cut short: its first ``resume.steps`` batches
     are drawn (so the data order is the same) but not trained on. When ``should_stop()``
     turns true after a step, the epoch ends early with ``stopped`` set.
+
+    ``runtime`` sets the precision (the forward pass and the loss run under its autocast)
+    and, under torchrun, sums the figures over ranks at the end and agrees on stopping
+    every :data:`STOP_POLL_STEPS` steps; ``model`` is then the module from
+    :meth:`Runtime.training_module`.
     """
     model.train()
     start = resume.steps if resume else 0
-    loss_sum = torch.full((), resume.loss_sum if resume else 0.0, device=device)
-    correct = torch.full((), resume.correct if resume else 0, device=device, dtype=torch.long)
-    samples = resume.samples if resume else 0
+    # A resumed epoch's sums are totals over ranks: rank 0 carries them.
+    carried = resume if resume is not None and runtime.is_main else None
+    loss_sum = torch.full((), carried.loss_sum if carried else 0.0, device=device)
+    correct = torch.full((), carried.correct if carried else 0, device=device, dtype=torch.long)
+    samples = carried.samples if carried else 0
     first_bad = torch.full((), -1, device=device, dtype=torch.long)
     step = 0
     for step, (x, y) in enumerate(_progress(batches, progress), start=1):
@@ -85,8 +94,9 @@ def train_epoch(
             continue
         x = x.to(device, non_blocking=True)
         y = y.to(device, non_blocking=True)
-        out = model(x)
-        loss = F.cross_entropy(out, y)
+        with runtime.autocast(device):
+            out = model(x)
+            loss = F.cross_entropy(out, y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if before_step is not None:
@@ -98,25 +108,36 @@ def train_epoch(
         correct += (out.detach().argmax(1) == y).sum()
         samples += len(y)
         first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss.detach()), step, first_bad)
-        if should_stop is not None and should_stop():
-            _check_finite(first_bad, where)
-            stopped = EpochProgress(step, float(loss_sum.item()), int(correct.item()), samples)
-            return EpochStats(
-                stopped.loss_sum / samples, stopped.correct / samples, samples, stopped
-            )
-    if samples == 0:
+        if _stop_now(should_stop, step, runtime):
+            _check_finite(first_bad, where, runtime)
+            total_loss, total_correct, total = runtime.sum([loss_sum, correct, samples])
+            stopped = EpochProgress(step, total_loss, int(total_correct), int(total))
+            return EpochStats(total_loss / total, total_correct / total, int(total), stopped)
+    total_loss, total_correct, total = runtime.sum([loss_sum, correct, samples])
+    if total == 0:
         raise GemMinerError("the training data yielded no batch")
-    _check_finite(first_bad, where)
-    mean_loss = loss_sum.item() / samples
+    # each rank's BatchNorm running statistics saw its own slices: average them
+    runtime.average_([t for m in _batchnorms(model) for t in (m.running_mean, m.running_var)])
+    _check_finite(first_bad, where, runtime)
+    mean_loss = total_loss / total
     if not math.isfinite(mean_loss):
         raise TrainingDivergedError(
             f"the training loss became {mean_loss} in {where or 'training'}"
         )
-    return EpochStats(mean_loss, correct.item() / samples, samples)
+    return EpochStats(mean_loss, total_correct / total, int(total))
 
 
-def _check_finite(first_bad: torch.Tensor, where: str) -> None:
-    bad = int(first_bad.item())
+def _stop_now(should_stop: Callable[[], bool] | None, step: int, runtime: Runtime) -> bool:
+    """Poll the stop flag; under torchrun every rank agrees, every few steps."""
+    if should_stop is None:
+        return False
+    if not runtime.distributed:
+        return should_stop()
+    return step % STOP_POLL_STEPS == 0 and runtime.any(should_stop())
+
+
+def _check_finite(first_bad: torch.Tensor, where: str, runtime: Runtime) -> None:
+    bad = runtime.max(int(first_bad.item()))
     if bad >= 0:
         raise TrainingDivergedError(
             f"the training loss became NaN or infinite in {where or 'training'}, step {bad}"
@@ -124,8 +145,11 @@ def _check_finite(first_bad: torch.Tensor, where: str) -> None:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, batches: Batches, device: torch.device) -> EpochStats:
-    """Loss and accuracy of ``model`` in eval mode."""
+def evaluate(
+    model: nn.Module, batches: Batches, device: torch.device, runtime: Runtime = SINGLE
+) -> EpochStats:
+    """Loss and accuracy of ``model`` in eval mode (under torchrun: over every rank's
+    share of the data, each rank reading its own)."""
     model.eval()
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
@@ -133,13 +157,15 @@ def evaluate(model: nn.Module, batches: Batches, device: torch.device) -> EpochS
     for x, y in batches:
         x = x.to(device, non_blocking=True)
         y = y.to(device, non_blocking=True)
-        out = model(x)
-        loss_sum += F.cross_entropy(out, y, reduction="sum")
+        with runtime.autocast(device):
+            out = model(x)
+        loss_sum += F.cross_entropy(out.float(), y, reduction="sum")
         correct += (out.argmax(1) == y).sum()
         samples += len(y)
-    if samples == 0:
+    total_loss, total_correct, total = runtime.sum([loss_sum, correct, samples])
+    if total == 0:
         raise GemMinerError("the evaluation data yielded no batch")
-    return EpochStats(loss_sum.item() / samples, correct.item() / samples, samples)
+    return EpochStats(total_loss / total, total_correct / total, int(total))
 
 
 def _batchnorms(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:

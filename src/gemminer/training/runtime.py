@@ -1,0 +1,183 @@
+"""How training runs: numeric precision, compilation, and the process group (torchrun).
+
+A :class:`Runtime` is passed explicitly to the training loops; the default one is a
+single process in fp32 without compilation. Under ``torchrun`` (PyTorch DDP),
+:func:`start_runtime` joins the process group (NCCL on GPUs, gloo on CPUs) and every
+rank runs the same code: the training module is wrapped in
+:class:`~torch.nn.parallel.DistributedDataParallel`, each rank draws its slice of every
+global batch (:class:`~gemminer.data.loader.BatchLoader` ``shard``), epoch figures are
+summed over ranks, masks are broadcast from rank 0, and only rank 0 writes files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from ..errors import ConfigError
+
+PRECISIONS = ("fp32", "bf16")
+
+#: Under DDP a stop signal is agreed on every this many steps (one tiny all-reduce), so
+#: that every rank stops after the same step without a collective in every step.
+STOP_POLL_STEPS = 8
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """``precision``: ``fp32``, or ``bf16`` autocast (scores, weights, gradients and the
+    optimizer stay fp32); ``compile``: ``torch.compile`` the training module;
+    ``rank``/``world_size``: this process in the torchrun group (1 process: no group).
+    ``comm_device``: where collectives run (``cuda`` for NCCL, ``cpu`` for gloo)."""
+
+    precision: str = "fp32"
+    compile: bool = False
+    rank: int = 0
+    world_size: int = 1
+    comm_device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ConfigError(
+                f"unknown precision {self.precision!r}; choose from {', '.join(PRECISIONS)}"
+            )
+        if not 0 <= self.rank < self.world_size:
+            raise ConfigError(f"rank {self.rank} outside a world of size {self.world_size}")
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0: the process that prints and writes files."""
+        return self.rank == 0
+
+    # Compute ------------------------------------------------------------------------------
+    def autocast(self, device: torch.device) -> contextlib.AbstractContextManager:
+        """bf16 autocast on ``device`` under ``precision="bf16"``, else nothing."""
+        if self.precision == "bf16":
+            return torch.autocast(device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def training_module(self, model: nn.Module, device: torch.device | str) -> nn.Module:
+        """The module a training loop calls: ``model`` in DDP across ranks, compiled if
+        asked. Parameters stay those of ``model``, so optimizers and in-place updates
+        (projection, freezing, masks) act on ``model`` directly."""
+        net = model
+        device = torch.device(device)
+        if self.distributed:
+            ids = None
+            if device.type == "cuda":
+                ids = [device.index if device.index is not None else torch.cuda.current_device()]
+            # BatchNorm statistics are averaged over ranks after each epoch instead of
+            # broadcast from rank 0 before every forward pass (see train_epoch)
+            net = nn.parallel.DistributedDataParallel(
+                model, device_ids=ids, broadcast_buffers=False
+            )
+        if self.compile:
+            net = torch.compile(net)
+        return net
+
+    # Collectives (no-ops in one process) -------------------------------------------------
+    def sum(self, values: Sequence[float | int | torch.Tensor]) -> list[float]:
+        """Each value summed over ranks, in one all-reduce (read on the host: call it at
+        epoch ends, not inside a step)."""
+        flat = torch.stack([torch.as_tensor(v, dtype=torch.float64).cpu() for v in values])
+        if self.distributed:
+            flat = flat.to(self.comm_device)
+            dist.all_reduce(flat)
+        return flat.cpu().tolist()
+
+    def max(self, value: int) -> int:
+        """``value``'s maximum over ranks."""
+        if not self.distributed:
+            return value
+        t = torch.tensor([value], dtype=torch.long, device=self.comm_device)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return int(t.item())
+
+    def any(self, flag: bool) -> bool:
+        """True on every rank when ``flag`` is true on any."""
+        return bool(self.max(int(flag)))
+
+    @torch.no_grad()
+    def average_(self, tensors: Sequence[torch.Tensor]) -> None:
+        """Replace each tensor in place by its mean over ranks."""
+        if not self.distributed:
+            return
+        for t in tensors:
+            staged = t.detach().to(self.comm_device)
+            dist.all_reduce(staged)
+            t.copy_(staged.to(t.device) / self.world_size)
+
+    @torch.no_grad()
+    def broadcast_(self, tensors: Sequence[torch.Tensor]) -> None:
+        """Overwrite ``tensors`` in place with rank 0's values."""
+        if not self.distributed:
+            return
+        for t in tensors:
+            staged = t.detach().to(self.comm_device)
+            if staged.dtype == torch.bool:
+                staged = staged.to(torch.uint8)
+            dist.broadcast(staged, src=0)
+            t.copy_(staged.to(device=t.device, dtype=t.dtype))
+
+    def barrier(self) -> None:
+        if self.distributed:
+            dist.barrier()
+
+
+SINGLE = Runtime()
+
+
+def launched_by_torchrun() -> bool:
+    """True inside a process that torchrun started with more than one process."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+@contextlib.contextmanager
+def start_runtime(
+    device: str = "auto", *, precision: str = "fp32", compile: bool = False
+) -> Iterator[tuple[Runtime, str]]:
+    """The runtime of this process and the device it trains on.
+
+    Outside torchrun: one process on ``device``. Under torchrun (``WORLD_SIZE`` > 1): joins
+    the default process group for the duration (NCCL with one GPU per local rank when
+    CUDA is used, gloo otherwise) and leaves it afterwards.
+    """
+    if not launched_by_torchrun():
+        yield Runtime(precision=precision, compile=compile), device
+        return
+    rank = int(os.environ["RANK"])
+    world = int(os.environ["WORLD_SIZE"])
+    local = int(os.environ.get("LOCAL_RANK", rank))
+    cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
+    if cuda:
+        if torch.cuda.device_count() <= local:
+            raise ConfigError(
+                f"local rank {local} has no GPU ({torch.cuda.device_count()} visible); "
+                "start at most one process per GPU"
+            )
+        torch.cuda.set_device(local)
+        device = f"cuda:{local}"
+    elif device == "auto":
+        device = "cpu"
+    backend = "nccl" if cuda else "gloo"
+    started = not dist.is_initialized()
+    if started:
+        dist.init_process_group(backend, rank=rank, world_size=world)
+    try:
+        yield (
+            Runtime(precision, compile, rank, world, "cuda" if cuda else "cpu"),
+            device,
+        )
+    finally:
+        if started and dist.is_initialized():
+            dist.destroy_process_group()
