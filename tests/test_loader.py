@@ -196,3 +196,64 @@ def test_a_last_training_batch_of_one_is_dropped():
     assert len(train) == 2 and [len(y) for _, y in train] == [4, 4]
     assert [len(y) for _, y in BatchLoader(data, **kw)] == [4, 4, 1]
     assert [len(y) for _, y in BatchLoader(separable_arrays(10), train=True, **kw)] == [4, 4, 2]
+
+
+def reference_crop_flip(image: torch.Tensor, pad: int, dy: int, dx: int, flip: bool):
+    """torchvision's RandomCrop(padding=pad, fill=0) + RandomHorizontalFlip, one image."""
+    h, w = image.shape[-2:]
+    padded = torch.nn.functional.pad(image, (pad, pad, pad, pad))
+    crop = padded[:, dy : dy + h, dx : dx + w]
+    return crop.flip(-1) if flip else crop
+
+
+def test_batched_crop_flip_equals_the_per_image_reference():
+    from gemminer.data.loader import crop_flip, draw_crop_flip
+
+    images = torch.randint(1, 256, (300, 3, 10, 7), dtype=torch.uint8)
+    dy, dx, flipped = draw_crop_flip(300, 4, torch.Generator().manual_seed(5))
+    out = crop_flip(images, 4, dy, dx, flipped)
+    for i in range(300):
+        expected = reference_crop_flip(images[i], 4, int(dy[i]), int(dx[i]), bool(flipped[i]))
+        assert torch.equal(out[i], expected)
+
+
+def test_loader_draws_the_reference_distribution_and_keeps_labels_aligned():
+    """Through the loader (normalization undone): every image's crop offset and flip are
+    read back from its pixels, which encode (row, column, image id)."""
+    n, size, pad = 1800, 8, 4
+    ids = torch.arange(n)
+    rows = torch.arange(1, size + 1, dtype=torch.uint8).view(1, size, 1).expand(n, size, size)
+    cols = torch.arange(1, size + 1, dtype=torch.uint8).view(1, 1, size).expand(n, size, size)
+    who = (ids % 240 + 1).to(torch.uint8).view(n, 1, 1).expand(n, size, size)
+    images = torch.stack([rows, cols, who], 1).contiguous()
+    data = ImageArrays(images, ids % 3, ("a", "b", "c"))
+    loader = BatchLoader(
+        data, batch_size=128, mean=(0.0,) * 3, std=(1 / 255,) * 3, train=True, seed=9
+    )
+    offsets_y, offsets_x, flips = [], [], []
+    for x, y in loader:
+        assert x.dtype == torch.float32 and x.shape[1:] == (3, size, size)
+        assert x.is_contiguous(memory_format=torch.channels_last)
+        x = x.round().long()
+        inside = x[:, 0] > 0
+        assert torch.equal(inside, x[:, 1] > 0) and torch.equal(inside, x[:, 2] > 0)
+        assert torch.all(x[:, :, :, :][~inside.unsqueeze(1).expand_as(x)] == 0)  # zero fill
+        image_id = x[:, 2].amax((1, 2)) - 1
+        assert torch.equal(image_id % 3, y)  # labels stay with their images
+        first = inside.flatten(1).float().argmax(1)  # first pixel inside the image
+        r0, c0 = first // size, first % size
+        b = torch.arange(len(y))
+        src_row = x[b, 0, r0, c0] - 1
+        offsets_y.append(src_row - r0)  # source row = output row + offset
+        left = x[b, 1, r0, c0] - 1
+        right = x[b, 1, r0, (c0 + 1).clamp(max=size - 1)] - 1
+        flipped = (right < left) | ((c0 == size - 1) & (left > 0))
+        flips.append(flipped)
+        offsets_x.append(torch.where(flipped, 0, left - c0))
+    dy, dx, flips = torch.cat(offsets_y), torch.cat(offsets_x), torch.cat(flips)
+    assert len(dy) == n
+    assert set(dy.tolist()) == set(range(-pad, pad + 1))  # every offset occurs...
+    counts = torch.bincount(dy + pad, minlength=2 * pad + 1).float()
+    assert torch.all((counts - n / 9).abs() < 0.25 * n / 9)  # ...about equally often
+    assert set(dx[~flips].tolist()) == set(range(-pad, pad + 1))
+    assert abs(flips.float().mean().item() - 0.5) < 0.05

@@ -27,6 +27,7 @@ from .methods.gem_miner import MiningResult, mine_scores
 from .recipe import paper_mining_defaults
 from .training import finetune as _finetune
 from .training import resolve_device
+from .training.runtime import Runtime
 
 Data = ImageArrays | Iterable[tuple[torch.Tensor, torch.Tensor]]
 
@@ -46,6 +47,7 @@ def _batches(
     mean: Sequence[float] | None,
     std: Sequence[float] | None,
     augment: bool = True,
+    runtime: Runtime | None = None,
 ) -> Iterable[tuple[torch.Tensor, torch.Tensor]] | None:
     if data is None or not isinstance(data, ImageArrays):
         return data
@@ -60,6 +62,7 @@ def _batches(
         train=train,
         augmentation="crop-flip" if augment else "none",
         seed=seed,
+        shard=(runtime.rank, runtime.world_size) if runtime and augment else (0, 1),
     )
 
 
@@ -81,6 +84,9 @@ def mine(
     device: str = "auto",
     seed: int = 0,
     progress: bool = False,
+    precision: str = "fp32",
+    compile: bool = False,
+    runtime: Runtime | None = None,
 ) -> MiningResult:
     """Find a ``density`` ticket in ``model``'s current weights with Gem-Miner.
 
@@ -88,7 +94,11 @@ def mine(
     and ``lr`` default to the paper's ResNet-20 values for the nearest density, with the
     period scaled to ``epochs``. Returns the mask (keyed by ``model``'s weight names), the
     per-epoch history, and the trained score model as ``result.model``.
+    ``precision="bf16"`` trains under bfloat16 autocast (scores stay fp32), ``compile``
+    uses ``torch.compile``; ``runtime`` (e.g. from
+    :func:`gemminer.training.runtime.start_runtime` under torchrun) replaces both.
     """
+    runtime = runtime or Runtime(precision=precision, compile=compile)
     d_period, d_lr, d_lam = paper_mining_defaults("", density, epochs)
     cfg = MineConfig(
         density=density,
@@ -103,7 +113,14 @@ def mine(
     scored = to_score_model(copy.deepcopy(model), torch.Generator().manual_seed(seed))
     scored.to(device=dev, memory_format=torch.channels_last)  # as the loader's batches
     train = _batches(
-        train_data, batch_size=batch_size, device=dev, train=True, seed=seed + 1, mean=mean, std=std
+        train_data,
+        batch_size=batch_size,
+        device=dev,
+        train=True,
+        seed=seed + 1,
+        mean=mean,
+        std=std,
+        runtime=runtime,
     )
     calibration = _batches(
         train_data,
@@ -115,8 +132,17 @@ def mine(
         std=std,
         augment=False,
     )
-    test = _batches(test_data, batch_size=500, device=dev, train=False, seed=0, mean=mean, std=std)
-    result = mine_scores(
+    test = _batches(
+        test_data,
+        batch_size=500,
+        device=dev,
+        train=False,
+        seed=0,
+        mean=mean,
+        std=std,
+        runtime=runtime,
+    )
+    return mine_scores(
         scored,
         train,
         cfg,
@@ -124,8 +150,8 @@ def mine(
         eval_batches={"test": test} if test is not None else None,
         calibration_batches=calibration if isinstance(train_data, ImageArrays) else None,
         progress=progress,
+        runtime=runtime,
     )
-    return result
 
 
 def finetune(
@@ -146,11 +172,16 @@ def finetune(
     device: str = "auto",
     seed: int = 0,
     progress: bool = False,
+    precision: str = "fp32",
+    compile: bool = False,
+    runtime: Runtime | None = None,
 ) -> list[dict]:
     """Train ``model`` in place with ``mask`` fixed (pruned weights stay exactly zero).
 
     Defaults are Table 15's for ResNet-20 below 50 % density. Returns per-epoch records.
+    ``precision``, ``compile`` and ``runtime`` as in :func:`mine`.
     """
+    runtime = runtime or Runtime(precision=precision, compile=compile)
     cfg = FinetuneConfig(
         epochs=epochs,
         batch_size=batch_size,
@@ -164,9 +195,25 @@ def finetune(
     )
     dev = resolve_device(device)
     train = _batches(
-        train_data, batch_size=batch_size, device=dev, train=True, seed=seed, mean=mean, std=std
+        train_data,
+        batch_size=batch_size,
+        device=dev,
+        train=True,
+        seed=seed,
+        mean=mean,
+        std=std,
+        runtime=runtime,
     )
-    test = _batches(test_data, batch_size=500, device=dev, train=False, seed=0, mean=mean, std=std)
+    test = _batches(
+        test_data,
+        batch_size=500,
+        device=dev,
+        train=False,
+        seed=0,
+        mean=mean,
+        std=std,
+        runtime=runtime,
+    )
     return _finetune(
         model,
         mask,
@@ -175,4 +222,5 @@ def finetune(
         dev,
         eval_batches={"test": test} if test is not None else None,
         progress=progress,
+        runtime=runtime,
     )
