@@ -114,3 +114,25 @@ def test_unconvertible_subclass_is_a_clear_error():
 
     with pytest.raises(MaskError, match="MyConv"):
         to_score_model(nn.Sequential(MyConv(3, 3, 1)))
+
+
+def test_the_kept_masked_weight_follows_freezing_loading_and_conversion():
+    model = to_score_model(nn.Sequential(nn.Linear(4, 3, bias=False)), torch.Generator())
+    layer = model[0]
+    x = torch.randn(5, 4)
+    with torch.no_grad():
+        layer.scores.fill_(1.0)
+    assert torch.equal(model(x), x @ layer.weight.T)
+    with torch.no_grad():  # freezing clears flags in place
+        layer.flags[0, 1] = 0
+        layer.flags[2, 3] = 0
+    assert torch.equal(model(x), x @ (layer.weight * layer.flags).T)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    state["0.weight"] = torch.randn(3, 4)
+    model.load_state_dict(state)
+    assert torch.equal(model(x), x @ (state["0.weight"] * layer.flags).T)
+    layer.weight.data = torch.randn(3, 4)  # a new tensor behind the parameter
+    assert torch.equal(model(x), x @ (layer.weight * layer.flags).T)
+    model.double()
+    assert model(x.double()).dtype == torch.float64
+    assert torch.equal(model(x.double()), x.double() @ (layer.weight * layer.flags).T)

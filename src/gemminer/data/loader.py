@@ -57,7 +57,7 @@ def crop_flip(
 def _to(t: torch.Tensor, device: torch.device) -> torch.Tensor:
     """A small CPU tensor on ``device``; staged in pinned memory for a non-blocking copy
     to a GPU, so the host never waits for the device."""
-    if device.type == "cuda":
+    if device.type == "cuda" and t.device.type == "cpu":
         return t.pin_memory().to(device, non_blocking=True)
     return t.to(device)
 
@@ -101,14 +101,14 @@ def rotate_flip(images: torch.Tensor, angles: torch.Tensor, flips: torch.Tensor)
     b, c, h, w = images.shape
     device = images.device
     theta = torch.deg2rad(angles.to(device="cpu", dtype=torch.float64))  # exact for 0
-    cos = theta.cos().float().to(device).view(b, 1, 1)
-    sin = theta.sin().float().to(device).view(b, 1, 1)
+    cos = _to(theta.cos().float(), device).view(b, 1, 1)
+    sin = _to(theta.sin().float(), device).view(b, 1, 1)
     cy, cx = (h - 1) / 2, (w - 1) / 2
     y = (torch.arange(h, device=device, dtype=torch.float32) - cy).view(1, h, 1)
     x = (torch.arange(w, device=device, dtype=torch.float32) - cx).view(1, 1, w)
     # Flipping the output is reading its mirrored column; the source pixel of each output
     # pixel is the output position rotated back by the angle.
-    x = torch.where(flips.to(device).view(b, 1, 1), -x, x)
+    x = torch.where(_to(flips, device).view(b, 1, 1), -x, x)
     src_x = torch.round(x * cos - y * sin + cx).long()
     src_y = torch.round(x * sin + y * cos + cy).long()
     inside = (src_x >= 0) & (src_x < w) & (src_y >= 0) & (src_y < h)

@@ -24,20 +24,18 @@ THRESHOLD = 0.5
 
 
 class _StraightThroughMask(torch.autograd.Function):
-    """w_eff = w ⊙ q ⊙ 1[p ≥ 0.5]; the backward pass treats the rounding as identity."""
+    """w_eff = (w ⊙ q) ⊙ 1[p ≥ 0.5]; the backward pass treats the rounding as identity,
+    so ∂L/∂p = ∂L/∂w_eff ⊙ w ⊙ q."""
 
     @staticmethod
-    def forward(
-        ctx, weight: torch.Tensor, scores: torch.Tensor, flags: torch.Tensor
-    ) -> torch.Tensor:
-        masked = weight * flags
+    def forward(ctx, masked: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         ctx.save_for_backward(masked)
-        return masked * (scores >= THRESHOLD)  # bool promotes to the weight's dtype
+        return torch.where(scores >= THRESHOLD, masked, 0.0)
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> tuple[None, torch.Tensor, None]:
+    def backward(ctx, grad: torch.Tensor) -> tuple[None, torch.Tensor]:
         (masked,) = ctx.saved_tensors
-        return None, grad * masked, None
+        return None, grad * masked
 
 
 class ScoreLayer:
@@ -53,8 +51,22 @@ class ScoreLayer:
         self.scores = nn.Parameter(scores.to(self.weight))
         self.register_buffer("flags", torch.ones_like(self.weight))
 
+    def masked_weight(self) -> torch.Tensor:
+        """w ⊙ q. Both change only when weights are loaded or scores frozen, so the product
+        is kept and recomputed only when either tensor changed (in-place changes bump a
+        tensor's version; the kept aliases stop a new tensor from reusing the address)."""
+        w, q = self.weight, self.flags
+        if torch.compiler.is_compiling():
+            return w * q
+        key = (w._version, q._version, w.data_ptr(), q.data_ptr(), w.dtype, w.device, w.shape)
+        kept = self.__dict__.get("_masked")
+        if kept is None or kept[0] != key:
+            kept = (key, (w * q).detach(), w.detach(), q.detach())
+            self.__dict__["_masked"] = kept
+        return kept[1]
+
     def effective_weight(self) -> torch.Tensor:
-        return _StraightThroughMask.apply(self.weight, self.scores, self.flags)
+        return _StraightThroughMask.apply(self.masked_weight(), self.scores)
 
     def rounded_mask(self) -> torch.Tensor:
         """The layer's current mask 1[p ≥ 0.5] ⊙ q as booleans."""
