@@ -22,6 +22,7 @@ from gemminer import pipeline
 from gemminer.cli import build_parser, config_from_args
 from gemminer.masking import format_density
 from gemminer.runs import RunDir
+from gemminer.training.runtime import Runtime
 
 SUMMARY_HEADER = [
     "variant",
@@ -52,10 +53,12 @@ def main() -> None:
     ]  # fmt: skip
     prefix = f"r20-d{args.density}-e{args.epochs}-s{args.seed}"
     out = Path(args.runs) / f"{prefix}-{args.label}"
-    cfg = config_from_args(build_parser().parse_args(mine_args))
-    pipeline.prune_run(cfg, out)
+    parsed = build_parser().parse_args(mine_args)
+    cfg = config_from_args(parsed)
+    runtime = Runtime(precision=parsed.precision, compile=parsed.compile)  # --extra flags
+    pipeline.prune_run(cfg, out, runtime=runtime)
     if RunDir(out).read_summary().get("post_finetune_acc") is None:
-        pipeline.finetune_run(out)
+        pipeline.finetune_run(out, runtime=runtime)
     RunDir(out).update_summary(
         command=f"{command_line()}  # = gemminer {' '.join(mine_args)} --finetune"
     )

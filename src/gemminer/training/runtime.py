@@ -26,7 +26,7 @@ PRECISIONS = ("fp32", "bf16")
 
 #: Under DDP a stop signal is agreed on every this many steps (one tiny all-reduce), so
 #: that every rank stops after the same step without a collective in every step.
-STOP_POLL_STEPS = 8
+STOP_POLL_STEPS = 20
 
 
 @dataclass(frozen=True)
