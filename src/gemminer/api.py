@@ -66,6 +66,27 @@ def _batches(
     )
 
 
+def _test_batches(
+    data: Data | None,
+    device: torch.device,
+    mean: Sequence[float] | None,
+    std: Sequence[float] | None,
+    runtime: Runtime,
+) -> dict[str, Iterable[tuple[torch.Tensor, torch.Tensor]]] | None:
+    """``{"test": batches}`` in order, unaugmented (each torchrun rank reads its share)."""
+    batches = _batches(
+        data,
+        batch_size=500,
+        device=device,
+        train=False,
+        seed=0,
+        mean=mean,
+        std=std,
+        runtime=runtime,
+    )
+    return {"test": batches} if batches is not None else None
+
+
 def mine(
     model: nn.Module,
     train_data: Data,
@@ -132,22 +153,12 @@ def mine(
         std=std,
         augment=False,
     )
-    test = _batches(
-        test_data,
-        batch_size=500,
-        device=dev,
-        train=False,
-        seed=0,
-        mean=mean,
-        std=std,
-        runtime=runtime,
-    )
     return mine_scores(
         scored,
         train,
         cfg,
         dev,
-        eval_batches={"test": test} if test is not None else None,
+        eval_batches=_test_batches(test_data, dev, mean, std, runtime),
         calibration_batches=calibration if isinstance(train_data, ImageArrays) else None,
         progress=progress,
         runtime=runtime,
@@ -204,23 +215,13 @@ def finetune(
         std=std,
         runtime=runtime,
     )
-    test = _batches(
-        test_data,
-        batch_size=500,
-        device=dev,
-        train=False,
-        seed=0,
-        mean=mean,
-        std=std,
-        runtime=runtime,
-    )
     return _finetune(
         model,
         mask,
         train,
         cfg,
         dev,
-        eval_batches={"test": test} if test is not None else None,
+        eval_batches=_test_batches(test_data, dev, mean, std, runtime),
         progress=progress,
         runtime=runtime,
     )
