@@ -37,14 +37,8 @@ from _common import command_line, machine, markdown_table, today  # noqa: E402
 from gemminer.config import MineConfig, OptimConfig  # noqa: E402
 from gemminer.data import ImageArrays  # noqa: E402
 from gemminer.data.loader import BatchLoader  # noqa: E402
-from gemminer.masking import (  # noqa: E402
-    Mask,
-    init_weights,
-    project_scores,
-    prunable_weights,
-    to_score_model,
-)
-from gemminer.methods.gem_miner import add_regularization_grad, mine_scores  # noqa: E402
+from gemminer.masking import Mask, init_weights, prunable_weights, to_score_model  # noqa: E402
+from gemminer.methods.gem_miner import MiningStep, mine_scores  # noqa: E402
 from gemminer.models import create_model  # noqa: E402
 from gemminer.training import MaskedWeights, build_optimizer, resolve_device  # noqa: E402
 from gemminer.training.loop import train_epoch  # noqa: E402
@@ -71,10 +65,10 @@ def timed(run: Callable[[], object], device: torch.device) -> float:
 class Setup:
     """One way of training the network: the module to call, its optimizer and hooks."""
 
-    def __init__(self, model, params, runtime, device, before=None, after=None) -> None:
+    def __init__(self, model, optimizer, runtime, device, before=None, after=None) -> None:
         self.model = model
         self.net = runtime.training_module(model, device)
-        self.optimizer = build_optimizer(params, OptimConfig(lr=0.01))
+        self.optimizer = optimizer
         self.before, self.after = before, after
         self.runtime, self.device = runtime, device
 
@@ -90,8 +84,8 @@ class Setup:
         )
 
 
-def build(args: argparse.Namespace, device: torch.device, runtime: Runtime) -> dict[str, Setup]:
-    plain = create_model(args.model, num_classes=10)
+def build(device: torch.device, runtime: Runtime, model: str, cfg: MineConfig) -> dict[str, Setup]:
+    plain = create_model(model, num_classes=10)
     init_weights(plain, "kaiming_normal", seed=0)
     plain.to(device=device, memory_format=torch.channels_last)
 
@@ -104,17 +98,17 @@ def build(args: argparse.Namespace, device: torch.device, runtime: Runtime) -> d
         {n: torch.rand(w.shape, generator=g) < DENSITY for n, w in prunable_weights(ticket).items()}
     )
     masked = MaskedWeights(ticket, mask)
+    mining = MiningStep(scored, cfg)  # Gem-Miner's own optimizer and hooks
+
+    def sgd(net: torch.nn.Module) -> torch.optim.Optimizer:
+        return build_optimizer(net.parameters(), cfg.optim)
+
     return {
-        "dense": Setup(dense, dense.parameters(), runtime, device),
+        "dense": Setup(dense, sgd(dense), runtime, device),
         "mining": Setup(
-            scored,
-            [p for p in scored.parameters() if p.requires_grad],
-            runtime,
-            device,
-            before=lambda: add_regularization_grad(scored, LAMBDA, "l2"),
-            after=lambda: project_scores(scored),
+            scored, mining.optimizer, runtime, device, mining.before_step, mining.after_step
         ),
-        "finetune": Setup(ticket, ticket.parameters(), runtime, device, after=masked.enforce),
+        "finetune": Setup(ticket, sgd(ticket), runtime, device, after=masked.enforce),
     }
 
 
@@ -150,8 +144,6 @@ def main(argv: list[str] | None = None) -> str:
         data, batch_size=args.batch_size, mean=MEAN, std=STD, device=device, train=True, seed=0
     )
     fixed = list(loader)[: args.steps]
-    setups = build(args, device, runtime)
-    mining = setups["mining"]
     cfg = MineConfig(
         density=DENSITY,
         epochs=1,
@@ -161,6 +153,8 @@ def main(argv: list[str] | None = None) -> str:
         optim=OptimConfig(lr=0.01),
         bn_recalibration_batches=0,
     )
+    setups = build(device, runtime, args.model, cfg)
+    mining = setups["mining"]
 
     def end_to_end() -> None:
         mine_scores(mining.model, loader, cfg, device, runtime=runtime)

@@ -22,10 +22,10 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
 def _can_spawn() -> str:
+    if sys.platform in ("emscripten", "wasi"):
+        return "this platform cannot start processes"
     if not dist.is_available() or not dist.is_gloo_available():
         return "this PyTorch build has no gloo backend"
-    if sys.platform == "emscripten" or not hasattr(os, "fork") and sys.platform != "win32":
-        return "this platform cannot start processes"
     return ""
 
 

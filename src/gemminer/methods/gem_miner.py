@@ -174,6 +174,40 @@ def add_regularization_grad(model: nn.Module, lam: float, kind: str) -> None:
             m.scores.grad.add_(m.scores.sign(), alpha=lam)
 
 
+class MiningStep:
+    """Gem-Miner's optimizer and per-step hooks for the scores of ``model``.
+
+    λ‖p‖²'s gradient 2λp is the optimizer's own weight decay (the same update, fused into
+    its multi-tensor step); L1's λ·sign(p) is added to the gradients by ``before_step``.
+    ``after_step`` projects the scores into [0, 1] (frozen ones stay 0).
+    """
+
+    def __init__(self, model: nn.Module, cfg: MineConfig) -> None:
+        layers = score_layers(model).values()
+        self.model = model
+        self.scores = [m.scores for m in layers]
+        self.flags = [m.flags for m in layers]
+        self.optimizer = build_optimizer(self.scores, cfg.optim)
+        self.weight_decay = cfg.optim.weight_decay
+        self.regularizer = cfg.regularizer
+        self.set_lambda(cfg.lam)
+
+    def set_lambda(self, lam: float) -> None:
+        self.lam = lam
+        if self.regularizer == "l2":
+            for group in self.optimizer.param_groups:
+                group["weight_decay"] = self.weight_decay + 2 * lam
+
+    @property
+    def before_step(self) -> Callable[[], None] | None:
+        if self.regularizer == "l2":
+            return None
+        return lambda: add_regularization_grad(self.model, self.lam, self.regularizer)
+
+    def after_step(self) -> None:
+        project(self.scores, self.flags)
+
+
 #: How far one epoch may move λ under ``auto_lambda`` (a factor in [1/2, 2]).
 AUTO_LAMBDA_STEP = 2.0
 
@@ -250,8 +284,8 @@ def mine_scores(
     model.to(device)
     net = runtime.training_module(model, device)
     layers = score_layers(model)
-    params = [m.scores for m in layers.values()]
-    optimizer = build_optimizer(params, cfg.optim)
+    step = MiningStep(model, cfg)
+    optimizer = step.optimizer
     scheduler = build_scheduler(optimizer, cfg.optim, cfg.epochs)
     schedule = FreezeSchedule(cfg.density, cfg.epochs, cfg.period)
     _, total = flag_counts(model)
@@ -261,16 +295,6 @@ def mine_scores(
         else {}
     )
     lam = cfg.lam
-    flags = [m.flags for m in layers.values()]
-    # λ‖p‖²'s gradient 2λp is the optimizer's own weight decay (the same update, fused
-    # into its multi-tensor step); L1's λ·sign(p) is added to the gradients.
-    l2 = cfg.regularizer == "l2"
-
-    def regularize() -> None:
-        add_regularization_grad(model, lam, cfg.regularizer)
-
-    def after_step() -> None:
-        project(params, flags)
 
     state = Resumable(
         checkpoint,
@@ -286,16 +310,14 @@ def mine_scores(
         start = time.perf_counter()
         lr = optimizer.param_groups[0]["lr"]
         state.epoch_started()
-        if l2:
-            for group in optimizer.param_groups:
-                group["weight_decay"] = cfg.optim.weight_decay + 2 * lam
+        step.set_lambda(lam)  # after a resume too: the checkpoint's λ
         stats = train_epoch(
             net,
             train_batches,
             optimizer,
             device,
-            before_step=None if l2 else regularize,
-            after_step=after_step,
+            before_step=step.before_step,
+            after_step=step.after_step,
             progress=f"mine {epoch}/{cfg.epochs}" if progress else None,
             resume=resume,
             should_stop=state.should_stop,
