@@ -130,6 +130,7 @@ def write_report(
         "density",
         "pre-finetune acc",
         "post-finetune acc",
+        "rare gem: density, acc (BN re-est. / mining's BN)",
         "epochs to mask",
         "seconds (mask + finetune)",
     ]
@@ -139,12 +140,18 @@ def write_report(
         if s.get("post_finetune_acc") is None:
             continue
         seconds = f"{s.get('seconds_mask', 0):.0f} + {s.get('seconds_finetune', 0):.0f}"
+        gem = (
+            f"{pct(s['gem_density'])}, {pct(s.get('gem_acc'))} / {pct(s.get('gem_acc_running_bn'))}"
+            if s.get("gem_density") is not None
+            else "—"
+        )
         table.append(
             [
                 label,
                 pct(s["density"]),
                 pct(s["pre_finetune_acc"]),
                 pct(s["post_finetune_acc"]),
+                gem,
                 f"{s['epochs_to_mask']:.3g}",
                 seconds,
             ]
@@ -155,6 +162,9 @@ def write_report(
                 "density": s["density"],
                 "pre_finetune_acc": s["pre_finetune_acc"],
                 "post_finetune_acc": s["post_finetune_acc"],
+                "gem_density": s.get("gem_density"),
+                "gem_acc": s.get("gem_acc"),
+                "gem_acc_running_bn": s.get("gem_acc_running_bn"),
                 "epochs_to_mask": s["epochs_to_mask"],
                 "seconds_mask": s.get("seconds_mask"),
                 "seconds_finetune": s.get("seconds_finetune"),
@@ -177,7 +187,11 @@ def write_report(
   10,000-image test set; {args.epochs} epochs to find a mask for methods that train (IMP:
   all its rounds together), {args.finetune_epochs} finetune epochs for every ticket
   (Table 15's schedule scaled to them). Pre-finetune accuracy: the ticket as found (BatchNorm
-  statistics re-estimated on 20 training batches), before any weight training.
+  statistics re-estimated on 20 training batches), before any weight training. Gem-Miner
+  finetunes its flags (the authors' default); its rounded mask, the "rare gem", is judged
+  apart: BatchNorm re-estimated, and with the statistics left by mining (the authors'
+  protocol). Gem-Miner + invert mines again with every freeze removing the highest scores
+  (the authors' inversion check).
 
 {markdown_table(header, table)}
 

@@ -25,8 +25,11 @@ def test_mine_and_finetune_a_user_model_from_arrays(user_net, tiny_data):
     assert all(torch.equal(p, before[n]) for n, p in user_net.named_parameters())
     assert list(result.mask) == list(prunable_weights(user_net))
     result.mask.check(user_net)
-    assert result.density <= 0.2 + 1 / result.mask.num_total
+    assert 0.2 - 0.01 <= result.density <= 0.2  # the flags: the authors' ceiling counts
+    assert list(result.gem) == list(result.mask)
+    assert result.gem.num_kept <= result.mask.num_kept  # the rounded mask within the flags
     assert len(result.history) == 4 and "test_acc" in result.history[-1]
+    assert "test_acc_running_bn" in result.history[-1]
 
     ticket = gemminer.apply_mask(user_net, result.mask)
     history = gemminer.finetune(
@@ -57,3 +60,20 @@ def test_same_seed_gives_the_same_mask(tiny_data):
 
     a, b = run(), run()
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_mine_can_finetune_the_rounded_mask_on_algorithm1s_schedule(tiny_data):
+    torch.manual_seed(0)
+    result = gemminer.mine(
+        UserNet(),
+        tiny_data,
+        density=0.2,
+        epochs=3,
+        period=1,
+        batch_size=16,
+        device="cpu",
+        freeze_schedule="algorithm1",
+        finetune_mask="rounded",
+    )
+    assert all(torch.equal(result.mask[n], result.gem[n]) for n in result.mask)
+    assert [r["frozen"] > 0 for r in result.history] == [True, True, True]

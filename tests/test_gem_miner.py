@@ -6,9 +6,16 @@ from torch import nn
 
 from gemminer import FreezeSchedule, MineConfig, OptimConfig, count_prunable
 from gemminer.data.loader import BatchLoader
-from gemminer.masking import flag_counts, init_weights, score_layers, to_score_model
+from gemminer.masking import (
+    flag_counts,
+    flag_mask,
+    init_weights,
+    rounded_mask,
+    score_layers,
+    to_score_model,
+)
 from gemminer.methods import METHODS
-from gemminer.methods.gem_miner import freeze_lowest, mine_scores
+from gemminer.methods.gem_miner import freeze_lowest, freeze_scores, mine_scores
 
 
 def small_net() -> nn.Module:
@@ -45,20 +52,123 @@ def test_registered_as_gem_miner_with_table8_defaults():
     assert (settings.period, settings.lam, settings.regularizer) == (5, 1e-4, "l2")
 
 
-def test_schedule_rate_and_bound():
-    s = FreezeSchedule(0.0144, epochs=150, period=5)
+def test_registered_defaults_follow_the_authors_code():
+    settings = METHODS.get("gem-miner").build_settings()
+    assert settings.freeze_schedule == "authors"
+    assert settings.finetune_mask == "flags"
+    assert settings.freeze_order == "lowest"
+    with pytest.raises(ValueError, match="freeze_schedule"):
+        METHODS.get("gem-miner").build_settings({"freeze_schedule": "sometimes"})
+    with pytest.raises(ValueError, match="finetune_mask"):
+        MineConfig(finetune_mask="both")
+
+
+def test_algorithm1_schedule_rate_and_bound():
+    s = FreezeSchedule(0.0144, epochs=150, period=5, kind="algorithm1")
     assert s.rate == pytest.approx(math.log(1 / 0.0144) / 150)
     for j in (5, 30, 75, 149):
         assert s.bound(j) == pytest.approx(math.exp(-s.rate * j))
     assert s.bound(150) == 0.0144
-    assert [j for j in range(1, 13) if FreezeSchedule(0.5, 12, 5).freezes_after(j)] == [5, 10, 12]
+    freezes = [j for j in range(1, 13) if FreezeSchedule(0.5, 12, 5, "algorithm1").freezes_after(j)]
+    assert freezes == [5, 10, 12]
+
+
+def test_authors_schedule_freezes_29_times_for_150_epochs():
+    """main.py: prune after 0-based epoch e when e % T == 0 and e != 0; get_prune_rate:
+    N = floor((E - 1) / T) freezes at keep rate r = exp(ln(s) / N)."""
+    s = FreezeSchedule(0.0144, epochs=150, period=5)
+    assert s.kind == "authors" and s.freezes == 29
+    epochs = [j for j in range(1, 151) if s.freezes_after(j)]
+    assert epochs == list(range(6, 147, 5)) and len(epochs) == 29 and epochs[-1] == 146
+    assert s.keep_rate == pytest.approx(0.0144 ** (1 / 29))
+    assert s.bound(5) == 1.0 and s.bound(6) == pytest.approx(s.keep_rate)
+    assert s.bound(146) == pytest.approx(0.0144) and s.bound(150) == 0.0144
+    # the freeze count is the authors' ceiling of (1 - r) * active
+    assert s.freeze_count(6, 1000, 1000) == math.ceil((1 - s.keep_rate) * 1000)
+    # 10 epochs at period 1: 9 freezes, after epochs 2..10
+    short = FreezeSchedule(0.0144, epochs=10, period=1)
+    assert [j for j in range(1, 11) if short.freezes_after(j)] == list(range(2, 11))
+    # too short for one period: one freeze to the target after the last epoch
+    single = FreezeSchedule(0.0144, epochs=3, period=5)
+    assert single.freezes == 0 and [j for j in range(1, 4) if single.freezes_after(j)] == [3]
+    assert single.freeze_count(3, 1000, 1000) == 1000 - round(0.0144 * 1000)
+
+
+def test_authors_schedule_in_mining(tiny_data):
+    epochs, period, target = 9, 2, 0.05
+    model, result = run_mining(
+        tiny_data, density=target, epochs=epochs, period=period, collapse_guard=False
+    )
+    total = count_prunable(model)
+    r = math.exp(math.log(target) / 4)  # N = floor(8 / 2) = 4 freezes: after epochs 3, 5, 7, 9
+    active = total
+    for record in result.history:
+        if record["epoch"] in (3, 5, 7, 9):
+            expected = active - math.ceil((1 - r) * active)
+            now = round(record["flag_density"] * total)
+            assert now <= expected  # ties at the threshold go together
+            assert now >= expected - 0.01 * total
+            active = now
+        else:
+            assert record["frozen"] == 0
+    assert flag_counts(model)[0] <= target * total
+    assert flag_counts(model)[0] >= 0.95 * target * total
+
+
+def test_freeze_ties_together_as_the_authors_do():
+    model = to_score_model(nn.Sequential(nn.Linear(5, 1, bias=False)))
+    layer = model[0]
+    with torch.no_grad():
+        layer.scores.copy_(torch.tensor([[0.1, 0.2, 0.2, 0.2, 0.9]]))
+    assert freeze_scores(model, 2, ties_together=True) == 4
+    assert layer.flags.tolist() == [[0.0, 0.0, 0.0, 0.0, 1.0]]
+
+
+def test_freeze_highest_is_the_inversion_check():
+    model = to_score_model(nn.Sequential(nn.Linear(5, 1, bias=False)))
+    layer = model[0]
+    with torch.no_grad():
+        layer.scores.copy_(torch.tensor([[0.1, 0.8, 0.3, 0.7, 0.9]]))
+    assert freeze_scores(model, 2, highest=True) == 2
+    assert layer.flags.tolist() == [[1.0, 0.0, 1.0, 1.0, 0.0]]
+    # the collapse guard protects the entries that would be frozen last: here the lowest
+    assert freeze_scores(model, 5, {"0": 2}, highest=True) == 1
+    assert layer.flags.tolist() == [[1.0, 0.0, 1.0, 0.0, 0.0]]
+
+
+def test_inverted_mining_keeps_low_scores(tiny_data):
+    _, normal = run_mining(tiny_data, density=0.2, epochs=4, period=1, collapse_guard=False)
+    model, inverted = run_mining(
+        tiny_data, density=0.2, epochs=4, period=1, collapse_guard=False, freeze_order="highest"
+    )
+    assert abs(inverted.mask.density - normal.mask.density) < 0.01
+    overlap = sum(int((normal.mask[k] & inverted.mask[k]).sum()) for k in normal.mask)
+    assert overlap < 0.5 * normal.mask.num_kept
+
+
+def test_finetune_mask_flags_or_rounded(tiny_data):
+    model, result = run_mining(tiny_data, density=0.2, epochs=4, period=1, lam=0.01)
+    assert result.gem is not None
+    assert all(torch.equal(result.mask[k], flag_mask(model)[k]) for k in result.mask)
+    assert all(torch.equal(result.gem[k], rounded_mask(model)[k]) for k in result.gem)
+    assert result.gem.num_kept <= result.mask.num_kept  # r(p) ⊙ q never exceeds q
+    model, rounded = run_mining(
+        tiny_data, density=0.2, epochs=4, period=1, lam=0.01, finetune_mask="rounded"
+    )
+    assert all(torch.equal(rounded.mask[k], rounded.gem[k]) for k in rounded.mask)
 
 
 @pytest.mark.parametrize("target", [0.5, 0.0372, 0.0144, 0.0059])
 def test_flag_density_follows_bound_and_ends_at_target(tiny_data, target):
     epochs, period = 10, 2  # Algorithm 1 exactly: the collapse guard off
     model, result = run_mining(
-        tiny_data, density=target, epochs=epochs, period=period, collapse_guard=False
+        tiny_data,
+        density=target,
+        epochs=epochs,
+        period=period,
+        collapse_guard=False,
+        freeze_schedule="algorithm1",
+        finetune_mask="rounded",
     )
     total = count_prunable(model)
     c = math.log(1 / target) / epochs
@@ -79,8 +189,10 @@ def test_flag_density_follows_bound_and_ends_at_target(tiny_data, target):
     assert result.history[-1]["density"] == result.mask.density
 
 
-def test_last_epoch_freezes_even_off_period(tiny_data):
-    model, result = run_mining(tiny_data, density=0.05, epochs=7, period=3)
+def test_algorithm1_last_epoch_freezes_even_off_period(tiny_data):
+    model, result = run_mining(
+        tiny_data, density=0.05, epochs=7, period=3, freeze_schedule="algorithm1"
+    )
     assert [r["epoch"] for r in result.history if r["frozen"]] == [3, 6, 7]
     active, total = flag_counts(model)
     assert abs(active - 0.05 * total) <= 1
@@ -119,7 +231,7 @@ def test_scores_stay_in_unit_interval_during_mining(tiny_data):
 
 def test_regularization_lowers_density_on_a_fixed_seed(tiny_data):
     densities = [
-        run_mining(tiny_data, density=1.0, lam=lam, epochs=3, period=1)[1].density
+        run_mining(tiny_data, density=1.0, lam=lam, epochs=3, period=1)[1].gem.density
         for lam in (0.0, 0.05, 0.1)
     ]
     assert densities[0] - 0.05 > densities[1] > densities[2] + 0.05
@@ -129,7 +241,8 @@ def test_gem_miner_zero_never_freezes(tiny_data):
     """Gem-Miner(0): density 1 and lambda 0 — no freezing, the network picks its density."""
     model, result = run_mining(tiny_data, density=1.0, lam=0.0, epochs=3, period=1)
     assert all(r["frozen"] == 0 and r["flag_density"] == 1.0 for r in result.history)
-    assert 0.3 < result.density < 0.7
+    assert 0.3 < result.gem.density < 0.7
+    assert result.mask.density == 1.0  # the flags: finetuning would train every weight
 
 
 def test_only_scores_change_during_mining(tiny_data):

@@ -171,6 +171,116 @@ def test_warm_imp_rewinds_to_epoch_k_of_the_first_round(user_net, tiny_data):
     assert within_one_weight(result.mask, 0.64)
 
 
+class FirstBatches:
+    """The first ``count`` batches of ``batches``, counted across epochs, then nothing."""
+
+    def __init__(self, batches, count: int) -> None:
+        self.batches, self.left = batches, count
+
+    def __iter__(self):
+        for batch in self.batches:
+            if self.left == 0:
+                return
+            self.left -= 1
+            yield batch
+
+
+def replay_steps(model, data, steps: int) -> dict[str, torch.Tensor]:
+    """The weights after ``steps`` optimizer steps of the first round's dense training
+    (2 epochs of 3 steps), re-run independently: same weights, same data order, same
+    learning rates (the cosine schedule steps per epoch, and its first epoch runs at the
+    base rate whatever its length, so 1 epoch replays the first 3 steps of 2)."""
+    replay = copy.deepcopy(model)
+    cfg = FinetuneConfig(epochs=math.ceil(steps / 3), batch_size=BATCH, optim=OPTIM)
+    finetune(replay, Mask.ones_like(replay), FirstBatches(loader(data), steps), cfg, CPU)
+    return params(replay)
+
+
+def test_warm_imp_rewinds_to_iteration_n_of_the_first_round(user_net, tiny_data):
+    initial = params(user_net)
+    ctx = context(user_net, tiny_data, density=0.64, epochs=5)
+    # 3 steps an epoch: step 4 is the first step of the second epoch, mid-way
+    result = run("imp", ctx, rewind="4it", round_epochs=2)
+
+    assert_equal_params(result.weights, replay_steps(user_net, tiny_data, 4))
+    for steps in (0, 3, 5, 6):  # neither the neighbouring steps nor the ends
+        other = initial if steps == 0 else replay_steps(user_net, tiny_data, steps)
+        assert any(not torch.equal(result.weights[n], other[n]) for n in other), steps
+    assert_equal_params(params(ctx.model), initial)
+    assert result.epochs_to_mask == 2 * 2  # two rounds of round_epochs=2 (not ctx.epochs)
+    assert result.iterations_to_mask == 2 * 2 * 3  # every round trains its whole length
+    assert [(r["round"], r["round_epoch"]) for r in result.history] == [
+        (1, 1),
+        (1, 2),
+        (2, 1),
+        (2, 2),
+    ]
+    assert within_one_weight(result.mask, 0.64)
+
+
+def test_rewind_steps_and_epochs_agree_with_rewind_epoch(user_net, tiny_data):
+    def weights(**settings):
+        ctx = context(user_net, tiny_data, density=0.64, epochs=2)
+        return run("imp", ctx, **settings).weights
+
+    by_epoch = weights(rewind_epoch=1)
+    assert_equal_params(weights(rewind="1ep"), by_epoch)
+    assert_equal_params(weights(rewind="3it"), by_epoch)  # 1 epoch = 3 steps
+    assert_equal_params(weights(rewind="1ep1it"), replay_steps(user_net, tiny_data, 4))
+
+
+@pytest.mark.parametrize("rewind", ["0it", "0ep", "0ep0it", ""])
+def test_rewinding_to_step_zero_is_cold(user_net, tiny_data, rewind):
+    initial = params(user_net)
+    ctx = context(user_net, tiny_data, density=0.64, epochs=2)
+    result = run("imp", ctx, rewind=rewind)
+    assert_equal_params(result.weights, initial)
+    assert result.iterations_to_mask == 2 * 2 * 3
+
+
+@pytest.mark.parametrize("rewind, step", [("6it", 6), ("7it", 7), ("1ep3it", 6), ("9it", 9)])
+def test_rewind_beyond_the_first_round_is_refused(user_net, tiny_data, rewind, step):
+    ctx = context(user_net, tiny_data, density=0.64, epochs=2)  # a round: 2 × 3 = 6 steps
+    with pytest.raises(ConfigError, match=rf"rewind '{rewind}' is step {step}, beyond .* 6 "):
+        run("imp", ctx, rewind=rewind)
+
+
+@pytest.mark.parametrize(
+    "text, point",
+    [("500it", (0, 500)), ("2ep", (2, 0)), ("2ep100it", (2, 100)), (" 0it ", (0, 0))],
+)
+def test_rewind_step_strings(text, point):
+    settings = METHODS.get("imp").build_settings({"rewind": text})
+    assert (settings.rewind_point.epochs, settings.rewind_point.iterations) == point
+    assert settings.rewind_point.steps(10) == point[0] * 10 + point[1]
+    from gemminer.cli import parse_settings
+
+    assert parse_settings(METHODS.get("imp"), [f"rewind={text.strip()}"]) == {
+        "rewind": text.strip()
+    }
+
+
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        ({"rewind": "500"}, "rewind must be a training step like '500it'"),
+        ({"rewind": "it"}, "rewind must be"),
+        ({"rewind": "ep"}, "rewind must be"),
+        ({"rewind": "2 ep"}, "rewind must be"),
+        ({"rewind": "-1it"}, "rewind must be"),
+        ({"rewind": "1.5ep"}, "rewind must be"),
+        ({"rewind": "100it2ep"}, "rewind must be"),
+        ({"rewind": 500}, "rewind must be"),
+        ({"rewind": "2ep", "round_epochs": 2}, "before the end of a round"),
+        ({"rewind": "1ep", "rewind_epoch": 1}, "both set"),
+        ({"rewind": "0it", "rewind_epoch": 2}, "both set"),
+    ],
+)
+def test_bad_rewind_raises_config_error(bad, match):
+    with pytest.raises(ConfigError, match=match):
+        METHODS.get("imp").build_settings(bad)
+
+
 def test_lr_rewinding_keeps_the_trained_weights(user_net, tiny_data):
     initial = params(user_net)
     result = run("lr-rewinding", context(user_net, tiny_data, density=0.5), rounds=2)

@@ -21,13 +21,18 @@ def test_prunable_weights_found_by_module_type(user_net):
 
 
 def test_resnet20_counts_first_last_and_shortcut_layers():
-    model = create_model("resnet20")
+    model = create_model("resnet20")  # the paper's parameter-free (option A) shortcuts
     names = list(prunable_weights(model))
-    assert names[0] == "conv1.weight" and names[-1] == "fc.weight"
-    assert "layer2.0.shortcut.0.weight" in names and "layer3.0.shortcut.0.weight" in names
-    assert count_prunable(model) == 270_896
+    assert names[0] == "conv1.weight" and names[-1] == "fc.weight" and len(names) == 20
+    assert not any(".shortcut." in n for n in names)
+    assert count_prunable(model) == 268_336
     # no biases, non-affine BatchNorm: every parameter is a prunable weight
-    assert sum(p.numel() for p in model.parameters()) == 270_896
+    assert sum(p.numel() for p in model.parameters()) == 268_336
+    # 1×1 convolution shortcuts (option B) are prunable like every other convolution
+    model = create_model("resnet20", shortcut="B")
+    names = list(prunable_weights(model))
+    assert "layer2.0.shortcut.0.weight" in names and "layer3.0.shortcut.0.weight" in names
+    assert count_prunable(model) == 270_896 == sum(p.numel() for p in model.parameters())
 
 
 def test_mask_density_and_report():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import re
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,12 @@ import torch
 from torch import nn
 
 from gemminer.errors import ConfigError, GemMinerError, RunError
-from gemminer.masking.mask import PRUNABLE_TYPES, count_prunable, prunable_modules
+from gemminer.masking.mask import (
+    PRUNABLE_TYPES,
+    count_prunable,
+    prunable_modules,
+    prunable_weights,
+)
 from gemminer.masking.scores import ScoreLayer, to_score_model
 from gemminer.models import MODELS, create_model
 from gemminer.models.pretrained import load_pretrained, read_state_dict
@@ -19,7 +25,10 @@ CIFAR = (3, 32, 32)
 
 #: name → (build options, input shape of one sample, prunable weights with 10 classes).
 #: Counts are worked out by hand from the paper's tables (Appendix A.2):
-#: - resnet20/32 (Table 5): 3×3 stem 432 + n blocks per stage + two 1×1 shortcuts + 64×10.
+#: - resnet20/32 (Table 5, akamaster's parameter-free option-A shortcuts, Appendix A):
+#:   3×3 stem 432 + stages of n blocks (n·4,608; 4,608 + 9,216 + (n − 1)·18,432;
+#:   18,432 + 36,864 + (n − 1)·73,728) + 64×10: 268,336 (n = 3), 461,872 (n = 5).
+#:   Option-B 1×1 shortcuts would add 16·32 + 32·64 = 2,560 (270,896 / 464,432).
 #: - wrn28-2 (Table 5): 432 + stacks 69,632 / 278,528 / 1,114,112 (1×1 shortcuts 512, 2,048,
 #:   8,192 included) + 128×10 = 1,463,984.
 #: - resnet18 at 64×64 (Table 5, 3×3/2 stem): 1,728 + 147,456 + 524,288 + 2,097,152
@@ -34,8 +43,8 @@ CIFAR = (3, 32, 32)
 #: - lenet300: 784·300 + 300·100 + 100·10 = 266,200.
 #: - conv4: 1,728 + 36,864 + 73,728 + 147,456 + 8192·256 + 256·256 + 256·10 = 2,425,024.
 PINNED: dict[str, tuple[dict[str, object], tuple[int, ...], int]] = {
-    "resnet20": ({}, CIFAR, 270_896),
-    "resnet32": ({}, CIFAR, 464_432),
+    "resnet20": ({}, CIFAR, 268_336),
+    "resnet32": ({}, CIFAR, 461_872),
     "wrn28-2": ({}, CIFAR, 1_463_984),
     "vgg16": ({}, CIFAR, 14_715_584),
     "mobilenetv2": ({}, CIFAR, 2_261_824),
@@ -115,8 +124,79 @@ def test_affine_bn_option(name: str) -> None:
 
 
 def test_count_scales_with_classes() -> None:
-    assert count_prunable(create_model("resnet32", num_classes=100)) == 470_192
+    assert count_prunable(create_model("resnet32", num_classes=100)) == 467_632
     assert count_prunable(create_model("resnet18", num_classes=200, input_size=64)) == 11_261_632
+
+
+# CIFAR ResNets: shortcut options ------------------------------------------------------
+
+
+@pytest.mark.parametrize(("name", "a_count", "b_count"), [
+    ("resnet20", 268_336, 270_896), ("resnet32", 461_872, 464_432),
+])  # fmt: skip
+def test_cifar_resnet_shortcut_options(name: str, a_count: int, b_count: int) -> None:
+    default, a, b = (create_model(name, **o) for o in ({}, {"shortcut": "A"}, {"shortcut": "B"}))
+    assert count_prunable(default) == count_prunable(a) == a_count
+    assert count_prunable(b) == b_count == a_count + 16 * 32 + 32 * 64
+    # Option B: the two 1×1 convolutions + BatchNorm, prunable; option A: no shortcut layers.
+    b_shortcuts = [n for n in prunable_weights(b) if ".shortcut." in n]
+    assert b_shortcuts == ["layer2.0.shortcut.0.weight", "layer3.0.shortcut.0.weight"]
+    assert not any(".shortcut" in n for n in prunable_weights(a))
+    assert not any(".shortcut" in n for n in a.state_dict())
+    for x in (torch.randn(2, *CIFAR), torch.randn(2, *CIFAR).to(memory_format=torch.channels_last)):
+        assert b(x).shape == a(x).shape == (2, 10)
+
+
+def test_option_a_shortcut_is_a_parameter_free_subsample_and_zero_pad() -> None:
+    model = create_model("resnet20")
+    shortcuts = {n: m for n, m in model.named_modules() if n.endswith(".shortcut")}
+    padded = {n: m for n, m in shortcuts.items() if not isinstance(m, nn.Identity)}
+    assert sorted(padded) == ["layer2.0.shortcut", "layer3.0.shortcut"]
+    for m in padded.values():
+        assert list(m.parameters()) == [] and list(m.buffers()) == [] and list(m.children()) == []
+    x = torch.randn(2, 16, 32, 32, generator=torch.Generator().manual_seed(0))
+    for memory_format in (torch.contiguous_format, torch.channels_last):
+        out = padded["layer2.0.shortcut"](x.to(memory_format=memory_format))
+        assert out.shape == (2, 32, 16, 16)
+        # 16 → 32 channels: 8 zero channels on each side (planes // 4, as in akamaster's).
+        assert torch.equal(out[:, 8:24], x[:, :, ::2, ::2])
+        assert not out[:, :8].any() and not out[:, 24:].any()
+        if memory_format == torch.channels_last:
+            assert out.is_contiguous(memory_format=torch.channels_last)
+    # Odd sizes: the subsample matches the stride-2 3×3 convolution's output (ceil(H / 2)).
+    y = torch.randn(1, 32, 7, 7)
+    out = padded["layer3.0.shortcut"](y)
+    assert out.shape == (1, 64, 4, 4) == model.layer3[0].conv1(y).shape
+    assert torch.equal(out[:, 16:48], y[:, :, ::2, ::2]) and out[:, :16].abs().sum() == 0
+    # The whole block adds it to the residual branch.
+    block = model.layer2[0].eval()
+    z = torch.randn(2, 16, 8, 8)
+    residual = block.bn2(block.conv2(block.relu(block.bn1(block.conv1(z)))))
+    assert torch.allclose(block(z), torch.relu(residual + padded["layer2.0.shortcut"](z)))
+
+
+@pytest.mark.parametrize("bad", ["C", "a", "", None, 1])
+def test_bad_cifar_resnet_shortcut(bad: object) -> None:
+    with pytest.raises(ConfigError, match=rf"shortcut {re.escape(repr(bad))}.*valid.*: A, B"):
+        create_model("resnet20", shortcut=bad)
+    with pytest.raises(ConfigError, match="valid shortcuts: A, B"):
+        create_model("resnet32", shortcut=bad)
+
+
+def test_smart_ratio_sees_the_papers_layer_count() -> None:
+    """Smart Ratio's L (its prunable layers): 20 for ResNet-20 (19 convs + 1 linear)."""
+    from gemminer.methods._ratios import layer_sizes
+    from gemminer.methods.base import PruneContext
+
+    def num_layers(model: nn.Module) -> int:
+        ctx = PruneContext(
+            model=model, density=0.1, train_batches=[], device=torch.device("cpu"), seed=0
+        )
+        return len(layer_sizes(ctx))
+
+    assert num_layers(create_model("resnet20")) == 20
+    assert num_layers(create_model("resnet32")) == 32
+    assert num_layers(create_model("resnet20", shortcut="B")) == 22
 
 
 # ImageNet-style ResNets ------------------------------------------------------------------

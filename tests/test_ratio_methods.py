@@ -145,23 +145,45 @@ def reference_mask(tmp_path, model: nn.Module) -> tuple[Mask, str]:
     return ref, str(path)
 
 
-def test_v2_copies_first_and_last_masks_exactly(tmp_path):
+def test_v2_takes_first_and_last_densities_not_positions(tmp_path):
     model = net()
     ref, path = reference_mask(tmp_path, model)
     density = 0.2
     result = run("smart-ratio", model, density, variant="v2", reference_mask=path)
-    for name in ("c1.weight", "fc.weight"):
-        assert torch.equal(result.mask[name], ref[name])
-    assert_total(result.mask, density)
     kept = counts(result.mask)
+    for name in ("c1.weight", "fc.weight"):
+        # the reference layer's density, within one weight (here: its exact count) ...
+        assert abs(kept[name] - ref[name].float().mean().item() * SIZES[name]) < 1
+        assert kept[name] == int(ref[name].sum())
+        # ... at random positions, not the reference's
+        assert not torch.equal(result.mask[name], ref[name])
+    assert_total(result.mask, density)
     fixed = int(ref["c1.weight"].sum()) + int(ref["fc.weight"].sum())
     gamma = (round(density * 1012) - fixed) / (12 * 288 + 6 * 576)
     for name, w in (("c2.weight", 12), ("c3.weight", 6)):
         assert abs(kept[name] - gamma * w * SIZES[name]) < 1
-    # Inverted scores still keep the reference positions' complement at the same counts.
-    densities = {n: kept[n] / SIZES[n] for n in SIZES}
-    inverted = layerwise_mask({n: -s for n, s in result.scores.items()}, densities)
-    assert not (inverted["c1.weight"] & ref["c1.weight"]).any()
+    # the first and last layers are drawn like the others: from the same U[0, 1) scores
+    v1 = run("smart-ratio", net(), density)
+    for name in SIZES:
+        assert torch.equal(result.scores[name], v1.scores[name])
+        expected = layerwise_mask({name: v1.scores[name]}, {name: kept[name] / SIZES[name]})
+        assert torch.equal(result.mask[name], expected[name])
+    # another seed, other positions, the same counts
+    other = run("smart-ratio", net(), density, seed=1, variant="v2", reference_mask=path)
+    assert counts(other.mask) == kept
+    assert not torch.equal(other.mask["c1.weight"], result.mask["c1.weight"])
+
+
+def test_v2_without_matching_the_target_keeps_v1_middle_ratios(tmp_path):
+    """The paper's Table 16 pattern: SR-v1 middle ratios, the reference's ends (drifts)."""
+    model = net()
+    ref, path = reference_mask(tmp_path, model)
+    v1 = counts(run("smart-ratio", net(), 0.2).mask)
+    drift = run("smart-ratio", model, 0.2, variant="v2", reference_mask=path, match_target=False)
+    kept = counts(drift.mask)
+    assert kept["c2.weight"] == v1["c2.weight"] and kept["c3.weight"] == v1["c3.weight"]
+    assert kept["c1.weight"] == int(ref["c1.weight"].sum())
+    assert kept["fc.weight"] == int(ref["fc.weight"].sum())
 
 
 def test_v3_keeps_first_and_last_dense():

@@ -13,7 +13,10 @@ from gemminer.runs import RunDir, config_hash, default_run_name, safe_torch_load
 
 def test_default_run_name_and_hash_are_pinned():
     cfg = RunConfig()
-    assert default_run_name(cfg) == "gem-miner-resnet20-cifar10-d0.0144-edf4409b6b"
+    assert default_run_name(cfg) == "gem-miner-resnet20-cifar10-d0.0144-002fb39fde"
+    # the same settings under the first defaults (option-B ResNet, Algorithm 1's freezing)
+    first = dataclasses.replace(cfg, defaults_version=1)
+    assert default_run_name(first) == "gem-miner-resnet20-cifar10-d0.0144-edf4409b6b"
     # paths and devices do not change results, so they do not change the hash
     moved = dataclasses.replace(cfg, data_dir="/elsewhere", device="cuda", download=False)
     assert config_hash(moved) == config_hash(cfg)
@@ -45,3 +48,21 @@ def test_unsafe_pickle_is_refused_without_running_code(tmp_path):
     with pytest.raises(RunError, match="cannot load"):
         safe_torch_load(path)
     assert not marker.exists()
+
+
+def test_a_folder_of_the_first_defaults_is_not_taken_for_a_new_run(tmp_path):
+    """config.json written before `defaults_version` existed reads as version 1, so the
+    same command under today's defaults neither skips nor resumes it."""
+    import json
+
+    from gemminer.config import DEFAULTS_VERSION, RunConfig
+    from gemminer.runs import RunDir
+
+    run = RunDir(tmp_path / "run")
+    run.write_config(RunConfig())
+    data = json.loads(run.file("config.json").read_text())
+    assert data["defaults_version"] == DEFAULTS_VERSION == 2
+    del data["defaults_version"]
+    run.file("config.json").write_text(json.dumps(data))
+    assert run.read_config().defaults_version == 1
+    assert run.read_config() != RunConfig()

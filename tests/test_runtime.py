@@ -41,7 +41,8 @@ def test_bf16_mining_keeps_fp32_scores_and_runs_convolutions_in_bf16(tiny_data):
         assert not torch.equal(layer.scores, before[name])  # gradients reached the scores
         assert 0 <= layer.scores.min() and layer.scores.max() <= 1
     assert all(torch.isfinite(torch.tensor(r["loss"])) for r in result.history)
-    assert result.history[-1]["flag_density"] == pytest.approx(0.3, abs=0.002)
+    # the authors' freezing keeps a ceiling count (and ties) out: at or just below the target
+    assert 0.3 - 0.005 <= result.history[-1]["flag_density"] <= 0.3
 
 
 def test_bf16_finetuning_trains_fp32_weights(tiny_data):

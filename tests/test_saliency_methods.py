@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 import gemminer.methods.grasp  # noqa: F401  (registers "grasp")
 import gemminer.methods.snip  # noqa: F401  (registers "snip")
@@ -173,6 +174,137 @@ def test_synflow_iterative_rounds_by_hand():
     assert one_shot.mask["1.weight"].sum() == 0
 
 
+# --- BatchNorm mode (SNIP and GraSP score in eval mode, as Synaptic-Flow) --------------------
+
+# Linear(2→2) → BatchNorm1d(2) → Linear(2→2), with non-trivial running statistics and affine
+# parameters, so eval mode (running statistics) and train mode (batch statistics) differ.
+BN_MEAN = torch.tensor([0.3, -0.2], dtype=torch.float64)
+BN_VAR = torch.tensor([2.0, 0.5], dtype=torch.float64)
+BN_GAMMA = torch.tensor([1.5, 0.8], dtype=torch.float64)
+BN_BETA = torch.tensor([0.1, -0.3], dtype=torch.float64)
+BN_NAMES = ("0.weight", "2.weight")
+
+
+def bn_net() -> nn.Sequential:
+    net = nn.Sequential(
+        nn.Linear(2, 2, bias=False), nn.BatchNorm1d(2), nn.Linear(2, 2, bias=False)
+    ).double()
+    with torch.no_grad():
+        net[0].weight.copy_(W1)
+        net[1].running_mean.copy_(BN_MEAN)
+        net[1].running_var.copy_(BN_VAR)
+        net[1].weight.copy_(BN_GAMMA)
+        net[1].bias.copy_(BN_BETA)
+        net[2].weight.copy_(W2)
+    return net
+
+
+def eval_bn_affine() -> tuple[torch.Tensor, torch.Tensor]:
+    """Eval-mode BatchNorm as z = a ⊙ h + c, from the running statistics."""
+    a = BN_GAMMA / torch.sqrt(BN_VAR + 1e-5)
+    return a, BN_BETA - a * BN_MEAN
+
+
+def eval_snip_grads(x, y):
+    """∂L/∂W1, ∂L/∂W2 of the mean cross-entropy of W2 (a ⊙ W1 x + c), in closed form.
+
+    With z = a ⊙ h + c, h = W1 x, δ = (softmax(W2 z) − e_y)/N: ∂L/∂W2 = Σ δ zᵀ and
+    ∂L/∂W1 = Σ (a ⊙ W2ᵀ δ) xᵀ.
+    """
+    a, c = eval_bn_affine()
+    z = (x @ W1.T) * a + c
+    d = (torch.softmax(z @ W2.T, dim=1) - one_hot(y)) / len(y)
+    return ((d @ W2) * a).T @ x, d.T @ z
+
+
+def eval_grasp_scores(batches, t):
+    """w ⊙ Hg with BatchNorm replaced by its eval-mode affine map (a network without BN)."""
+    a, c = eval_bn_affine()
+    w1, w2 = W1.clone().requires_grad_(True), W2.clone().requires_grad_(True)
+
+    def loss(x, y):
+        return F.cross_entropy((((x @ w1.T) * a + c) @ w2.T) / t, y)
+
+    g = [torch.zeros(2, 2, dtype=torch.float64) for _ in range(2)]
+    for x, y in batches:
+        for acc, gi in zip(g, torch.autograd.grad(loss(x, y), (w1, w2))):
+            acc += gi
+    hg = [torch.zeros(2, 2, dtype=torch.float64) for _ in range(2)]
+    for x, y in batches:
+        grads = torch.autograd.grad(loss(x, y), (w1, w2), create_graph=True)
+        dot = sum((gs * gi).sum() for gs, gi in zip(g, grads))
+        for acc, h in zip(hg, torch.autograd.grad(dot, (w1, w2))):
+            acc += h
+    return W1 * hg[0], W2 * hg[1]
+
+
+def bn_state(net: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in net.state_dict().items()}
+
+
+@pytest.mark.parametrize("batches", [[BATCH_A], [BATCH_A, BATCH_B]])
+def test_snip_scores_with_batchnorm_in_eval_mode_by_hand(batches):
+    g1 = sum(eval_snip_grads(*b)[0] for b in batches)
+    g2 = sum(eval_snip_grads(*b)[1] for b in batches)
+    net = bn_net()
+    result = run("snip", net, batches, batches=len(batches))  # the default: eval mode
+    assert torch.allclose(result.scores["0.weight"], (g1 * W1).abs(), rtol=1e-9, atol=0)
+    assert torch.allclose(result.scores["2.weight"], (g2 * W2).abs(), rtol=1e-9, atol=0)
+    explicit = run("snip", bn_net(), batches, batches=len(batches), bn_mode="eval")
+    assert all(torch.equal(explicit.scores[n], result.scores[n]) for n in BN_NAMES)
+    train = run("snip", bn_net(), batches, batches=len(batches), bn_mode="train")
+    assert not torch.allclose(train.scores["0.weight"], result.scores["0.weight"])
+    assert not torch.allclose(train.scores["2.weight"], result.scores["2.weight"])
+
+
+@pytest.mark.parametrize("batches", [[BATCH_A], [BATCH_A, BATCH_B]])
+def test_grasp_scores_with_batchnorm_in_eval_mode_by_hand(batches):
+    s1, s2 = eval_grasp_scores(batches, 200.0)
+    result = run("grasp", bn_net(), batches, batches=len(batches))  # the default: eval mode
+    assert torch.allclose(result.scores["0.weight"], s1, rtol=1e-7, atol=0)
+    assert torch.allclose(result.scores["2.weight"], s2, rtol=1e-7, atol=0)
+    assert s1.abs().min() > 0 and s2.abs().min() > 0  # a test of the values, not of zeros
+    train = run("grasp", bn_net(), batches, batches=len(batches), bn_mode="train")
+    assert not torch.allclose(train.scores["0.weight"], result.scores["0.weight"])
+
+
+def test_train_mode_scores_use_batch_statistics():
+    """bn_mode="train" is the same network with BatchNorm normalizing by the batch."""
+    x, y = BATCH_A
+    net = bn_net().train()
+    weights = (net[0].weight, net[2].weight)
+    grads = torch.autograd.grad(F.cross_entropy(net(x), y), weights)
+    result = run("snip", bn_net(), [BATCH_A], bn_mode="train")
+    for name, g, w in zip(BN_NAMES, grads, weights):
+        assert torch.allclose(result.scores[name], (g * w).detach().abs(), rtol=1e-9, atol=0)
+
+
+@pytest.mark.parametrize("bn_mode", ["eval", "train"])
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("name", ["snip", "grasp"])
+def test_scoring_leaves_mode_and_batchnorm_buffers_alone(name, training, bn_mode):
+    net = bn_net().train(training)
+    before = bn_state(net)
+    run(name, net, [BATCH_A, BATCH_B], batches=2, bn_mode=bn_mode)
+    after = net.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)  # running stats included
+    assert after["1.num_batches_tracked"] == 0
+    assert all(m.training == training for m in net.modules())
+    assert all(p.grad is None for p in net.parameters())
+
+
+@pytest.mark.parametrize("name", ["snip", "grasp"])
+def test_bn_mode_setting(name):
+    spec = METHODS.get(name)
+    assert spec.build_settings().bn_mode == "eval"
+    assert spec.build_settings({"bn_mode": "train"}).bn_mode == "train"
+    with pytest.raises(ConfigError, match="bn_mode 'batch'.*eval, train"):
+        spec.build_settings({"bn_mode": "batch"})
+    from gemminer.cli import parse_settings
+
+    assert parse_settings(spec, ["bn_mode=train"]) == {"bn_mode": "train"}
+
+
 # --- masks on a small conv net ---------------------------------------------------------------
 
 
@@ -268,6 +400,8 @@ def test_registered_with_published_defaults():
         ("synflow", {"input_shape": ()}),
         ("synflow", {"input_shape": 32}),
         ("snip", {"temperature": 1.0}),
+        ("snip", {"bn_mode": "Eval"}),
+        ("grasp", {"bn_mode": True}),
     ],
 )
 def test_bad_settings_raise_config_error(name, values):

@@ -80,7 +80,7 @@ def load(run):
     return mask, ticket, json.loads((run / "summary.json").read_text())
 
 
-@pytest.mark.parametrize("check", ["shuffle", "reinit", "invert"])
+@pytest.mark.parametrize("check", ["shuffle", "reinit", "invert-posthoc"])
 def test_sanity_command_writes_a_new_ticket(mined_run, check):
     assert main(["sanity", str(mined_run), "--check", check, "--no-progress"]) == 0
     new = mined_run.parent / f"run-{check}"
@@ -102,6 +102,38 @@ def test_sanity_command_writes_a_new_ticket(mined_run, check):
     # the new ticket finetunes like any other
     assert main(["finetune", str(new), "--epochs", "1", "--no-progress"]) == 0
     assert json.loads((new / "summary.json").read_text())["post_finetune_acc"] is not None
+
+
+def test_invert_mines_again_freezing_the_highest_scores(mined_run):
+    """The authors' inversion: the same initialization mined with every freeze removing
+    the highest active scores."""
+    assert main(["sanity", str(mined_run), "--check", "invert", "--no-progress"]) == 0
+    new = mined_run.parent / "run-invert"
+    mask, ticket, summary = load(mined_run)
+    new_mask, new_ticket, new_summary = load(new)
+    config = json.loads((new / "config.json").read_text())
+    assert config["settings"]["freeze_order"] == "highest"
+    assert config["sanity_check"] == "invert"
+    assert new_summary["sanity_check"] == "invert"
+    assert new_summary["source_run"] == str(mined_run)
+    assert new_summary["target_density"] == summary["target_density"]
+    assert abs(new_summary["density"] - summary["density"]) < 0.01
+    assert any(not torch.equal(new_mask[n], mask[n]) for n in mask)
+    scores = torch.load(mined_run / "scores.pt", weights_only=True)
+    new_scores = torch.load(new / "scores.pt", weights_only=True)
+    assert not all(torch.equal(scores[n], new_scores[n]) for n in scores)
+    for n in mask:  # same original weights
+        assert torch.equal(new_ticket[n], ticket[n])
+    assert main(["finetune", str(new), "--epochs", "1", "--no-progress"]) == 0
+
+
+def test_invert_needs_gem_miner(mined_run, tmp_path, capsys):
+    data = mined_run.parent / "data"
+    out = tmp_path / "rnd"
+    base = ["--data-dir", str(data), "--no-download", "--no-progress", "--out", str(out)]
+    assert main(["prune", "--method", "random", "--epochs", "0", *base]) == 0
+    assert main(["sanity", str(out), "--check", "invert"]) == 2
+    assert "invert-posthoc" in capsys.readouterr().err
 
 
 def test_reinit_refuses_the_original_seed(mined_run, capsys):
@@ -144,5 +176,5 @@ def test_invert_needs_scores(mined_run, tmp_path, capsys):
         )
         == 0
     )
-    assert main(["sanity", str(out), "--check", "invert"]) == 2
+    assert main(["sanity", str(out), "--check", "invert-posthoc"]) == 2
     assert "stores no scores" in capsys.readouterr().err

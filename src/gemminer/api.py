@@ -4,6 +4,7 @@
 >>> net = gemminer.init_weights(MyNet(), "signed_constant", seed=0)
 >>> result = gemminer.mine(net, train_batches, density=0.0144, epochs=150)
 >>> ticket = gemminer.apply_mask(net, result.mask)       # original weights ⊙ mask
+>>> result.gem.density                                   # the rounded mask (the rare gem)
 >>> gemminer.finetune(ticket, result.mask, train_batches, epochs=150)
 
 Data may be a re-iterable of ``(inputs, labels)`` batches (a ``DataLoader``, a
@@ -98,6 +99,8 @@ def mine(
     lr: float | None = None,
     optimizer: str = "sgd",
     regularizer: str = "l2",
+    freeze_schedule: str = "authors",
+    finetune_mask: str = "flags",
     batch_size: int = 128,
     test_data: Data | None = None,
     mean: Sequence[float] | None = None,
@@ -112,21 +115,30 @@ def mine(
     """Find a ``density`` ticket in ``model``'s current weights with Gem-Miner.
 
     ``model`` is not modified: a copy is converted to score layers. ``lam``, ``period``
-    and ``lr`` default to the paper's ResNet-20 values for the nearest density, with the
-    period scaled to ``epochs``. Returns the mask (keyed by ``model``'s weight names), the
-    per-epoch history, and the trained score model as ``result.model``.
+    and ``lr`` default to the paper's ResNet-20 values (Table 8) for the nearest density,
+    with the period scaled to ``epochs`` and, as ``gemminer mine`` does, the LR per
+    ``optimizer``: SGD takes Table 8's LR × 150/``epochs`` for shorter runs (the same
+    summed LR); Adam takes 0.01 (the authors' Adam LR) at any ``epochs``
+    (:meth:`gemminer.recipe.Recipe.mining_at`). An explicit ``lr`` always wins.
+    ``freeze_schedule`` and ``finetune_mask`` default to the authors' runs (see
+    :mod:`gemminer.methods.gem_miner`). Returns the ticket to finetune as ``result.mask``
+    (the flags q by default; keyed by ``model``'s weight names), the rounded mask — the
+    "rare gem", accurate before finetuning — as ``result.gem``, the per-epoch history,
+    and the trained score model as ``result.model``.
     ``precision="bf16"`` trains under bfloat16 autocast (scores stay fp32), ``compile``
     uses ``torch.compile``; ``runtime`` (e.g. from
     :func:`gemminer.training.runtime.start_runtime` under torchrun) replaces both.
     """
     runtime = runtime or Runtime(precision=precision, compile=compile)
-    d_period, d_lr, d_lam = paper_mining_defaults("", density, epochs)
+    d_period, d_lr, d_lam = paper_mining_defaults("", density, epochs, optimizer=optimizer)
     cfg = MineConfig(
         density=density,
         epochs=epochs,
         period=period if period is not None else d_period,
         lam=lam if lam is not None else d_lam,
         regularizer=regularizer,
+        freeze_schedule=freeze_schedule,
+        finetune_mask=finetune_mask,
         batch_size=batch_size,
         optim=OptimConfig(name=optimizer, lr=lr if lr is not None else d_lr, schedule="cosine"),
     )

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 import yaml
 
-from .config import OptimConfig, PruneConfig, RunConfig, budget_scaled_lr
+from .config import OptimConfig, PruneConfig, RunConfig, mining_lr
 from .data import DATASETS
 from .errors import ConfigError, GemMinerError
 from .masking import WEIGHT_INITS, format_density
@@ -120,7 +120,11 @@ def _add_run_flags(p: argparse.ArgumentParser, *, method: bool) -> None:
         help="Gem-Miner: freeze every T epochs (default: paper's, scaled to --epochs)",
     )
     p.add_argument(
-        "--lr", type=float, default=None, help="learning rate to find the mask (default: paper's)"
+        "--lr",
+        type=float,
+        default=None,
+        help="learning rate to find the mask (default: the paper's; SGD's × paper epochs/"
+        "--epochs for shorter runs; Adam's unscaled; 0.01 for --optimizer adam on an SGD row)",
     )
     p.add_argument(
         "--weight-decay",
@@ -187,7 +191,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    _add_run_flags(sub.add_parser("mine", help="find a ticket with Gem-Miner"), method=False)
+    mine = sub.add_parser("mine", help="find a ticket with Gem-Miner")
+    _add_run_flags(mine, method=False)
+    _pairs_flag(mine, "--set", "settings", "a Gem-Miner setting (`gemminer list methods -v`)")
     _add_run_flags(
         sub.add_parser("prune", help="find a ticket with any registered method"), method=True
     )
@@ -231,8 +237,8 @@ def build_parser() -> argparse.ArgumentParser:
         "run",
         help="mine (or prune) and finetune with a recipe of the paper's settings",
         description="Run a recipe: a YAML file, or a shipped one by name (`gemminer list "
-        "recipes`). Any flag of `gemminer prune` overrides the recipe; a shorter --epochs "
-        "rescales the period and mining LR to the same totals.",
+        "recipes`). Any flag of `gemminer prune` overrides the recipe; another --epochs "
+        "rescales the period (and, for SGD, the mining LR to the same summed LR).",
     )
     run.add_argument("recipe", help="recipe file (recipes/NAME.yaml) or shipped recipe name")
     _add_run_flags(run, method=False)
@@ -296,7 +302,11 @@ def config_from_args(args: argparse.Namespace, recipe: Recipe | None = None) -> 
     """Resolve the flags of ``gemminer prune``/``mine``/``run`` into a full RunConfig.
 
     Defaults come from ``recipe`` when given (``gemminer run``), else from the paper's
-    row nearest to the model, data set and density (``gemminer list recipes``).
+    row nearest to the model, data set and density (``gemminer list recipes``). The
+    mining LR, unless ``--lr`` is given: the row's (or, for another method, the method's)
+    LR when ``--optimizer`` is unset or the same as the row's, else that optimizer's
+    default (Adam: 0.01); scaled to ``--epochs`` for SGD only
+    (:func:`gemminer.config.mining_lr`, :meth:`gemminer.recipe.Recipe.mining_at`).
     """
     method = getattr(args, "method", "gem-miner")
     spec = METHODS.get(method)
@@ -306,9 +316,10 @@ def config_from_args(args: argparse.Namespace, recipe: Recipe | None = None) -> 
     settings.update(parse_settings(spec, getattr(args, "settings", [])))
     row = recipe or paper_recipe(args.model, args.dataset, args.density)
     epochs = max(args.epochs, 1)
-    period, lr, lam = row.mining_at(epochs)
-    if row.method != method or lr is None:
-        lr = budget_scaled_lr(spec.lr, spec.lr_epochs, args.epochs)
+    optimizer = args.optimizer or (row.optimizer if row.method == method else "sgd")
+    period, lr, lam = row.mining_at(epochs, optimizer)
+    if row.method != method or lr is None:  # the method's default LR is an SGD one
+        lr = mining_lr(optimizer, args.epochs, tuned_lr=spec.lr, tuned_epochs=spec.lr_epochs)
     gm_flags = {"period": args.period, "lam": args.lam, "regularizer": args.regularizer}
     if method == "gem-miner":
         defaults = {"period": period, "lam": lam, "regularizer": "l2"}
@@ -327,7 +338,7 @@ def config_from_args(args: argparse.Namespace, recipe: Recipe | None = None) -> 
         epochs=args.epochs,
         batch_size=args.batch_size or row.batch_size,
         optim=OptimConfig(
-            name=args.optimizer or (row.optimizer if row.method == method else "sgd"),
+            name=optimizer,
             lr=args.lr if args.lr is not None else lr,
             weight_decay=next(
                 w for w in (args.weight_decay, weight_decay, spec.weight_decay) if w is not None
@@ -485,11 +496,15 @@ def _train(args: argparse.Namespace, pipeline: Any, runtime: Runtime, device: st
         show(args.run_dir, summary)
         return 0
     out = Path(args.out) if args.out else Path(f"{args.run_dir}-{args.check}")
-    summary: dict = {}
-    if runtime.is_main:
-        summary = sanity_run(
-            args.run_dir, args.check, out=out, seed=args.seed, overwrite=args.overwrite
-        )
+    summary = sanity_run(
+        args.run_dir,
+        args.check,
+        out=out,
+        seed=args.seed,
+        overwrite=args.overwrite,
+        progress=progress,
+        runtime=runtime,
+    )
     runtime.barrier()
     if args.finetune:
         summary = pipeline.finetune_run(

@@ -19,6 +19,15 @@ CALIBRATION_BATCHES = 20
 OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = ("cosine", "multistep", "constant")
 REGULARIZERS = ("l2", "l1")
+#: Gem-Miner's freezing schedules: the authors' code (default) or the printed Algorithm 1.
+FREEZE_SCHEDULES = ("authors", "algorithm1")
+#: Which mask Gem-Miner hands to finetuning: the flags q (the authors' configs) or r(p) ⊙ q.
+FINETUNE_MASKS = ("flags", "rounded")
+#: Which scores a freeze removes: the lowest (Gem-Miner) or the highest (the authors'
+#: score-inversion sanity check).
+FREEZE_ORDERS = ("lowest", "highest")
+#: The generation of defaults new runs are made with (see :class:`RunConfig`).
+DEFAULTS_VERSION = 2
 
 
 def _require(ok: bool, message: str) -> None:
@@ -66,14 +75,16 @@ class OptimConfig:
 
 @dataclass(frozen=True)
 class MineConfig:
-    """Gem-Miner (Algorithm 1).
+    """Gem-Miner (Algorithm 1, by default on the authors' freezing schedule).
 
-    ``density`` is the target fraction of weights kept; the flag density follows
-    e^(−c·j), c = ln(1/density)/epochs, frozen every ``period`` epochs and at the end.
+    ``density`` is the target fraction of weights kept; the flag density falls
+    geometrically to it, frozen every ``period`` epochs.
     ``density=1`` with ``lam=0`` is Gem-Miner(0): no freezing, no regularization.
     ``collapse_guard`` keeps every layer connected (at least one weight per output unit,
     or ``min_layer_density`` of the layer); ``auto_lambda`` adapts λ after every epoch so
-    the rounded density meets the freezing bound (see :mod:`gemminer.methods.gem_miner`).
+    the rounded density meets the freezing bound; ``freeze_schedule``, ``finetune_mask``
+    and ``freeze_order`` choose between the authors' code and the printed Algorithm 1
+    (see :mod:`gemminer.methods.gem_miner`).
     """
 
     density: float = 0.0144
@@ -87,9 +98,15 @@ class MineConfig:
     collapse_guard: bool = True
     min_layer_density: float = 0.0
     auto_lambda: bool = False
+    freeze_schedule: str = "authors"
+    finetune_mask: str = "flags"
+    freeze_order: str = "lowest"
 
     def __post_init__(self) -> None:
         _check_density(self.density)
+        _choice(self.freeze_schedule, FREEZE_SCHEDULES, "freeze_schedule")
+        _choice(self.finetune_mask, FINETUNE_MASKS, "finetune_mask")
+        _choice(self.freeze_order, FREEZE_ORDERS, "freeze_order")
         _require(
             0 <= self.min_layer_density <= 1,
             f"min_layer_density must lie in [0, 1], got {self.min_layer_density}",
@@ -165,6 +182,10 @@ class RunConfig:
     ``torchvision:<arch>``) loaded over the initialization; ``image_size`` resizes images
     of data sets that allow it (0: the data set's own size); ``data_args`` are options of
     the data set (e.g. ``skip_bad``, ``test_fraction`` of ``folder``).
+    ``defaults_version`` names the generation of gemminer's defaults a run was made with:
+    1 before they followed the authors' runs (option-B ResNet shortcuts, Algorithm 1's
+    freezing, the rounded mask finetuned), 2 since. A run folder of other defaults is
+    neither skipped as finished nor resumed; a config.json without it is version 1.
     """
 
     model: str = "resnet20"
@@ -187,6 +208,7 @@ class RunConfig:
     sanity_check: str = ""
     sanity_seed: int = 0
     eval_each_epoch: bool = True
+    defaults_version: int = DEFAULTS_VERSION
 
     def __post_init__(self) -> None:
         _require(self.val_size >= 0, f"validation size must be >= 0, got {self.val_size}")
@@ -198,7 +220,7 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunConfig:
-        return _build(cls, data)
+        return _build(cls, {"defaults_version": 1, **data})
 
 
 def _build(cls: type, data: dict[str, Any]) -> Any:
@@ -218,8 +240,45 @@ def _build(cls: type, data: dict[str, Any]) -> Any:
     return cls(**kwargs)
 
 
-def budget_scaled_lr(lr: float, published_epochs: int, epochs: int) -> float:
-    """``lr`` × published_epochs/epochs for a shorter run (same summed LR), else ``lr``."""
-    if published_epochs <= 0 or epochs <= 0:
+#: The LR that finds a mask with an optimizer other than the one a recipe row (or a
+#: method's default LR) was tuned for: SGD 0.1 (Table 8), Adam 0.01 (the authors' Adam
+#: LR: Tables 13–14 and their VGG-16 configs).
+DEFAULT_LR = {"sgd": 0.1, "adam": 0.01}
+
+
+def budget_scaled_lr(
+    lr: float, published_epochs: int, epochs: int, optimizer: str = "sgd"
+) -> float:
+    """The LR for a run of ``epochs`` of an ``lr`` published for ``published_epochs``.
+
+    SGD: ``lr`` × published_epochs/epochs for a shorter run, so the summed LR — how far
+    scores can travel, as an SGD step is lr × gradient — stays the published one; a
+    longer run keeps ``lr``. Adam: ``lr`` unchanged at any budget, as its step is ≈ lr
+    whatever the size of the gradient: scaling it makes every step larger, and at
+    lr × 15 half of the scores cross 0.5 within one epoch
+    (benchmarks/results/score_travel.md). ``published_epochs`` ≤ 0: ``lr`` unchanged.
+    """
+    _choice(optimizer, OPTIMIZERS, "optimizer")
+    if optimizer != "sgd" or published_epochs <= 0 or epochs <= 0:
         return lr
     return lr * max(1.0, published_epochs / epochs)
+
+
+def mining_lr(
+    optimizer: str,
+    epochs: int,
+    *,
+    tuned_lr: float,
+    tuned_optimizer: str = "sgd",
+    tuned_epochs: int = 0,
+) -> float:
+    """The default LR to find a mask with ``optimizer`` in ``epochs``.
+
+    ``tuned_lr`` was tuned for ``tuned_optimizer`` over ``tuned_epochs`` (a recipe row, or
+    a method's default). It holds for that optimizer only: another one starts from its
+    own :data:`DEFAULT_LR` (one optimizer's LR means nothing to another: Adam at SGD's
+    0.1 moves every score by ≈ 0.1 a step). Then :func:`budget_scaled_lr` for the budget.
+    """
+    _choice(optimizer, OPTIMIZERS, "optimizer")
+    lr = tuned_lr if optimizer == tuned_optimizer else DEFAULT_LR[optimizer]
+    return budget_scaled_lr(lr, tuned_epochs, epochs, optimizer)

@@ -397,6 +397,13 @@ def _prune(
         f"{cfg.method} → {run.path}: {format_density(result.mask.density)}, "
         f"pre-finetune test accuracy {100 * accs['test_acc']:.2f}%"
     )
+    if summary.get("gem_density") is not None and summary.get("gem_acc") is not None:
+        log(
+            f"  rare gem (rounded mask, not finetuned): {format_density(summary['gem_density'])}, "
+            f"test accuracy {100 * summary['gem_acc']:.2f}% (BatchNorm re-estimated), "
+            f"{100 * summary.get('gem_acc_running_bn', float('nan')):.2f}% (mining's statistics); "
+            f"finetuning the {summary.get('finetune_mask', 'rounded')} mask"
+        )
     return summary
 
 

@@ -4,10 +4,13 @@
 root) holds one row of Tables 8–14 (network, data set, density, pruning period,
 optimizer, LR, λ) with the matching finetuning row of Table 15. These files are the only
 copy of those tables: ``gemminer mine`` takes its defaults from the nearest row too.
+Where the printed table and the authors' configs (ksreenivasan/pruning_is_enough) that
+produced the published numbers disagree, a recipe follows the config, and a comment in
+the file gives the printed value and the config file followed.
 
-A recipe's values hold at its own epoch budget. Run shorter (``--epochs 10``) and the
-period and the mining LR are rescaled to the same totals (:meth:`Recipe.mining_at`), and
-the finetuning milestones keep their fractions of the epochs.
+A recipe's values hold at its own epoch budget. A shorter or longer run (``--epochs``)
+rescales the period and, for SGD only, the mining LR (:meth:`Recipe.mining_at`); the
+finetuning milestones keep their fractions of the epochs.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from typing import Any
 
 import yaml
 
-from .config import OPTIMIZERS, FinetuneConfig, OptimConfig, budget_scaled_lr
+from .config import OPTIMIZERS, FinetuneConfig, OptimConfig, mining_lr
 from .errors import ConfigError, UnknownNameError
 
 RECIPE_DIR = Path(__file__).with_name("recipes")
@@ -32,13 +35,15 @@ FINETUNE_WEIGHT_DECAY = 1e-4
 
 @dataclass(frozen=True)
 class FinetuneRecipe:
-    """Table 15: epochs, batch size, LR, and the multistep milestones in epochs."""
+    """Table 15: epochs, batch size, LR, the multistep milestones in epochs, and the
+    optimizer (Table 15 names none: SGD, momentum 0.9, unless the authors' config says)."""
 
     epochs: int
     batch_size: int = 128
     lr: float = 0.01
     milestones: tuple[int, ...] = ()
     weight_decay: float = FINETUNE_WEIGHT_DECAY
+    optimizer: str = "sgd"
 
     def config(self, epochs: int | None = None, batch_size: int | None = None) -> FinetuneConfig:
         """The finetuning settings for ``epochs`` (milestones keep their fractions)."""
@@ -46,6 +51,7 @@ class FinetuneRecipe:
             epochs=epochs or self.epochs,
             batch_size=batch_size or self.batch_size,
             optim=OptimConfig(
+                name=self.optimizer,
                 lr=self.lr,
                 weight_decay=self.weight_decay,
                 schedule="multistep",
@@ -78,19 +84,40 @@ class Recipe:
     settings: dict[str, Any] = field(default_factory=dict)
     path: str = ""
 
-    def mining_at(self, epochs: int) -> tuple[int | None, float | None, float | None]:
-        """(period, lr, λ) for a run of ``epochs``, rescaled from this recipe's budget.
+    def mining_at(
+        self, epochs: int, optimizer: str | None = None
+    ) -> tuple[int | None, float | None, float | None]:
+        """(period, lr, λ) for a run of ``epochs`` with ``optimizer`` (default: the row's).
 
-        A shorter run freezes as many times (period × epochs/budget) and takes the LR ×
-        budget/epochs, so the summed LR — how far scores can travel, under the task
-        gradient and λ's pull alike — stays the paper's. Without this, a 10-epoch run at
-        the paper's LR barely moves its scores and freezing removes mostly random weights
-        (measured: benchmarks/results/gem_miner_resnet20_cifar10.md).
+        Period: the row's period T × epochs/budget, rounded to whole epochs and clamped
+        to [1, epochs]. It keeps its share of the run only where T × epochs/budget is a
+        whole number ≥ 1: below budget/T epochs (30 for Table 8's 150/5) it is 1, so such
+        a run freezes after every epoch — ⌊(E−1)/1⌋ = 9 times at E = 10 under the
+        authors' schedule (10 under Algorithm 1's), against 29 (30) at 150 epochs — and
+        each freeze removes a larger share of the flags. Longer runs get a longer period.
+
+        LR (:func:`gemminer.config.mining_lr`): SGD keeps the summed LR — lr ×
+        budget/epochs for a shorter run, so scores can travel as far under the task
+        gradient and λ's pull alike; without this a 10-epoch run at the paper's LR barely
+        moves its scores and freezing removes mostly random weights (measured:
+        benchmarks/results/gem_miner_resnet20_cifar10.md). Adam's LR is never rescaled:
+        its step is ≈ lr whatever the gradient, so lr × 15 flips half the mask within one
+        epoch (benchmarks/results/score_travel.md). An ``optimizer`` other than the row's
+        starts from that optimizer's default LR (:data:`gemminer.config.DEFAULT_LR`), not
+        from the row's. λ is never rescaled.
         """
         period = self.period
         if period is not None:
             period = max(1, min(epochs, round(period * epochs / self.epochs)))
-        lr = None if self.lr is None else budget_scaled_lr(self.lr, self.epochs, epochs)
+        lr = None
+        if self.lr is not None:
+            lr = mining_lr(
+                optimizer or self.optimizer,
+                epochs,
+                tuned_lr=self.lr,
+                tuned_optimizer=self.optimizer,
+                tuned_epochs=self.epochs,
+            )
         return period, lr, self.lam
 
 
@@ -100,7 +127,7 @@ _KEYS = {
     "model_args", "pretrained", "settings",
 }  # fmt: skip
 _REQUIRED = ("model", "dataset", "density", "epochs")
-_FINETUNE_KEYS = {"epochs", "batch_size", "lr", "milestones", "weight_decay"}
+_FINETUNE_KEYS = {"epochs", "batch_size", "lr", "milestones", "weight_decay", "optimizer"}
 
 
 def _number(data: dict, key: str, kind: type, where: str, default: Any = None) -> Any:
@@ -112,6 +139,13 @@ def _number(data: dict, key: str, kind: type, where: str, default: Any = None) -
     if kind is int and value != int(value):
         raise ConfigError(f"{where}: {key} must be a whole number, got {value!r}")
     return kind(value)
+
+
+def _optimizer(data: dict, where: str, what: str = "optimizer") -> str:
+    optimizer = str(data.get("optimizer", "sgd"))
+    if optimizer not in OPTIMIZERS:
+        raise ConfigError(f"{where}: unknown {what} {optimizer!r}; valid: {', '.join(OPTIMIZERS)}")
+    return optimizer
 
 
 def _mapping(value: Any, what: str, where: str) -> dict[str, Any]:
@@ -156,11 +190,8 @@ def parse_recipe(data: Any, where: str = "recipe") -> Recipe:
         raise ConfigError(
             f"{where}: finetune milestones must be epochs in (0, {ft_epochs}), got {milestones!r}"
         )
-    optimizer = str(data.get("optimizer", "sgd"))
-    if optimizer not in OPTIMIZERS:
-        raise ConfigError(
-            f"{where}: unknown optimizer {optimizer!r}; valid: {', '.join(OPTIMIZERS)}"
-        )
+    optimizer = _optimizer(data, where)
+    ft_optimizer = _optimizer(ft, where, "finetune optimizer")
     name = str(data.get("name") or Path(where).stem)
     return Recipe(
         name=name,
@@ -175,6 +206,7 @@ def parse_recipe(data: Any, where: str = "recipe") -> Recipe:
             lr=_number(ft, "lr", float, where, 0.01),
             milestones=tuple(milestones),
             weight_decay=_number(ft, "weight_decay", float, where, FINETUNE_WEIGHT_DECAY),
+            optimizer=ft_optimizer,
         ),
         method=str(data.get("method", "gem-miner")),
         batch_size=_number(data, "batch_size", int, where, 128),
@@ -248,9 +280,14 @@ def paper_recipe(model: str, dataset: str, density: float) -> Recipe:
 
 
 def paper_mining_defaults(
-    model: str, density: float, epochs: int, dataset: str = "cifar10"
+    model: str,
+    density: float,
+    epochs: int,
+    dataset: str = "cifar10",
+    optimizer: str | None = None,
 ) -> tuple[int, float, float]:
-    """(period, lr, λ) of the paper's nearest row, rescaled to ``epochs``."""
-    period, lr, lam = paper_recipe(model, dataset, density).mining_at(epochs)
+    """(period, lr, λ) of the paper's nearest row for ``epochs`` with ``optimizer``
+    (default: the row's), see :meth:`Recipe.mining_at`."""
+    period, lr, lam = paper_recipe(model, dataset, density).mining_at(epochs, optimizer)
     assert period is not None and lr is not None and lam is not None
     return period, lr, lam

@@ -12,6 +12,12 @@ Layout of a run folder::
     density.txt        per-layer density report of the mask
     summary.json       the figures of the run (see :data:`SUMMARY_KEYS`)
 
+``density`` and ``pre_finetune_acc`` describe the ticket that is finetuned (``mask.pt``).
+Gem-Miner also records its rounded mask r(p) ⊙ q — the "rare gem", judged without
+finetuning — as ``gem_density``, ``gem_acc`` (BatchNorm statistics re-estimated for it)
+and ``gem_acc_running_bn`` (the statistics left by mining: the authors' protocol), with
+``finetune_mask`` saying which mask was finetuned (``flags`` or ``rounded``).
+
 Every file is written atomically (temporary file + rename) and tensors are read back with
 ``torch.load(weights_only=True)``, which refuses to run code hidden in a pickle.
 """
@@ -48,7 +54,13 @@ SUMMARY_KEYS = (
 _UNHASHED = ("data_dir", "device", "download")
 #: Settings added after hashes were first published: hashed only when not at their
 #: default, so every run folder name computed before they existed stays valid.
-_HASHED_IF_SET = {"model_args": {}, "pretrained": "", "image_size": 0, "data_args": {}}
+_HASHED_IF_SET = {
+    "model_args": {},
+    "pretrained": "",
+    "image_size": 0,
+    "data_args": {},
+    "defaults_version": 1,
+}
 
 
 def _atomic_write(path: Path, write: Any) -> None:

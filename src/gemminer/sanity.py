@@ -5,8 +5,14 @@ the same code as any other ticket:
 
 * ``shuffle`` — permute the mask randomly within each layer (same per-layer density);
 * ``reinit``  — keep the mask, redraw the weights from the original init scheme, new seed;
-* ``invert``  — keep the lowest-scored weights instead of the highest, per layer, at the
-  same per-layer density (needs a method that stores scores).
+* ``invert-posthoc`` — keep the lowest-scored weights instead of the highest, per layer,
+  at the same per-layer density (needs a method that stores scores).
+
+``invert`` is the paper's score inversion as the authors ran it
+(ksreenivasan/pruning_is_enough: ``invert_sanity_check``, which makes every freeze remove
+the *highest* active scores; their post-hoc inversion is disabled in that code): Gem-Miner
+mines again from the same initialization with ``freeze_order="highest"``, into the new
+folder. It costs a whole mining run.
 
 If finetuned accuracy barely drops, the method only found good layer-wise ratios.
 """
@@ -16,10 +22,12 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
+from .config import RunConfig
 from .errors import RunError
 from .masking import Mask, init_weights
 from .masking.threshold import layerwise_mask
@@ -32,11 +40,13 @@ from .pipeline import (
     _ticket_accuracy,
     derive_seed,
     load_data,
+    prune_run,
     ticket_model,
 )
 from .registry import Registry
 from .runs import RunDir
 from .training import resolve_device
+from .training.runtime import SINGLE, Runtime
 
 
 def shuffle_mask(mask: Mask, generator: torch.Generator) -> Mask:
@@ -67,8 +77,17 @@ class _Ticket:
     original_seed: int
 
 
+@dataclasses.dataclass(frozen=True)
+class Remine:
+    """A check that finds the ticket again: ``method`` with ``settings`` changed."""
+
+    method: str
+    settings: Mapping[str, Any]
+
+
 Check = Callable[[_Ticket], None]
-SANITY_CHECKS: Registry[Check] = Registry("sanity check")
+SANITY_CHECKS: Registry[Check | Remine] = Registry("sanity check")
+SANITY_CHECKS.register("invert")(Remine("gem-miner", {"freeze_order": "highest"}))
 
 
 @SANITY_CHECKS.register("shuffle")
@@ -83,8 +102,8 @@ def _reinit(t: _Ticket) -> None:
     init_weights(t.model, t.weight_init, t.seed)
 
 
-@SANITY_CHECKS.register("invert")
-def _invert(t: _Ticket) -> None:
+@SANITY_CHECKS.register("invert-posthoc")
+def _invert_posthoc(t: _Ticket) -> None:
     if not t.run.file("scores.pt").is_file():
         raise RunError(
             f"{t.run.path} stores no scores (scores.pt): score inversion needs a score-based method"
@@ -100,16 +119,24 @@ def sanity_run(
     seed: int = 1,
     overwrite: bool = False,
     log: Log = _echo,
+    progress: bool = True,
+    runtime: Runtime = SINGLE,
 ) -> dict:
     """Apply ``check`` to the ticket of ``run_dir`` and write the new ticket to ``out``
-    (default ``<run_dir>-<check>``); returns the new run's summary (not yet finetuned)."""
+    (default ``<run_dir>-<check>``); returns the new run's summary (not yet finetuned).
+    Every torchrun rank calls this: a re-mining check trains on all of them, the others
+    run on rank 0 alone."""
     apply = SANITY_CHECKS.get(check)
     source = RunDir(run_dir)
     cfg = source.read_config()
     _require_ticket(source)
     if cfg.sanity_check:
         raise RunError(f"{source.path} is itself a sanity check ({cfg.sanity_check})")
-    target = RunDir(out or f"{source.path}-{check}")
+    target = RunDir(out or f"{source.path}-{check}", writable=runtime.is_main)
+    if isinstance(apply, Remine):
+        return _remine(source, cfg, check, apply, target, overwrite, log, progress, runtime)
+    if not runtime.is_main:
+        return {}
     new_cfg = dataclasses.replace(cfg, sanity_check=check, sanity_seed=seed)
     if not _prepare_folder(target, new_cfg, overwrite, log):
         return target.read_summary()
@@ -159,3 +186,31 @@ def sanity_run(
     acc = 100 * accs["test_acc"]
     log(f"{check} of {source.path} → {target.path}: pre-finetune accuracy {acc:.2f}%")
     return summary
+
+
+def _remine(
+    source: RunDir,
+    cfg: RunConfig,
+    check: str,
+    remine: Remine,
+    target: RunDir,
+    overwrite: bool,
+    log: Log,
+    progress: bool,
+    runtime: Runtime,
+) -> dict:
+    if cfg.method != remine.method:
+        raise RunError(
+            f"the {check} check mines again with {remine.method}, but {source.path} was "
+            f"pruned by {cfg.method}; use invert-posthoc for a method that stores scores"
+        )
+    new_cfg = dataclasses.replace(
+        cfg, settings={**cfg.settings, **remine.settings}, sanity_check=check, sanity_seed=0
+    )
+    log(f"{check} of {source.path}: mining again with {dict(remine.settings)}")
+    prune_run(
+        new_cfg, target.path, overwrite=overwrite, progress=progress, log=log, runtime=runtime
+    )
+    if not runtime.is_main:
+        return {}
+    return target.update_summary(sanity_check=check, source_run=str(source.path))

@@ -161,6 +161,13 @@ def rounded_mask(model: nn.Module) -> Mask:
     return Mask({weight_name(n): m.rounded_mask() for n, m in _require_score_layers(model).items()})
 
 
+def flag_mask(model: nn.Module) -> Mask:
+    """The flags q of a score model (every weight not frozen out), keyed by weight name."""
+    return Mask(
+        {weight_name(n): m.flags.detach().bool() for n, m in _require_score_layers(model).items()}
+    )
+
+
 def flag_counts(model: nn.Module) -> tuple[int, int]:
     """(active flags, prunable weights) of a score model."""
     layers = _require_score_layers(model).values()

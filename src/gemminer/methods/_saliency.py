@@ -33,14 +33,37 @@ def check_positive_float(method: str, name: str, value: object) -> None:
         raise ConfigError(f"{method}: {name} must be a finite number > 0, got {value!r}")
 
 
+BN_MODES = ("eval", "train")
+"""The mode a gradient-based saliency method scores in (its ``bn_mode`` setting)."""
+
+
+def check_bn_mode(method: str, value: object) -> None:
+    """Raise :class:`ConfigError` unless ``value`` is one of :data:`BN_MODES`."""
+    if value not in BN_MODES:
+        raise ConfigError(
+            f"{method}: unknown bn_mode {value!r}; valid modes: {', '.join(BN_MODES)}"
+        )
+
+
 def scoring_copy(
-    model: nn.Module, device: torch.device, dtype: torch.dtype | None = None
+    model: nn.Module,
+    device: torch.device,
+    dtype: torch.dtype | None = None,
+    mode: str | None = None,
 ) -> tuple[nn.Module, dict[str, nn.Parameter]]:
     """A deep copy of ``model`` on ``device`` whose only trainable tensors are its prunable weights.
 
-    ``model`` itself is left untouched. Returns the copy and its prunable weights by name.
+    ``mode`` ("eval" or "train", see :data:`BN_MODES`) sets the copy's mode: "eval" makes
+    BatchNorm normalize with its running statistics (and leave them alone) and turns
+    dropout off, "train" uses batch statistics (updating the *copy's* running buffers).
+    ``None`` keeps the mode ``model`` is in. ``model`` itself — its parameters, buffers,
+    ``requires_grad`` flags and mode — is left untouched. Returns the copy and its
+    prunable weights by name.
     """
     work = copy.deepcopy(model).to(device)
+    if mode is not None:
+        check_bn_mode("scoring", mode)
+        work.train(mode == "train")
     if dtype is not None:
         work = work.to(dtype)
     for p in work.parameters():

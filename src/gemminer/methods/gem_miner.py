@@ -1,12 +1,27 @@
-"""Gem-Miner (the paper's Algorithm 1).
+"""Gem-Miner (the paper's Algorithm 1, run as the authors ran it).
 
 Scores p ∈ [0, 1] are trained by SGD on ``task loss + λ·reg(p)`` through the
 straight-through rounding of the score layers, projected back into [0, 1] after every
-step. Every ``period`` epochs, and after the last epoch, the still-active scores with the
-globally smallest values are frozen out (flag q = 0, score 0) — whether or not the bound
-is violated — so that the number of active flags follows ``round(d · e^(−c·j))`` with
-c = ln(1/s)/E, reaching ``round(d · s)`` at epoch E. The output mask is
-1[p ≥ 0.5] ⊙ q, whose density can be lower than the target.
+step. Periodically the still-active scores with the globally smallest values are frozen
+out (flag q = 0, score 0), so that the flag density falls geometrically to the target s.
+
+Two freezing schedules (``freeze_schedule``):
+
+* ``"authors"`` (default; what produced the published numbers — the authors' code,
+  ksreenivasan/pruning_is_enough, ``main.py`` with ``utils/net_utils.py:prune`` and
+  ``get_prune_rate``): freeze after the epochs whose 0-based index is a positive multiple
+  of T, i.e. N = ⌊(E−1)/T⌋ times (E = 150, T = 5: 29 times, the last after epoch 146),
+  each time ``ceil((1 − r)·active)`` scores with r = s^(1/N), ties at the threshold
+  frozen together. The last epochs train the final flags without freezing. With N = 0
+  (a run shorter than T + 1 epochs) it freezes once, to the target, after the last epoch.
+* ``"algorithm1"`` (the paper's printed Algorithm 1): freeze every T epochs and after the
+  last one, down to ``round(d·e^(−c·j))`` active flags with c = ln(1/s)/E — exactly
+  ``round(d·s)`` at epoch E, right after the last epoch.
+
+Two output masks (``finetune_mask``): the mined "rare gem" is 1[p ≥ 0.5] ⊙ q (the
+rounded mask, at or below the target); the authors' paper configs set
+``unflag_before_finetune: True`` and finetune the flags q (the target density), which is
+the default here. Both are reported (``gem_*`` keys for the rounded mask).
 """
 
 from __future__ import annotations
@@ -24,6 +39,9 @@ from torch import nn
 
 from ..config import (
     CALIBRATION_BATCHES,
+    FINETUNE_MASKS,
+    FREEZE_ORDERS,
+    FREEZE_SCHEDULES,
     REGULARIZERS,
     MineConfig,
     PruneConfig,
@@ -33,6 +51,7 @@ from ..config import (
 from ..masking import (
     Mask,
     flag_counts,
+    flag_mask,
     rounded_mask,
     score_layers,
     to_score_model,
@@ -56,26 +75,66 @@ EpochCallback = Callable[[dict], None]
 
 @dataclass(frozen=True)
 class FreezeSchedule:
-    """The exponential bound s̄(j) = e^(−c·j), c = ln(1/s)/E, sampled every ``period`` epochs."""
+    """When to freeze and how many flags to keep (see the module docstring).
+
+    ``kind="algorithm1"``: the bound s̄(j) = e^(−c·j), c = ln(1/s)/E, sampled every
+    ``period`` epochs and after the last. ``kind="authors"``: N = ⌊(E−1)/T⌋ freezes after
+    epochs T+1, 2T+1, …, NT+1 (1-based), each keeping a fraction r = s^(1/N) of the
+    active flags (rounded down: the authors freeze a ceiling count, ties together).
+    """
 
     target_density: float
     epochs: int
     period: int
+    kind: str = "authors"
+
+    def __post_init__(self) -> None:
+        _choice(self.kind, FREEZE_SCHEDULES, "freeze_schedule")
 
     @property
     def rate(self) -> float:
         return math.log(1.0 / self.target_density) / self.epochs
 
+    @property
+    def freezes(self) -> int:
+        """N, the authors' number of freezes (0: a single freeze after the last epoch)."""
+        return (self.epochs - 1) // self.period
+
+    @property
+    def keep_rate(self) -> float:
+        """r = s^(1/N): the fraction of active flags each of the authors' freezes keeps."""
+        return math.exp(math.log(self.target_density) / max(1, self.freezes))
+
+    def freezes_done(self, epoch: int) -> int:
+        """How many of the authors' freezes have happened after ``epoch`` epochs."""
+        if self.freezes == 0:
+            return int(epoch >= self.epochs)
+        return max(0, (epoch - 1) // self.period)
+
     def bound(self, epoch: int) -> float:
-        """The density bound after ``epoch`` epochs (exactly the target at the last one)."""
+        """The density bound after ``epoch`` epochs (exactly the target at the end)."""
+        if self.kind == "authors":
+            if epoch >= self.epochs:
+                return self.target_density
+            return self.keep_rate ** self.freezes_done(epoch)
         return self.target_density if epoch >= self.epochs else math.exp(-self.rate * epoch)
 
     def freezes_after(self, epoch: int) -> bool:
+        if self.kind == "authors":
+            if self.freezes == 0:
+                return epoch == self.epochs
+            return epoch > 1 and (epoch - 1) % self.period == 0
         return epoch % self.period == 0 or epoch == self.epochs
 
     def active_after(self, epoch: int, total: int) -> int:
-        """How many flags stay active after freezing at ``epoch`` (at least one)."""
+        """Algorithm 1: how many flags stay active after freezing at ``epoch`` (at least one)."""
         return max(1, round(total * self.bound(epoch)))
+
+    def freeze_count(self, epoch: int, active: int, total: int) -> int:
+        """How many of the ``active`` flags (of ``total``) to freeze after ``epoch``."""
+        if self.kind == "authors" and self.freezes > 0:
+            return min(active - 1, math.ceil((1.0 - self.keep_rate) * active))
+        return active - self.active_after(epoch, total)
 
 
 def layer_floor(layer: nn.Module, min_density: float) -> int:
@@ -85,9 +144,11 @@ def layer_floor(layer: nn.Module, min_density: float) -> int:
     return min(numel, max(int(layer.weight.shape[0]), math.ceil(min_density * numel)))
 
 
-def _top_active(layer: nn.Module, k: int) -> torch.Tensor:
-    """Boolean mask of the ``k`` highest-scored active entries of ``layer`` (ties by position)."""
-    scores = torch.where(layer.flags.bool(), layer.scores.detach(), -math.inf).flatten()
+def _top_active(layer: nn.Module, k: int, highest: bool = True) -> torch.Tensor:
+    """Boolean mask of the ``k`` highest-scored (``highest=False``: lowest-scored) active
+    entries of ``layer``, ties by position."""
+    key = layer.scores.detach() if highest else -layer.scores.detach()
+    scores = torch.where(layer.flags.bool(), key, -math.inf).flatten()
     top = torch.zeros_like(scores, dtype=torch.bool)
     if k > 0:
         top[torch.sort(scores, descending=True, stable=True).indices[:k]] = True
@@ -95,32 +156,43 @@ def _top_active(layer: nn.Module, k: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def freeze_lowest(model: nn.Module, keep: int, floors: Mapping[str, int] | None = None) -> int:
-    """Freeze out all but ``keep`` active scores, lowest first, globally across layers.
+def freeze_scores(
+    model: nn.Module,
+    count: int,
+    floors: Mapping[str, int] | None = None,
+    *,
+    highest: bool = False,
+    ties_together: bool = False,
+) -> int:
+    """Freeze out ``count`` active scores, lowest first (``highest``: highest first),
+    globally across layers. Frozen entries get flag 0 and score 0.
 
-    Frozen entries get flag 0 and score 0. Ties are broken by position (stable sort), so
-    exactly ``active − keep`` entries are frozen. ``floors`` (layer name → count) protects
-    each layer's highest-scored active entries from freezing (the collapse guard).
+    Ties are broken by position (stable sort), so exactly ``count`` entries are frozen;
+    with ``ties_together`` (the authors' code) every active score at or beyond the
+    ``count``-th is frozen, so ties at the threshold go together. ``floors`` (layer name →
+    count) protects each layer's entries that would be frozen last (the collapse guard).
     Returns how many were frozen.
     """
     named = score_layers(model)
     layers = list(named.values())
     flags = torch.cat([m.flags.flatten() for m in layers])
-    active = int(flags.sum())
-    count = active - keep
-    if count <= 0:
-        return 0
     scores = torch.cat([m.scores.detach().flatten() for m in layers])
-    candidates = torch.where(flags.bool(), scores, torch.full_like(scores, math.inf))
+    key = -scores if highest else scores
+    candidates = torch.where(flags.bool(), key, torch.full_like(key, math.inf))
     if floors:
         protected = torch.cat(
-            [_top_active(m, floors.get(n, 0)).flatten() for n, m in named.items()]
+            [_top_active(m, floors.get(n, 0), not highest).flatten() for n, m in named.items()]
         )
         candidates[protected] = math.inf
-        count = min(count, int((candidates < math.inf).sum()))
-    order = torch.sort(candidates, stable=True).indices[:count]
-    drop = torch.zeros_like(flags, dtype=torch.bool)
-    drop[order] = True
+    count = min(count, int((candidates < math.inf).sum()))
+    if count <= 0:
+        return 0
+    if ties_together:
+        threshold = torch.kthvalue(candidates, count).values
+        drop = candidates <= threshold
+    else:
+        drop = torch.zeros_like(flags, dtype=torch.bool)
+        drop[torch.sort(candidates, stable=True).indices[:count]] = True
     offset = 0
     for m in layers:
         n = m.flags.numel()
@@ -128,7 +200,13 @@ def freeze_lowest(model: nn.Module, keep: int, floors: Mapping[str, int] | None 
         m.flags.masked_fill_(part, 0.0)
         m.scores.masked_fill_(part, 0.0)
         offset += n
-    return count
+    return int(drop.sum())
+
+
+def freeze_lowest(model: nn.Module, keep: int, floors: Mapping[str, int] | None = None) -> int:
+    """Algorithm 1's freeze: all but ``keep`` active scores, lowest first, exactly."""
+    active, _ = flag_counts(model)
+    return freeze_scores(model, active - keep, floors)
 
 
 @torch.no_grad()
@@ -243,11 +321,18 @@ def _collapse_warning(epoch: int, guarded: Mapping[str, int], collapsed: list[st
 
 @dataclass
 class MiningResult:
-    """What :func:`mine_scores` returns: the output mask and the per-epoch history."""
+    """What :func:`mine_scores` returns.
+
+    ``mask`` is the ticket to finetune (the flags q, or the rounded mask, as
+    ``finetune_mask`` says); ``gem`` the rounded mask 1[p ≥ 0.5] ⊙ q — the "rare gem",
+    accurate without finetuning; ``history`` the per-epoch records; ``model`` the trained
+    score model.
+    """
 
     mask: Mask
     history: list[dict] = field(default_factory=list)
     model: nn.Module | None = None
+    gem: Mask | None = None
 
     @property
     def density(self) -> float:
@@ -271,7 +356,9 @@ def mine_scores(
     """Run Gem-Miner on a score model (see :func:`gemminer.to_score_model`) in place.
 
     ``eval_batches`` (optional, e.g. ``{"test": ...}``) give the per-epoch accuracy of the
-    rounded network, recorded as ``<name>_acc``.
+    rounded network, recorded as ``<name>_acc``; after the last epoch also as
+    ``<name>_acc_running_bn``, with the BatchNorm statistics left by mining (the authors'
+    protocol), before they are re-estimated.
     ``calibration_batches`` (optional; shuffled, unaugmented training batches with their
     own generator, so the training order is not disturbed) re-estimate BatchNorm
     statistics for the current mask before each evaluation and at the end.
@@ -287,7 +374,7 @@ def mine_scores(
     step = MiningStep(model, cfg)
     optimizer = step.optimizer
     scheduler = build_scheduler(optimizer, cfg.optim, cfg.epochs)
-    schedule = FreezeSchedule(cfg.density, cfg.epochs, cfg.period)
+    schedule = FreezeSchedule(cfg.density, cfg.epochs, cfg.period, cfg.freeze_schedule)
     _, total = flag_counts(model)
     floors = (
         {name: layer_floor(m, cfg.min_layer_density) for name, m in layers.items()}
@@ -333,8 +420,15 @@ def mine_scores(
             lam = adapt_lambda(lam, rounded_mask(model).density, schedule.bound(epoch))
         frozen = 0
         if schedule.freezes_after(epoch):
-            frozen = freeze_lowest(model, schedule.active_after(epoch, total), floors)
-        guarded = guard_collapse(model, floors)
+            frozen = freeze_scores(
+                model,
+                schedule.freeze_count(epoch, flag_counts(model)[0], total),
+                floors,
+                highest=cfg.freeze_order == "highest",
+                ties_together=schedule.kind == "authors",
+            )
+        # the rounded mask of an inverted run (highest scores frozen) is not its ticket
+        guarded = guard_collapse(model, floors) if cfg.freeze_order == "lowest" else {}
         runtime.broadcast_([t for m in layers.values() for t in (m.scores, m.flags)])
         mask = rounded_mask(model)
         collapsed = [row.name for row in mask.layers() if row.kept == 0]
@@ -357,6 +451,10 @@ def mine_scores(
             record.update(guarded=guarded, collapsed=collapsed)
         evaluated = eval_batches is not None and evaluation_due(epoch, cfg.epochs, eval_every)
         if evaluated:
+            if epoch == cfg.epochs:  # the authors' protocol: BatchNorm statistics of mining
+                for name, batches in eval_batches.items():  # type: ignore[union-attr]
+                    accuracy = evaluate(model, batches, device, runtime).accuracy
+                    record[f"{name}_acc_running_bn"] = accuracy
             if calibration_batches is not None:
                 recalibrate_batchnorm(
                     model, calibration_batches, device, cfg.bn_recalibration_batches
@@ -370,19 +468,26 @@ def mine_scores(
             on_epoch(record)
     if not evaluated and calibration_batches is not None:
         recalibrate_batchnorm(model, calibration_batches, device, cfg.bn_recalibration_batches)
-    return MiningResult(rounded_mask(model), history, model)
+    gem = rounded_mask(model)
+    mask = flag_mask(model) if cfg.finetune_mask == "flags" else gem
+    return MiningResult(mask, history, model, gem)
 
 
 @dataclass(frozen=True)
 class GemMinerSettings:
     """Gem-Miner's own settings; the defaults are Table 8's row for density 1.44 %.
 
-    ``period`` T: freeze every T epochs (and after the last); ``lam`` λ: weight of the
-    ``regularizer`` on the scores; ``bn_recalibration_batches``: training batches used to
-    re-estimate BatchNorm statistics of the current mask before each evaluation.
+    ``period`` T: freeze every T epochs; ``lam`` λ: weight of the ``regularizer`` on the
+    scores; ``bn_recalibration_batches``: training batches used to re-estimate BatchNorm
+    statistics of the current mask before each evaluation.
     ``collapse_guard`` (on by default) keeps at least one weight per output unit in every
     layer, or ``min_layer_density`` of it if larger; ``auto_lambda`` adapts λ every epoch
     (beyond the paper; see :func:`adapt_lambda`).
+    ``freeze_schedule``: ``"authors"`` (default, the authors' code) or ``"algorithm1"``
+    (the printed algorithm), see the module docstring. ``finetune_mask``: ``"flags"``
+    (default, the authors' ``unflag_before_finetune: True``) or ``"rounded"`` (Algorithm
+    1's output r(p) ⊙ q). ``freeze_order``: ``"highest"`` freezes the highest scores
+    instead of the lowest — the authors' score-inversion sanity check.
     """
 
     period: int = 5
@@ -392,11 +497,17 @@ class GemMinerSettings:
     collapse_guard: bool = True
     min_layer_density: float = 0.0
     auto_lambda: bool = False
+    freeze_schedule: str = "authors"
+    finetune_mask: str = "flags"
+    freeze_order: str = "lowest"
 
     def __post_init__(self) -> None:
         _require(self.period >= 1, f"period must be >= 1, got {self.period}")
         _require(math.isfinite(self.lam) and self.lam >= 0, f"lambda must be >= 0, got {self.lam}")
         _choice(self.regularizer, REGULARIZERS, "regularizer")
+        _choice(self.freeze_schedule, FREEZE_SCHEDULES, "freeze_schedule")
+        _choice(self.finetune_mask, FINETUNE_MASKS, "finetune_mask")
+        _choice(self.freeze_order, FREEZE_ORDERS, "freeze_order")
 
 
 def mine_config(prune: PruneConfig, settings: GemMinerSettings) -> MineConfig:
@@ -410,11 +521,31 @@ def mine_config(prune: PruneConfig, settings: GemMinerSettings) -> MineConfig:
     )
 
 
+def gem_summary(result: MiningResult, finetune_mask: str) -> dict:
+    """Summary figures of the mined "rare gem" (the rounded mask), named apart from the
+    finetuned ticket's: its density and its accuracy before any finetuning, with BatchNorm
+    re-estimated for it (``gem_acc``) and with the statistics left by mining, the authors'
+    protocol (``gem_acc_running_bn``); ``val`` variants when there is a validation split."""
+    last = result.history[-1] if result.history else {}
+    out = {
+        "finetune_mask": finetune_mask,
+        "flag_density": last.get("flag_density"),
+        "gem_density": result.gem.density if result.gem is not None else None,
+    }
+    for split in ("test", "val"):
+        prefix = "gem" if split == "test" else "gem_val"
+        if f"{split}_acc" in last:
+            out[f"{prefix}_acc"] = last[f"{split}_acc"]
+        if f"{split}_acc_running_bn" in last:
+            out[f"{prefix}_acc_running_bn"] = last[f"{split}_acc_running_bn"]
+    return out
+
+
 @register_method(
     "gem-miner",
     settings=GemMinerSettings,
     default_init="signed_constant",
-    description="Gem-Miner (Algorithm 1): scores in [0,1], rounding, L2, iterative freezing",
+    description="Gem-Miner: scores in [0,1], rounding, L2, iterative freezing (authors' schedule)",
 )
 def gem_miner(ctx: PruneContext, settings: GemMinerSettings) -> PruneResult:
     cfg = mine_config(PruneConfig(ctx.density, ctx.epochs, ctx.batch_size, ctx.optim), settings)
@@ -443,5 +574,5 @@ def gem_miner(ctx: PruneContext, settings: GemMinerSettings) -> PruneResult:
         iterations_to_mask=cfg.epochs * len(ctx.train_batches),
         scores=scores,
         history=result.history,
-        extra={"flag_density": result.history[-1]["flag_density"]},
+        extra=gem_summary(result, cfg.finetune_mask),
     )

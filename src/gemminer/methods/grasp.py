@@ -10,8 +10,19 @@ same w ⊙ Hg and keeps its top). Scores are signed, not absolute values.
 
 g is the gradient of the cross-entropy on logits divided by ``temperature`` (T = 200 in
 the paper), summed over ``batches`` training batches and detached; Hg is the gradient of
-gᵀ∇L over the same batches, by double backpropagation, on a copy of the network in
-training mode (as the reference, which does not call ``eval()``).
+gᵀ∇L over the same batches, by double backpropagation, on a copy of the network.
+
+The copy scores in **eval mode** by default (``bn_mode="eval"``): BatchNorm normalizes
+with its running statistics (for a fresh network the identity up to its affine part and
+ε) and dropout is off, as in ganguli-lab/Synaptic-Flow, whose ``prune_loop`` (``prune.py``)
+calls ``model.eval()`` before ``pruner.score`` for every pruner, GraSP included
+(unconditionally in its first versions; later behind ``--prune-train-mode``, default
+False). In train mode g and Hg would also flow through the batch mean and variance
+(each sample's share then depends on the rest of its batch). ``bn_mode="train"`` scores with batch
+statistics (Synaptic-Flow's ``--prune-train-mode True``), as alecwangcq/GraSP's own code
+does for a freshly built network (it scores a copy in the mode it is given; its
+``.eval()`` is commented out). Either way the input network's mode and BatchNorm buffers
+are untouched: scoring runs on a copy.
 
 Deviations from the original code: the batches are ``batches`` ordinary training batches
 (default one, e.g. 128 CIFAR-10 images ≈ 13 per class) instead of a class-balanced draw
@@ -30,6 +41,7 @@ from torch.nn import functional as F
 
 from ..masking.threshold import global_mask
 from ._saliency import (
+    check_bn_mode,
     check_positive_float,
     check_positive_int,
     epochs_for,
@@ -48,10 +60,14 @@ class GraspSettings:
     """Training batches for g and Hg (the same batches for both)."""
     temperature: float = 200.0
     """The logits are divided by this before the cross-entropy (T in the paper)."""
+    bn_mode: str = "eval"
+    """"eval" (Synaptic-Flow: BatchNorm uses its running statistics, dropout off) or
+    "train" (batch statistics, as alecwangcq/GraSP); the mode of the scoring copy."""
 
     def __post_init__(self) -> None:
         check_positive_int("grasp", "batches", self.batches)
         check_positive_float("grasp", "temperature", self.temperature)
+        check_bn_mode("grasp", self.bn_mode)
 
 
 @register_method(
@@ -62,8 +78,7 @@ class GraspSettings:
 )
 def grasp(ctx: PruneContext, settings: GraspSettings) -> PruneResult:
     """Score every prunable weight by w ⊙ Hg and keep the top ``ctx.density`` globally."""
-    model, weights = scoring_copy(ctx.model, ctx.device)
-    model.train()
+    model, weights = scoring_copy(ctx.model, ctx.device, mode=settings.bn_mode)
     params = list(weights.values())
     data = take_batches(ctx.train_batches, settings.batches, ctx.device, "grasp")
     t = float(settings.temperature)

@@ -6,9 +6,23 @@ network with the current mask fixed, prunes ``prune_fraction`` of the *remaining
 weights by global magnitude |w| (weights pruned earlier never come back), and rewinds
 the kept weights to the rewind point:
 
-* **cold** (``rewind_epoch=0``): the original initialization — a lottery ticket;
-* **warm** (``rewind_epoch=k``): the weights after ``k`` epochs of the first round's
-  (dense) training, snapshotted during that round.
+* **cold** (``rewind="0it"``, the default): the original initialization — a lottery
+  ticket;
+* **warm** (``rewind="Nit"``, ``"Kep"`` or ``"KepNit"``): the weights after that many
+  optimizer steps of the first round's (dense) training, snapshotted during that round
+  (later rounds restart from its parameters and buffers, BatchNorm statistics included;
+  the ticket's weights are its parameters). The step strings are
+  open_lth's (``foundations/step.py``: ``"2000it"``, ``"120ep"``, ``"120ep50it"``); an
+  epoch is ``len(ctx.train_batches)`` steps. ``rewind_epoch=k`` is kept as an alias of
+  ``rewind="kep"``. Rewinding to an iteration is what the rare-gems authors' IMP does
+  (``imp_main.py``: ``--imp_rewind_iter`` counts optimizer steps and copies the
+  ``state_dict`` when round 0 reaches it; ``0`` rewinds to the initialization). The
+  rewind point must come before the end of the first round (the authors assert the
+  same, ``imp_rewind_iter // 391 < iter_period``).
+
+Every round, as in the authors' ``imp_main.py``, trains a whole round of epochs with a
+fresh optimizer and schedule (open_lth instead resumes later levels' schedules at the
+rewind step); the rewind point only decides which weights each round starts from.
 
 The number of rounds is the smallest R with (1 − f)^R ≤ target density (up to a relative
 slack of :data:`ROUND_SLACK`, so that 0.8^19 ≈ 0.01441 counts as 1.44 % and takes 19
@@ -25,15 +39,17 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from numbers import Real
+from typing import Any
 
 import torch
 from torch import nn
 
 from ..config import FinetuneConfig
-from ..errors import ConfigError
+from ..errors import ConfigError, GemMinerError
 from ..masking import Mask, prunable_weights
 from ..masking.threshold import global_mask
 from ..training import finetune
@@ -63,13 +79,43 @@ def check_count(value: object, name: str, meaning: str) -> None:
         raise ConfigError(f"{name} must be a whole number >= 0 (0 = {meaning}), got {value!r}")
 
 
+_STEP = re.compile(r"(?:(\d+)ep)?(?:(\d+)it)?")
+
+
+@dataclass(frozen=True)
+class RewindPoint:
+    """A point of the first round's training, as ``epochs`` plus ``iterations`` steps."""
+
+    epochs: int = 0
+    iterations: int = 0
+
+    def steps(self, steps_per_epoch: int) -> int:
+        """Optimizer steps from the start of training to this point."""
+        return self.epochs * steps_per_epoch + self.iterations
+
+
+def parse_rewind(text: object) -> RewindPoint:
+    """open_lth's step strings: ``"500it"``, ``"2ep"`` or ``"2ep100it"`` (whole numbers)."""
+    match = _STEP.fullmatch(text.strip()) if isinstance(text, str) else None
+    if match is None or not any(match.groups()):
+        raise ConfigError(
+            f"rewind must be a training step like '500it' (optimizer steps), '2ep' (epochs) "
+            f"or '2ep100it' ('0it' = the initialization), got {text!r}"
+        )
+    epochs, iterations = (int(g) if g else 0 for g in match.groups())
+    return RewindPoint(epochs, iterations)
+
+
 @dataclass(frozen=True)
 class ImpSettings:
     """IMP (Frankle et al. 2019/2020).
 
     ``prune_fraction``: fraction of the remaining weights pruned per round (0.2 in the
-    papers). ``rewind_epoch``: 0 rewinds to initialization ("cold"); k > 0 to the weights
-    after k epochs of the first round ("warm"). ``rounds``: 0 derives the number of rounds
+    papers). ``rewind``: where the kept weights go back to after each pruning, a step of
+    the first round as in open_lth: ``"0it"`` (or ``""``, the default) the initialization
+    ("cold"), ``"500it"`` the weights after 500 optimizer steps, ``"2ep"`` after 2 epochs
+    ("warm"). ``rewind_epoch``: k > 0 is the same as ``rewind="kep"`` (kept for older
+    recipes and sweeps; set one of the two). ``rounds``: 0 derives the number of rounds
     from ``prune_fraction``; R > 0 uses exactly R rounds of 1 − density^(1/R) each.
     ``round_epochs``: training epochs per round; 0 = the method's epoch budget.
     """
@@ -78,6 +124,7 @@ class ImpSettings:
     rewind_epoch: int = 0
     rounds: int = 0
     round_epochs: int = 0
+    rewind: str = ""
 
     def __post_init__(self) -> None:
         check_fraction(self.prune_fraction)
@@ -89,6 +136,44 @@ class ImpSettings:
                 f"rewind_epoch {self.rewind_epoch} must be shorter than a round "
                 f"(round_epochs = {self.round_epochs})"
             )
+        if self.rewind != "":
+            point = parse_rewind(self.rewind)
+            if self.rewind_epoch:
+                raise ConfigError(
+                    f"rewind {self.rewind!r} and rewind_epoch {self.rewind_epoch} both set "
+                    f"the rewind point; set only rewind (e.g. '{self.rewind_epoch}ep')"
+                )
+            if self.round_epochs and point.epochs >= self.round_epochs:
+                raise ConfigError(
+                    f"rewind {self.rewind!r} must come before the end of a round "
+                    f"(round_epochs = {self.round_epochs})"
+                )
+
+    @property
+    def rewind_point(self) -> RewindPoint:
+        """The rewind point, from ``rewind`` or its alias ``rewind_epoch``."""
+        if self.rewind != "":
+            return parse_rewind(self.rewind)
+        return RewindPoint(epochs=self.rewind_epoch)
+
+
+def resolve_rewind_step(settings: ImpSettings, round_epochs: int, steps_per_epoch: int) -> int:
+    """The rewind point in optimizer steps; :class:`ConfigError` unless it lies within
+    the first round (from 0, the initialization, up to but excluding its last step)."""
+    step = settings.rewind_point.steps(steps_per_epoch)
+    total = round_epochs * steps_per_epoch
+    if step < total:
+        return step
+    if settings.rewind == "":  # the alias rewind_epoch
+        raise ConfigError(
+            f"rewind_epoch {settings.rewind_epoch} must lie in [0, {round_epochs}), "
+            f"within the first round's {round_epochs} epochs"
+        )
+    raise ConfigError(
+        f"rewind {settings.rewind!r} is step {step}, beyond the first round's {total} "
+        f"optimizer steps ({round_epochs} epochs of {steps_per_epoch}); "
+        f"rewind to a step below {total}"
+    )
 
 
 # The schedule ------------------------------------------------------------------------------
@@ -129,33 +214,73 @@ def _full_state(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
 
 
+class _SnapshotAfter:
+    """``batches`` that call ``take()`` once ``steps`` batches have been drawn, when the
+    next is asked for: the training loop draws a batch only after its previous step
+    (optimizer step and mask enforcement) is done, so ``take`` sees the state after
+    exactly ``steps`` optimizer steps. Counts across epochs; other attributes (length,
+    loader state) are the wrapped loader's."""
+
+    def __init__(self, batches: Iterable[Any], steps: int, take: Callable[[], None]) -> None:
+        self.batches = batches
+        self.steps = steps
+        self.take = take
+        self.drawn = 0
+
+    def __iter__(self) -> Iterator[Any]:
+        for batch in self.batches:
+            if self.drawn == self.steps:
+                self.take()
+            self.drawn += 1
+            yield batch
+
+    def __len__(self) -> int:
+        return len(self.batches)  # type: ignore[arg-type]
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "batches":  # not set yet (e.g. while copying): no recursion
+            raise AttributeError(name)
+        return getattr(self.batches, name)
+
+
 def prune_iteratively(
     ctx: PruneContext,
     densities: tuple[float, ...],
     round_epochs: int,
     *,
-    rewind_epoch: int | None = 0,
+    rewind_step: int | None = 0,
     on_round: RoundCallback | None = None,
 ) -> PruneResult:
     """Train, prune by global magnitude, rewind; once per entry of ``densities``.
 
-    ``rewind_epoch``: 0 rewinds parameters and buffers to their initial values after each
-    pruning, k > 0 to their values after epoch k of the first round, ``None`` keeps the
-    trained weights (learning-rate rewinding: each round restarts the schedule).
+    ``rewind_step``: 0 rewinds parameters and buffers to their initial values after each
+    pruning, k > 0 to their values after k optimizer steps of the first round (an epoch
+    is ``ctx.batches_per_epoch`` steps), ``None`` keeps the trained weights
+    (learning-rate rewinding: each round restarts the schedule).
     Every round trains ``round_epochs`` epochs with a fresh optimizer and schedule from
     ``ctx.optim``. ``on_round(r, mask)`` sees the mask after each round's pruning.
     Returns the final mask; the weights to finetune (the rewind point, or the trained
     weights with the pruned ones zeroed); scores |w| of the last round's trained weights
     (pruned ones 0).
     """
-    if rewind_epoch is not None and not 0 <= rewind_epoch < round_epochs:
+    per_epoch = ctx.batches_per_epoch
+    round_steps = round_epochs * per_epoch
+    if rewind_step is not None and not 0 <= rewind_step < round_steps:
         raise ConfigError(
-            f"rewind_epoch {rewind_epoch} must lie in [0, {round_epochs}), "
-            f"within the first round's {round_epochs} epochs"
+            f"the rewind step {rewind_step} must lie in [0, {round_steps}), within the first "
+            f"round's {round_steps} optimizer steps ({round_epochs} epochs of {per_epoch})"
         )
     model = copy.deepcopy(ctx.model)
     initial = _full_state(model)
-    rewind_state = initial if rewind_epoch == 0 else None
+    rewind_state = initial if rewind_step == 0 else None
+
+    def snapshot() -> None:
+        nonlocal rewind_state
+        rewind_state = _full_state(model)
+
+    first_round_batches = ctx.train_batches
+    if rewind_step:
+        first_round_batches = _SnapshotAfter(ctx.train_batches, rewind_step, snapshot)
     mask = Mask.ones_like(model)
     cfg = FinetuneConfig(epochs=round_epochs, batch_size=ctx.batch_size, optim=ctx.optim)
     history: list[dict] = []
@@ -164,9 +289,6 @@ def prune_iteratively(
     for r, density in enumerate(densities, 1):
 
         def on_epoch(record: dict, r: int = r) -> None:
-            nonlocal rewind_state
-            if rewind_epoch and r == 1 and record["epoch"] == rewind_epoch:
-                rewind_state = _full_state(model)
             record = {
                 **record,
                 "phase": "prune",
@@ -181,7 +303,7 @@ def prune_iteratively(
         finetune(
             model,
             mask,
-            ctx.train_batches,
+            first_round_batches if r == 1 else ctx.train_batches,
             cfg,
             ctx.device,
             eval_batches=ctx.eval_batches,
@@ -196,10 +318,16 @@ def prune_iteratively(
         mask = global_mask(candidates, density)
         if on_round is not None:
             on_round(r, mask)
+        if rewind_step is not None and rewind_state is None:
+            raise GemMinerError(
+                f"the first round ended after {getattr(first_round_batches, 'drawn', 0)} "
+                f"batches, before the rewind step {rewind_step}: the training data yielded "
+                f"fewer batches than its length ({per_epoch} an epoch)"
+            )
         if rewind_state is not None and r < len(densities):
             model.load_state_dict(rewind_state)
 
-    if rewind_epoch is None:
+    if rewind_step is None:
         weights = _parameters(model)
         for name, keep in mask.items():
             weights[name].mul_(keep.to(weights[name].dtype))
@@ -210,7 +338,7 @@ def prune_iteratively(
     return PruneResult(
         mask=mask,
         epochs_to_mask=float(len(densities) * round_epochs),
-        iterations_to_mask=len(densities) * round_epochs * ctx.batches_per_epoch,
+        iterations_to_mask=len(densities) * round_steps,
         weights=weights,
         scores=magnitudes,
         history=history,
@@ -228,4 +356,5 @@ def run_imp(ctx: PruneContext, settings: ImpSettings) -> PruneResult:
     """IMP: train, prune ``prune_fraction`` of the remaining weights globally by |w|, rewind."""
     epochs = resolve_round_epochs(settings.round_epochs, ctx)
     densities = round_densities(ctx.density, settings.prune_fraction, settings.rounds)
-    return prune_iteratively(ctx, densities, epochs, rewind_epoch=settings.rewind_epoch)
+    step = resolve_rewind_step(settings, epochs, ctx.batches_per_epoch)
+    return prune_iteratively(ctx, densities, epochs, rewind_step=step)

@@ -58,4 +58,4 @@ def run_lr_rewinding(ctx: PruneContext, settings: LrRewindingSettings) -> PruneR
     """Train, prune globally by |w|, keep the trained weights, replay the LR schedule."""
     epochs = resolve_round_epochs(settings.round_epochs, ctx)
     densities = round_densities(ctx.density, settings.prune_fraction, settings.rounds)
-    return prune_iteratively(ctx, densities, epochs, rewind_epoch=None)
+    return prune_iteratively(ctx, densities, epochs, rewind_step=None)

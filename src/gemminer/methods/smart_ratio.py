@@ -14,17 +14,22 @@ convolutions included) numbered l = 1 … L:
   w_l = ((L − l + 1)² + (L − l + 1)) / l² (the VGG rule, which both reference codes apply
   to VGG networks), γ solved so the total kept count is exactly
   ``round(density · total)``.
-* **SR-v2** (``variant="v2"``): the first and last layers copy their masks *exactly*
-  (positions, not just counts) from ``reference_mask`` (a ``mask.pt``, e.g. Gem-Miner's,
-  loaded with :meth:`Mask.load`, which refuses unsafe pickles; it must fit the model);
-  layers 2 … L − 1 get γ · w_l as above (w_l still numbered over all L layers).
+* **SR-v2** (``variant="v2"``): the first and last layers take the *densities* of the
+  same layers of ``reference_mask`` (a ``mask.pt``, e.g. Gem-Miner's, loaded with
+  :meth:`Mask.load`, which refuses unsafe pickles; it must fit the model), i.e. exactly
+  its kept counts, and are drawn at random at those densities like every other layer:
+  the reference's *positions* are not used. Layers 2 … L − 1 get γ · w_l as above (w_l
+  still numbered over all L layers). Source: the paper's Appendix B ("p_l = p_l^GM for
+  l ∈ {1, L}", a sparsity pattern from which "each layer randomly picks" its weights)
+  and the authors' ``SmartRatio.py`` (``sr_version == 2`` overwrites only the first and
+  last keep *ratios*, p_arr[0] and p_arr[-1], with Gem-Miner's ResNet-20 layer densities,
+  hard-coded for 1.44 % and 3.72 %, then shuffles every layer's mask at random).
 * **SR-v3** (``variant="v3"``): the first and last layers are dense; layers 2 … L − 1 get
   γ · w_l.
 
 Within each layer the kept weights are random: the scores are U[0, 1) per weight drawn
-from ``ctx.seed`` (for SR-v2's copied layers, the reference mask plus U[0, 1), so the
-reference positions win and score inversion picks among the others), and each layer
-keeps its highest scores. No training is spent (0 epochs, 0 iterations).
+from ``ctx.seed``, in every layer and every variant, and each layer keeps its highest
+scores. No training is spent (0 epochs, 0 iterations).
 
 Clipping: when γ · w_l would exceed 1 (dense targets, or the first layers of a deep
 network), the layer is made dense and γ solved again for the remaining layers, until no
@@ -47,6 +52,8 @@ Deviations from the reference code, and why:
   distorts the closed form; the two agree whenever nothing is clipped.
 * Exact counts (largest remainder) instead of ``int()`` truncation, which undershoots the
   target by up to a weight per layer.
+* SR-v2 reads the first and last layer densities from any mask file (any model, any
+  density); the reference hard-codes Gem-Miner's ResNet-20 densities for two targets.
 * SR-v2 and SR-v3 hit the target density: the middle layers absorb what the first and
   last layers take or give back. In the paper (Table 16) the middle layers kept their
   SR-v1 ratios and the totals drifted (1.47 % and 1.75 % for a 1.44 % target on
@@ -74,11 +81,12 @@ class SmartRatioSettings:
     """Smart Ratio's settings; the defaults are the published method (SR-v1)."""
 
     variant: str = "v1"
-    """"v1" (Su et al.), "v2" (first/last layer masks from ``reference_mask``) or "v3"
-    (first/last layers dense); see the module docstring."""
+    """"v1" (Su et al.), "v2" (first/last layer densities from ``reference_mask``) or
+    "v3" (first/last layers dense); see the module docstring."""
 
     reference_mask: str = ""
-    """Path of the mask file (``mask.pt``) whose first and last layers SR-v2 copies."""
+    """Path of the mask file (``mask.pt``) whose first and last layer densities SR-v2
+    takes (not its positions: those layers are drawn at random)."""
 
     last_layer_ratio: float = 0.3
     """SR-v1: the keep ratio of the last layer (the classifier)."""
@@ -109,7 +117,8 @@ class SmartRatioSettings:
             raise ConfigError(f"{name}: reference_mask must be a path, got {self.reference_mask!r}")
         if self.variant == "v2" and not self.reference_mask:
             raise ConfigError(
-                f"{name}: variant 'v2' copies the first and last layers from a mask file; "
+                f"{name}: variant 'v2' takes the first and last layer densities from a "
+                "mask file; "
                 "set reference_mask to its path (e.g. a Gem-Miner run's mask.pt)"
             )
         if self.variant != "v2" and self.reference_mask:
@@ -146,13 +155,22 @@ def resolve_rule(model: nn.Module, rule: str) -> str:
 
 
 def load_reference(path: str, model: nn.Module) -> Mask:
-    """The SR-v2 reference mask, checked against ``model``; :class:`ConfigError` otherwise."""
+    """The SR-v2 reference mask, checked against ``model``; :class:`ConfigError` otherwise.
+
+    Only its first and last layers' kept counts are used (:func:`reference_counts`).
+    """
     try:
         mask = Mask.load(path)
         mask.check(model)
     except GemMinerError as exc:
         raise ConfigError(f"smart-ratio: reference_mask {path!r} is unusable: {exc}") from exc
     return mask
+
+
+def reference_counts(reference: Mask, first: str, last: str) -> dict[str, int]:
+    """SR-v2's fixed layers: the kept counts (= densities, the model's layers being the
+    reference's) of the reference mask's first and last layers; positions are dropped."""
+    return {name: int(reference[name].sum()) for name in (first, last)}
 
 
 def smart_ratio_counts(
@@ -179,7 +197,7 @@ def smart_ratio_counts(
     if settings.variant == "v2":
         if reference is None:
             raise ConfigError("smart-ratio v2 needs the reference mask")
-        ends = {first: int(reference[first].sum()), last: int(reference[last].sum())}
+        ends = reference_counts(reference, first, last)
     else:
         ends = {first: sizes[first], last: sizes[last]}
     if settings.match_target:
@@ -194,12 +212,9 @@ def _run(ctx: PruneContext, settings: SmartRatioSettings) -> PruneResult:
     if settings.variant == "v2":
         reference = load_reference(settings.reference_mask, ctx.model)
     counts = smart_ratio_counts(ctx, settings, reference)
-    scores = random_scores(ctx)
-    if reference is not None:
-        names = list(scores)
-        for name in (names[0], names[-1]):
-            scores[name] = scores[name] + reference[name].float()
-    return random_result(scores, counts)
+    # Every layer random, SR-v2's first and last too: only their counts come from the
+    # reference (Appendix B; SmartRatio.py shuffles those layers like the others).
+    return random_result(random_scores(ctx), counts)
 
 
 @register_method(

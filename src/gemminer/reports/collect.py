@@ -74,6 +74,20 @@ class RunRecord:
     settings: tuple[tuple[str, str], ...]
     metrics: tuple[dict[str, Any], ...] = ()
     layers: tuple[LayerCount, ...] = ()
+    gem_density: float | None = None
+    gem_acc: float | None = None
+    gem_acc_running_bn: float | None = None
+
+    @property
+    def before_density(self) -> float:
+        """Density of the network judged before finetuning: Gem-Miner's rounded mask (the
+        rare gem) where the run has one, else the ticket's."""
+        return self.gem_density if self.gem_density is not None else self.density
+
+    @property
+    def before_acc(self) -> float | None:
+        """Accuracy before finetuning of :attr:`before_density`'s network."""
+        return self.gem_acc if self.gem_acc is not None else self.pre_acc
 
     @property
     def name(self) -> str:
@@ -143,6 +157,10 @@ class Group:
     @property
     def pre_acc(self) -> Stat:
         return Stat.of(r.pre_acc for r in self.runs)
+
+    def stat(self, field: str) -> Stat:
+        """Mean ± std of a :class:`RunRecord` figure (e.g. ``"gem_acc"``) over the seeds."""
+        return Stat.of(getattr(r, field) for r in self.runs)
 
     @property
     def post_acc(self) -> Stat:
@@ -258,6 +276,9 @@ def read_run(path: str | Path, *, layers: bool = True) -> RunRecord | None:
         settings=tuple(sorted(settings.items())),
         metrics=_read_metrics(path / "metrics.jsonl"),
         layers=_read_layers(path / "mask.pt") if layers else (),
+        gem_density=summary.get("gem_density"),
+        gem_acc=summary.get("gem_acc"),
+        gem_acc_running_bn=summary.get("gem_acc_running_bn"),
     )
 
 

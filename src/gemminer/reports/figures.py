@@ -27,7 +27,7 @@ DENSITY_LABEL = "density (fraction of weights kept, %)"
 ACC_LABEL = "test accuracy (%)"
 _MARKERS = "osD^vPX*h<>p"
 _SEARCH_PHASES = ("mine", "prune")
-_CHECK_ORDER = ("shuffle", "reinit", "invert")
+_CHECK_ORDER = ("shuffle", "reinit", "invert", "invert-posthoc")
 _MAX_PANELS = 4
 
 
@@ -114,7 +114,8 @@ def _legend_outside(ax: Any, styles: dict[str, Any] | None = None) -> None:
 
 
 def _accuracy_vs_density(collection: Collection, path: Path, which: str) -> bool:
-    stat = (lambda g: g.post_acc) if which == "post" else (lambda g: g.pre_acc)
+    stat = (lambda g: g.post_acc) if which == "post" else (lambda g: g.stat("before_acc"))
+    dens = (lambda g: g.density) if which == "post" else (lambda g: g.stat("before_density"))
     groups = [g for g in _methods(collection) if stat(g).mean is not None]
     if not groups:
         return False
@@ -123,13 +124,13 @@ def _accuracy_vs_density(collection: Collection, path: Path, which: str) -> bool
     fig = Figure(figsize=(8.5, 4.8))
     ax = fig.add_subplot()
     for label, members in series.items():
-        members = sorted(members, key=lambda g: g.density.mean)
-        xs = [100 * g.density.mean for g in members]
+        members = sorted(members, key=lambda g: dens(g).mean)
+        xs = [100 * dens(g).mean for g in members]
         ys = [100 * stat(g).mean for g in members]
         errs = [100 * stat(g).err for g in members]
         n = max(len(g.runs) for g in members)
         text = f"{label} (n={n})" if n > 1 else label
-        if all(g.density.mean >= 1.0 for g in members):  # the dense reference
+        if all(dens(g).mean >= 1.0 for g in members):  # the dense reference
             ax.axhline(ys[0], color=colors[label], ls="--", lw=1.2)
         ax.errorbar(
             xs,
@@ -146,7 +147,11 @@ def _accuracy_vs_density(collection: Collection, path: Path, which: str) -> bool
     _log_axis(ax.xaxis)
     ax.set_xlabel(DENSITY_LABEL)
     ax.set_ylabel(ACC_LABEL)
-    title = "after finetuning" if which == "post" else "of the ticket before finetuning"
+    title = (
+        "after finetuning"
+        if which == "post"
+        else "before finetuning (Gem-Miner: its rounded mask, the rare gem)"
+    )
     ax.set_title(f"Accuracy {title} (mean ± std over seeds)", fontsize=11)
     ax.grid(True, which="both", alpha=0.3)
     _legend_outside(ax)
@@ -160,7 +165,9 @@ def accuracy_vs_density_post(collection: Collection, path: Path) -> bool:
 
 
 def accuracy_vs_density_pre(collection: Collection, path: Path) -> bool:
-    """Pre-finetune accuracy against achieved density per method (paper Fig. 6)."""
+    """Accuracy before finetuning against density per method (paper Fig. 6): for
+    Gem-Miner the rounded mask (the rare gem) at its own density, for the others the
+    ticket."""
     return _accuracy_vs_density(collection, path, "pre")
 
 
@@ -373,11 +380,12 @@ def accuracy_over_epochs(collection: Collection, path: Path) -> bool:
 
 
 def pre_vs_post(collection: Collection, path: Path) -> bool:
-    """Post- against pre-finetune accuracy per method (paper Fig. 9)."""
+    """Post- against pre-finetune accuracy per method (paper Fig. 9); for Gem-Miner the
+    rounded mask's (the rare gem's) accuracy before finetuning."""
     groups = [
         g
         for g in _methods(collection)
-        if g.pre_acc.mean is not None and g.post_acc.mean is not None
+        if g.stat("before_acc").mean is not None and g.post_acc.mean is not None
     ]
     if not groups:
         return False
@@ -388,9 +396,9 @@ def pre_vs_post(collection: Collection, path: Path) -> bool:
     for label, members in series.items():
         for j, g in enumerate(members):
             ax.errorbar(
-                100 * g.pre_acc.mean,
+                100 * g.stat("before_acc").mean,
                 100 * g.post_acc.mean,
-                xerr=100 * g.pre_acc.err or None,
+                xerr=100 * g.stat("before_acc").err or None,
                 yerr=100 * g.post_acc.err or None,
                 color=colors[label],
                 marker=_marker(colors, label),
@@ -402,7 +410,7 @@ def pre_vs_post(collection: Collection, path: Path) -> bool:
             if len(members) > 1:
                 ax.annotate(
                     f"{100 * g.target_density:.2g} %",
-                    (100 * g.pre_acc.mean, 100 * g.post_acc.mean),
+                    (100 * g.stat("before_acc").mean, 100 * g.post_acc.mean),
                     textcoords="offset points",
                     xytext=(5, -9),
                     fontsize=7,
@@ -413,7 +421,7 @@ def pre_vs_post(collection: Collection, path: Path) -> bool:
     ax.set_xlim(lo, hi)
     ax.set_ylim(lo, hi)
     ax.set_aspect("equal")
-    ax.set_xlabel("test accuracy before finetuning (%)")
+    ax.set_xlabel("test accuracy before finetuning (%; Gem-Miner: rounded mask)")
     ax.set_ylabel("test accuracy after finetuning (%)")
     ax.set_title("Accuracy before vs after finetuning", fontsize=11)
     ax.grid(True, alpha=0.3)

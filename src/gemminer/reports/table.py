@@ -39,20 +39,29 @@ def _name(group: Group, models: bool) -> str:
 
 
 def markdown_table(groups: Sequence[Group]) -> str:
-    """One row per group: method (+ sanity check), densities, accuracies, seeds, epochs."""
+    """One row per group: method (+ sanity check), the finetuned ticket's density and
+    accuracies, Gem-Miner's rounded mask (the rare gem: density, accuracy with BatchNorm
+    re-estimated / with mining's statistics), seeds, epochs to the mask."""
     models = len({(g.first.model, g.first.dataset) for g in groups}) > 1
     head = (
-        "| method | target density | achieved density | pre-finetune accuracy "
-        "| post-finetune accuracy | seeds | epochs to mask |"
+        "| method | target density | ticket density | ticket pre-finetune accuracy "
+        "| post-finetune accuracy | rare gem density | rare gem accuracy (BN re-estimated "
+        "/ mining's BN) | seeds | epochs to mask |"
     )
-    rows = [head, "|" + " --- |" * 2 + " ---: |" * 5]
+    rows = [head, "|" + " --- |" * 2 + " ---: |" * 7]
     for g in groups:
+        gem = g.stat("gem_density").mean is not None
         cells = [
             _name(g, models).replace("|", "\\|"),
             f"{100 * g.target_density:.2f} %",
             format_density(g.density.mean),
             format_accuracy(g.pre_acc),
             format_accuracy(g.post_acc),
+            format_density(g.stat("gem_density").mean) if gem else "—",
+            f"{format_accuracy(g.stat('gem_acc'))} / "
+            f"{format_accuracy(g.stat('gem_acc_running_bn'))}"
+            if gem
+            else "—",
             str(len(g.runs)),
             format_epochs(g.epochs_to_mask),
         ]

@@ -1,0 +1,143 @@
+"""The mining LR per optimizer and budget: SGD keeps the summed LR, Adam keeps its LR.
+
+Another optimizer than the row's starts from its own default LR; ``--lr`` always wins;
+``gemminer mine`` and :func:`gemminer.mine` resolve the same settings.
+"""
+
+import pytest
+import torch
+from torch import nn
+
+import gemminer
+import gemminer.api
+from gemminer.cli import build_parser, config_from_args, resolve_run
+from gemminer.config import DEFAULT_LR, budget_scaled_lr, mining_lr
+from gemminer.errors import ConfigError
+from gemminer.recipe import load_recipe
+
+
+def run_cfg(recipe, *flags):
+    return resolve_run([recipe, *flags])[1]
+
+
+def mine_cfg(*flags):
+    return config_from_args(build_parser().parse_args(["mine", *flags]))
+
+
+def test_budget_rule_per_optimizer():
+    assert budget_scaled_lr(0.1, 150, 10, "sgd") == pytest.approx(1.5)
+    assert budget_scaled_lr(0.1, 150, 300, "sgd") == 0.1  # longer runs keep the LR
+    assert budget_scaled_lr(0.01, 150, 10, "adam") == 0.01
+    assert budget_scaled_lr(0.01, 150, 1, "adam") == 0.01
+    assert budget_scaled_lr(0.1, 0, 10, "sgd") == 0.1  # no published budget
+    with pytest.raises(ConfigError, match="unknown optimizer 'lbfgs'"):
+        budget_scaled_lr(0.1, 150, 10, "lbfgs")
+
+
+def test_another_optimizer_starts_from_its_own_default():
+    assert DEFAULT_LR == {"sgd": 0.1, "adam": 0.01}
+    assert mining_lr("adam", 10, tuned_lr=0.1, tuned_epochs=150) == 0.01
+    assert mining_lr("sgd", 10, tuned_lr=0.02, tuned_optimizer="adam", tuned_epochs=150) == (
+        pytest.approx(0.1 * 15)
+    )
+    assert mining_lr("adam", 10, tuned_lr=0.001, tuned_optimizer="adam", tuned_epochs=200) == 0.001
+
+
+@pytest.mark.parametrize(
+    "name, lr",
+    [("resnet50-tinyimagenet-d1.4", 0.01), ("vgg16-cifar10-d1.4", 0.01),
+     ("resnet18-tinyimagenet-d1.4", 0.001), ("resnet50-caltech101-d5", 0.001)],
+)  # fmt: skip
+def test_adam_recipe_keeps_its_lr_on_a_short_budget(name, lr):
+    recipe = load_recipe(name)
+    assert recipe.optimizer == "adam" and recipe.lr == lr
+    for epochs in ("10", "1", str(2 * recipe.epochs)):
+        cfg = run_cfg(name, "--epochs", epochs)
+        assert (cfg.prune.optim.name, cfg.prune.optim.lr) == ("adam", lr)
+
+
+def test_sgd_recipe_scales_its_lr_to_the_same_sum():
+    cfg = run_cfg("resnet20-cifar10-d1.44", "--epochs", "10")
+    assert cfg.prune.optim.name == "sgd" and cfg.prune.optim.lr == pytest.approx(0.1 * 150 / 10)
+    cfg = run_cfg("mobilenetv2-cifar10-d5", "--epochs", "30")
+    assert cfg.prune.optim.lr == pytest.approx(0.1 * 300 / 30)
+    assert run_cfg("resnet20-cifar10-d1.44", "--epochs", "300").prune.optim.lr == 0.1
+
+
+def test_short_budget_period_is_rounded_and_at_least_one_epoch():
+    """T × E/budget rounded, clamped to [1, E]: not "as many freezes" below budget/T."""
+    recipe = load_recipe("resnet20-cifar10-d1.44")  # T = 5 of 150 epochs
+    assert [recipe.mining_at(e)[0] for e in (10, 29, 30, 45, 60, 150, 300)] == [
+        1, 1, 1, 2, 2, 5, 10,
+    ]  # fmt: skip
+    assert recipe.mining_at(1)[0] == 1
+
+
+def test_adam_flag_on_an_sgd_row_gets_adams_default_lr():
+    for epochs in ("10", "150"):
+        cfg = run_cfg("resnet20-cifar10-d1.44", "--optimizer", "adam", "--epochs", epochs)
+        assert (cfg.prune.optim.name, cfg.prune.optim.lr) == ("adam", 0.01)
+    cfg = mine_cfg("--model", "wrn28-2", "--density", "0.05", "--optimizer", "adam")
+    assert (cfg.prune.optim.name, cfg.prune.optim.lr) == ("adam", 0.01)
+    # naming the row's own optimizer changes nothing
+    same = run_cfg("resnet20-cifar10-d1.44", "--optimizer", "sgd", "--epochs", "10")
+    assert same == run_cfg("resnet20-cifar10-d1.44", "--epochs", "10")
+
+
+def test_sgd_flag_on_an_adam_row_gets_sgds_default_lr_scaled():
+    cfg = run_cfg("resnet50-tinyimagenet-d1.4", "--optimizer", "sgd", "--epochs", "10")
+    assert (cfg.prune.optim.name, cfg.prune.optim.lr) == ("sgd", pytest.approx(0.1 * 150 / 10))
+
+
+def test_other_methods_take_adams_default_too():
+    cfg = config_from_args(
+        build_parser().parse_args(["prune", "--method", "edge-popup", "--optimizer", "adam"])
+    )
+    assert cfg.prune.optim.lr == 0.01
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [
+        ("resnet50-tinyimagenet-d1.4", "--epochs", "10"),
+        ("resnet20-cifar10-d1.44", "--epochs", "10"),
+        ("resnet20-cifar10-d1.44", "--optimizer", "adam", "--epochs", "10"),
+        ("vgg16-cifar10-d1.4", "--optimizer", "sgd"),
+    ],
+)
+def test_explicit_lr_always_wins(flags):
+    assert run_cfg(*flags, "--lr", "0.37").prune.optim.lr == 0.37
+    assert mine_cfg("--optimizer", "adam", "--epochs", "5", "--lr", "0.37").prune.optim.lr == 0.37
+
+
+class _Stop(Exception):
+    pass
+
+
+@pytest.mark.parametrize(
+    "density, epochs, optimizer, lr, expected",
+    [(0.0144, 10, "sgd", None, 1.5), (0.0144, 10, "adam", None, 0.01),
+     (0.5, 30, "adam", None, 0.01), (0.5, 30, "sgd", None, 0.25), (0.0144, 10, "adam", 0.2, 0.2)],
+)  # fmt: skip
+def test_api_and_cli_resolve_the_same_mining_settings(
+    monkeypatch, density, epochs, optimizer, lr, expected
+):
+    seen = {}
+
+    def capture(model, train, cfg, device, **kwargs):
+        seen["cfg"] = cfg
+        raise _Stop
+
+    monkeypatch.setattr(gemminer.api, "mine_scores", capture)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.Linear(4 * 6 * 6, 2))
+    batches = [(torch.zeros(2, 3, 8, 8), torch.zeros(2, dtype=torch.long))]
+    with pytest.raises(_Stop):
+        gemminer.mine(
+            net, batches, density=density, epochs=epochs, optimizer=optimizer, lr=lr, device="cpu"
+        )
+    api = seen["cfg"]
+    flags = ["--density", str(density), "--epochs", str(epochs), "--optimizer", optimizer]
+    cli = mine_cfg(*flags, *(["--lr", str(lr)] if lr is not None else []))
+    assert (api.optim.name, api.optim.lr) == (cli.prune.optim.name, cli.prune.optim.lr)
+    assert api.optim.lr == pytest.approx(expected)
+    assert (api.period, api.lam) == (cli.settings["period"], cli.settings["lam"])
