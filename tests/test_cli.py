@@ -120,7 +120,10 @@ def test_eval_reproduces_the_reported_accuracies(finished_run, capsys):
 def test_rerunning_the_same_command_skips_finished_mining(finished_run, data_dir, capsys):
     args = mine_args(data_dir, finished_run)
     assert main(args) == 0
-    assert "mask already found" in capsys.readouterr().err
+    out = capsys.readouterr()
+    assert "mask already found" in out.err
+    # the summary line names the finetuned ticket and the rare gem apart
+    assert "pre-finetune accuracy" in out.out and "rare gem (rounded mask)" in out.out
 
 
 def test_other_settings_in_an_existing_run_folder_are_refused(finished_run, data_dir, capsys):

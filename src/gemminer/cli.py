@@ -523,10 +523,16 @@ def _print_summary(run_dir: Path, summary: dict) -> None:
         return "—" if v is None else f"{100 * v:.2f} %"
 
     check = f" + {summary['sanity_check']}" if summary.get("sanity_check") else ""
+    gem = (
+        f"rare gem (rounded mask) {100 * summary['gem_density']:.2f} % kept at "
+        f"{pct(summary.get('gem_acc'))}, "
+        if summary.get("gem_density") is not None
+        else ""
+    )
     print(
         f"{run_dir}: {summary['method']}{check}, {format_density(summary['density'])} "
         f"(target {100 * summary['target_density']:.2f} %), "
-        f"pre-finetune accuracy {pct(summary['pre_finetune_acc'])}, "
+        f"pre-finetune accuracy {pct(summary['pre_finetune_acc'])}, {gem}"
         f"post-finetune accuracy {pct(summary.get('post_finetune_acc'))}, "
         f"{summary['epochs_to_mask']:g} epochs to the mask, {summary['seconds']:.0f} s"
     )
