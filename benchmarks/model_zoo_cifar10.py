@@ -27,6 +27,7 @@ from gemminer.runs import RunDir
 
 HEADER = [
     "recipe", "paper", "density", "pre-finetune acc", "post-finetune acc",
+    "rare gem: density, acc (BN re-est. / mining's BN)",
     "epochs (mine + finetune)", "mining lr", "seconds (mine + finetune)", "command",
 ]  # fmt: skip
 
@@ -60,11 +61,14 @@ def main() -> None:
         rows.append([
             name, load_recipe(name).paper, format_density(s["density"]),
             pct(s["pre_finetune_acc"]), pct(s["post_finetune_acc"]),
-            f"{s['epochs_mining']} + {s['epochs_finetune']}", f"{cfg.prune.optim.lr:g}",
+            f"{pct(s.get('gem_density'))}, {pct(s.get('gem_acc'))} / "
+            f"{pct(s.get('gem_acc_running_bn'))}",
+            f"{s['epochs_mining']} + {s['epochs_finetune']}",
+            f"{cfg.prune.optim.name} {cfg.prune.optim.lr:g}",
             f"{s['seconds_mask']:.0f} + {s['seconds_finetune']:.0f}",
             "gemminer run " + " ".join(shlex.quote(a) for a in argv),
         ])  # fmt: skip
-        print(" | ".join(rows[-1][:8]), flush=True)
+        print(" | ".join(rows[-1][:9]), flush=True)
 
     report = Path(args.report)
     with open(report.with_suffix(".csv"), "w", newline="") as f:
@@ -77,9 +81,11 @@ def main() -> None:
         f"- Script: `{command_line()}`",
         f"- Budget: {args.epochs} mining + {args.epochs} finetune epochs on a seeded "
         f"{args.train_size}-image subset of the training set; accuracy on the full 10k test "
-        "set. Each recipe's settings are the paper's row (see the paper column), with the "
-        "period and mining LR rescaled to the shorter budget (same summed LR); `--extra` "
-        f"flags: `{args.extra or 'none'}`.",
+        "set. Each recipe's settings are its paper row as the authors' configs ran it (see "
+        "the paper column and the recipe file), with the period rescaled to the shorter "
+        "budget and, for SGD, the mining LR too (same summed LR; Adam's LR is kept); "
+        f"`--extra` flags: `{args.extra or 'none'}`. Density and pre-finetune accuracy are "
+        "the finetuned ticket's; the rare gem is Gem-Miner's rounded mask before finetuning.",
         "",
         markdown_table(HEADER, rows),
         "",
