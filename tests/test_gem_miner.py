@@ -15,7 +15,7 @@ from gemminer.masking import (
     to_score_model,
 )
 from gemminer.methods import METHODS
-from gemminer.methods.gem_miner import freeze_lowest, freeze_scores, mine_scores
+from gemminer.methods.gem_miner import freeze_scores, mine_scores
 
 
 def small_net() -> nn.Module:
@@ -198,19 +198,19 @@ def test_algorithm1_last_epoch_freezes_even_off_period(tiny_data):
     assert abs(active - 0.05 * total) <= 1
 
 
-def test_freeze_lowest_is_global_and_exact():
+def test_freeze_is_global_lowest_first_and_exact():
     model = to_score_model(nn.Sequential(nn.Linear(3, 1, bias=False), nn.Linear(1, 2, bias=False)))
     a, b = score_layers(model).values()
     with torch.no_grad():
         a.scores.copy_(torch.tensor([[0.9, 0.2, 0.6]]))
         b.scores.copy_(torch.tensor([[0.1], [0.7]]))
-    assert freeze_lowest(model, keep=3) == 2
+    assert freeze_scores(model, 2) == 2
     assert a.flags.tolist() == [[1.0, 0.0, 1.0]] and b.flags.tolist() == [[0.0], [1.0]]
     assert a.scores[0, 1] == 0 and b.scores[0, 0] == 0
     # frozen entries are not candidates any more, even with score 0
-    assert freeze_lowest(model, keep=2) == 1
+    assert freeze_scores(model, 1) == 1
     assert a.flags.tolist() == [[1.0, 0.0, 0.0]] and b.flags.tolist() == [[0.0], [1.0]]
-    assert freeze_lowest(model, keep=5) == 0
+    assert freeze_scores(model, 0) == 0
 
 
 def test_freeze_breaks_ties_to_freeze_exactly_k():
@@ -218,7 +218,7 @@ def test_freeze_breaks_ties_to_freeze_exactly_k():
     layer = model[0]
     with torch.no_grad():
         layer.scores.fill_(0.5)
-    assert freeze_lowest(model, keep=37) == 63
+    assert freeze_scores(model, 63) == 63
     assert int(layer.flags.sum()) == 37
 
 

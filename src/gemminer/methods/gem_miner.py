@@ -203,12 +203,6 @@ def freeze_scores(
     return int(drop.sum())
 
 
-def freeze_lowest(model: nn.Module, keep: int, floors: Mapping[str, int] | None = None) -> int:
-    """Algorithm 1's freeze: all but ``keep`` active scores, lowest first, exactly."""
-    active, _ = flag_counts(model)
-    return freeze_scores(model, active - keep, floors)
-
-
 @torch.no_grad()
 def guard_collapse(model: nn.Module, floors: Mapping[str, int]) -> dict[str, int]:
     """Keep every layer connected: where fewer than its floor of weights round to 1, the
