@@ -10,6 +10,9 @@ EPOCHS   ?= 150
 DENSITY  ?= 0.0144
 DATA_DIR ?= .data/cifar10
 SHARED_CIFAR := ../shared/datasets/cifar10-jpeg.tar.gz
+# Optional: PRECISION=fp32|bf16|auto (--precision), EVAL_EVERY=N (test set every N epochs).
+PRECISION  ?=
+EVAL_EVERY ?=
 
 .PHONY: install test demo data lint clean
 
@@ -32,7 +35,8 @@ data:
 
 demo: install data
 	$(BIN)/gemminer mine --model resnet20 --dataset cifar10 --data-dir "$(DATA_DIR)" \
-		--density $(DENSITY) --epochs $(EPOCHS) --finetune
+		--density $(DENSITY) --epochs $(EPOCHS) --finetune \
+		$(if $(PRECISION),--precision $(PRECISION)) $(if $(EVAL_EVERY),--eval-every $(EVAL_EVERY))
 
 lint: install
 	$(BIN)/ruff check src tests benchmarks

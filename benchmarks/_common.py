@@ -6,6 +6,7 @@ import datetime as _dt
 import os
 import platform
 import shlex
+import statistics
 import sys
 
 import torch
@@ -44,3 +45,10 @@ def markdown_table(header: list[str], rows: list[list[object]]) -> str:
 
 def pct(value: float | None) -> str:
     return "—" if value is None else f"{100 * value:.2f} %"
+
+
+def mean_std(values: list[float]) -> str:
+    """``a ± b %`` (mean ± sample std) of fractions; one value as :func:`pct`."""
+    if len(values) < 2:
+        return pct(values[0]) if values else "—"
+    return f"{100 * statistics.mean(values):.2f} ± {100 * statistics.stdev(values):.2f} %"

@@ -18,11 +18,10 @@ from __future__ import annotations
 
 import argparse
 import csv
-import statistics
 import time
 from pathlib import Path
 
-from _common import command_line, machine, markdown_table, pct, today
+from _common import command_line, machine, markdown_table, mean_std, pct, today
 
 from gemminer.cli import main as gemminer
 from gemminer.runs import RunDir
@@ -104,12 +103,6 @@ COLUMNS = {
 }
 
 
-def _mean_std(values: list[float]) -> str:
-    if len(values) < 2:
-        return pct(values[0]) if values else "—"
-    return f"{100 * statistics.mean(values):.2f} ± {100 * statistics.stdev(values):.2f} %"
-
-
 def write_report(done: list[tuple[str, int, Path, str]], report: Path, args) -> None:
     records = []
     for label, seed, out, command in done:
@@ -137,7 +130,7 @@ def write_report(done: list[tuple[str, int, Path, str]], report: Path, args) -> 
         if len(members) > 1:
             summary.append(
                 [label, ",".join(str(r["seed"]) for r in members)]
-                + [_mean_std([r[k] for r in members if r[k] is not None]) for k in COLUMNS.values()]
+                + [mean_std([r[k] for r in members if r[k] is not None]) for k in COLUMNS.values()]
             )
     authors = ["the authors' code (issue 12's measurement)", "42"] + [
         pct(AUTHORS.get(name)) for name in COLUMNS

@@ -262,3 +262,38 @@ def test_default_lr_follows_each_method_and_the_budget():
     assert lr("--method", "gem-miner", "--epochs", "10", "--optimizer", "adam") == 0.01
     assert lr("--method", "edge-popup", "--epochs", "10", "--optimizer", "adam") == 0.01
     assert lr("--method", "gem-miner", "--optimizer", "adam", "--lr", "0.3") == 0.3
+
+
+def test_eval_every_evaluates_every_n_epochs_and_after_the_last(data_dir, tmp_path, capsys):
+    out = tmp_path / "sparse-eval"
+    args = [*mine_args(data_dir, out), "--eval-every", "2", "--finetune-epochs", "3"]
+    assert main([*args, "--finetune"]) == 0
+    records = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    evaluated = [(r["phase"], r["epoch"]) for r in records if "test_acc" in r]
+    assert evaluated == [("mine", 2), ("mine", 3), ("finetune", 2), ("finetune", 3)]
+    config = json.loads((out / "config.json").read_text())
+    assert config["eval_every"] == 2
+    # A different cadence is a different folder name; the default leaves names unchanged.
+    from gemminer.config import RunConfig
+    from gemminer.runs import config_hash
+
+    cfg = RunConfig.from_dict(config)
+    assert config_hash(cfg) != config_hash(RunConfig.from_dict({**config, "eval_every": 1}))
+    without = {k: v for k, v in config.items() if k != "eval_every"}
+    assert config_hash(RunConfig.from_dict(without)) == config_hash(
+        RunConfig.from_dict({**config, "eval_every": 1})
+    )
+    assert main([*mine_args(data_dir, tmp_path / "bad"), "--eval-every", "0"]) == 2
+    assert "--eval-every must be >= 1, got 0" in capsys.readouterr().err
+
+
+def test_make_demo_passes_precision_and_eval_every_only_when_given():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    run = ["make", "-n", "-C", str(root), "demo"]
+    given = subprocess.run([*run, "PRECISION=bf16", "EVAL_EVERY=5"], capture_output=True, text=True)
+    assert "--precision bf16 --eval-every 5" in given.stdout
+    plain = subprocess.run(run, capture_output=True, text=True)
+    assert "--precision" not in plain.stdout and "--eval-every" not in plain.stdout
+    assert "--epochs 150 --finetune" in plain.stdout

@@ -15,7 +15,8 @@ from gemminer.errors import ConfigError
 from gemminer.masking import score_layers, to_score_model
 from gemminer.methods.gem_miner import mine_scores
 from gemminer.training import finetune
-from gemminer.training.runtime import Runtime, start_runtime
+from gemminer.training import runtime as runtime_module
+from gemminer.training.runtime import Runtime, resolve_precision, start_runtime
 
 from .conftest import UserNet, write_image_folder
 
@@ -105,3 +106,49 @@ def test_cli_precision_flag_reaches_the_run(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit:
         main([*args, "--precision", "fp8", "--out", str(out)])
     assert exit.value.code == 2 and "invalid choice: 'fp8'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("device", "cuda_bf16", "cpu_bf16", "expected"),
+    [
+        ("cpu", False, True, "bf16"),  # AMX / AVX512-BF16
+        ("cpu", False, False, "fp32"),  # bf16 would be emulated, slower
+        ("cuda", True, False, "bf16"),
+        ("cuda:0", False, True, "fp32"),  # a GPU without bf16
+        ("mps", False, True, "fp32"),
+    ],
+)
+def test_auto_precision_is_bf16_only_where_the_device_runs_it_fast(
+    monkeypatch, device, cuda_bf16, cpu_bf16, expected
+):
+    monkeypatch.setattr(runtime_module, "cpu_has_fast_bf16", lambda: cpu_bf16)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda_bf16)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: cuda_bf16)
+    assert resolve_precision("auto", device) == expected
+    assert resolve_precision("fp32", device) == "fp32"  # an explicit choice is kept
+    assert resolve_precision("bf16", device) == "bf16"
+
+
+def test_auto_precision_on_auto_device_and_bad_names(monkeypatch):
+    monkeypatch.setattr(runtime_module, "cpu_has_fast_bf16", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_precision("auto", "auto") == "bf16"  # auto device → this CPU
+    with start_runtime("cpu", precision="auto") as (runtime, _):
+        assert runtime.precision == "bf16"
+    with pytest.raises(ConfigError, match="unknown precision 'fp8'; choose from auto, fp32, bf16"):
+        resolve_precision("fp8", "cpu")
+
+
+def test_cpu_bf16_probe_reads_the_cpu_flags(monkeypatch, tmp_path):
+    import builtins
+
+    real_open = builtins.open
+    for flags, expected in [("fpu avx512f amx_bf16 amx_tile", True), ("fpu avx2", False)]:
+        fake = tmp_path / "cpuinfo"
+        fake.write_text(f"processor : 0\nflags : {flags}\n")
+
+        def fake_open(path, *args, _fake=fake, **kwargs):
+            return real_open(_fake if path == "/proc/cpuinfo" else path, *args, **kwargs)
+
+        monkeypatch.setattr(builtins, "open", fake_open)
+        assert runtime_module.cpu_has_fast_bf16() is expected

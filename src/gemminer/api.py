@@ -28,7 +28,7 @@ from .methods.gem_miner import MiningResult, mine_scores
 from .recipe import paper_mining_defaults
 from .training import finetune as _finetune
 from .training import resolve_device
-from .training.runtime import Runtime
+from .training.runtime import Runtime, resolve_precision
 
 Data = ImageArrays | Iterable[tuple[torch.Tensor, torch.Tensor]]
 
@@ -125,11 +125,13 @@ def mine(
     (the flags q by default; keyed by ``model``'s weight names), the rounded mask — the
     "rare gem", accurate before finetuning — as ``result.gem``, the per-epoch history,
     and the trained score model as ``result.model``.
-    ``precision="bf16"`` trains under bfloat16 autocast (scores stay fp32), ``compile``
-    uses ``torch.compile``; ``runtime`` (e.g. from
+    ``precision="bf16"`` trains under bfloat16 autocast (scores stay fp32), ``"auto"``
+    picks bf16 where the device runs it fast
+    (:func:`~gemminer.training.runtime.resolve_precision`), ``compile`` uses
+    ``torch.compile``; ``runtime`` (e.g. from
     :func:`gemminer.training.runtime.start_runtime` under torchrun) replaces both.
     """
-    runtime = runtime or Runtime(precision=precision, compile=compile)
+    runtime = runtime or Runtime(precision=resolve_precision(precision, device), compile=compile)
     d_period, d_lr, d_lam = paper_mining_defaults("", density, epochs, optimizer=optimizer)
     cfg = MineConfig(
         density=density,
@@ -204,7 +206,7 @@ def finetune(
     Defaults are Table 15's for ResNet-20 below 50 % density. Returns per-epoch records.
     ``precision``, ``compile`` and ``runtime`` as in :func:`mine`.
     """
-    runtime = runtime or Runtime(precision=precision, compile=compile)
+    runtime = runtime or Runtime(precision=resolve_precision(precision, device), compile=compile)
     cfg = FinetuneConfig(
         epochs=epochs,
         batch_size=batch_size,

@@ -31,7 +31,7 @@ from .runs import default_run_name
 from .sanity import SANITY_CHECKS, sanity_run
 from .sweep import add_sweep_parser, run_sweep
 from .training.checkpoint import TrainingInterrupted
-from .training.runtime import PRECISIONS, Runtime, start_runtime
+from .training.runtime import PRECISION_CHOICES, Runtime, start_runtime
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
@@ -160,6 +160,13 @@ def _add_run_flags(p: argparse.ArgumentParser, *, method: bool) -> None:
         action="store_true",
         help="evaluate on the test set only at the end, not after every epoch",
     )
+    p.add_argument(
+        "--eval-every",
+        type=int,
+        default=1,
+        metavar="N",
+        help="evaluate on the test set every N epochs and after the last (default 1)",
+    )
     _add_common(p)
 
 
@@ -167,7 +174,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument(
         "--precision",
-        choices=PRECISIONS,
+        choices=PRECISION_CHOICES,
         default="fp32",
         help="bf16: bfloat16 autocast, scores and weights kept in fp32 (fast on GPUs)",
     )
@@ -378,6 +385,7 @@ def config_from_args(args: argparse.Namespace, recipe: Recipe | None = None) -> 
         settings=settings,
         finetune=finetune,
         eval_each_epoch=not args.no_epoch_eval,
+        eval_every=args.eval_every,
     )
 
 

@@ -208,15 +208,22 @@ class RunConfig:
     sanity_check: str = ""
     sanity_seed: int = 0
     eval_each_epoch: bool = True
+    eval_every: int = 1  # with eval_each_epoch: the test set every n epochs and after the last
     defaults_version: int = DEFAULTS_VERSION
 
     def __post_init__(self) -> None:
         _require(self.val_size >= 0, f"validation size must be >= 0, got {self.val_size}")
         _require(self.train_size >= 0, f"training subset size must be >= 0, got {self.train_size}")
         _require(self.image_size >= 0, f"image size must be >= 0, got {self.image_size}")
+        _require(self.eval_every >= 1, f"--eval-every must be >= 1, got {self.eval_every}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @property
+    def epoch_eval_every(self) -> int:
+        """Evaluate the test set every this many epochs (0: only after the last)."""
+        return self.eval_every if self.eval_each_epoch else 0
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunConfig:

@@ -333,7 +333,7 @@ def _prune(
         optim=cfg.prune.optim,
         seed=derive_seed(cfg.seed, "scores"),
         eval_batches=eval_loaders(splits, device, runtime=runtime),
-        eval_every=1 if cfg.eval_each_epoch else 0,
+        eval_every=cfg.epoch_eval_every,
         calibration_batches=train_loader(
             splits,
             cfg.prune.batch_size,
@@ -568,7 +568,7 @@ def _finetune(
             ft,
             dev,
             eval_batches=eval_loaders(splits, dev, runtime=runtime),
-            eval_every=1 if cfg.eval_each_epoch else 0,
+            eval_every=cfg.epoch_eval_every,
             on_epoch=_metrics_writer(run, log, tensorboard),
             progress=progress,
             checkpoint=checkpoint,

@@ -60,6 +60,7 @@ _HASHED_IF_SET = {
     "image_size": 0,
     "data_args": {},
     "defaults_version": 1,
+    "eval_every": 1,
 }
 
 

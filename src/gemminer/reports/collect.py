@@ -33,6 +33,7 @@ IGNORED_SETTINGS = frozenset(
         "device",
         "download",
         "eval_each_epoch",
+        "eval_every",
         "method",
         "sanity_check",
         "prune.density",

@@ -94,7 +94,7 @@ def render_report(
         "weights kept. Accuracies are test-set top-1; with several seeds, mean ± sample "
         "standard deviation (n − 1) over the seeds. Runs are grouped by method, sanity "
         "check, target density and every setting except the seeds and those that cannot "
-        "change a result (data_dir, device, download, eval_each_epoch)."
+        "change a result (data_dir, device, download, eval_each_epoch, eval_every)."
     )
     lines.append("")
     if collection.groups:
