@@ -30,7 +30,9 @@ test: install
 # Otherwise `gemminer` downloads the official release into DATA_DIR.
 data:
 	@if [ ! -d "$(DATA_DIR)/train" ] && [ -f "$(SHARED_CIFAR)" ]; then \
-		mkdir -p "$(DATA_DIR)" && tar xzf "$(SHARED_CIFAR)" -C "$(DATA_DIR)"; \
+		echo "unpacking $(SHARED_CIFAR) into $(DATA_DIR) (60,000 images, about a minute)"; \
+		mkdir -p "$(DATA_DIR)" && tar xzf "$(SHARED_CIFAR)" -C "$(DATA_DIR)" && \
+		echo "CIFAR-10 ready in $(DATA_DIR)"; \
 	fi
 
 demo: install data

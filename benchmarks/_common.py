@@ -52,3 +52,8 @@ def mean_std(values: list[float]) -> str:
     if len(values) < 2:
         return pct(values[0]) if values else "—"
     return f"{100 * statistics.mean(values):.2f} ± {100 * statistics.stdev(values):.2f} %"
+
+
+def train_size_flags(train_size: int) -> list[str]:
+    """``--train-size N`` for a seeded subset; no flag for 0 (the whole training set)."""
+    return ["--train-size", str(train_size)] if train_size else []

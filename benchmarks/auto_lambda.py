@@ -16,7 +16,7 @@ import argparse
 import shlex
 from pathlib import Path
 
-from _common import command_line, machine, markdown_table, pct, today
+from _common import command_line, machine, markdown_table, pct, today, train_size_flags
 
 from gemminer import pipeline
 from gemminer.cli import build_parser, config_from_args
@@ -41,8 +41,8 @@ def main() -> None:
         out = Path(args.runs) / ("auto" if extra else "fixed")
         argv = [
             "prune", "--method", "gem-miner", "--data-dir", args.data_dir, "--no-download",
-            "--density", args.density, "--epochs", str(args.epochs), "--train-size",
-            str(args.train_size), "--no-epoch-eval", *extra, "--out", str(out),
+            "--density", args.density, "--epochs", str(args.epochs),
+            *train_size_flags(args.train_size), "--no-epoch-eval", *extra, "--out", str(out),
         ]  # fmt: skip
         cfg = config_from_args(build_parser().parse_args(argv))
         pipeline.prune_run(cfg, out)

@@ -16,7 +16,7 @@ import csv
 import time
 from pathlib import Path
 
-from _common import command_line, machine, markdown_table, pct, today
+from _common import command_line, machine, markdown_table, pct, today, train_size_flags
 
 from gemminer.cli import main as gemminer
 from gemminer.runs import RunDir
@@ -80,8 +80,7 @@ def main() -> None:
         "--data-dir",
         args.data_dir,
         "--no-download",
-        "--train-size",
-        str(args.train_size),
+        *train_size_flags(args.train_size),
         "--density",
         args.density,
         "--seed",

@@ -21,7 +21,7 @@ import csv
 import time
 from pathlib import Path
 
-from _common import command_line, machine, markdown_table, mean_std, pct, today
+from _common import command_line, machine, markdown_table, mean_std, pct, today, train_size_flags
 
 from gemminer.cli import main as gemminer
 from gemminer.runs import RunDir
@@ -78,7 +78,7 @@ def main() -> None:
             out = runs / folder(label, seed)
             argv = [
                 "mine", "--model", "resnet20", "--data-dir", args.data_dir, "--no-download",
-                "--train-size", str(args.train_size), "--density", args.density,
+                *train_size_flags(args.train_size), "--density", args.density,
                 "--epochs", str(args.epochs), "--finetune-epochs", str(args.finetune_epochs),
                 "--seed", str(seed), "--no-epoch-eval", "--no-progress", *flags,
                 "--out", str(out),

@@ -17,7 +17,7 @@ import csv
 import shlex
 from pathlib import Path
 
-from _common import command_line, machine, markdown_table, pct, today
+from _common import command_line, machine, markdown_table, pct, today, train_size_flags
 
 from gemminer import pipeline
 from gemminer.cli import resolve_run
@@ -50,7 +50,7 @@ def main() -> None:
         out = Path(args.runs) / name
         argv = [
             name, "--data-dir", args.data_dir, "--no-download", "--epochs", str(args.epochs),
-            "--train-size", str(args.train_size), "--no-epoch-eval", *shlex.split(args.extra),
+            *train_size_flags(args.train_size), "--no-epoch-eval", *shlex.split(args.extra),
             "--out", str(out),
         ]  # fmt: skip
         _, cfg = resolve_run(argv)

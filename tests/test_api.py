@@ -77,3 +77,53 @@ def test_mine_can_finetune_the_rounded_mask_on_algorithm1s_schedule(tiny_data):
     )
     assert all(torch.equal(result.mask[n], result.gem[n]) for n in result.mask)
     assert [r["frozen"] > 0 for r in result.history] == [True, True, True]
+
+
+def _dense_values(net) -> int:
+    """Biases and normalization parameters: every parameter but the Conv2d/Linear weights."""
+    pruned = set(prunable_weights(net).values())
+    return sum(p.numel() for p in net.parameters() if p not in pruned)
+
+
+def test_the_report_says_biases_and_normalization_stay_dense(user_net, tiny_data):
+    dense = _dense_values(user_net)
+    assert dense == 8 + 2 * 8 + 3  # conv bias, BatchNorm weight and bias, head bias
+    line = f"biases and normalization parameters stay dense: {dense} values"
+    mask = gemminer.Mask.ones_like(user_net)
+    assert line in mask.report()
+    assert line in gemminer.Mask(dict(mask)).report(user_net)  # a bare mask, given its model
+    assert "stay dense" not in gemminer.Mask(dict(mask)).report()  # nothing to say without it
+    result = gemminer.mine(
+        user_net, tiny_data, density=0.5, epochs=1, period=1, batch_size=16, device="cpu"
+    )
+    assert line in result.mask.report() and line in result.gem.report()
+    doc = " ".join(gemminer.mine.__doc__.split())
+    assert "biases and normalization parameters" in doc and "are not pruned" in doc
+
+
+def test_apply_mask_changes_the_model_in_place_and_says_so(user_net):
+    mask = gemminer.Mask({n: torch.zeros_like(w) for n, w in prunable_weights(user_net).items()})
+    assert gemminer.apply_mask(user_net, mask) is user_net
+    assert all(torch.all(w == 0) for w in prunable_weights(user_net).values())
+    doc = " ".join(gemminer.apply_mask.__doc__.split())
+    assert "in place" in doc and "not a copy" in doc
+
+
+def test_checking_the_data_first_leaves_its_shuffling_alone(tiny_data):
+    """mine/finetune look at a first batch (labels vs the model's outputs) up front; the
+    batches training sees afterwards are those it would have seen without the look."""
+    from gemminer.api import _check_data
+
+    net = UserNet()
+    dataset = TensorDataset(tiny_data.images.float() / 255, tiny_data.labels)
+    for generator in (None, torch.Generator()):
+        loader = DataLoader(dataset, batch_size=16, shuffle=True, generator=generator)
+        if generator is not None:
+            generator.manual_seed(3)
+        torch.manual_seed(0)
+        expected = [y for _, y in loader]
+        if generator is not None:
+            generator.manual_seed(3)
+        torch.manual_seed(0)
+        _check_data(net, loader, "train_data")
+        assert all(torch.equal(a, b) for a, b in zip([y for _, y in loader], expected))

@@ -297,3 +297,122 @@ def test_make_demo_passes_precision_and_eval_every_only_when_given():
     plain = subprocess.run(run, capture_output=True, text=True)
     assert "--precision" not in plain.stdout and "--eval-every" not in plain.stdout
     assert "--epochs 150 --finetune" in plain.stdout
+
+
+def exit_status(argv):
+    """``main(argv)``'s exit status, whether argparse exits or main returns."""
+    try:
+        return main(argv)
+    except SystemExit as exc:
+        return exc.code
+
+
+W1, W0 = "must be a whole number >= 1, got", "must be a whole number >= 0, got"
+D144 = "resnet20-cifar10-d1.44"
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["mine", "--batch-size", "0"], f"argument --batch-size: {W1} 0"),
+        (["mine", "--epochs", "0"], f"argument --epochs: {W1} 0"),
+        (["mine", "--epochs", "-3"], f"argument --epochs: {W1} -3"),
+        (["mine", "--period", "0"], f"argument --period: {W1} 0"),
+        (["mine", "--train-size", "0"], f"argument --train-size: {W1} 0"),
+        (["mine", "--image-size", "0"], f"argument --image-size: {W1} 0"),
+        (["mine", "--finetune-epochs", "0"], f"argument --finetune-epochs: {W1} 0"),
+        (["mine", "--val-size", "-1"], f"argument --val-size: {W0} -1"),
+        (["mine", "--threads", "0"], f"argument --threads: {W1} 0"),
+        (["mine", "--batch-size", "x"], f"argument --batch-size: {W1} x"),
+        (["finetune", "r", "--epochs", "0"], f"argument --epochs: {W1} 0"),
+        (["finetune", "r", "--batch-size", "0"], f"argument --batch-size: {W1} 0"),
+        (["prune", "--method", "gem-miner", "--epochs", "0"], f"argument --epochs: {W1} 0"),
+        (["prune", "--method", "gem-miner", "--epochs", "-3"], f"argument --epochs: {W1} -3"),
+        (["prune", "--method", "snip", "--epochs", "-1"], f"argument --epochs: {W0} -1"),
+        (["run", D144, "--epochs", "0"], f"argument --epochs: {W1} 0"),
+        (["run", D144, "--batch-size", "0"], f"argument --batch-size: {W1} 0"),
+    ],
+)
+def test_zero_and_negative_counts_are_refused_with_one_message(argv, message, tmp_path, capsys):
+    """0 never silently means "the default": a count flag not given is None; 0 or a negative
+    number is refused, with the same wording for every flag and command."""
+    argv = [str(tmp_path / a) if a == "r" else a for a in argv]
+    if argv[0] != "finetune":  # never train, should a count be let through
+        argv += ["--print-config", "--no-download", "--data-dir", str(tmp_path / "data")]
+    assert exit_status(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err, err
+    assert not any(tmp_path.iterdir())
+
+
+def test_a_one_shot_method_takes_zero_mining_epochs():
+    from gemminer.cli import build_parser, config_from_args
+
+    args = build_parser().parse_args(["prune", "--method", "snip", "--epochs", "0"])
+    assert config_from_args(args).prune.epochs == 0
+
+
+@pytest.mark.parametrize(
+    ("argv", "prog"),
+    [
+        (["mine", "--batch-size", "x"], "gemminer mine"),
+        (["mine", "--no-such-flag"], "gemminer mine"),
+        (["prune"], "gemminer prune"),
+        (["finetune"], "gemminer finetune"),
+        (["report"], "gemminer report"),
+        (["mien"], "gemminer"),
+        ([], "gemminer"),
+    ],
+)
+def test_argparse_errors_are_one_line_and_point_to_help(argv, prog, capsys):
+    assert exit_status(argv) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 2, lines
+    assert lines[0].startswith(f"{prog}: error: ") and "usage:" not in lines[0], lines
+    assert lines[1] == f"see `{prog} --help`"
+
+
+def test_unknown_recipe_suggests_the_closest_names(capsys):
+    assert exit_status(["run", "resnet20-cifar10-d1.4"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown recipe 'resnet20-cifar10-d1.4'" in err
+    assert "did you mean resnet20-cifar10-d1.44" in err and len(err.strip().splitlines()) == 1
+
+
+#: `gemminer` commands and the run folder each resolved to before counts became None when
+#: not given: a flag's default must never change the settings of an existing command.
+PINNED_RUN_NAMES = {
+    ("mine",): "gem-miner-resnet20-cifar10-d0.0144-1588156296",
+    ("mine", "--epochs", "10", "--batch-size", "64", "--density", "0.05"): (
+        "gem-miner-resnet20-cifar10-d0.05-f5d17eef25"
+    ),
+    ("mine", "--image-size", "64", "--train-size", "500", "--val-size", "100", "--period", "2"): (
+        "gem-miner-resnet20-cifar10-d0.0144-55219f76e8"
+    ),
+    ("prune", "--method", "snip", "--epochs", "0", "--set", "batches=2"): (
+        "snip-resnet20-cifar10-d0.0144-9532809c05"
+    ),
+    ("prune", "--method", "imp", "--epochs", "3", "--finetune-epochs", "4"): (
+        "imp-resnet20-cifar10-d0.0144-5df30e0a26"
+    ),
+    ("prune", "--method", "edge-popup", "--epochs", "5"): (
+        "edge-popup-resnet20-cifar10-d0.0144-f0edaf66f7"
+    ),
+    ("run", "resnet20-cifar10-d1.44"): "gem-miner-resnet20-cifar10-d0.0144-1588156296",
+    ("run", "resnet20-cifar10-d1.44", "--epochs", "10", "--batch-size", "32"): (
+        "gem-miner-resnet20-cifar10-d0.0144-b6dd2c3a83"
+    ),
+    ("run", "resnet50-caltech101-d5"): "gem-miner-resnet50-caltech101-d0.05-002bbb8cdd",
+}
+
+
+@pytest.mark.parametrize("argv", list(PINNED_RUN_NAMES))
+def test_existing_commands_keep_their_run_folder(argv):
+    from gemminer.cli import build_parser, config_from_args, resolve_run
+    from gemminer.runs import default_run_name
+
+    if argv[0] == "run":
+        cfg = resolve_run(argv[1:])[1]
+    else:
+        cfg = config_from_args(build_parser().parse_args(list(argv)))
+    assert default_run_name(cfg) == PINNED_RUN_NAMES[argv]

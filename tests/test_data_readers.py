@@ -517,3 +517,12 @@ def test_registry_and_validation_split(tmp_path: Path) -> None:
     assert ids(4)[1] != val
     full = load_dataset("cifar10", tmp_path, download=False)
     assert full.val is None and len(full.train) == n
+
+
+@pytest.mark.parametrize("name", ["folder", "cifar10", "mnist", "tinyimagenet", "caltech101"])
+def test_data_dir_that_is_a_file_says_so(tmp_path: Path, name: str) -> None:
+    a_file = tmp_path / "data.tar"
+    a_file.write_bytes(b"not a folder")
+    with pytest.raises(DataError, match="is a file, not a folder") as info:
+        load_dataset(name, a_file, download=False)
+    assert "does not exist" not in str(info.value) and str(a_file) in str(info.value)

@@ -93,7 +93,7 @@ def test_ticket_of_another_model_is_a_clear_error(mined, tmp_path, capsys):
     fails(["finetune", str(run), "--epochs", "1", "--no-progress"], capsys, "conv1.weight")
     state.pop("conv1.weight")
     torch.save(state, run / "ticket.pt")
-    fails(["finetune", str(run), "--epochs", "1", "--no-progress"], capsys, "lack conv1.weight")
+    fails(["finetune", str(run), "--epochs", "1", "--no-progress"], capsys, "missing conv1.weight")
 
 
 def test_damaged_or_foreign_checkpoint_is_refused(data_dir, tmp_path, capsys):
@@ -128,3 +128,96 @@ def test_checkpoint_that_would_run_code_is_refused(data_dir, tmp_path, capsys):
     torch.save({"version": 1, "evil": Evil()}, out / "checkpoint-prune.pt")
     fails(args, capsys, "checkpoint-prune.pt is damaged")
     assert not marker.exists()
+
+
+# --------------------------------------------------------------------------- the Python API
+
+
+def _tiny_loader(labels=None):
+    from .conftest import separable_arrays
+
+    arrays = separable_arrays(24)
+    x = arrays.images.float() / 255
+    y = arrays.labels if labels is None else labels
+    return [(x[i : i + 8], y[i : i + 8]) for i in range(0, 24, 8)]
+
+
+API_MINE = {"epochs": 1, "period": 1, "batch_size": 8, "device": "cpu"}
+
+
+@pytest.mark.parametrize("density", [0, 0.0, -0.1, 1.5, float("nan")])
+def test_api_density_outside_0_1_names_the_value(user_net, density):
+    import gemminer
+    from gemminer.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"density must lie in \(0, 1\].*got"):
+        gemminer.mine(user_net, _tiny_loader(), density=density, **API_MINE)
+
+
+@pytest.mark.parametrize("epochs", [0, -3])
+def test_api_epochs_below_one_is_one_message(user_net, epochs):
+    import gemminer
+    from gemminer.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=f"epochs must be a whole number >= 1, got {epochs}"):
+        gemminer.mine(user_net, _tiny_loader(), density=0.5, epochs=epochs, device="cpu")
+    mask = gemminer.Mask.ones_like(user_net)
+    with pytest.raises(ConfigError, match=f"epochs must be a whole number >= 1, got {epochs}"):
+        gemminer.finetune(user_net, mask, _tiny_loader(), epochs=epochs, device="cpu")
+
+
+def test_api_model_without_prunable_layers(tiny_data):
+    from torch import nn
+
+    import gemminer
+    from gemminer.errors import ModelError
+
+    model = nn.Sequential(nn.Flatten(), nn.BatchNorm1d(3 * 8 * 8))
+    with pytest.raises(ModelError, match=r"Sequential has no Conv2d or Linear layer"):
+        gemminer.mine(model, tiny_data, density=0.5, **API_MINE)
+
+
+def test_api_labels_outside_the_models_classes(tiny_data):
+    import dataclasses
+
+    import gemminer
+    from gemminer.errors import DataError
+
+    from .conftest import UserNet
+
+    # 3-class data on a 2-output model: from arrays and from a batch iterable
+    with pytest.raises(DataError, match=r"label 2 .*2 outputs"):
+        gemminer.mine(UserNet(num_classes=2), tiny_data, density=0.5, **API_MINE)
+    nine = _tiny_loader(torch.full((24,), 9))
+    with pytest.raises(DataError, match=r"label 9 .*3 outputs"):
+        gemminer.mine(UserNet(), nine, density=0.5, **API_MINE)
+    net = UserNet()
+    with pytest.raises(DataError, match=r"label 9 .*3 outputs"):
+        gemminer.finetune(net, gemminer.Mask.ones_like(net), nine, epochs=1, device="cpu")
+    negative = _tiny_loader(torch.full((24,), -1))
+    with pytest.raises(DataError, match=r"label -1"):
+        gemminer.mine(UserNet(), negative, density=0.5, **API_MINE)
+    assert dataclasses.is_dataclass(tiny_data)
+
+
+def test_api_one_shot_data_is_refused_up_front(user_net):
+    import gemminer
+    from gemminer.errors import DataError
+
+    batches = _tiny_loader()
+    with pytest.raises(DataError, match=r"generator.*list.*DataLoader"):
+        gemminer.mine(user_net, (b for b in batches), density=0.5, **API_MINE)
+    with pytest.raises(DataError, match=r"iterator.*list.*DataLoader"):
+        gemminer.mine(user_net, iter(batches), density=0.5, **API_MINE)
+    with pytest.raises(DataError, match=r"test_data.*generator"):
+        gemminer.mine(user_net, batches, density=0.5, test_data=(b for b in batches), **API_MINE)
+    mask = gemminer.Mask.ones_like(user_net)
+    with pytest.raises(DataError, match=r"generator.*list.*DataLoader"):
+        gemminer.finetune(user_net, mask, (b for b in batches), epochs=1, device="cpu")
+    with pytest.raises(DataError, match=r"no batch"):
+        gemminer.mine(user_net, [], density=0.5, **API_MINE)
+    with pytest.raises(DataError, match=r"\(inputs, labels\)"):
+        gemminer.mine(user_net, [torch.zeros(2, 3, 8, 8)], density=0.5, **API_MINE)
+    gray = [(torch.zeros(4, 1, 8, 8), torch.zeros(4, dtype=torch.int64))]  # the net takes RGB
+    with pytest.raises(DataError, match=r"cannot run on the inputs of train_data \(shape \(4, 1"):
+        gemminer.mine(user_net, gray, density=0.5, **API_MINE)

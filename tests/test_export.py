@@ -158,8 +158,10 @@ def _flip_first_bit(t, m):
         (lambda t, m: t.__setitem__("extra", torch.zeros(2)), RunError, "unexpected tensors"),
         (_set("format_version", 99), RunError, "format version 99"),
         (_set("model", "resnet99"), UnknownNameError, "unknown model 'resnet99'; valid models"),
-        (_set("num_classes", 5), MaskError, "fc.weight"),
+        (lambda t, m: m.update(num_classes=5, class_names=None), MaskError, "fc.weight"),
+        (_set("num_classes", 5), RunError, "class_names must be 5 strings"),
         (_set("layout", [["conv1.weight", [1]]]), MaskError, "the layout lists"),
+        (_set("class_names", ["cat"]), RunError, "class_names must be 3 strings"),
         (
             lambda t, m: t.__setitem__(VALUES, t[VALUES].double()),
             MaskError,
@@ -212,3 +214,21 @@ def test_export_command(run_dir, tmp_path, capsys):
     assert str(out) in printed and "% of finetuned.pt" in printed and out.is_file()
     assert main(["export", str(tmp_path / "nowhere")]) == 2
     assert "Traceback" not in capsys.readouterr().err
+
+
+def test_export_carries_the_class_names_and_the_recorded_class_count(run_dir, exported):
+    s = summary(run_dir)
+    assert s["num_classes"] == 3 and s["class_names"] == ["cat", "dog", "ship"]
+    assert read_metadata(exported.path)["class_names"] == s["class_names"]
+    assert load_exported(exported.path).class_names == tuple(s["class_names"])
+
+
+def test_runs_without_recorded_classes_still_export(run_dir, tmp_path):
+    """Runs pruned before num_classes/class_names were recorded: inferred, names null."""
+    old = tmp_path / "old"
+    shutil.copytree(run_dir, old)
+    data = json.loads((old / "summary.json").read_text())
+    del data["num_classes"], data["class_names"]
+    (old / "summary.json").write_text(json.dumps(data))
+    info = export_run(old)
+    assert info.num_classes == 3 and load_exported(info.path).class_names is None

@@ -255,6 +255,13 @@ def test_bad_recipes_are_clear_errors(data, message):
 def test_unknown_recipe_lists_the_shipped_ones(tmp_path):
     with pytest.raises(UnknownNameError, match="valid recipes: mobilenetv2-cifar10-d1.44, "):
         load_recipe("resnet21-cifar10")
+    # the closest names first: a typo, a prefix, a file name with a typo
+    with pytest.raises(UnknownNameError, match="did you mean resnet20-cifar10-d1.44"):
+        load_recipe("resnet20-cifar10-d1.4")
+    with pytest.raises(UnknownNameError, match="did you mean vgg16-cifar10-d0.5, vgg16-cifar"):
+        load_recipe("vgg16")
+    with pytest.raises(ConfigError, match="does not exist; did you mean resnet20-cifar10-d1.44"):
+        load_recipe(tmp_path / "resnet20-cifar10-d1.4.yaml")
     with pytest.raises(ConfigError, match="does not exist"):
         load_recipe(tmp_path / "nope.yaml")
     broken = tmp_path / "broken.yaml"

@@ -21,6 +21,7 @@ from gemminer.reports import (  # noqa: E402
     Stat,
     add_report_parser,
     collect_runs,
+    figures,  # noqa: E402
     read_run,
     run_report,
     write_report,
@@ -34,8 +35,8 @@ LAYERS = {"conv1.weight": (4, 3, 3, 3), "layer1.conv.weight": (8, 4, 3, 3), "fc.
 
 def _config(method: str, seed: int, density: float, **extra) -> dict:
     return {
-        "model": "tiny",
-        "dataset": "toy",
+        "model": extra.pop("model", "tiny"),
+        "dataset": extra.pop("dataset", "toy"),
         "data_dir": f"/data/{seed}",  # never part of the grouping
         "seed": seed,
         "device": "cpu",
@@ -63,11 +64,30 @@ def make_run(
     sanity_check: str = "",
     source_run: str = "",
     finished: bool = True,
+    model: str = "tiny",
+    dataset: str = "toy",
+    target: float | None = None,
+    config: dict | None = None,
+    summary: dict | None = None,
 ) -> Path:
-    """A small run folder in the official layout, with numbers chosen by the test."""
+    """A small run folder in the official layout, with numbers chosen by the test.
+
+    ``density`` is the mask's; ``target`` (default: ``density``) the one asked for;
+    ``config`` and ``summary`` add to or replace entries of config.json and summary.json.
+    """
     path = root / name
     path.mkdir(parents=True)
-    cfg = _config(method, seed, density, settings=settings or {}, sanity_check=sanity_check)
+    target = density if target is None else target
+    cfg = _config(
+        method,
+        seed,
+        target,
+        settings=settings or {},
+        sanity_check=sanity_check,
+        model=model,
+        dataset=dataset,
+    )
+    cfg.update(config or {})
     (path / "config.json").write_text(json.dumps(cfg))
     if not finished:
         return path
@@ -98,11 +118,12 @@ def make_run(
             record["test_acc"] = post
         lines.append(record)
     (path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    extra_summary = summary or {}
     summary = {
         "method": method,
-        "model": "tiny",
-        "dataset": "toy",
-        "target_density": density,
+        "model": model,
+        "dataset": dataset,
+        "target_density": target,
         "density": kept / total,
         "num_kept": kept,
         "num_prunable": total,
@@ -116,6 +137,7 @@ def make_run(
         summary.update(gem_density=0.8 * kept / total, gem_acc=pre + 0.1, gem_acc_running_bn=pre)
     if sanity_check:
         summary.update(sanity_check=sanity_check, source_run=source_run)
+    summary.update(extra_summary)
     (path / "summary.json").write_text(json.dumps(summary))
     return path
 
@@ -185,10 +207,9 @@ def test_table_mean_and_sample_std_over_seeds(runs, report):
     assert cells[2] == f"{100 * density:.2f} % ({100 - 100 * density:.2f} % pruned)"
     gem = 0.8 * density
     assert cells[5] == f"{100 * gem:.2f} % ({100 - 100 * gem:.2f} % pruned)"
-    # one seed: no ± at all; no rounded mask for other methods
+    # one seed: no ± at all; no rounded mask for other methods; dense has no target
     assert (
-        "| dense | 100.00 % | 100.00 % (0.00 % pruned) | 10.00 % | 70.00 % | — | — | 1 | 0.125 |"
-        in text
+        "| dense | — | 100.00 % (0.00 % pruned) | 10.00 % | 70.00 % | — | — | 1 | 0.125 |" in text
     )
     sanity = _row(text, "gem-miner + shuffle")
     assert "35.00 %" in sanity
@@ -299,3 +320,135 @@ def test_before_finetuning_is_the_rare_gem_for_gem_miner(runs):
     assert gm.stat("before_density").mean == pytest.approx(0.8 * gm.density.mean)
     assert dense.stat("before_acc").mean == dense.pre_acc.mean
     assert dense.stat("gem_acc").mean is None
+
+
+# legends, curves, seeds, dense and ticks (issue 16, item 15) ----------------------------
+
+
+@pytest.fixture
+def drawn(monkeypatch) -> dict:
+    """The figures of a report as they were saved, by file name."""
+    figs = {}
+    save = figures._save
+
+    def keep(fig, path: Path) -> None:
+        save(fig, path)
+        figs[path.name] = fig
+
+    monkeypatch.setattr(figures, "_save", keep)
+    return figs
+
+
+def _legend(fig, axes: int = 0) -> list[str]:
+    return [t.get_text() for t in fig.axes[axes].get_legend().get_texts()]
+
+
+def test_legends_name_what_differs_between_the_runs_drawn_shortest_first(tmp_path, drawn):
+    def gm(name: str, zeta: int, alpha: str) -> Path:
+        # beta_twin always changes with zeta: it tells no series apart and is left out
+        setting = {"zeta": zeta, "alpha_long_setting": alpha, "beta_twin": 10 * zeta}
+        return make_run(tmp_path, name, "gem-miner", settings=setting)
+
+    paths = [
+        gm("a", 1, "a"),
+        gm("b", 2, "a"),
+        gm("c", 1, "bb"),
+        make_run(tmp_path, "snip", "snip"),
+        make_run(tmp_path, "snip-5", "snip", settings={"iterations": 5}, post=None),
+    ]
+    write_report(paths, tmp_path / "out")
+    assert set(_legend(drawn["accuracy_vs_density_post.png"])) == {
+        "gem-miner (zeta=1, alpha_long_setting=a)",
+        "gem-miner (zeta=2, alpha_long_setting=a)",
+        "gem-miner (zeta=1, alpha_long_setting=bb)",
+        "snip",  # snip-5 has no post-finetune accuracy: not drawn, so not told apart
+    }
+    pre = _legend(drawn["accuracy_vs_density_pre.png"])
+    assert {"snip (iterations=default)", "snip (iterations=5)"} <= set(pre)
+
+
+def test_runs_of_other_models_or_data_are_never_one_curve(tmp_path, drawn):
+    same = {"data_args": {"a": 1, "b": 1, "c": 1}}
+    paths = [
+        make_run(tmp_path, "gm-tiny", "gem-miner", config=same),
+        make_run(tmp_path, "gm-tiny2", "gem-miner", model="tiny2", config=same),
+        make_run(tmp_path, "gm-toy2", "gem-miner", dataset="toy2", config=same),
+        make_run(tmp_path, "gm-other", "gem-miner", config={"data_args": {"a": 2, "b": 2, "c": 2}}),
+        make_run(tmp_path, "snip", "snip"),
+    ]
+    collection = collect_runs(paths)
+    assert len(collection.groups) == 5
+    assert len({g.label for g in collection.groups}) == 5
+    write_report(paths, tmp_path / "out")
+    fig = drawn["accuracy_vs_density_post.png"]
+    assert len(fig.axes[0].containers) == 5  # one curve per model, data set and setting
+    assert sorted(_legend(fig)) == [
+        "gem-miner (model=tiny, dataset=toy, data_args.a=1)",
+        "gem-miner (model=tiny, dataset=toy, data_args.a=2)",
+        "gem-miner (model=tiny, dataset=toy2, data_args.a=1)",
+        "gem-miner (model=tiny2, dataset=toy, data_args.a=1)",
+        "snip (model=tiny, dataset=toy)",
+    ]
+
+
+def test_n_counts_distinct_seeds_and_repeats_say_so(tmp_path, drawn):
+    paths = [
+        make_run(tmp_path, "s0", "gem-miner", seed=0, post=0.50),
+        make_run(tmp_path, "s0-again", "gem-miner", seed=0, post=0.52),
+        make_run(tmp_path, "s1", "gem-miner", seed=1, post=0.60),
+    ]
+    (group,) = collect_runs(paths).groups
+    assert group.distinct_seeds == [0, 1] and group.repeats == 1
+    # a repeated seed is averaged first: n = 2 seeds, 51 % and 60 %
+    assert group.post_acc.n == 2
+    assert group.post_acc.mean == pytest.approx(0.555)
+    assert group.post_acc.std == pytest.approx(0.09 / 2**0.5)
+    text = write_report(paths, tmp_path / "out").read_text()
+    cells = [c.strip() for c in _row(text, "gem-miner").strip("|").split("|")]
+    assert cells[4] == "55.50 ± 6.36 %"
+    assert cells[7] == "2 (+1 repeat)"
+    assert "(seed 0, repeat)" in text
+    assert _legend(drawn["accuracy_vs_density_post.png"]) == ["gem-miner (n=2, +1 repeat)"]
+
+
+def test_dense_shows_no_target_density(tmp_path):
+    paths = [
+        make_run(tmp_path, "dense-0", "dense", seed=0, density=1.0, post=0.7),
+        make_run(tmp_path, "dense-1", "dense", seed=1, density=1.0, target=0.05, post=0.72),
+        make_run(tmp_path, "gm", "gem-miner", density=0.05),
+    ]
+    groups = collect_runs(paths).groups
+    dense = next(g for g in groups if g.method == "dense")
+    assert dense.seeds == [0, 1]  # the target a dense run was given changes nothing
+    assert not dense.targeted and dense.target_density == 1.0
+    text = write_report(paths, tmp_path / "out").read_text()
+    assert _row(text, "dense").startswith("| dense | — | 100.00 % (0.00 % pruned) |")
+    assert "- dense: `" in text
+    assert "target 100.00 %" not in text and "dense, target" not in text
+
+
+def _tick_texts(axis) -> list[str]:
+    """The tick labels shown inside the view (major and minor)."""
+    lo, hi = sorted(axis.get_view_interval())
+    texts = []
+    for locs, fmt in (
+        (axis.get_majorticklocs(), axis.get_major_formatter()),
+        (axis.get_minorticklocs(), axis.get_minor_formatter()),
+    ):
+        fmt.set_locs(locs)
+        texts += [fmt(v, i) for i, v in enumerate(locs) if lo <= v <= hi]
+    return [t for t in texts if t]
+
+
+@pytest.mark.parametrize("densities", [(0.012, 0.015, 0.018), (0.3, 0.34), (0.05, 0.5)])
+def test_density_axis_has_readable_ticks(tmp_path, drawn, densities):
+    paths = [
+        make_run(tmp_path, f"gm-{d}", "gem-miner", density=d, summary={"density": d})
+        for d in densities
+    ]
+    write_report(paths, tmp_path / "out")
+    texts = _tick_texts(drawn["accuracy_vs_density_post.png"].axes[0].xaxis)
+    assert len(texts) >= 2, texts
+    assert len(set(texts)) == len(texts)
+    values = [float(t) for t in texts]
+    assert min(values) <= 100 * min(densities) * 1.2 and max(values) >= 100 * max(densities) / 1.2

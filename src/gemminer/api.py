@@ -3,34 +3,158 @@
 >>> import gemminer
 >>> net = gemminer.init_weights(MyNet(), "signed_constant", seed=0)
 >>> result = gemminer.mine(net, train_batches, density=0.0144, epochs=150)
->>> ticket = gemminer.apply_mask(net, result.mask)       # original weights ⊙ mask
+>>> print(result.mask.report())                          # per-layer densities
+>>> ticket = gemminer.apply_mask(net, result.mask)       # in place: ticket is net
 >>> result.gem.density                                   # the rounded mask (the rare gem)
 >>> gemminer.finetune(ticket, result.mask, train_batches, epochs=150)
 
-Data may be a re-iterable of ``(inputs, labels)`` batches (a ``DataLoader``, a
+Data may be a re-iterable of ``(inputs, labels)`` batches (a list, a ``DataLoader``, a
 :class:`~gemminer.data.loader.BatchLoader`), or :class:`~gemminer.data.ImageArrays`
-(uint8 images), which are then batched, augmented and normalized on the device.
+(uint8 images), which are then batched, augmented and normalized on the device. Training
+reads it once per epoch, so a generator or other one-shot iterator is refused; labels are
+class indices below the model's number of outputs.
+
+What is pruned: the ``weight`` of every ``nn.Conv2d`` and ``nn.Linear`` (found by type).
+Biases, normalization parameters and every other parameter stay dense; they are not
+counted in any density (``Mask.report`` says how many values that is).
+
+Mistakes in the arguments (a density outside (0, 1], a model without Conv2d/Linear
+layers, labels the model has no output for, one-shot data) raise a
+:class:`~gemminer.errors.GemMinerError` naming the value, before any training.
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable, Sequence
+import inspect
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
 
 import torch
 from torch import nn
 
-from .config import FinetuneConfig, MineConfig, OptimConfig
+from .config import FinetuneConfig, MineConfig, OptimConfig, check_density, check_whole
 from .data.base import ImageArrays
 from .data.loader import BatchLoader
-from .masking import Mask, to_score_model
+from .errors import DataError, MaskError, ModelError
+from .masking import Mask, prunable_modules, to_score_model
 from .methods.gem_miner import MiningResult, mine_scores
 from .recipe import paper_mining_defaults
 from .training import finetune as _finetune
 from .training import resolve_device
+from .training.progress import show_epochs
 from .training.runtime import Runtime, resolve_precision
 
 Data = ImageArrays | Iterable[tuple[torch.Tensor, torch.Tensor]]
+
+
+def _check_model(model: nn.Module) -> None:
+    """A :class:`ModelError` unless ``model`` has something to prune."""
+    if not isinstance(model, nn.Module):
+        raise ModelError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if not prunable_modules(model):
+        raise ModelError(
+            f"{type(model).__name__} has no Conv2d or Linear layer, so there is nothing to "
+            "prune: gemminer prunes the weights of every torch.nn.Conv2d and torch.nn.Linear "
+            "module (found by type); build the model from those layers"
+        )
+
+
+def _check_reiterable(data: Data | None, what: str) -> None:
+    """A :class:`DataError` unless ``data`` can be iterated once per epoch."""
+    if data is None or isinstance(data, ImageArrays):
+        return
+    if isinstance(data, Iterator):
+        kind = "generator" if inspect.isgenerator(data) else "one-shot iterator"
+        raise DataError(
+            f"{what} is a {kind} ({type(data).__name__}), used up after one pass, but "
+            "training reads the data once per epoch; pass data that can be iterated again: "
+            "a list of (inputs, labels) batches, a torch DataLoader, or "
+            "gemminer.data.ImageArrays"
+        )
+    if not isinstance(data, Iterable):
+        raise DataError(
+            f"{what} must be gemminer.data.ImageArrays or an iterable of (inputs, labels) "
+            f"batches (a list, a DataLoader), got {type(data).__name__}"
+        )
+
+
+def _peek(data: Iterable[tuple[torch.Tensor, torch.Tensor]], what: str) -> tuple[Any, Any]:
+    """The first batch of ``data``, leaving every random generator as it was, so that
+    looking does not change the batches training will see."""
+    generators = {
+        id(g): g
+        for g in (
+            getattr(data, "generator", None),
+            getattr(getattr(data, "sampler", None), "generator", None),
+        )
+        if isinstance(g, torch.Generator)
+    }
+    states = {k: g.get_state() for k, g in generators.items()}
+    try:
+        with torch.random.fork_rng(devices=[]):  # e.g. a DataLoader's shuffling seed
+            first = next(iter(data), None)
+    finally:
+        for k, g in generators.items():
+            g.set_state(states[k])
+    if first is None:
+        raise DataError(f"{what} holds no batch; give it at least one (inputs, labels) batch")
+    if not (
+        isinstance(first, (tuple, list))
+        and len(first) == 2
+        and all(isinstance(t, torch.Tensor) for t in first)
+    ):
+        got = type(first).__name__
+        if isinstance(first, (tuple, list)):
+            got += f" of {len(first)}: {', '.join(type(t).__name__ for t in first)}"
+        raise DataError(
+            f"each batch of {what} must be an (inputs, labels) pair of tensors, got {got}"
+        )
+    return first[0], first[1]
+
+
+@torch.no_grad()
+def _output_count(model: nn.Module, inputs: torch.Tensor, what: str) -> int | None:
+    """The number of outputs (classes) of ``model`` on one sample of ``inputs``, or ``None``
+    if its output is not (batch, classes). Leaves the model's train/eval modes as they were."""
+    modes = [(m, m.training) for m in model.modules()]
+    weight = next(iter(prunable_modules(model).values())).weight
+    model.eval()
+    try:
+        out = model(inputs[:1].to(weight.device))
+    except (RuntimeError, TypeError, ValueError) as exc:
+        raise DataError(
+            f"the model cannot run on the inputs of {what} (shape {tuple(inputs.shape)}): {exc}"
+        ) from exc
+    finally:
+        for m, training in modes:
+            m.training = training
+    return int(out.shape[1]) if isinstance(out, torch.Tensor) and out.dim() == 2 else None
+
+
+def _check_data(model: nn.Module, data: Data | None, what: str) -> None:
+    """Refuse ``data`` training would fail on later: one-shot iterators, no batch, and
+    labels outside the model's outputs (all labels of ImageArrays, else the first batch's)."""
+    _check_reiterable(data, what)
+    if data is None:
+        return
+    if isinstance(data, (ImageArrays, BatchLoader)):
+        if not len(data.labels):
+            raise DataError(f"{what} holds no images")
+        inputs, labels = data.images[:1].float() / 255, data.labels
+    else:
+        inputs, labels = _peek(data, what)
+    outputs = _output_count(model, inputs, what)
+    if outputs is None or labels.is_floating_point() or not labels.numel():
+        return  # soft labels, or an output that is not one score per class
+    low, high = int(labels.min()), int(labels.max())
+    bad = low if low < 0 else high if high >= outputs else None
+    if bad is not None:
+        raise DataError(
+            f"{what} holds label {bad} but the model has {outputs} outputs (labels are class "
+            f"indices 0 to {outputs - 1}); give the model's last layer as many outputs as "
+            "there are classes, or relabel the data to 0, 1, ..."
+        )
 
 
 def _channel_stats(data: ImageArrays) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -125,12 +249,25 @@ def mine(
     (the flags q by default; keyed by ``model``'s weight names), the rounded mask — the
     "rare gem", accurate before finetuning — as ``result.gem``, the per-epoch history,
     and the trained score model as ``result.model``.
+    Only the weights of ``model``'s Conv2d and Linear layers are pruned; biases and
+    normalization parameters (and any other parameter) are not pruned and not counted in
+    ``density`` — ``result.mask.report()`` ends with how many values stay dense.
+    ``train_data`` and ``test_data`` must be re-iterable (see the module docstring); they,
+    ``density`` (in (0, 1]), ``epochs`` (>= 1) and the model (it needs a Conv2d or Linear
+    layer, and an output per label) are checked before training, raising a
+    :class:`~gemminer.errors.GemMinerError` that names the bad value.
     ``precision="bf16"`` trains under bfloat16 autocast (scores stay fp32), ``"auto"``
     picks bf16 where the device runs it fast
     (:func:`~gemminer.training.runtime.resolve_precision`), ``compile`` uses
     ``torch.compile``; ``runtime`` (e.g. from
     :func:`gemminer.training.runtime.start_runtime` under torchrun) replaces both.
     """
+    check_density(density)
+    check_whole(epochs, 1, "epochs")
+    check_whole(batch_size, 1, "batch size")
+    _check_model(model)
+    _check_data(model, train_data, "train_data")
+    _check_data(model, test_data, "test_data")
     runtime = runtime or Runtime(precision=resolve_precision(precision, device), compile=compile)
     d_period, d_lr, d_lam = paper_mining_defaults("", density, epochs, optimizer=optimizer)
     cfg = MineConfig(
@@ -167,16 +304,17 @@ def mine(
         std=std,
         augment=False,
     )
-    return mine_scores(
-        scored,
-        train,
-        cfg,
-        dev,
-        eval_batches=_test_batches(test_data, dev, mean, std, runtime),
-        calibration_batches=calibration if isinstance(train_data, ImageArrays) else None,
-        progress=progress,
-        runtime=runtime,
-    )
+    with show_epochs(progress):
+        return mine_scores(
+            scored,
+            train,
+            cfg,
+            dev,
+            eval_batches=_test_batches(test_data, dev, mean, std, runtime),
+            calibration_batches=calibration if isinstance(train_data, ImageArrays) else None,
+            progress=progress,
+            runtime=runtime,
+        )
 
 
 def finetune(
@@ -204,8 +342,21 @@ def finetune(
     """Train ``model`` in place with ``mask`` fixed (pruned weights stay exactly zero).
 
     Defaults are Table 15's for ResNet-20 below 50 % density. Returns per-epoch records.
+    Biases and normalization parameters are trained too (they were never pruned).
+    The mask, ``epochs`` and the data are checked first, as in :func:`mine`;
     ``precision``, ``compile`` and ``runtime`` as in :func:`mine`.
     """
+    check_whole(epochs, 1, "epochs")
+    check_whole(batch_size, 1, "batch size")
+    _check_model(model)
+    if not isinstance(mask, Mask):
+        raise MaskError(
+            f"mask must be a gemminer.Mask, got {type(mask).__name__}; "
+            "wrap a dict of 0/1 tensors keyed by weight name: gemminer.Mask(tensors)"
+        )
+    mask.check(model)
+    _check_data(model, train_data, "train_data")
+    _check_data(model, test_data, "test_data")
     runtime = runtime or Runtime(precision=resolve_precision(precision, device), compile=compile)
     cfg = FinetuneConfig(
         epochs=epochs,
@@ -229,13 +380,14 @@ def finetune(
         std=std,
         runtime=runtime,
     )
-    return _finetune(
-        model,
-        mask,
-        train,
-        cfg,
-        dev,
-        eval_batches=_test_batches(test_data, dev, mean, std, runtime),
-        progress=progress,
-        runtime=runtime,
-    )
+    with show_epochs(progress):
+        return _finetune(
+            model,
+            mask,
+            train,
+            cfg,
+            dev,
+            eval_batches=_test_batches(test_data, dev, mean, std, runtime),
+            progress=progress,
+            runtime=runtime,
+        )

@@ -2,7 +2,11 @@
 ``report``, ``sweep``, ``export``, ``list``.
 
 User mistakes (a bad value, a missing folder, an unknown name) end with a one-line
-message on stderr and exit status 2, never a traceback.
+message on stderr and exit status 2, never a traceback; a mistake in the flags themselves
+adds a second line naming the command's ``--help``. A count flag not given is ``None``
+(its default is resolved later, e.g. from the paper's row); 0 and negative numbers are
+refused with one wording (:func:`whole_number`), except where 0 means zero (``--val-size``,
+a one-shot method's ``--epochs``).
 """
 
 from __future__ import annotations
@@ -12,20 +16,20 @@ import dataclasses
 import json
 import sys
 import typing
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 import yaml
 
-from .config import OptimConfig, PruneConfig, RunConfig, mining_lr
+from .config import OptimConfig, PruneConfig, RunConfig, mining_lr, whole_number_message
 from .data import DATASETS
 from .errors import ConfigError, GemMinerError
 from .masking import WEIGHT_INITS, format_density
 from .methods import METHODS, MethodSpec
 from .models import MODELS
-from .recipe import Recipe, list_recipes, load_recipe, paper_recipe
+from .recipe import Recipe, closest_names, list_recipes, load_recipe, paper_recipe
 from .reports import add_report_parser, run_report
 from .runs import default_run_name
 from .sanity import SANITY_CHECKS, sanity_run
@@ -35,6 +39,76 @@ from .training.runtime import PRECISION_CHOICES, Runtime, start_runtime
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse, but a mistake in the flags prints one line and where to read more:
+
+    ``gemminer mine: error: <message>`` then ``see `gemminer mine --help```, exit status 2
+    (plain argparse prints the whole usage first). Subparsers inherit the class.
+    """
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\nsee `{self.prog} --help`\n")
+
+    def _check_value(self, action: argparse.Action, value: Any) -> None:
+        """argparse's check of ``choices``, naming the closest valid ones."""
+        try:
+            super()._check_value(action, value)
+        except argparse.ArgumentError as exc:
+            close = closest_names(str(value), [str(c) for c in action.choices or ()])
+            if not close:
+                raise
+            message = f"{exc.message}; did you mean {', '.join(close)}?"
+            raise argparse.ArgumentError(action, message) from None
+
+    def parse_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> argparse.Namespace:
+        parsed, extra = self.parse_known_args(args, namespace)
+        if extra:  # named by the subcommand they were given to, not by `gemminer`
+            self._command_parser(parsed).error(f"unrecognized arguments: {' '.join(extra)}")
+        return parsed
+
+    def _command_parser(self, parsed: argparse.Namespace) -> argparse.ArgumentParser:
+        """The (sub)parser of the innermost subcommand in ``parsed``."""
+        for action in self._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                sub = action.choices.get(getattr(parsed, action.dest, None))
+                if isinstance(sub, ArgumentParser):
+                    return sub._command_parser(parsed)
+        return self
+
+
+def whole_number(minimum: int | None = 1) -> Callable[[str], int]:
+    """An argparse ``type``: a whole number >= ``minimum`` (``None``: any), else the one
+    wording of every count flag (``argument --epochs: must be a whole number >= 1, got 0``).
+    Flags using it default to ``None`` ("not given"), so 0 never stands for a default."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or (minimum is not None and value < minimum):
+            if minimum is None:
+                raise argparse.ArgumentTypeError(f"must be a whole number, got {text}")
+            raise argparse.ArgumentTypeError(whole_number_message(minimum, text))
+        return value
+
+    parse.__name__ = "whole number"
+    return parse
+
+
+_positive = whole_number(1)
+_count = whole_number(0)
+
+
+def _check_epochs(method: str, epochs: int) -> None:
+    """Gem-Miner trains to find its mask (>= 1 epoch); one-shot methods may take 0."""
+    minimum = 1 if method == "gem-miner" else 0
+    if epochs < minimum:
+        raise ConfigError(f"argument --epochs: {whole_number_message(minimum, epochs)}")
 
 
 def _density(text: str) -> float:
@@ -61,7 +135,7 @@ def _pairs_flag(p: argparse.ArgumentParser, flag: str, dest: str, help: str) -> 
     )
 
 
-def _add_run_flags(p: argparse.ArgumentParser, *, method: bool) -> None:
+def _add_run_flags(p: argparse.ArgumentParser, *, method: bool, mine: bool = False) -> None:
     if method:
         p.add_argument(
             "--method", required=True, help="registered method (`gemminer list methods`)"
@@ -81,24 +155,34 @@ def _add_run_flags(p: argparse.ArgumentParser, *, method: bool) -> None:
     _pairs_flag(p, "--data-arg", "data_args", "an option of the data set, e.g. skip_bad=true")
     p.add_argument(
         "--image-size",
-        type=int,
-        default=0,
-        help="resize images to this size (data sets allowing it)",
+        type=_positive,
+        default=None,
+        help="resize images to this size (data sets allowing it; default: the data set's)",
     )
     p.add_argument(
         "--no-download", action="store_true", help="never download; fail if data is missing"
     )
     p.add_argument(
-        "--val-size", type=int, default=0, help="hold out this many training images for validation"
+        "--val-size",
+        type=_count,
+        default=None,
+        help="hold out this many training images for validation (default: none)",
     )
     p.add_argument(
-        "--train-size", type=int, default=0, help="train on a seeded random subset of this size"
+        "--train-size",
+        type=_positive,
+        default=None,
+        help="train on a seeded random subset of this size (default: the whole training set)",
     )
     p.add_argument(
         "--density", type=_density, default=0.0144, help="target fraction of weights kept"
     )
     p.add_argument(
-        "--epochs", type=int, default=150, help="epochs to find the mask (per round if iterative)"
+        "--epochs",
+        # mine: Gem-Miner trains, >= 1; prune/run: the method's minimum, checked once known
+        type=_positive if mine else whole_number(None),
+        default=150,
+        help="epochs to find the mask (per round if iterative; 0: one-shot methods)",
     )
     p.add_argument(
         "--lambda",
@@ -115,7 +199,7 @@ def _add_run_flags(p: argparse.ArgumentParser, *, method: bool) -> None:
     )
     p.add_argument(
         "--period",
-        type=int,
+        type=_positive,
         default=None,
         help="Gem-Miner: freeze every T epochs (default: paper's, scaled to --epochs)",
     )
@@ -135,7 +219,7 @@ def _add_run_flags(p: argparse.ArgumentParser, *, method: bool) -> None:
     p.add_argument(
         "--optimizer", choices=("sgd", "adam"), default=None, help="default: the paper's"
     )
-    p.add_argument("--batch-size", type=int, default=None, help="default: the paper's (128)")
+    p.add_argument("--batch-size", type=_positive, default=None, help="default: the paper's (128)")
     p.add_argument(
         "--weight-init", default=None, choices=WEIGHT_INITS.names(), help="default: the method's"
     )
@@ -153,7 +237,9 @@ def _add_run_flags(p: argparse.ArgumentParser, *, method: bool) -> None:
     p.add_argument(
         "--print-config", action="store_true", help="print the resolved settings and stop"
     )
-    p.add_argument("--finetune-epochs", type=int, default=None, help="default: --epochs (Table 15)")
+    p.add_argument(
+        "--finetune-epochs", type=_positive, default=None, help="default: --epochs (Table 15)"
+    )
     p.add_argument("--finetune-lr", type=float, default=None, help="default: Table 15's row")
     p.add_argument(
         "--no-epoch-eval",
@@ -181,8 +267,8 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--compile", action="store_true", help="torch.compile the training step (GPUs)")
     p.add_argument(
         "--threads",
-        type=int,
-        default=0,
+        type=_positive,
+        default=None,
         help="CPU threads of each process (default: PyTorch's; under torchrun: OMP_NUM_THREADS)",
     )
     p.add_argument(
@@ -193,13 +279,13 @@ def _add_common(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="gemminer", description="Find sparse, trainable subnetworks at initialization."
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
     mine = sub.add_parser("mine", help="find a ticket with Gem-Miner")
-    _add_run_flags(mine, method=False)
+    _add_run_flags(mine, method=False, mine=True)
     _pairs_flag(mine, "--set", "settings", "a Gem-Miner setting (`gemminer list methods -v`)")
     _add_run_flags(
         sub.add_parser("prune", help="find a ticket with any registered method"), method=True
@@ -207,9 +293,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     ft = sub.add_parser("finetune", help="finetune the ticket of a run folder")
     ft.add_argument("run_dir", type=Path)
-    ft.add_argument("--epochs", type=int, default=None)
-    ft.add_argument("--lr", type=float, default=None)
-    ft.add_argument("--batch-size", type=int, default=None)
+    ft.add_argument("--epochs", type=_positive, default=None, help="default: the run's")
+    ft.add_argument("--lr", type=float, default=None, help="default: the run's")
+    ft.add_argument("--batch-size", type=_positive, default=None, help="default: the run's")
     ft.add_argument("--data-dir", default=None, help="read the data from here instead")
     ft.add_argument("--device", default=None)
     _add_common(ft)
@@ -322,6 +408,8 @@ def config_from_args(args: argparse.Namespace, recipe: Recipe | None = None) -> 
     settings = dict(recipe.settings) if recipe else {}
     settings.update(parse_settings(spec, getattr(args, "settings", [])))
     row = recipe or paper_recipe(args.model, args.dataset, args.density)
+    _check_epochs(method, args.epochs)
+    # a one-shot method's 0 epochs: the period, LR and finetuning default as for 1 epoch
     epochs = max(args.epochs, 1)
     optimizer = args.optimizer or (row.optimizer if row.method == method else "sgd")
     period, lr, lam = row.mining_at(epochs, optimizer)
@@ -343,7 +431,7 @@ def config_from_args(args: argparse.Namespace, recipe: Recipe | None = None) -> 
     prune = PruneConfig(
         density=args.density,
         epochs=args.epochs,
-        batch_size=args.batch_size or row.batch_size,
+        batch_size=args.batch_size if args.batch_size is not None else row.batch_size,
         optim=OptimConfig(
             name=optimizer,
             lr=args.lr if args.lr is not None else lr,
@@ -359,7 +447,9 @@ def config_from_args(args: argparse.Namespace, recipe: Recipe | None = None) -> 
         mine_config(prune, spec.build_settings(settings))
     else:
         spec.build_settings(settings)
-    finetune = row.finetune.config(args.finetune_epochs or epochs, args.batch_size)
+    finetune = row.finetune.config(
+        args.finetune_epochs if args.finetune_epochs is not None else epochs, args.batch_size
+    )
     if args.finetune_lr is not None:
         finetune = dataclasses.replace(
             finetune, optim=dataclasses.replace(finetune.optim, lr=args.finetune_lr)
@@ -372,11 +462,11 @@ def config_from_args(args: argparse.Namespace, recipe: Recipe | None = None) -> 
         data_dir=args.data_dir or f".data/{args.dataset}",
         model_args=model_args,
         pretrained=args.pretrained,
-        image_size=args.image_size,
+        image_size=args.image_size or 0,  # None (recipe: 0): the data set's own size
         data_args=_parse_pairs(args.data_args, "--data-arg"),
         download=not args.no_download,
-        val_size=args.val_size,
-        train_size=args.train_size,
+        val_size=args.val_size or 0,
+        train_size=args.train_size or 0,  # 0 in a RunConfig: the whole training set
         weight_init=args.weight_init or spec.default_init,
         seed=args.seed,
         device=args.device,
@@ -448,10 +538,8 @@ def _run(args: argparse.Namespace) -> int:
         print(info.describe())
         return 0
     if args.command in ("mine", "prune", "run", "finetune", "sanity"):
-        threads = getattr(args, "threads", 0)
-        if threads < 0:
-            raise ConfigError(f"--threads must be >= 0, got {threads}")
-        if threads:
+        threads = getattr(args, "threads", None)
+        if threads is not None:
             torch.set_num_threads(threads)
         device = getattr(args, "device", None) or "auto"
         precision = getattr(args, "precision", "fp32")
@@ -543,6 +631,17 @@ def _print_summary(run_dir: Path, summary: dict) -> None:
         f"pre-finetune accuracy {pct(summary['pre_finetune_acc'])}, {gem}"
         f"post-finetune accuracy {pct(summary.get('post_finetune_acc'))}, "
         f"{summary['epochs_to_mask']:g} epochs to the mask, {summary['seconds']:.0f} s"
+    )
+    print(f"  {next_step(run_dir, summary)}")
+
+
+def next_step(run_dir: Path, summary: dict) -> str:
+    """Where a stage's files are and the command that usually comes next."""
+    if summary.get("post_finetune_acc") is None:
+        return f"files in {run_dir}/; next: gemminer finetune {run_dir}"
+    return (
+        f"files in {run_dir}/ (finetuned.pt, summary.json, metrics.jsonl); next: "
+        f"gemminer report {run_dir} --out {run_dir}/report, or gemminer export {run_dir}"
     )
 
 

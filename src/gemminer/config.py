@@ -8,6 +8,7 @@ LR at 80/150 and 120/150 of the epochs, weight decay 1e-4 as in the authors' cod
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from typing import Any
 
@@ -35,11 +36,28 @@ def _require(ok: bool, message: str) -> None:
         raise ConfigError(message)
 
 
-def _check_density(density: float) -> None:
+def whole_number_message(minimum: int, value: object) -> str:
+    """The one wording for a count out of range: ``must be a whole number >= 1, got 0``."""
+    return f"must be a whole number >= {minimum}, got {value}"
+
+
+def check_whole(value: object, minimum: int, what: str) -> int:
+    """``value`` if it is an integer >= ``minimum``; a :class:`ConfigError` naming ``what``
+    and the value otherwise (the CLI's count flags say the same, see :mod:`gemminer.cli`)."""
+    ok = isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    _require(ok and value >= minimum, f"{what} {whole_number_message(minimum, value)}")
+    return int(value)  # type: ignore[call-overload]
+
+
+def check_density(density: object) -> float:
+    """``density`` if it lies in (0, 1]; a :class:`ConfigError` naming it otherwise."""
     _require(
-        isinstance(density, (int, float)) and 0 < density <= 1,
+        isinstance(density, numbers.Real)
+        and not isinstance(density, bool)
+        and 0 < density <= 1,  # also refuses nan
         f"density must lie in (0, 1] (the fraction of weights kept), got {density}",
     )
+    return float(density)  # type: ignore[arg-type]
 
 
 def _choice(value: str, valid: tuple[str, ...], what: str) -> None:
@@ -103,7 +121,7 @@ class MineConfig:
     freeze_order: str = "lowest"
 
     def __post_init__(self) -> None:
-        _check_density(self.density)
+        check_density(self.density)
         _choice(self.freeze_schedule, FREEZE_SCHEDULES, "freeze_schedule")
         _choice(self.finetune_mask, FINETUNE_MASKS, "finetune_mask")
         _choice(self.freeze_order, FREEZE_ORDERS, "freeze_order")
@@ -115,19 +133,16 @@ class MineConfig:
             not self.auto_lambda or self.lam > 0,
             "auto_lambda adapts a positive lambda; give --lambda > 0",
         )
-        _require(self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}")
-        _require(self.period >= 1, f"period must be >= 1, got {self.period}")
+        check_whole(self.epochs, 1, "epochs")
+        check_whole(self.period, 1, "period")
         _require(
             self.period <= self.epochs,
             f"period {self.period} is longer than the {self.epochs} mining epochs",
         )
         _require(math.isfinite(self.lam) and self.lam >= 0, f"lambda must be >= 0, got {self.lam}")
         _choice(self.regularizer, REGULARIZERS, "regularizer")
-        _require(self.batch_size >= 1, f"batch size must be >= 1, got {self.batch_size}")
-        _require(
-            self.bn_recalibration_batches >= 0,
-            f"bn_recalibration_batches must be >= 0, got {self.bn_recalibration_batches}",
-        )
+        check_whole(self.batch_size, 1, "batch size")
+        check_whole(self.bn_recalibration_batches, 0, "bn_recalibration_batches")
 
 
 def default_finetune_optim(density: float) -> OptimConfig:
@@ -149,8 +164,8 @@ class FinetuneConfig:
     optim: OptimConfig = field(default_factory=lambda: default_finetune_optim(0.0144))
 
     def __post_init__(self) -> None:
-        _require(self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}")
-        _require(self.batch_size >= 1, f"batch size must be >= 1, got {self.batch_size}")
+        check_whole(self.epochs, 1, "epochs")
+        check_whole(self.batch_size, 1, "batch size")
 
 
 @dataclass(frozen=True)
@@ -167,9 +182,9 @@ class PruneConfig:
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=0.1, schedule="cosine"))
 
     def __post_init__(self) -> None:
-        _check_density(self.density)
-        _require(self.epochs >= 0, f"epochs must be >= 0, got {self.epochs}")
-        _require(self.batch_size >= 1, f"batch size must be >= 1, got {self.batch_size}")
+        check_density(self.density)
+        check_whole(self.epochs, 0, "epochs")  # 0: methods that do not train (SNIP, ...)
+        check_whole(self.batch_size, 1, "batch size")
 
 
 @dataclass(frozen=True)
@@ -212,9 +227,10 @@ class RunConfig:
     defaults_version: int = DEFAULTS_VERSION
 
     def __post_init__(self) -> None:
-        _require(self.val_size >= 0, f"validation size must be >= 0, got {self.val_size}")
-        _require(self.train_size >= 0, f"training subset size must be >= 0, got {self.train_size}")
-        _require(self.image_size >= 0, f"image size must be >= 0, got {self.image_size}")
+        # 0: none held out, the whole training set, the data set's own image size
+        check_whole(self.val_size, 0, "validation size")
+        check_whole(self.train_size, 0, "training subset size")
+        check_whole(self.image_size, 0, "image size")
         _require(self.eval_every >= 1, f"--eval-every must be >= 1, got {self.eval_every}")
 
     def to_dict(self) -> dict[str, Any]:

@@ -24,6 +24,10 @@ class DataError(GemMinerError):
     """A data set is missing, malformed, or cannot be downloaded."""
 
 
+class ModelError(GemMinerError):
+    """A model cannot be pruned as given (e.g. it has no Conv2d or Linear layer)."""
+
+
 class MaskError(GemMinerError):
     """A mask does not fit the model it is applied to, or is not binary."""
 

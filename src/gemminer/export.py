@@ -36,8 +36,10 @@ arguments of :func:`gemminer.models.create_model`), ``layout`` (``[[name, shape]
 the prunable weights in bitmask order), ``bit_order`` (``"little"``), ``num_kept``,
 ``num_prunable``, ``density``, ``test_acc`` / ``val_acc`` (the run's reported accuracy of
 these weights; ``null`` when unknown), and, for information, ``method``, ``dataset``,
-``image_size``, ``target_density``, ``seed``, ``sanity_check`` and ``gemminer`` (version).
-Inputs are normalized as during training (the data set's mean and std; not stored).
+``image_size``, ``input_mean`` / ``input_std`` (the per-channel normalization of the inputs
+during training), ``class_names`` (the class of each output, ``null`` for runs made before
+gemminer recorded them), ``target_density``, ``seed``, ``sanity_check`` and ``gemminer``
+(version). :func:`load_exported` sets ``model.class_names`` (a tuple, or ``None``).
 """
 
 from __future__ import annotations
@@ -56,9 +58,9 @@ from torch import nn
 
 from .config import RunConfig
 from .errors import ConfigError, MaskError, RunError, UnknownNameError
-from .masking import Mask, count_prunable, prunable_weights
+from .masking import count_prunable, prunable_weights
 from .models import create_model
-from .runs import RunDir, atomic_write_bytes
+from .runs import RunDir, atomic_write_bytes, check_keys, check_tensors
 
 FORMAT = "gemminer-ticket"
 FORMAT_VERSION = 1
@@ -128,13 +130,15 @@ def _num_classes(cfg: RunConfig, state: dict[str, torch.Tensor], source: Path) -
 
     Run folders do not record it (it comes from the data), so the model is built on the
     meta device with 1 and with 2 classes; every dimension that changes is affine in the
-    number of classes, and the saved shape gives its value.
+    number of classes, and the saved shape gives its value. A ``state`` with other keys
+    than the model's raises :class:`RunError` naming ``source``.
     """
     try:
         with torch.device("meta"):  # shapes only, no memory
             one, two = (_architecture(cfg.model, c, cfg.model_args).state_dict() for c in (1, 2))
     except (NotImplementedError, RuntimeError):  # a constructor that needs real tensors
         one, two = (_architecture(cfg.model, c, cfg.model_args).state_dict() for c in (1, 2))
+    check_keys(source, state, one)
     found: set[int] = set()
     for key, a in one.items():
         if key not in two or key not in state or a.shape == two[key].shape:
@@ -155,20 +159,7 @@ def _num_classes(cfg: RunConfig, state: dict[str, torch.Tensor], source: Path) -
 
 
 def _check_state(model: nn.Module, state: dict[str, torch.Tensor], source: Path) -> None:
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unknown = sorted(set(state) - set(expected))
-    if missing or unknown:
-        raise RunError(
-            f"{source} does not fit the run's model: missing "
-            f"{', '.join(missing) or 'nothing'}; unexpected {', '.join(unknown) or 'nothing'}"
-        )
-    for key, t in expected.items():
-        if tuple(state[key].shape) != tuple(t.shape):
-            raise RunError(
-                f"{source}: {key} has shape {tuple(state[key].shape)}, "
-                f"the model expects {tuple(t.shape)}"
-            )
+    check_tensors(source, state, {k: tuple(t.shape) for k, t in model.state_dict().items()})
 
 
 def export_run(
@@ -199,12 +190,12 @@ def export_run(
     if not run.file("mask.pt").is_file():
         raise RunError(f"{run.path} has no mask.pt: run `gemminer prune` (or `mine`) into it first")
     state = run.load_tensors(source_name)
-    mask = Mask.load(run.file("mask.pt"))
 
-    num_classes = _num_classes(cfg, state, source)
+    recorded = summary.get("num_classes")  # runs pruned before it was recorded: inferred
+    num_classes = int(recorded) if recorded else _num_classes(cfg, state, source)
     model = _architecture(cfg.model, num_classes, cfg.model_args)
     _check_state(model, state, source)
-    mask.check(model)
+    mask = run.load_mask({k: tuple(w.shape) for k, w in prunable_weights(model).items()})
     layout = [(name, list(w.shape)) for name, w in prunable_weights(model).items()]
     dtypes = {state[name].dtype for name, _ in layout}
     if len(dtypes) != 1 or not next(iter(dtypes)).is_floating_point:
@@ -251,6 +242,7 @@ def export_run(
         "image_size": cfg.image_size,
         "input_mean": summary.get("input_mean"),  # per-channel input normalization
         "input_std": summary.get("input_std"),
+        "class_names": summary.get("class_names"),  # index → name; null for older runs
         "target_density": cfg.prune.density,
         "seed": cfg.seed,
         "sanity_check": cfg.sanity_check,
@@ -311,6 +303,13 @@ def _check_metadata(path: Path, raw: dict[str, str] | None) -> dict[str, Any]:
             raise _bad(path, f"metadata {key!r} must be a {kind.__name__}, got {meta.get(key)!r}")
     if meta["num_classes"] < 1:
         raise _bad(path, f"num_classes {meta['num_classes']} < 1")
+    names = meta.get("class_names")
+    if names is not None and (
+        not isinstance(names, list)
+        or len(names) != meta["num_classes"]
+        or not all(isinstance(n, str) for n in names)
+    ):
+        raise _bad(path, f"class_names must be {meta['num_classes']} strings, got {names!r}")
     for entry in meta["layout"]:
         ok = (
             isinstance(entry, list)
@@ -409,7 +408,8 @@ def _unpack_weights(
 
 
 def load_exported(path: str | Path) -> nn.Module:
-    """The plain model of an exported ticket file, mask baked in, in eval mode.
+    """The plain model of an exported ticket file, mask baked in, in eval mode; its
+    ``class_names`` attribute names each output (``None`` if the file does not say).
 
     Everything is checked against the registered architecture (format version, bitmask
     length, kept count, tensor names, shapes and dtypes); nothing is unpickled.
@@ -437,4 +437,6 @@ def load_exported(path: str | Path) -> nn.Module:
                 f"{expected[key].dtype} {tuple(expected[key].shape)}",
             )
     model.load_state_dict(state | rest)
+    names = meta.get("class_names")
+    model.class_names = tuple(names) if names else None
     return model.eval()

@@ -23,7 +23,8 @@ from .config import CALIBRATION_BATCHES, FinetuneConfig, RunConfig
 from .data import DataSplits, load_dataset
 from .data.loader import BatchLoader
 from .errors import RunError
-from .masking import Mask, apply_mask, format_density, init_weights
+from .explain import explain_settings
+from .masking import Mask, apply_mask, format_density, init_weights, prunable_weights
 from .methods import METHODS, MethodSpec, PruneContext
 from .models import create_model
 from .models.hub import resolve_weights
@@ -162,12 +163,16 @@ def _print_epoch(log: Log) -> Callable[[dict], None]:
     return show
 
 
-def _metrics_writer(run: RunDir, log: Log, tensorboard: bool = False) -> Callable[[dict], None]:
+def _metrics_writer(
+    run: RunDir, log: Log, tensorboard: bool = False, append: bool = True
+) -> Callable[[dict], None]:
+    """Show each epoch's record, log it to TensorBoard and (``append``) to metrics.jsonl."""
     show = _print_epoch(log)
     sink = TensorBoardSink(run.file("tensorboard")) if tensorboard else None
 
     def on_epoch(record: dict) -> None:
-        run.append_metrics(record)
+        if append:
+            run.append_metrics(record)
         if sink is not None:
             sink(record)
         show(record)
@@ -184,36 +189,72 @@ def _settings_key(data: dict) -> dict:
     return json.loads(json.dumps(data))
 
 
-def _prepare_folder(
-    run: RunDir, cfg: RunConfig, overwrite: bool, log: Log, checkpoint: Checkpoint | None = None
-) -> bool:
-    """Make ``run`` ready for pruning; False if it already holds this finished run.
+#: Files that hold a finished or resumable stage: a folder with none of them holds nothing
+#: worth keeping (e.g. only the config.json of a run that failed before it started).
+_WORK_FILES = ("mask.pt", "ticket.pt", "summary.json", "finetuned.pt", "scores.pt")
+#: What a fresh start removes (a resumed one keeps everything).
+_STALE_FILES = (
+    "metrics.jsonl",
+    "summary.json",
+    "finetuned.pt",
+    "scores.pt",
+    "mask.pt",
+    "ticket.pt",
+    "density.txt",
+    PRUNE_CHECKPOINT,
+    FINETUNE_CHECKPOINT,
+)
 
-    A folder with the same settings and a checkpoint is resumed: its metrics are cut back
-    to the checkpoint's epochs. Anything else starts afresh.
+
+def _holds_work(run: RunDir) -> bool:
+    names = (*_WORK_FILES, PRUNE_CHECKPOINT, FINETUNE_CHECKPOINT)
+    return any(run.file(name).is_file() for name in names)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Claim:
+    """How a stage takes a run folder: afresh, or resuming the checkpoint's ``history``."""
+
+    resume: list[dict] | None = None
+
+
+def _plan_folder(
+    run: RunDir, cfg: RunConfig, overwrite: bool, log: Log, checkpoint: Checkpoint | None = None
+) -> _Claim | None:
+    """How pruning takes ``run``; None if it already holds this finished run. Writes nothing.
+
+    A folder with the same settings and a checkpoint is resumed. A folder holding a
+    finished or resumable stage with other settings is refused unless ``overwrite``; one
+    holding neither (nothing, or only the config of a run that never started) is reused.
     """
-    if run.file("config.json").is_file() and not overwrite:
-        old = run.read_config()
-        if _mask_part(old) != _mask_part(cfg):
-            raise RunError(
-                f"{run.path} holds a run with other settings ({_describe_difference(old, cfg)}); "
-                "pass --overwrite to replace it or choose another --out"
-            )
-        if run.file("ticket.pt").is_file() and "density" in run.read_summary():
-            log(f"{run.path}: mask already found, skipping (pass --overwrite to prune again)")
-            return False
-        state = checkpoint.load() if checkpoint is not None else None
-        if state is not None:
-            history = list(state["history"])
-            run.replace_metrics(history)
-            log(f"{run.path}: resuming from its checkpoint ({len(history)} epochs done)")
-            return True
+    if overwrite or not run.file("config.json").is_file() or not _holds_work(run):
+        return _Claim()
+    old = run.read_config()
+    if _mask_part(old) != _mask_part(cfg):
+        raise RunError(
+            f"{run.path} holds a run with other settings ({_describe_difference(old, cfg)}); "
+            "pass --overwrite to replace it or choose another --out"
+        )
+    if run.file("ticket.pt").is_file() and "density" in run.read_summary():
+        log(f"{run.path}: mask already found, skipping (pass --overwrite to prune again)")
+        return None
+    state = checkpoint.load() if checkpoint is not None else None
+    return _Claim(list(state["history"]) if state is not None else None)
+
+
+def _claim_folder(run: RunDir, cfg: RunConfig, claim: _Claim, log: Log) -> None:
+    """Take ``run`` for pruning, once everything the stage needs has been loaded: cut the
+    metrics back to a resumed checkpoint's epochs, or clear the folder and write the config."""
+    if not run.writable:
+        return
+    if claim.resume is not None:
+        run.replace_metrics(claim.resume)
+        log(f"{run.path}: resuming from its checkpoint ({len(claim.resume)} epochs done)")
+        return
     run.path.mkdir(parents=True, exist_ok=True)
-    for name in ("metrics.jsonl", "summary.json", "finetuned.pt", "scores.pt", FINETUNE_CHECKPOINT):
+    for name in _STALE_FILES:
         run.file(name).unlink(missing_ok=True)
-    run.file(PRUNE_CHECKPOINT).unlink(missing_ok=True)
     run.write_config(cfg)
-    return True
 
 
 def _ticket_accuracy(
@@ -276,14 +317,15 @@ def prune_run(
             stop,
             writable=runtime.is_main,
         )
-        ready = runtime.is_main and _prepare_folder(run, cfg, overwrite, log, checkpoint)
-        if not runtime.any(ready):  # also the barrier after rank 0 prepared the folder
+        claim = _plan_folder(run, cfg, overwrite, log, checkpoint) if runtime.is_main else None
+        if not runtime.any(claim is not None):  # every rank learns rank 0's decision
             return run.read_summary()
         summary = _prune(
             run,
             cfg,
             spec,
             settings,
+            claim or _Claim(),
             checkpoint,
             progress and runtime.is_main,
             log,
@@ -304,18 +346,21 @@ def _prune(
     cfg: RunConfig,
     spec: MethodSpec,
     settings: object,
+    claim: _Claim,
     checkpoint: Checkpoint,
     progress: bool,
     log: Log,
     tensorboard: bool,
     runtime: Runtime,
 ) -> dict:
-
+    """Load the data and the model, then claim the folder (rank 0) and find the ticket."""
     device = resolve_device(cfg.device)
     splits = load_data(cfg)
     model = build_model(cfg, splits.num_classes).to(
         device=device, memory_format=torch.channels_last
     )
+    _claim_folder(run, cfg, claim, log)
+    runtime.barrier()  # the folder is claimed before any rank reads its checkpoint
     original = {n: p.detach().cpu().clone() for n, p in model.named_parameters()}
     ctx = PruneContext(
         model=model,
@@ -346,11 +391,9 @@ def _prune(
         checkpoint=checkpoint,
         runtime=runtime,
     )
-    images = len(splits.train)
-    log(
-        f"{cfg.method}: {cfg.model} on {cfg.dataset} ({images} training images), "
-        f"{_where(device, runtime)}"
-    )
+    log(_describe_start(cfg, splits, device, runtime))
+    for line in explain_settings(cfg):
+        log(f"  {line}")
     start = time.perf_counter()
     result = _diverged_hint(lambda: spec.run(ctx, settings), checkpoint)
     seconds = time.perf_counter() - start
@@ -391,12 +434,18 @@ def _prune(
         torch=torch.__version__,
         input_mean=list(splits.mean),
         input_std=list(splits.std),
+        num_classes=splits.num_classes,
+        class_names=list(splits.train.classes),
         **result.extra,
     )
     log(
-        f"{cfg.method} → {run.path}: {format_density(result.mask.density)}, "
+        f"{cfg.method} → {run.path}: {format_density(result.mask.density)} "
+        f"(target {cfg.prune.density:.2%}), "
         f"pre-finetune test accuracy {100 * accs['test_acc']:.2f}%"
     )
+    shortfall = density_shortfall(cfg, result.mask.density)
+    if shortfall:
+        log(shortfall)
     if summary.get("gem_density") is not None and summary.get("gem_acc") is not None:
         log(
             f"  rare gem (rounded mask, not finetuned): {format_density(summary['gem_density'])}, "
@@ -405,6 +454,42 @@ def _prune(
             f"finetuning the {summary.get('finetune_mask', 'rounded')} mask"
         )
     return summary
+
+
+#: A ticket this far below its target density (relative) earns a warning.
+SHORTFALL_WARNING = 0.10
+
+
+def density_shortfall(cfg: RunConfig, density: float) -> str:
+    """A warning when the ticket kept more than 10 % (relative) fewer weights than asked,
+    naming the likely cause; empty otherwise."""
+    target = cfg.prune.density
+    if target >= 1 or density >= (1 - SHORTFALL_WARNING) * target:
+        return ""
+    text = (
+        f"warning: the ticket kept {density:.2%} of the weights, {1 - density / target:.0%} "
+        f"below the target {target:.2%}."
+    )
+    if cfg.method == "gem-miner":
+        lam = cfg.settings.get("lam")
+        text += (
+            f" λ = {lam:g} pushed more scores below 0.5 than freezing removed: lower --lambda, "
+            "or finetune the flags (--set finetune_mask=flags), which hold the target exactly."
+        )
+    return text
+
+
+def _describe_start(
+    cfg: RunConfig, splits: DataSplits, device: torch.device, runtime: Runtime
+) -> str:
+    """What runs where: model, data (images, classes, size), device, threads."""
+    shape = tuple(splits.train.images.shape[1:])
+    threads = f", {torch.get_num_threads()} threads" if device.type == "cpu" else ""
+    return (
+        f"{cfg.method}: {cfg.model} on {cfg.dataset} ({len(splits.train)} training images, "
+        f"{splits.num_classes} classes, {shape[-2]}×{shape[-1]}×{shape[0]}), "
+        f"{_where(device, runtime)}{threads}"
+    )
 
 
 def _where(device: torch.device, runtime: Runtime) -> str:
@@ -460,18 +545,24 @@ def _require_ticket(run: RunDir) -> None:
             )
 
 
+def model_shapes(model: nn.Module) -> dict[str, tuple[int, ...]]:
+    """The name and shape of every tensor of ``model``'s state dict."""
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+def mask_shapes(model: nn.Module) -> dict[str, tuple[int, ...]]:
+    """The name and shape of every prunable weight of ``model`` (the keys of its mask)."""
+    return {k: tuple(w.shape) for k, w in prunable_weights(model).items()}
+
+
 def ticket_model(run: RunDir, cfg: RunConfig, num_classes: int) -> tuple[nn.Module, Mask]:
-    """The run's model with its ticket weights (unmasked) and BatchNorm buffers, and the mask."""
+    """The run's model with its ticket weights (unmasked) and BatchNorm buffers, and the mask;
+    both files checked against the model (a :class:`RunError` names a damaged one)."""
     _require_ticket(run)
     model = architecture(cfg, num_classes)
-    state = run.load_tensors("ticket.pt")
-    _load_parameters(model, state, f"ticket.pt of {run.path}")
-    buffers = {n: b for n, b in model.named_buffers() if n in state}
-    with torch.no_grad():
-        for name, b in buffers.items():
-            b.copy_(state[name])
-    mask = Mask.load(run.file("mask.pt"))
-    mask.check(model)
+    state = run.load_tensors("ticket.pt", model_shapes(model))
+    mask = run.load_mask(mask_shapes(model))
+    model.load_state_dict(state)
     return model, mask
 
 
@@ -489,11 +580,20 @@ def finetune_run(
     runtime: Runtime = SINGLE,
 ) -> dict:
     """Finetune a run's ticket (its weights, the mask fixed); returns the summary.
-    Under torchrun (``runtime``) every rank runs this; rank 0 alone prints and writes."""
+
+    Every file the stage needs is read and checked before it starts. The folder keeps its
+    previous state (config, metrics, summary, finetuned weights) until the finetuning has
+    finished; then finetuned.pt, metrics.jsonl, summary.json and config.json are replaced,
+    each atomically, and the checkpoint (which resumes the stage if it is stopped, even
+    between these writes) is removed last. Under torchrun (``runtime``) every rank runs
+    this; rank 0 alone prints and writes.
+    """
     run = RunDir(run_dir, writable=runtime.is_main)
     log = log if runtime.is_main else _quiet
     cfg = run.read_config()
     _require_ticket(run)
+    summary = run.read_summary()
+    kept = [r for r in run.read_metrics() if r.get("phase") != "finetune"]
     ft = cfg.finetune
     if lr is not None:
         ft = dataclasses.replace(ft, optim=dataclasses.replace(ft.optim, lr=lr))
@@ -501,7 +601,6 @@ def finetune_run(
     cfg = dataclasses.replace(
         cfg, finetune=ft, data_dir=data_dir or cfg.data_dir, device=device or cfg.device
     )
-    run.write_config(cfg)
     with stop_on_signals() as stop:
         checkpoint = Checkpoint(
             run.file(FINETUNE_CHECKPOINT),
@@ -509,17 +608,13 @@ def finetune_run(
             stop,
             writable=runtime.is_main,
         )
-        history = checkpoint.history()
-        run.replace_metrics(
-            [r for r in run.read_metrics() if r.get("phase") != "finetune"] + history
-        )
-        if history:
-            log(f"{run.path}: resuming finetuning from its checkpoint ({len(history)} epochs done)")
+        done = len(checkpoint.history())  # a damaged checkpoint fails here, before any work
         summary = _finetune(
             run,
             cfg,
             ft,
             checkpoint,
+            _FinetuneStart(summary, kept, done),
             progress and runtime.is_main,
             log,
             tensorboard and runtime.is_main,
@@ -530,11 +625,22 @@ def finetune_run(
     return summary
 
 
+@dataclasses.dataclass(frozen=True)
+class _FinetuneStart:
+    """What finetuning keeps of the folder: its summary, the metrics of the other phases,
+    and the epochs its checkpoint has done."""
+
+    summary: dict
+    metrics: list[dict]
+    resumed_epochs: int
+
+
 def _finetune(
     run: RunDir,
     cfg: RunConfig,
     ft: FinetuneConfig,
     checkpoint: Checkpoint,
+    start_state: _FinetuneStart,
     progress: bool,
     log: Log,
     tensorboard: bool,
@@ -549,6 +655,11 @@ def _finetune(
             module.reset_running_stats()
     model.to(device=dev, memory_format=torch.channels_last)
 
+    if start_state.resumed_epochs:
+        log(
+            f"{run.path}: resuming finetuning from its checkpoint "
+            f"({start_state.resumed_epochs} epochs done)"
+        )
     log(
         f"finetuning {run.path}: {format_density(mask.density)}, {ft.epochs} epochs on "
         f"{_where(dev, runtime)}"
@@ -569,7 +680,7 @@ def _finetune(
             dev,
             eval_batches=eval_loaders(splits, dev, runtime=runtime),
             eval_every=cfg.epoch_eval_every,
-            on_epoch=_metrics_writer(run, log, tensorboard),
+            on_epoch=_metrics_writer(run, log, tensorboard, append=False),
             progress=progress,
             checkpoint=checkpoint,
             runtime=runtime,
@@ -578,15 +689,18 @@ def _finetune(
     )
     last = history[-1]
     seconds = time.perf_counter() - start
+    # the finetuning is done: replace the previous one's files (the checkpoint stays until
+    # the caller removes it, so a stop between these writes resumes to the same result)
     run.save_tensors("finetuned.pt", model.state_dict())
-    summary = run.read_summary()
+    run.replace_metrics(start_state.metrics + history)
     summary = run.update_summary(
         post_finetune_acc=last["test_acc"],
         post_finetune_val_acc=last.get("val_acc"),
         epochs_finetune=ft.epochs,
         seconds_finetune=seconds,
-        seconds=summary.get("seconds_mask", 0.0) + seconds,
+        seconds=start_state.summary.get("seconds_mask", 0.0) + seconds,
     )
+    run.write_config(cfg)
     log(f"finetuned {run.path}: post-finetune test accuracy {100 * last['test_acc']:.2f}%")
     return summary
 
@@ -602,14 +716,16 @@ def eval_run(
     splits = load_data(cfg)
     test = eval_loaders(splits, dev)["test"]
     model, mask = ticket_model(run, cfg, splits.num_classes)
+    finetuned = None
+    if run.file("finetuned.pt").is_file():
+        finetuned = architecture(cfg, splits.num_classes)
+        finetuned.load_state_dict(run.load_tensors("finetuned.pt", model_shapes(finetuned)))
     apply_mask(model, mask)
     result = {
         "density": mask.density,
         "pre_finetune_acc": evaluate(model.to(dev), test, dev).accuracy,
         "post_finetune_acc": None,
     }
-    if run.file("finetuned.pt").is_file():
-        plain = architecture(cfg, splits.num_classes)
-        plain.load_state_dict(run.load_tensors("finetuned.pt"))
-        result["post_finetune_acc"] = evaluate(plain.to(dev), test, dev).accuracy
+    if finetuned is not None:
+        result["post_finetune_acc"] = evaluate(finetuned.to(dev), test, dev).accuracy
     return result

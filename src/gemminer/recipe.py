@@ -15,8 +15,10 @@ finetuning milestones keep their fractions of the epochs.
 
 from __future__ import annotations
 
+import difflib
 import functools
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,10 +48,11 @@ class FinetuneRecipe:
     optimizer: str = "sgd"
 
     def config(self, epochs: int | None = None, batch_size: int | None = None) -> FinetuneConfig:
-        """The finetuning settings for ``epochs`` (milestones keep their fractions)."""
+        """The finetuning settings for ``epochs`` (milestones keep their fractions);
+        ``None``: the row's epochs and batch size."""
         return FinetuneConfig(
-            epochs=epochs or self.epochs,
-            batch_size=batch_size or self.batch_size,
+            epochs=self.epochs if epochs is None else epochs,
+            batch_size=self.batch_size if batch_size is None else batch_size,
             optim=OptimConfig(
                 name=self.optimizer,
                 lr=self.lr,
@@ -246,8 +249,26 @@ def _shipped_recipes() -> tuple[Recipe, ...]:
     return tuple(sorted(recipes, key=lambda r: r.name))
 
 
+def closest_names(name: str, names: Sequence[str], n: int = 3) -> list[str]:
+    """Up to ``n`` of ``names`` closest to a mistyped ``name``: those it begins (in order),
+    else the most similar ones (:func:`difflib.get_close_matches`)."""
+    if not name:
+        return []
+    starting = [x for x in names if x.startswith(name)]
+    return starting[:n] or difflib.get_close_matches(name, names, n=n, cutoff=0.6)
+
+
+def _did_you_mean(name: str, names: Sequence[str]) -> str:
+    close = closest_names(name, names)
+    return f"; did you mean {', '.join(close)}?" if close else ""
+
+
 def load_recipe(name_or_path: str | Path) -> Recipe:
-    """A recipe file, or a shipped recipe by name (``gemminer list recipes``)."""
+    """A recipe file, or a shipped recipe by name (``gemminer list recipes``).
+
+    An unknown name (or a missing file whose name is close to a shipped recipe's) raises
+    an error suggesting the closest shipped names.
+    """
     path = Path(name_or_path)
     if path.is_file():
         return read_recipe(path)
@@ -255,10 +276,13 @@ def load_recipe(name_or_path: str | Path) -> Recipe:
     shipped = RECIPE_DIR / f"{text}.yaml"
     if "/" not in text and shipped.is_file():
         return read_recipe(shipped)
+    names = [r.name for r in list_recipes()]
     if text.endswith((".yaml", ".yml")) or "/" in text:
-        raise ConfigError(f"recipe file {path} does not exist")
-    names = ", ".join(r.name for r in list_recipes())
-    raise UnknownNameError(f"unknown recipe {str(name_or_path)!r}; valid recipes: {names}")
+        raise ConfigError(f"recipe file {path} does not exist{_did_you_mean(path.stem, names)}")
+    raise UnknownNameError(
+        f"unknown recipe {text!r}{_did_you_mean(text, names) or ';'} "
+        f"valid recipes: {', '.join(names)}"
+    )
 
 
 def paper_recipe(model: str, dataset: str, density: float) -> Recipe:

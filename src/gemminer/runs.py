@@ -19,7 +19,10 @@ and ``gem_acc_running_bn`` (the statistics left by mining: the authors' protocol
 ``finetune_mask`` saying which mask was finetuned (``flags`` or ``rounded``).
 
 Every file is written atomically (temporary file + rename) and tensors are read back with
-``torch.load(weights_only=True)``, which refuses to run code hidden in a pickle.
+``torch.load(weights_only=True)``, which refuses to run code hidden in a pickle. Every read
+of a run file is checked (:func:`load_run_file`, :meth:`RunDir.read_config`, ...): a damaged
+file raises :class:`RunError` naming it and saying what is wrong, so that a stage can check
+everything it needs before it changes anything in the folder.
 """
 
 from __future__ import annotations
@@ -29,13 +32,15 @@ import json
 import os
 import tempfile
 import warnings
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from .config import RunConfig
-from .errors import RunError
+from .errors import MaskError, RunError
+from .masking import Mask
 
 SUMMARY_KEYS = (
     "method",
@@ -90,16 +95,35 @@ def atomic_torch_save(obj: Any, path: Path) -> None:
     _atomic_write(path, lambda f: torch.save(obj, f))
 
 
+#: The first bytes of a torch file (a zip archive); older torch files are a bare pickle.
+_ZIP_MAGIC = b"PK\x03\x04"
+_PICKLE_MAGIC = 0x80
+#: At most this many names are listed in an error message.
+_LISTED = 3
+
+
 def safe_torch_load(path: Path) -> Any:
-    """Load tensors without executing pickled code; a clear :class:`RunError` otherwise."""
+    """Load tensors without executing pickled code; a :class:`RunError` naming ``path`` and
+    what is wrong with it otherwise (missing, empty, truncated, not a torch file, unsafe)."""
     if not path.is_file():
         raise RunError(f"{path} does not exist")
+    with open(path, "rb") as f:
+        head = f.read(len(_ZIP_MAGIC))
+    if not head:
+        raise RunError(f"{path} is empty")
+    if head != _ZIP_MAGIC and head[0] != _PICKLE_MAGIC:
+        raise RunError(f"{path} is not a torch file (damaged, or some other file)")
     try:
         with warnings.catch_warnings():  # torch warns about foreign pickles before failing
             warnings.simplefilter("ignore", UserWarning)
             return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # unpickling errors come in many types
-        raise RunError(f"cannot load {path} safely: {_first_line(exc)}") from exc
+        gist = _first_line(exc)
+        if "GLOBAL" in gist or "weights_only" in str(exc):
+            raise RunError(f"cannot load {path} safely: {gist}") from exc
+        raise RunError(
+            f"{path} is truncated or damaged (not a complete torch file: {gist})"
+        ) from exc
 
 
 def _first_line(exc: Exception) -> str:
@@ -107,7 +131,120 @@ def _first_line(exc: Exception) -> str:
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     gist = next((line for line in lines if "GLOBAL" in line or "Unsupported" in line), None)
     text = gist or (lines[0] if lines else type(exc).__name__)
+    text = text.split(". This is an internal")[0]  # torch's long advice on damaged zips
     return text if len(text) <= 300 else text[:297] + "..."
+
+
+def _few(names: Sequence[str]) -> str:
+    """``a, b, c and 4 more`` (or ``nothing``)."""
+    if not names:
+        return "nothing"
+    shown = ", ".join(names[:_LISTED])
+    return shown if len(names) <= _LISTED else f"{shown} and {len(names) - _LISTED} more"
+
+
+def check_keys(
+    path: Path, tensors: Mapping[str, Any], expected: Iterable[str], *, extra_ok: bool = False
+) -> None:
+    """Raise :class:`RunError` naming ``path`` unless it holds exactly the ``expected`` keys
+    (or more, with ``extra_ok``), listing a few missing and unexpected ones."""
+    expected = list(expected)
+    missing = [k for k in expected if k not in tensors]
+    unexpected = [] if extra_ok else sorted(set(tensors) - set(expected))
+    if missing or unexpected:
+        raise RunError(
+            f"{path} does not fit the run's model (damaged, or from another run?): "
+            f"missing {_few(missing)}; unexpected {_few(unexpected)}"
+        )
+
+
+def check_tensors(
+    path: Path,
+    tensors: Mapping[str, torch.Tensor],
+    expected: Mapping[str, Sequence[int]],
+    *,
+    extra_ok: bool = False,
+) -> None:
+    """:func:`check_keys`, then the shape of every expected tensor."""
+    check_keys(path, tensors, expected, extra_ok=extra_ok)
+    wrong = [
+        f"{k} has shape {tuple(tensors[k].shape)}, expected {tuple(shape)}"
+        for k, shape in expected.items()
+        if tuple(tensors[k].shape) != tuple(shape)
+    ]
+    if wrong:
+        raise RunError(f"{path}: {_few(wrong)}")
+
+
+def load_run_file(
+    path: Path, expected: Mapping[str, Sequence[int]] | None = None, *, extra_ok: bool = False
+) -> dict[str, torch.Tensor]:
+    """The tensors of a run file (``mask.pt``, ``ticket.pt``, ``scores.pt``,
+    ``finetuned.pt``) by name, checked: :func:`safe_torch_load`, a dict of tensors, and,
+    given ``expected`` (name → shape), exactly those names (or more, with ``extra_ok``)
+    with those shapes. Anything else raises :class:`RunError` naming the file."""
+    data = safe_torch_load(path)
+    if not isinstance(data, dict) or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in data.items()
+    ):
+        raise RunError(
+            f"{path} does not hold tensors by name (a state dict): it holds a {type(data).__name__}"
+        )
+    if expected is not None:
+        check_tensors(path, data, expected, extra_ok=extra_ok)
+    return data
+
+
+def load_mask(path: Path, expected: Mapping[str, Sequence[int]] | None = None) -> Mask:
+    """A checked :class:`Mask` from ``path`` (see :func:`load_run_file`): binary, and with
+    the ``expected`` names and shapes when given."""
+    tensors = load_run_file(path, expected)
+    try:
+        return Mask(tensors)
+    except MaskError as exc:
+        raise RunError(f"{path} is not a valid mask: {exc}") from None
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text()
+    except UnicodeDecodeError:
+        raise RunError(f"{path} is not text (damaged?)") from None
+
+
+def read_json_object(path: Path) -> dict[str, Any]:
+    """The JSON object in ``path``; :class:`RunError` naming it when it holds anything else."""
+    try:
+        data = json.loads(_read_text(path))
+    except json.JSONDecodeError as exc:
+        raise RunError(f"{path} is not valid JSON (truncated or damaged?): {exc}") from None
+    if not isinstance(data, dict):
+        raise RunError(f"{path} does not hold a JSON object (damaged?)")
+    return data
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """The JSON object on each line of ``path``; :class:`RunError` naming the file and line."""
+    records = []
+    for i, line in enumerate(_read_text(path).splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise RunError(f"{path}, line {i} is not valid JSON (damaged?): {exc}") from None
+        if not isinstance(record, dict):
+            raise RunError(f"{path}, line {i} does not hold a JSON object (damaged?)")
+        records.append(record)
+    return records
+
+
+def parse_config(path: Path, data: dict[str, Any]) -> RunConfig:
+    """The :class:`RunConfig` of a run folder's ``config.json`` (read from ``path``)."""
+    try:
+        return RunConfig.from_dict(data)
+    except (TypeError, ValueError) as exc:  # ConfigError is a ValueError
+        raise RunError(f"{path} is not a valid run config (damaged?): {exc}") from None
 
 
 def config_hash(cfg: RunConfig) -> str:
@@ -147,10 +284,7 @@ class RunDir:
         path = self.file("config.json")
         if not path.is_file():
             raise RunError(f"{self.path} is not a gemminer run folder (no config.json)")
-        try:
-            return RunConfig.from_dict(json.loads(path.read_text()))
-        except json.JSONDecodeError as exc:
-            raise RunError(f"{path} is not valid JSON: {exc}") from exc
+        return parse_config(path, read_json_object(path))
 
     # metrics -------------------------------------------------------------------------
     def append_metrics(self, record: dict) -> None:
@@ -161,9 +295,7 @@ class RunDir:
 
     def read_metrics(self) -> list[dict]:
         path = self.file("metrics.jsonl")
-        if not path.is_file():
-            return []
-        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        return read_jsonl(path) if path.is_file() else []
 
     def replace_metrics(self, records: list[dict]) -> None:
         """Rewrite ``metrics.jsonl`` to hold exactly ``records`` (atomically)."""
@@ -173,17 +305,10 @@ class RunDir:
             self.file("metrics.jsonl"), "".join(json.dumps(r) + "\n" for r in records)
         )
 
-    def drop_metrics(self, phase: str) -> None:
-        """Remove the records of ``phase`` (before that phase is run again)."""
-        kept = [r for r in self.read_metrics() if r.get("phase") != phase]
-        if not self.writable:
-            return
-        atomic_write_text(self.file("metrics.jsonl"), "".join(json.dumps(r) + "\n" for r in kept))
-
     # summary -------------------------------------------------------------------------
     def read_summary(self) -> dict:
         path = self.file("summary.json")
-        return json.loads(path.read_text()) if path.is_file() else {}
+        return read_json_object(path) if path.is_file() else {}
 
     def update_summary(self, **values: Any) -> dict:
         summary = {**self.read_summary(), **values}
@@ -196,5 +321,16 @@ class RunDir:
         if self.writable:
             atomic_torch_save({k: v.detach().cpu() for k, v in tensors.items()}, self.file(name))
 
-    def load_tensors(self, name: str) -> dict[str, torch.Tensor]:
-        return safe_torch_load(self.file(name))
+    def load_tensors(
+        self,
+        name: str,
+        expected: Mapping[str, Sequence[int]] | None = None,
+        *,
+        extra_ok: bool = False,
+    ) -> dict[str, torch.Tensor]:
+        """The checked tensors of run file ``name`` (see :func:`load_run_file`)."""
+        return load_run_file(self.file(name), expected, extra_ok=extra_ok)
+
+    def load_mask(self, expected: Mapping[str, Sequence[int]] | None = None) -> Mask:
+        """The checked mask of ``mask.pt`` (see :func:`load_mask`)."""
+        return load_mask(self.file("mask.pt"), expected)

@@ -33,13 +33,15 @@ from .masking import Mask, init_weights
 from .masking.threshold import layerwise_mask
 from .pipeline import (
     Log,
+    _claim_folder,
     _echo,
-    _prepare_folder,
+    _plan_folder,
     _require_ticket,
     _save_ticket,
     _ticket_accuracy,
     derive_seed,
     load_data,
+    mask_shapes,
     prune_run,
     ticket_model,
 )
@@ -108,7 +110,8 @@ def _invert_posthoc(t: _Ticket) -> None:
         raise RunError(
             f"{t.run.path} stores no scores (scores.pt): score inversion needs a score-based method"
         )
-    t.mask = invert_mask(t.mask, t.run.load_tensors("scores.pt"))
+    scores = t.run.load_tensors("scores.pt", mask_shapes(t.model), extra_ok=True)
+    t.mask = invert_mask(t.mask, scores)
 
 
 def sanity_run(
@@ -138,9 +141,12 @@ def sanity_run(
     if not runtime.is_main:
         return {}
     new_cfg = dataclasses.replace(cfg, sanity_check=check, sanity_seed=seed)
-    if not _prepare_folder(target, new_cfg, overwrite, log):
+    claim = _plan_folder(target, new_cfg, overwrite, log)
+    if claim is None:
         return target.read_summary()
 
+    # everything is read and the new ticket made before the new folder is claimed
+    source_summary = source.read_summary()
     device = resolve_device(cfg.device)
     splits = load_data(cfg)
     model, mask = ticket_model(source, cfg, splits.num_classes)
@@ -151,10 +157,11 @@ def sanity_run(
     weights = {n: p.detach().cpu().clone() for n, p in model.named_parameters()}
     model.to(device=device, memory_format=torch.channels_last)
     accs = _ticket_accuracy(model, ticket.mask, splits, new_cfg, device)
+    _claim_folder(target, new_cfg, claim, log)
     _save_ticket(target, model, weights, ticket.mask)
     inherited = {
         k: v
-        for k, v in source.read_summary().items()
+        for k, v in source_summary.items()
         if k
         in (
             "method",

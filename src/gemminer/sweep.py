@@ -152,7 +152,8 @@ def resolve_command(argv: Sequence[str]) -> RunConfig:
             return cli.config_from_args(cli.build_parser().parse_args(list(argv)))
     except SystemExit:
         lines = [line for line in stderr.getvalue().splitlines() if line.strip()]
-        message = lines[-1] if lines else "invalid arguments"
+        errors = [line for line in lines if " error: " in line]
+        message = (errors or lines or ["invalid arguments"])[-1]
         raise ConfigError(message.split(" error: ", 1)[-1]) from None
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ..errors import ConfigError, DataError
 from ..registry import Registry
-from .base import AUGMENTATIONS, DataSplits, ImageArrays, split_validation
+from .base import AUGMENTATIONS, DataSplits, ImageArrays, check_data_dir, split_validation
 
 #: A dataset factory takes the data folder, whether it may download and an image size
 #: (0: the data set's own), plus options of its own, and returns splits.
@@ -38,6 +38,7 @@ def load_dataset(
     (e.g. ``skip_bad=True`` for ``folder``).
     """
     factory = DATASETS.get(name)
+    check_data_dir(Path(data_dir))
     params = inspect.signature(factory).parameters
     if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
         unknown = sorted(set(options) - set(params))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -112,6 +113,17 @@ def split_validation(
     return train.subset(order[val_size:].sort().values), train.subset(
         order[:val_size].sort().values
     )
+
+
+def check_data_dir(data_dir: Path) -> None:
+    """A :class:`DataError` if ``data_dir`` exists but is not a folder (a missing folder is
+    each reader's to explain: it may be downloaded into)."""
+    if data_dir.exists() and not data_dir.is_dir():
+        what = "a file, not a folder" if data_dir.is_file() else "not a folder"
+        raise DataError(
+            f"--data-dir {data_dir} is {what}: pass the folder that holds the data set "
+            "(or an empty folder to download it into)"
+        )
 
 
 def square_size(image_size: int | None, name: str) -> tuple[int, int] | None:

@@ -16,7 +16,7 @@ import torch
 
 from ..errors import DataError
 from . import DATASETS
-from .base import DataSplits, square_size, stratified_split
+from .base import DataSplits, check_data_dir, square_size, stratified_split
 from .download import (
     check_md5,
     extract_zip,
@@ -127,8 +127,7 @@ def load_caltech101(
     """
     data_dir = Path(data_dir)
     size = square_size(image_size or DEFAULT_SIZE, "caltech101")
-    if data_dir.exists() and not data_dir.is_dir():
-        raise DataError(f"--data-dir {data_dir} is not a folder")
+    check_data_dir(data_dir)
     folder = _categories_folder(data_dir)
     tarballs = [
         p for p in (data_dir / _TARBALL, data_dir / "caltech-101" / _TARBALL) if p.is_file()

@@ -14,7 +14,7 @@ import torch
 
 from ..errors import DataError
 from . import DATASETS
-from .base import DataSplits, ImageArrays, resize_arrays, square_size
+from .base import DataSplits, ImageArrays, check_data_dir, resize_arrays, square_size
 from .download import missing_data, obtain_archive, unpack_folder
 from .folder import IMAGE_EXTENSIONS, read_image_folder
 
@@ -243,8 +243,7 @@ def load_cifar(
     """
     data_dir = Path(data_dir)
     size = square_size(image_size, name)
-    if data_dir.exists() and not data_dir.is_dir():
-        raise DataError(f"--data-dir {data_dir} is not a folder")
+    check_data_dir(data_dir)
     if (data_dir / "train").is_dir() and (data_dir / "test").is_dir():
         train = read_image_folder(data_dir, "train", size=size)
         test = read_image_folder(data_dir, "test", classes=train.classes, size=size)

@@ -264,7 +264,14 @@ def obtain_archive(
 
 def missing_data(name: str, data_dir: Path, looked_for: str) -> DataError:
     """The error for data set ``name`` missing from ``data_dir`` while downloading is off."""
-    where = "" if Path(data_dir).is_dir() else " (the folder does not exist)"
+    data_dir = Path(data_dir)
+    where = (
+        ""
+        if data_dir.is_dir()
+        else " (that is a file, not a folder)"
+        if data_dir.is_file()
+        else " (the folder does not exist)"
+    )
     return DataError(
         f"no {name} data in {data_dir}{where}. Looked for: {looked_for}. Downloading is off "
         "(--no-download / download=False): pass --data-dir pointing to a folder that holds "

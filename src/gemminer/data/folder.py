@@ -25,6 +25,7 @@ from .base import (
     ImageArrays,
     channel_stats,
     check_augmentation,
+    check_data_dir,
     square_size,
     stratified_split,
 )
@@ -374,6 +375,7 @@ def load_folder(
     data_dir = Path(data_dir)
     check_augmentation(augmentation)
     size = square_size(image_size, "folder")
+    check_data_dir(data_dir)
     if not (data_dir / "train").is_dir():
         where = "" if data_dir.is_dir() else " (the folder does not exist)"
         raise DataError(

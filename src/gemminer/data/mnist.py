@@ -13,7 +13,7 @@ import torch
 
 from ..errors import DataError
 from . import DATASETS
-from .base import DataSplits, ImageArrays, resize_arrays, square_size
+from .base import DataSplits, ImageArrays, check_data_dir, resize_arrays, square_size
 from .download import download_file, missing_data
 
 #: The mirror torchvision downloads from (the original yann.lecun.com site is gone).
@@ -119,8 +119,7 @@ def load_mnist(
     """
     data_dir = Path(data_dir)
     size = square_size(image_size, "mnist")
-    if data_dir.exists() and not data_dir.is_dir():
-        raise DataError(f"--data-dir {data_dir} is not a folder")
+    check_data_dir(data_dir)
     checksums = MNIST_MD5 if md5 is None else md5
     paths = {name: _find(data_dir, name) for name in _FILES}
     missing = [name for name, path in paths.items() if path is None]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from ..errors import DataError
 from . import DATASETS
-from .base import DataSplits, ImageArrays, square_size
+from .base import DataSplits, ImageArrays, check_data_dir, square_size
 from .download import missing_data, obtain_archive, unpack_folder
 from .folder import class_folders, list_images, read_image_list
 
@@ -162,8 +162,7 @@ def load_tinyimagenet(
     """
     data_dir = Path(data_dir)
     size = square_size(image_size, "tinyimagenet")
-    if data_dir.exists() and not data_dir.is_dir():
-        raise DataError(f"--data-dir {data_dir} is not a folder")
+    check_data_dir(data_dir)
     root = _release_root(data_dir)
     if root is None:
         looked_for = (

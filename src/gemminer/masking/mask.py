@@ -3,7 +3,9 @@
 Prunable tensors are the ``weight`` of every :class:`torch.nn.Conv2d` and
 :class:`torch.nn.Linear` in a model, found by module type (first and last layers and 1×1
 shortcut convolutions included). **Density** is the fraction of prunable weights kept:
-``kept / prunable``. Every figure gemminer prints is computed here.
+``kept / prunable``. Biases, normalization parameters and any other parameter are never
+pruned and not counted (:func:`count_dense`; a mask's report states how many values that
+is). Every figure gemminer prints is computed here.
 """
 
 from __future__ import annotations
@@ -40,6 +42,25 @@ def count_prunable(model: nn.Module) -> int:
     return sum(w.numel() for w in prunable_weights(model).values())
 
 
+def count_dense(model: nn.Module) -> int:
+    """The number of parameter values gemminer never prunes (biases, normalization
+    parameters and any other parameter but the prunable weights), not counted in any
+    density. The ``scores`` of score-learning layers are optimization variables, not part
+    of the network, and are not counted."""
+    modules = prunable_modules(model).values()
+    skip = {id(m.weight) for m in modules}
+    skip |= {id(m.scores) for m in modules if isinstance(getattr(m, "scores", None), nn.Parameter)}
+    return sum(p.numel() for p in model.parameters() if id(p) not in skip)
+
+
+def dense_line(values: int) -> str:
+    """The report line of what stays dense."""
+    return (
+        f"biases and normalization parameters stay dense: {values} values "
+        "(every parameter but the Conv2d/Linear weights; not counted in the density)"
+    )
+
+
 def format_density(density: float) -> str:
     """``0.0144`` → ``"density 1.44 % (98.56 % pruned)"``."""
     return f"density {100 * density:.2f} % ({100 * (1 - density):.2f} % pruned)"
@@ -64,9 +85,13 @@ class Mask(Mapping[str, torch.Tensor]):
 
     Values are stored as ``torch.bool`` on the CPU. Construction rejects non-binary values;
     :meth:`check` rejects unknown keys, missing keys and wrong shapes against a model.
+    ``dense_values`` (optional, set by the masks gemminer computes from a model) is the
+    model's :func:`count_dense`, for :meth:`report`; it is not saved with the mask.
     """
 
-    def __init__(self, tensors: Mapping[str, torch.Tensor]) -> None:
+    def __init__(
+        self, tensors: Mapping[str, torch.Tensor], *, dense_values: int | None = None
+    ) -> None:
         checked: dict[str, torch.Tensor] = {}
         for name, t in tensors.items():
             if not isinstance(t, torch.Tensor):
@@ -81,6 +106,7 @@ class Mask(Mapping[str, torch.Tensor]):
         if not checked:
             raise MaskError("a mask needs at least one entry")
         self._tensors = checked
+        self.dense_values = dense_values
 
     # Mapping protocol -------------------------------------------------------------------
     def __getitem__(self, name: str) -> torch.Tensor:
@@ -97,7 +123,8 @@ class Mask(Mapping[str, torch.Tensor]):
     def ones_like(cls, model: nn.Module) -> Mask:
         """The dense mask of ``model``: every prunable weight kept."""
         return cls(
-            {n: torch.ones_like(w, dtype=torch.bool) for n, w in prunable_weights(model).items()}
+            {n: torch.ones_like(w, dtype=torch.bool) for n, w in prunable_weights(model).items()},
+            dense_values=count_dense(model),
         )
 
     # Checks -----------------------------------------------------------------------------
@@ -136,8 +163,10 @@ class Mask(Mapping[str, torch.Tensor]):
             for n, t in self._tensors.items()
         ]
 
-    def report(self) -> str:
-        """A per-layer density table, ending with the global figure."""
+    def report(self, model: nn.Module | None = None) -> str:
+        """A per-layer density table, ending with the global figure and, when the mask's
+        model is known (``model``, or a mask gemminer computed), how many parameter values
+        stay dense: biases and normalization parameters are not pruned and not counted."""
         width = max(len(n) for n in self)
         lines = [f"{'layer':<{width}}  {'shape':<18} {'kept':>9} {'total':>9} {'density':>8}"]
         for row in self.layers():
@@ -148,6 +177,9 @@ class Mask(Mapping[str, torch.Tensor]):
             )
         kept = f"total: {self.num_kept} of {self.num_total} weights kept"
         lines.append(f"{kept}, {format_density(self.density)}")
+        dense = count_dense(model) if model is not None else self.dense_values
+        if dense is not None:
+            lines.append(dense_line(dense))
         return "\n".join(lines)
 
     # Persistence ------------------------------------------------------------------------
@@ -165,7 +197,10 @@ class Mask(Mapping[str, torch.Tensor]):
 
 @torch.no_grad()
 def apply_mask(model: nn.Module, mask: Mask) -> nn.Module:
-    """Zero the pruned weights of ``model`` in place (after checking the mask fits)."""
+    """Zero the pruned weights of ``model`` **in place** (after checking the mask fits) and
+    return ``model`` itself, not a copy: its dense weights are gone afterwards. To keep
+    them, apply the mask to a copy: ``apply_mask(copy.deepcopy(model), mask)``.
+    Biases and normalization parameters are left as they are (they are never pruned)."""
     mask.check(model)
     for name, w in prunable_weights(model).items():
         w.mul_(mask[name].to(device=w.device, dtype=w.dtype))

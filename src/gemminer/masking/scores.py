@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from ..errors import MaskError
-from .mask import Mask, prunable_modules, weight_name
+from .mask import Mask, count_dense, prunable_modules, weight_name
 
 THRESHOLD = 0.5
 
@@ -158,13 +158,19 @@ def project(scores: list[torch.Tensor], flags: list[torch.Tensor]) -> None:
 
 def rounded_mask(model: nn.Module) -> Mask:
     """The output mask 1[p ≥ 0.5] ⊙ q of a score model, keyed by weight name."""
-    return Mask({weight_name(n): m.rounded_mask() for n, m in _require_score_layers(model).items()})
+    layers = _require_score_layers(model)
+    return Mask(
+        {weight_name(n): m.rounded_mask() for n, m in layers.items()},
+        dense_values=count_dense(model),
+    )
 
 
 def flag_mask(model: nn.Module) -> Mask:
     """The flags q of a score model (every weight not frozen out), keyed by weight name."""
+    layers = _require_score_layers(model)
     return Mask(
-        {weight_name(n): m.flags.detach().bool() for n, m in _require_score_layers(model).items()}
+        {weight_name(n): m.flags.detach().bool() for n, m in layers.items()},
+        dense_values=count_dense(model),
     )
 
 

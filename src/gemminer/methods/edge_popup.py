@@ -43,6 +43,7 @@ from ..masking.scores import convert_layers
 from ..masking.threshold import global_mask, keep_count, layerwise_mask
 from ..training.loop import evaluate, evaluation_due, recalibrate_batchnorm, train_epoch
 from ..training.optim import build_optimizer, build_scheduler
+from ..training.progress import Stage, log_epoch
 from .base import PruneContext, PruneResult, register_method
 
 SCOPES = ("layer", "global")
@@ -276,7 +277,7 @@ def train_scores(ctx: PruneContext, settings: EdgePopupSettings) -> PopupTrainin
             ctx.device,
             before_step=regularize,
             after_step=after_step,
-            progress=f"edge-popup {epoch}/{ctx.epochs}" if ctx.progress else None,
+            progress=Stage("edge-popup", epoch, ctx.epochs) if ctx.progress else None,
             runtime=ctx.runtime,
         )
         scheduler.step()
@@ -299,6 +300,7 @@ def train_scores(ctx: PruneContext, settings: EdgePopupSettings) -> PopupTrainin
                 record[f"{name}_acc"] = evaluate(model, batches, ctx.device, ctx.runtime).accuracy
         record["seconds"] = time.perf_counter() - start
         history.append(record)
+        log_epoch(record, ctx.epochs, ctx.runtime)
         if ctx.on_epoch is not None:
             ctx.on_epoch(record)
     return PopupTraining(model, steps, history)

@@ -67,6 +67,7 @@ from ..training.loop import (
     train_epoch,
 )
 from ..training.optim import build_optimizer, build_scheduler
+from ..training.progress import Stage, log_epoch
 from ..training.runtime import SINGLE, Runtime
 from .base import PruneContext, PruneResult, register_method
 
@@ -361,6 +362,8 @@ def mine_scores(
     ``runtime`` sets precision and compilation; under torchrun each rank trains on its
     slice of every batch (DDP) and the scores and flags are made identical on every rank
     (rank 0's) after each epoch's freezing, so every rank holds the same mask.
+    ``progress`` shows each epoch (:mod:`gemminer.training.progress`); every finished epoch
+    is also logged at INFO on the ``gemminer`` logger.
     """
     model.to(device)
     net = runtime.training_module(model, device)
@@ -399,7 +402,7 @@ def mine_scores(
             device,
             before_step=step.before_step,
             after_step=step.after_step,
-            progress=f"mine {epoch}/{cfg.epochs}" if progress else None,
+            progress=Stage("mine", epoch, cfg.epochs) if progress else None,
             resume=resume,
             should_stop=state.should_stop,
             where=f"mining epoch {epoch}",
@@ -457,6 +460,7 @@ def mine_scores(
                 record[f"{name}_acc"] = evaluate(model, batches, device, runtime).accuracy
         record["seconds"] = time.perf_counter() - start
         history.append(record)
+        log_epoch(record, cfg.epochs, runtime)
         state.epoch_done(epoch, history, {"lam": lam})
         if on_epoch is not None:
             on_epoch(record)

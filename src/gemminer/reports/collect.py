@@ -1,7 +1,8 @@
 """Read run folders into typed records and group them across seeds.
 
 Only the files a run folder already holds are read (config.json, summary.json,
-metrics.jsonl, mask.pt): no data set, no model evaluation.
+metrics.jsonl, mask.pt): no data set, no model evaluation. Each is checked; a folder with a
+damaged file is skipped with a warning naming it.
 
 Runs are grouped by method, sanity check, target density and every config setting except
 the seeds and the settings that cannot change a result (:data:`IGNORED_SETTINGS`), so the
@@ -13,13 +14,15 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Sequence
+import sys
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..errors import RunError
-from ..runs import safe_torch_load
+from ..runs import check_keys, load_mask, parse_config, read_json_object, read_jsonl
+from .labels import distinguishing_labels
 
 #: Config settings left out of the grouping key: the seeds (averaged over) and the settings
 #: that do not change a run's results (where data lives, the device, whether to download,
@@ -39,8 +42,9 @@ IGNORED_SETTINGS = frozenset(
         "prune.density",
     }
 )
-#: At most this many distinguishing settings are written into a label.
-_MAX_LABEL_SETTINGS = 3
+#: Methods that ignore the target density (dense training keeps every weight): their runs
+#: are grouped and reported without one.
+UNTARGETED_METHODS = frozenset({"dense"})
 
 
 @dataclass(frozen=True)
@@ -125,7 +129,8 @@ class Group:
     """Runs of one experiment that differ only in their seeds.
 
     ``label`` names the series (method, sanity check, distinguishing settings); the groups
-    of one series differ only in their target density.
+    of one series differ only in their target density. Figures are means ± standard
+    deviations over the distinct seeds: runs repeating a seed are averaged first.
     """
 
     label: str
@@ -144,40 +149,69 @@ class Group:
         return self.first.sanity_check
 
     @property
+    def series(self) -> tuple:
+        """What one curve is drawn over: method, sanity check, model, data set, settings."""
+        return _series_key(self.first)
+
+    @property
+    def targeted(self) -> bool:
+        """False for a method that ignores the target density (dense training)."""
+        return self.method not in UNTARGETED_METHODS
+
+    @property
     def target_density(self) -> float:
-        return self.first.target_density
+        """The target density; 1 (every weight) where :attr:`targeted` is False."""
+        return self.first.target_density if self.targeted else 1.0
 
     @property
     def seeds(self) -> list[int]:
         return sorted(r.seed for r in self.runs)
 
     @property
+    def distinct_seeds(self) -> list[int]:
+        return sorted({r.seed for r in self.runs})
+
+    @property
+    def repeats(self) -> int:
+        """Runs that repeat the seed of another run of the group."""
+        return len(self.runs) - len(self.distinct_seeds)
+
+    def stat(self, field: str) -> Stat:
+        """Mean ± std of a :class:`RunRecord` figure (e.g. ``"gem_acc"``) over the distinct
+        seeds; the runs of one seed are averaged first."""
+        by_seed: dict[int, list[float]] = {}
+        for r in self.runs:
+            value = getattr(r, field)
+            if value is not None:
+                by_seed.setdefault(r.seed, []).append(float(value))
+        return Stat.of(sum(v) / len(v) for v in by_seed.values())
+
+    @property
     def density(self) -> Stat:
-        return Stat.of(r.density for r in self.runs)
+        return self.stat("density")
 
     @property
     def pre_acc(self) -> Stat:
-        return Stat.of(r.pre_acc for r in self.runs)
-
-    def stat(self, field: str) -> Stat:
-        """Mean ± std of a :class:`RunRecord` figure (e.g. ``"gem_acc"``) over the seeds."""
-        return Stat.of(getattr(r, field) for r in self.runs)
+        return self.stat("pre_acc")
 
     @property
     def post_acc(self) -> Stat:
-        return Stat.of(r.post_acc for r in self.runs)
+        return self.stat("post_acc")
 
     @property
     def epochs_to_mask(self) -> Stat:
-        return Stat.of(r.epochs_to_mask for r in self.runs)
+        return self.stat("epochs_to_mask")
 
 
 @dataclass
 class Collection:
-    """The finished runs (grouped) and the unfinished run folders that were skipped."""
+    """The finished runs (grouped), the unfinished run folders (listed, not read) and the
+    folders that could not be read."""
 
     groups: list[Group]
     unfinished: list[Path] = field(default_factory=list)
+    #: run folders that could not be read, with the reason
+    skipped: list[tuple[Path, str]] = field(default_factory=list)
 
     @property
     def runs(self) -> list[RunRecord]:
@@ -192,39 +226,20 @@ class Collection:
         return None
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise RunError(f"{path} is not valid JSON: {exc}") from exc
-    if not isinstance(data, dict):
-        raise RunError(f"{path} does not hold a JSON object")
-    return data
-
-
-def _read_metrics(path: Path) -> tuple[dict[str, Any], ...]:
+def _read_layers(path: Path, summary: dict[str, Any]) -> tuple[LayerCount, ...]:
+    """The per-layer counts of ``mask.pt``, checked against what ``summary`` says of it."""
     if not path.is_file():
         return ()
-    records = []
-    for i, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError as exc:
-            raise RunError(f"{path}, line {i} is not valid JSON: {exc}") from exc
-    return tuple(records)
-
-
-def _read_layers(path: Path) -> tuple[LayerCount, ...]:
-    if not path.is_file():
-        return ()
-    mask = safe_torch_load(path)
-    if not isinstance(mask, dict):
-        raise RunError(f"{path} does not hold a mask (a dict of weight name -> tensor)")
-    return tuple(
-        LayerCount(name, int(m.numel()), int(m.bool().sum().item())) for name, m in mask.items()
-    )
+    mask = load_mask(path)
+    expected = summary.get("layer_density")
+    if isinstance(expected, dict):
+        check_keys(path, mask, expected)
+    if summary.get("num_prunable") not in (None, mask.num_total):
+        raise RunError(
+            f"{path} holds {mask.num_total} weights, summary.json says "
+            f"{summary['num_prunable']} (damaged, or from another run?)"
+        )
+    return tuple(LayerCount(row.name, row.total, row.kept) for row in mask.layers())
 
 
 def _flatten(config: dict[str, Any], prefix: str = "") -> dict[str, str]:
@@ -242,7 +257,8 @@ def _flatten(config: dict[str, Any], prefix: str = "") -> dict[str, str]:
 def read_run(path: str | Path, *, layers: bool = True) -> RunRecord | None:
     """One run folder as a record; None when it is unfinished (no summary.json yet).
 
-    Raises :class:`RunError` naming ``path`` when it is not a run folder.
+    Raises :class:`RunError` naming ``path`` (and the file) when it is not a run folder
+    or one of its files is damaged.
     """
     path = Path(path)
     if not path.is_dir():
@@ -251,16 +267,18 @@ def read_run(path: str | Path, *, layers: bool = True) -> RunRecord | None:
         raise RunError(
             f"{path} is not a gemminer run folder (no config.json); pass run folders, e.g. runs/*"
         )
-    config = _read_json(path / "config.json")
+    config = read_json_object(path / "config.json")
+    parse_config(path / "config.json", config)  # a damaged config fails here
     if not (path / "summary.json").is_file():
         return None
-    summary = _read_json(path / "summary.json")
+    summary = read_json_object(path / "summary.json")
     prune = config.get("prune") if isinstance(config.get("prune"), dict) else {}
     target = summary.get("target_density", prune.get("density"))
     density = summary.get("density", target)
     if target is None or density is None:
         raise RunError(f"{path}/summary.json names no density")
     settings = {k: v for k, v in _flatten(config).items() if k not in IGNORED_SETTINGS}
+    metrics = path / "metrics.jsonl"
     return RunRecord(
         path=path,
         method=str(summary.get("method", config.get("method", "?"))),
@@ -275,8 +293,8 @@ def read_run(path: str | Path, *, layers: bool = True) -> RunRecord | None:
         post_acc=summary.get("post_finetune_acc"),
         epochs_to_mask=summary.get("epochs_to_mask"),
         settings=tuple(sorted(settings.items())),
-        metrics=_read_metrics(path / "metrics.jsonl"),
-        layers=_read_layers(path / "mask.pt") if layers else (),
+        metrics=tuple(read_jsonl(path / "metrics.jsonl")) if metrics.is_file() else (),
+        layers=_read_layers(path / "mask.pt", summary) if layers else (),
         gem_density=summary.get("gem_density"),
         gem_acc=summary.get("gem_acc"),
         gem_acc_running_bn=summary.get("gem_acc_running_bn"),
@@ -299,65 +317,65 @@ def _find_run(runs: Sequence[RunRecord], source: str) -> RunRecord | None:
 
 
 def _series_key(run: RunRecord) -> tuple:
-    return (run.method, run.sanity_check, run.settings)
+    """What a curve is drawn over: runs sharing it differ only in seed and target."""
+    return (run.method, run.sanity_check, run.model, run.dataset, run.settings)
 
 
-def _setting_text(name: str, value: str | None) -> str:
-    """``settings.lam``, ``"0.0001"`` → ``lam=0.0001``; a missing value reads ``default``."""
-    name = name.removeprefix("settings.")
-    if value is None:
-        return f"{name}=default"
-    text = json.loads(value)
-    return f"{name}={text if isinstance(text, str) else value}"
+def _target_key(run: RunRecord) -> float | None:
+    """The target density a run is grouped on; None where the method ignores it."""
+    return None if run.method in UNTARGETED_METHODS else run.target_density
 
 
-def _series_labels(runs: Sequence[RunRecord]) -> dict[tuple, str]:
-    """A label per series: method (+ sanity check), plus the settings telling apart the
-    series of the same method and check."""
-    by_name: dict[tuple[str, str], list[tuple]] = {}
-    for run in runs:
-        keys = by_name.setdefault((run.method, run.sanity_check), [])
-        if _series_key(run) not in keys:
-            keys.append(_series_key(run))
-    labels = {}
-    for (method, check), keys in by_name.items():
-        base = f"{method} + {check}" if check else method
-        dicts = [dict(k[2]) for k in keys]
-        names = sorted({n for d in dicts for n in d})
-        differing = [n for n in names if len({d.get(n) for d in dicts}) > 1]
-        for key, d in zip(keys, dicts):
-            if not differing:
-                labels[key] = base
-                continue
-            shown = [_setting_text(n, d.get(n)) for n in differing[:_MAX_LABEL_SETTINGS]]
-            if len(differing) > _MAX_LABEL_SETTINGS:
-                shown.append("…")
-            labels[key] = f"{base} ({', '.join(shown)})"
-    return labels
+def series_labels(runs: Sequence[RunRecord]) -> dict[tuple, str]:
+    """A label per series of ``runs`` (by :attr:`Group.series`): method (+ sanity check),
+    then what tells it apart from the other series of ``runs``
+    (:func:`~gemminer.reports.labels.distinguishing_labels`)."""
+    keys = list(dict.fromkeys(_series_key(run) for run in runs))
+    named = [
+        (
+            f"{method} + {check}" if check else method,
+            {**dict(settings), "model": json.dumps(model), "dataset": json.dumps(dataset)},
+        )
+        for method, check, model, dataset, settings in keys
+    ]
+    return dict(zip(keys, distinguishing_labels(named)))
 
 
 def group_runs(runs: Sequence[RunRecord]) -> list[Group]:
-    """Group runs differing only in seeds; ordered by target density, then method order
-    of first appearance, sanity checks after their methods."""
-    labels = _series_labels(runs)
+    """Group runs differing only in seeds (and, for dense training, in the target it
+    ignores); ordered by target density, then method order of first appearance, sanity
+    checks after their methods."""
+    labels = series_labels(runs)
     grouped: dict[tuple, list[RunRecord]] = {}
     for run in runs:
-        grouped.setdefault((*_series_key(run), run.target_density), []).append(run)
+        grouped.setdefault((_series_key(run), _target_key(run)), []).append(run)
     groups = [
         Group(
-            label=labels[key[:3]],
+            label=labels[series],
             runs=tuple(sorted(members, key=lambda r: (r.seed, str(r.path)))),
         )
-        for key, members in grouped.items()
+        for (series, _), members in grouped.items()
     ]
-    order = {label: i for i, label in enumerate(dict.fromkeys(labels.values()))}
-    return sorted(groups, key=lambda g: (-g.target_density, bool(g.sanity_check), order[g.label]))
+    order = {series: i for i, series in enumerate(labels)}
+    return sorted(groups, key=lambda g: (-g.target_density, bool(g.sanity_check), order[g.series]))
 
 
-def collect_runs(paths: Iterable[str | Path], *, layers: bool = True) -> Collection:
-    """Read every run folder in ``paths``; unfinished ones are listed, not read."""
+def collect_runs(
+    paths: Iterable[str | Path],
+    *,
+    layers: bool = True,
+    warn: Callable[[str], None] | None = None,
+) -> Collection:
+    """Read every run folder in ``paths``; unfinished ones are listed, not read.
+
+    A folder that cannot be read (not a run folder, or a damaged file) is skipped, with a
+    one-line warning naming it and why (``warn``; default: on stderr), and listed in
+    :attr:`Collection.skipped`. :class:`RunError` when no folder could be read at all.
+    """
+    warn = warn or _warn
     runs: list[RunRecord] = []
     unfinished: list[Path] = []
+    skipped: list[tuple[Path, str]] = []
     seen: set[Path] = set()
     for p in paths:
         path = Path(p)
@@ -365,9 +383,21 @@ def collect_runs(paths: Iterable[str | Path], *, layers: bool = True) -> Collect
         if resolved in seen:
             continue
         seen.add(resolved)
-        run = read_run(path, layers=layers)
+        try:
+            run = read_run(path, layers=layers)
+        except RunError as exc:
+            skipped.append((path, str(exc)))
+            continue
         if run is None:
             unfinished.append(path)
         else:
             runs.append(run)
-    return Collection(group_runs(runs), unfinished)
+    if skipped and not runs and not unfinished:
+        raise RunError(f"no run could be read: {'; '.join(why for _, why in skipped)}")
+    for _, why in skipped:
+        warn(f"gemminer: warning: skipped a run folder: {why}")
+    return Collection(group_runs(runs), unfinished, skipped)
+
+
+def _warn(message: str) -> None:
+    print(message, file=sys.stderr)

@@ -9,16 +9,16 @@ never through ``pyplot``, so no global backend or figure state is touched.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from matplotlib.ticker import FuncFormatter, MaxNLocator
+from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator
 
-from .collect import Collection, Group, RunRecord
+from .collect import Collection, Group, RunRecord, series_labels
 
 #: The largest PNG written; a figure over it is saved again at a lower resolution.
 MAX_BYTES = 200_000
@@ -38,48 +38,94 @@ def _save(fig: Figure, path: Path) -> None:
             return
 
 
-def _colors(labels: Sequence[str]) -> dict[str, tuple]:
-    """A color per label, in order: tab10, then tab20's light hues."""
+def _colors(keys: Sequence[Hashable]) -> dict[Any, tuple]:
+    """A color per key, in order: tab10, then tab20's light hues."""
     from matplotlib import colormaps
 
     tab10, tab20 = colormaps["tab10"], colormaps["tab20"]
     palette = [tab10(i) for i in range(10)] + [tab20(2 * i + 1) for i in range(10)]
-    unique = list(dict.fromkeys(labels))
-    return {label: palette[i % len(palette)] for i, label in enumerate(unique)}
+    unique = list(dict.fromkeys(keys))
+    return {key: palette[i % len(palette)] for i, key in enumerate(unique)}
 
 
-def _method_colors(collection: Collection) -> dict[str, tuple]:
-    """One color per method series, the same in every figure."""
-    return _colors([g.label for g in _methods(collection)])
+def _method_colors(collection: Collection) -> dict[tuple, tuple]:
+    """One color per method series (:attr:`Group.series`), the same in every figure."""
+    return _colors([g.series for g in _methods(collection)])
 
 
-def _epoch_labels(collection: Collection, groups: Sequence[Group]) -> tuple[list, dict]:
-    """Labels (with the target density when several) and their colors."""
+def _labels(groups: Sequence[Group]) -> dict[tuple, str]:
+    """The legend label of each series drawn: what tells it apart from the others drawn."""
+    return series_labels([g.first for g in groups])
+
+
+def _target_text(group: Group) -> str:
+    return f"target {100 * group.target_density:.2f} %" if group.targeted else "no target"
+
+
+def _epoch_styles(collection: Collection, groups: Sequence[Group]) -> list[tuple[str, tuple, str]]:
+    """(label, color, marker) per group of a figure over epochs; with several target
+    densities drawn, each group is its own curve and says its target."""
+    labels = _labels(groups)
     if len({g.target_density for g in groups}) > 1:
-        labels = [f"{g.label}, {100 * g.target_density:.2f} %" for g in groups]
-        return labels, _colors(labels)
-    return [g.label for g in groups], _method_colors(collection)
+        texts = [
+            f"{labels[g.series]}, {100 * g.target_density:.2f} %"
+            if g.targeted
+            else labels[g.series]
+            for g in groups
+        ]
+        colors = _colors(texts)
+        return [(t, colors[t], _marker(colors, t)) for t in texts]
+    colors = _method_colors(collection)
+    return [(labels[g.series], colors[g.series], _marker(colors, g.series)) for g in groups]
 
 
-def _marker(colors: dict[str, tuple], label: str) -> str:
-    """The marker of ``label``: by its place in ``colors``, the same in every figure."""
-    return _MARKERS[list(colors).index(label) % len(_MARKERS)]
+def _marker(colors: dict[Any, tuple], key: Hashable) -> str:
+    """The marker of ``key``: by its place in ``colors``, the same in every figure."""
+    return _MARKERS[list(colors).index(key) % len(_MARKERS)]
+
+
+def _lead(v: float) -> float:
+    """``v`` over its power of ten: 250 → 2.5."""
+    return round(v / 10 ** math.floor(math.log10(v) + 1e-9), 6)
+
+
+def _log_labels(lo: float, hi: float) -> int:
+    """How many ticks a log axis from ``lo`` to ``hi`` labels: the powers of ten, and the 2
+    and 5 between them when it spans under two decades."""
+    if lo <= 0 or hi <= lo:
+        return 0
+    leads = (1.0, 2.0, 5.0) if hi / lo <= 100 else (1.0,)
+    first, last = math.floor(math.log10(lo)), math.ceil(math.log10(hi))
+    return sum(lo <= lead * 10.0**k <= hi for k in range(first, last + 1) for lead in leads)
+
+
+class _LogTicks(LogLocator):
+    """Powers of ten, as a log axis has; a view too narrow to hold two labelled log ticks
+    (e.g. densities from 1.2 to 1.8 %) gets evenly spaced plain values instead."""
+
+    def tick_values(self, vmin: float, vmax: float):
+        lo, hi = sorted((vmin, vmax))
+        if lo > 0 and _log_labels(lo, hi) < 2:
+            ticks = MaxNLocator(nbins=4, steps=[1, 2, 2.5, 5, 10]).tick_values(lo, hi)
+            return ticks[ticks > 0]
+        return super().tick_values(vmin, vmax)
 
 
 def _log_axis(axis, fmt: str = "g") -> None:
     """Plain numbers on a log axis (``0.1``, ``1``, ``10``, not ``10^{-1}``); the 2 and 5
-    between powers of ten are labelled too when the axis spans under two decades."""
+    between powers of ten are labelled too when the axis spans under two decades, and a
+    narrower axis gets evenly spaced values (:class:`_LogTicks`)."""
 
     def text(v: float) -> str:
         return format(v, ",.0f" if fmt == "count" and v >= 1 else "g")
 
     def minor(v: float, _pos: int) -> str:
         lo, hi = sorted(axis.get_view_interval())
-        if lo <= 0 or hi / lo > 100 or v <= 0:
+        if lo <= 0 or hi / lo > 100 or v <= 0 or _log_labels(lo, hi) < 2:
             return ""
-        lead = v / 10 ** math.floor(math.log10(v) + 1e-9)
-        return text(v) if round(lead, 6) in (2.0, 5.0) else ""
+        return text(v) if _lead(v) in (2.0, 5.0) else ""
 
+    axis.set_major_locator(_LogTicks())
     axis.set_major_formatter(FuncFormatter(lambda v, _: text(v)))
     axis.set_minor_formatter(FuncFormatter(minor))
 
@@ -88,11 +134,22 @@ def _methods(collection: Collection) -> list[Group]:
     return [g for g in collection.groups if not g.sanity_check]
 
 
-def _series(groups: Sequence[Group]) -> dict[str, list[Group]]:
-    out: dict[str, list[Group]] = {}
+def _series(groups: Sequence[Group]) -> dict[tuple, list[Group]]:
+    """The groups of each curve: one per :attr:`Group.series` (never joined by label)."""
+    out: dict[tuple, list[Group]] = {}
     for g in groups:
-        out.setdefault(g.label, []).append(g)
+        out.setdefault(g.series, []).append(g)
     return out
+
+
+def _seeds_text(members: Sequence[Group]) -> str:
+    """``n=2`` (distinct seeds), ``n=2, +1 repeat`` where a seed was run again; empty for
+    one seed and no repeat."""
+    n = max(len(g.distinct_seeds) for g in members)
+    repeats = sum(g.repeats for g in members)
+    if repeats:
+        return f"n={n}, +{repeats} repeat{'s' * (repeats > 1)}"
+    return f"n={n}" if n > 1 else ""
 
 
 def _legend_outside(ax: Any, styles: dict[str, Any] | None = None) -> None:
@@ -119,25 +176,25 @@ def _accuracy_vs_density(collection: Collection, path: Path, which: str) -> bool
     groups = [g for g in _methods(collection) if stat(g).mean is not None]
     if not groups:
         return False
-    series = _series(groups)
+    labels = _labels(groups)
     colors = _method_colors(collection)
     fig = Figure(figsize=(8.5, 4.8))
     ax = fig.add_subplot()
-    for label, members in series.items():
+    for key, members in _series(groups).items():
         members = sorted(members, key=lambda g: dens(g).mean)
         xs = [100 * dens(g).mean for g in members]
         ys = [100 * stat(g).mean for g in members]
         errs = [100 * stat(g).err for g in members]
-        n = max(len(g.runs) for g in members)
-        text = f"{label} (n={n})" if n > 1 else label
+        seeds = _seeds_text(members)
+        text = f"{labels[key]} ({seeds})" if seeds else labels[key]
         if all(dens(g).mean >= 1.0 for g in members):  # the dense reference
-            ax.axhline(ys[0], color=colors[label], ls="--", lw=1.2)
+            ax.axhline(ys[0], color=colors[key], ls="--", lw=1.2)
         ax.errorbar(
             xs,
             ys,
             yerr=errs if any(errs) else None,
-            color=colors[label],
-            marker=_marker(colors, label),
+            color=colors[key],
+            marker=_marker(colors, key),
             ms=6,
             lw=1.4,
             capsize=3,
@@ -217,18 +274,19 @@ def layer_density(collection: Collection, path: Path) -> bool:
         curves = {}
         for g in members:
             dens = _layer_densities(g)
-            curves[g.label] = [100 * dens[n] if n in dens else float("nan") for n in names]
+            curves[g.series] = [100 * dens[n] if n in dens else float("nan") for n in names]
+        labels = _labels(members)
         positive = [y for ys in curves.values() for y in ys if y > 0]
         floor = min(positive, default=1.0) / 3  # log axis: a fully pruned layer sits here
-        for label, ys in curves.items():
+        for series, ys in curves.items():
             ax.plot(
                 idx,
                 [floor if y == 0 else y for y in ys],
-                marker=_marker(colors, label),
+                marker=_marker(colors, series),
                 ms=4,
                 lw=1.2,
-                color=colors[label],
-                label=label,
+                color=colors[series],
+                label=labels[series],
             )
         if any(y == 0 for ys in curves.values() for y in ys):
             ax.axhline(floor, color="0.3", ls=":", lw=1, label="0 % (layer fully pruned)")
@@ -275,23 +333,23 @@ def density_over_epochs(collection: Collection, path: Path) -> bool:
     ]
     if not groups:
         return False
-    labels, colors = _epoch_labels(collection, groups)
+    styles = _epoch_styles(collection, groups)
     fig = Figure(figsize=(8.5, 4.8))
     ax = fig.add_subplot()
-    for g, label in zip(groups, labels):
+    for g, (label, color, marker) in zip(groups, styles):
         density = _mean_by_index(g.runs, ("mine",), "density")
         bound = _mean_by_index(g.runs, ("mine",), "bound")
         epochs = list(range(1, len(density) + 1))
         ax.plot(
             epochs,
             [100 * d for d in density],
-            marker=_marker(colors, label),
+            marker=marker,
             ms=4,
-            color=colors[label],
+            color=color,
             label=label,
         )
-        ax.plot(epochs, [100 * b for b in bound], ls=":", lw=1.8, color=colors[label])
-    for target in sorted({g.target_density for g in groups}):
+        ax.plot(epochs, [100 * b for b in bound], ls=":", lw=1.8, color=color)
+    for target in sorted({g.target_density for g in groups if g.targeted}):
         ax.axhline(100 * target, color="0.5", lw=0.8, ls="--")
     ax.set_yscale("log")
     _log_axis(ax.yaxis)
@@ -323,11 +381,11 @@ def accuracy_over_epochs(collection: Collection, path: Path) -> bool:
     groups = [g for g in _methods(collection) if has(g, _SEARCH_PHASES) and has(g, ("finetune",))]
     if not groups:
         return False
-    labels, colors = _epoch_labels(collection, groups)
+    styles = _epoch_styles(collection, groups)
     fig = Figure(figsize=(8.5, 4.8))
     ax = fig.add_subplot()
     switches = set()
-    for g, label in zip(groups, labels):
+    for g, (label, color, marker) in zip(groups, styles):
         train = _mean_by_index(g.runs, _SEARCH_PHASES, "train_acc")
         train += _mean_by_index(g.runs, ("finetune",), "train_acc")
         test = _mean_by_index(g.runs, _SEARCH_PHASES, "test_acc")
@@ -335,14 +393,14 @@ def accuracy_over_epochs(collection: Collection, path: Path) -> bool:
         test += _mean_by_index(g.runs, ("finetune",), "test_acc")
         switches.add(switch)
         xs = list(range(1, len(train) + 1))
-        ax.plot(xs, [100 * v for v in train], color=colors[label], lw=1.4, label=label)
+        ax.plot(xs, [100 * v for v in train], color=color, lw=1.4, label=label)
         if any(v == v for v in test):  # NaN (no test accuracy that epoch) breaks the line
             ax.plot(
                 range(1, len(test) + 1),
                 [100 * v for v in test],
-                color=colors[label],
+                color=color,
                 ls="--",
-                marker=_marker(colors, label),
+                marker=marker,
                 ms=5,
                 lw=1,
             )
@@ -389,23 +447,23 @@ def pre_vs_post(collection: Collection, path: Path) -> bool:
     ]
     if not groups:
         return False
-    series = _series(groups)
+    labels = _labels(groups)
     colors = _method_colors(collection)
     fig = Figure(figsize=(7.5, 5.5))
     ax = fig.add_subplot()
-    for label, members in series.items():
+    for key, members in _series(groups).items():
         for j, g in enumerate(members):
             ax.errorbar(
                 100 * g.stat("before_acc").mean,
                 100 * g.post_acc.mean,
                 xerr=100 * g.stat("before_acc").err or None,
                 yerr=100 * g.post_acc.err or None,
-                color=colors[label],
-                marker=_marker(colors, label),
+                color=colors[key],
+                marker=_marker(colors, key),
                 ms=7,
                 capsize=3,
                 ls="none",
-                label=label if j == 0 else None,
+                label=labels[key] if j == 0 else None,
             )
             if len(members) > 1:
                 ax.annotate(
@@ -414,7 +472,7 @@ def pre_vs_post(collection: Collection, path: Path) -> bool:
                     textcoords="offset points",
                     xytext=(5, -9),
                     fontsize=7,
-                    color=colors[label],
+                    color=colors[key],
                 )
     lo, hi = min(ax.get_xlim()[0], ax.get_ylim()[0]), max(ax.get_xlim()[1], ax.get_ylim()[1])
     ax.plot([lo, hi], [lo, hi], color="0.5", ls=":", lw=1, label="post = pre")
@@ -442,19 +500,22 @@ def sanity_checks(collection: Collection, path: Path) -> bool:
     checks = [g for g in collection.groups if g.sanity_check]
     if not checks:
         return False
-    clusters: dict[str, tuple[Group | None, list[Group]]] = {}
+    sources = {id(g): collection.source_group(g) for g in checks}
+    labels = _labels([s for s in sources.values() if s is not None])
+    clusters: dict[Any, tuple[str, Group | None, list[Group]]] = {}
     for g in checks:
-        source = collection.source_group(g)
-        if source is not None:
-            key = f"{source.label}, target {100 * source.target_density:.2f} %"
+        source = sources[id(g)]
+        if source is not None:  # one panel per source group, never two joined by label
+            key: Any = (source.series, source.target_density)
+            title = f"{labels[source.series]}, {_target_text(source)}"
         else:
-            key = f"{g.first.source_run or '?'} (source run not given)"
-        clusters.setdefault(key, (source, []))[1].append(g)
+            key = title = f"{g.first.source_run or '?'} (source run not given)"
+        clusters.setdefault(key, (title, source, []))[2].append(g)
     keys = list(clusters)[:_MAX_PANELS]
     fig = Figure(figsize=(min(16.0, 4.2 * len(keys) + 1), 4.6))
     axes = fig.subplots(1, len(keys), squeeze=False, sharey=True)[0]
     for ax, key in zip(axes, keys):
-        source, members = clusters[key]
+        title, source, members = clusters[key]
         bars = ([("original", source)] if source is not None else []) + [
             (g.sanity_check, g) for g in sorted(members, key=lambda g: _check_rank(g.sanity_check))
         ]
@@ -484,7 +545,7 @@ def sanity_checks(collection: Collection, path: Path) -> bool:
             )
         ax.set_xticks(list(xs))
         ax.set_xticklabels([name for name, _ in bars])
-        ax.set_title(key, fontsize=9)
+        ax.set_title(title, fontsize=9)
         ax.grid(True, axis="y", alpha=0.3)
     axes[0].set_ylabel(ACC_LABEL)
     axes[0].legend(fontsize=8, loc="upper right")

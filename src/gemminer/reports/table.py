@@ -33,16 +33,22 @@ def format_epochs(stat: Stat) -> str:
     return f"{stat.mean:.3g}"
 
 
-def _name(group: Group, models: bool) -> str:
-    run = group.first
-    return f"{group.label} — {run.model}, {run.dataset}" if models else group.label
+def format_seeds(group: Group) -> str:
+    """``"2"`` distinct seeds, ``"2 (+1 repeat)"`` where runs repeat a seed."""
+    n, repeats = len(group.distinct_seeds), group.repeats
+    return f"{n} (+{repeats} repeat{'s' * (repeats > 1)})" if repeats else str(n)
+
+
+def format_target(group: Group) -> str:
+    """``"5.00 %"``; ``"—"`` for a method that ignores the target (dense training)."""
+    return f"{100 * group.target_density:.2f} %" if group.targeted else "—"
 
 
 def markdown_table(groups: Sequence[Group]) -> str:
     """One row per group: method (+ sanity check), the finetuned ticket's density and
     accuracies, Gem-Miner's rounded mask (the rare gem: density, accuracy with BatchNorm
-    re-estimated / with mining's statistics), seeds, epochs to the mask."""
-    models = len({(g.first.model, g.first.dataset) for g in groups}) > 1
+    re-estimated / with mining's statistics), seeds, epochs to the mask. The label names the
+    model and data set where they vary."""
     head = (
         "| method | target density | ticket density | ticket pre-finetune accuracy "
         "| post-finetune accuracy | rare gem density | rare gem accuracy (BN re-estimated "
@@ -52,8 +58,8 @@ def markdown_table(groups: Sequence[Group]) -> str:
     for g in groups:
         gem = g.stat("gem_density").mean is not None
         cells = [
-            _name(g, models).replace("|", "\\|"),
-            f"{100 * g.target_density:.2f} %",
+            g.label.replace("|", "\\|"),
+            format_target(g),
             format_density(g.density.mean),
             format_accuracy(g.pre_acc),
             format_accuracy(g.post_acc),
@@ -62,7 +68,7 @@ def markdown_table(groups: Sequence[Group]) -> str:
             f"{format_accuracy(g.stat('gem_acc_running_bn'))}"
             if gem
             else "—",
-            str(len(g.runs)),
+            format_seeds(g),
             format_epochs(g.epochs_to_mask),
         ]
         rows.append("| " + " | ".join(cells) + " |")
@@ -74,6 +80,17 @@ def _relative(path: Path, start: Path) -> str:
         return os.path.relpath(path.resolve(), start.resolve())
     except ValueError:  # another drive on Windows
         return str(path)
+
+
+def _folders(group: Group, out: Path) -> list[str]:
+    """Each run folder of ``group`` with its seed; a run repeating a seed says so."""
+    seen: set[int] = set()
+    texts = []
+    for r in group.runs:
+        repeat = ", repeat" if r.seed in seen else ""
+        seen.add(r.seed)
+        texts.append(f"`{_relative(r.path, out)}` (seed {r.seed}{repeat})")
+    return texts
 
 
 def render_report(
@@ -92,10 +109,15 @@ def render_report(
         f"{len(runs)} finished run{'s' * (len(runs) != 1)} in {len(collection.groups)} "
         f"group{'s' * (len(collection.groups) != 1)}. Density is the fraction of prunable "
         "weights kept. Accuracies are test-set top-1; with several seeds, mean ± sample "
-        "standard deviation (n − 1) over the seeds. Runs are grouped by method, sanity "
-        "check, target density and every setting except the seeds and those that cannot "
-        "change a result (data_dir, device, download, eval_each_epoch, eval_every)."
+        "standard deviation (n − 1) over the distinct seeds (runs repeating a seed are "
+        "averaged first). Runs are grouped by method, sanity check, target density (not for "
+        "dense training, which ignores it) and every setting except the seeds and those "
+        "that cannot change a result (data_dir, device, download, eval_each_epoch, "
+        "eval_every)."
     )
+    cases = sorted({(r.model, r.dataset) for r in runs})
+    if len(cases) == 1:
+        lines.append(f"All runs: {cases[0][0]} on {cases[0][1]}.")
     lines.append("")
     if collection.groups:
         lines += ["## Results", "", markdown_table(collection.groups)]
@@ -116,7 +138,8 @@ def render_report(
     if collection.groups:
         lines += ["## Run folders", ""]
         for g in collection.groups:
-            folders = ", ".join(f"`{_relative(r.path, out)}` (seed {r.seed})" for r in g.runs)
-            lines.append(f"- {g.label}, target {100 * g.target_density:.2f} %: {folders}")
+            folders = ", ".join(_folders(g, out))
+            target = f", target {100 * g.target_density:.2f} %" if g.targeted else ""
+            lines.append(f"- {g.label}{target}: {folders}")
         lines.append("")
     return "\n".join(lines)

@@ -13,6 +13,7 @@ from ..masking import Mask, apply_mask, prunable_weights
 from .checkpoint import Checkpoint, Resumable
 from .loop import Batches, evaluate, evaluation_due, train_epoch
 from .optim import build_optimizer, build_scheduler
+from .progress import Stage, log_epoch
 from .runtime import SINGLE, Runtime
 
 EpochCallback = Callable[[dict], None]
@@ -64,7 +65,8 @@ def finetune(
 
     ``model`` should hold the ticket's original initialization; it is trained in place.
     ``checkpoint`` (optional) saves the state every epoch and on a stop signal, and resumes.
-    ``runtime``: precision, compilation, and DDP under torchrun.
+    ``runtime``: precision, compilation, and DDP under torchrun. ``progress`` shows each
+    epoch (:mod:`.progress`); every finished epoch is logged at INFO on the ``gemminer`` logger.
     """
     model.to(device)
     for p in model.parameters():
@@ -86,7 +88,7 @@ def finetune(
                 optimizer,
                 device,
                 after_step=masked.enforce,
-                progress=f"finetune {epoch}/{cfg.epochs}" if progress else None,
+                progress=Stage("finetune", epoch, cfg.epochs) if progress else None,
                 resume=resume,
                 should_stop=state.should_stop,
                 where=f"finetuning epoch {epoch}",
@@ -109,6 +111,7 @@ def finetune(
                     record[f"{name}_acc"] = evaluate(model, batches, device, runtime).accuracy
             record["seconds"] = time.perf_counter() - start
             history.append(record)
+            log_epoch(record, cfg.epochs, runtime)
             state.epoch_done(epoch, history)
             if on_epoch is not None:
                 on_epoch(record)

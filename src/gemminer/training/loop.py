@@ -9,10 +9,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 from torch.nn import functional as F
-from tqdm.auto import tqdm
 
 from ..errors import GemMinerError
 from .checkpoint import EpochProgress
+from .progress import Stage, epoch_reporter
 from .runtime import SINGLE, STOP_POLL_STEPS, Runtime
 
 Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
@@ -44,14 +44,6 @@ def resolve_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
-def _progress(batches: Batches, desc: str | None) -> Batches:
-    if desc is None:
-        return batches
-    total = len(batches) if hasattr(batches, "__len__") else None  # type: ignore[arg-type]
-    # disable=None: bars only on a terminal, so logs and CI output stay readable
-    return tqdm(batches, total=total, desc=desc, leave=False, dynamic_ncols=True, disable=None)
-
-
 def train_epoch(
     model: nn.Module,
     batches: Batches,
@@ -60,7 +52,7 @@ def train_epoch(
     *,
     before_step: Callable[[], None] | None = None,
     after_step: Callable[[], None] | None = None,
-    progress: str | None = None,
+    progress: Stage | str | None = None,
     resume: EpochProgress | None = None,
     should_stop: Callable[[], bool] | None = None,
     where: str = "",
@@ -79,6 +71,10 @@ def train_epoch(
     and, under torchrun, sums the figures over ranks at the end and agrees on stopping
     every :data:`STOP_POLL_STEPS` steps; ``model`` is then the module from
     :meth:`Runtime.training_module`.
+
+    ``progress`` (e.g. ``Stage("mine", 3, 10)``; None: nothing shown) labels the epoch's
+    display (:mod:`gemminer.training.progress`): a tqdm bar on a terminal, else a line
+    every 30 s with the running loss, read from the device only for that line.
     """
     model.train()
     start = resume.steps if resume else 0
@@ -88,8 +84,11 @@ def train_epoch(
     correct = torch.full((), carried.correct if carried else 0, device=device, dtype=torch.long)
     samples = carried.samples if carried else 0
     first_bad = torch.full((), -1, device=device, dtype=torch.long)
+    steps = len(batches) if hasattr(batches, "__len__") else None  # type: ignore[arg-type]
+    reporter = epoch_reporter(progress, steps, runtime, start)
+    trained = 0  # images this call trained on, for the images/s shown
     step = 0
-    for step, (x, y) in enumerate(_progress(batches, progress), start=1):
+    for step, (x, y) in enumerate(reporter.wrap(batches) if reporter else batches, start=1):
         if step <= start:
             continue
         x = x.to(device, non_blocking=True)
@@ -107,7 +106,10 @@ def train_epoch(
         loss_sum += loss.detach() * len(y)
         correct += (out.detach().argmax(1) == y).sum()
         samples += len(y)
+        trained += len(y)
         first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss.detach()), step, first_bad)
+        if reporter is not None:
+            reporter.update(step, trained, _running_mean(loss_sum, samples))
         if _stop_now(should_stop, step, runtime):
             _check_finite(first_bad, where, runtime)
             total_loss, total_correct, total = runtime.sum([loss_sum, correct, samples])
@@ -125,6 +127,11 @@ def train_epoch(
             f"the training loss became {mean_loss} in {where or 'training'}"
         )
     return EpochStats(mean_loss, total_correct / total, int(total))
+
+
+def _running_mean(loss_sum: torch.Tensor, samples: int) -> Callable[[], float]:
+    """The mean loss so far, read from the device when called (for a progress line)."""
+    return lambda: loss_sum.item() / max(samples, 1)
 
 
 def _stop_now(should_stop: Callable[[], bool] | None, step: int, runtime: Runtime) -> bool:

@@ -1,0 +1,104 @@
+"""What a run resolved that the user may not have typed, in words for its first lines.
+
+``gemminer mine --density 0.0144 --epochs 10`` trains at LR 1.5 with period 1: values the
+user never wrote. :func:`explain_settings` says which values a run uses and, where they
+are the paper's row adjusted to the budget, how they were derived, so nobody has to read
+``config.json`` to learn it. It describes; it never chooses a value.
+"""
+
+from __future__ import annotations
+
+import math
+
+from .config import RunConfig, budget_scaled_lr
+from .errors import ConfigError
+from .recipe import Recipe, paper_recipe
+
+
+def _num(x: float) -> str:
+    return f"{x:g}"
+
+
+def _close(a: float | None, b: float | None) -> bool:
+    return a is not None and b is not None and math.isclose(a, b, rel_tol=1e-9)
+
+
+def _row(cfg: RunConfig) -> Recipe | None:
+    try:
+        return paper_recipe(cfg.model, cfg.dataset, cfg.prune.density)
+    except ConfigError:
+        return None
+
+
+def _mining_lr(cfg: RunConfig, row: Recipe | None) -> str:
+    optim = cfg.prune.optim
+    text = f"{optim.name.upper() if optim.name == 'sgd' else optim.name.capitalize()} LR "
+    text += _num(optim.lr)
+    if row is None or row.lr is None or optim.name != row.optimizer:
+        return text
+    epochs = cfg.prune.epochs
+    if _close(optim.lr, row.lr):
+        return text + f" (recipe {row.name})"
+    if _close(optim.lr, budget_scaled_lr(row.lr, row.epochs, epochs, optim.name)):
+        return text + (
+            f" = {_num(row.lr)} × {row.epochs}/{epochs} epochs (recipe {row.name}: the same "
+            "summed LR for a shorter run)"
+        )
+    return text
+
+
+def _period(cfg: RunConfig, row: Recipe | None) -> str:
+    period = cfg.settings.get("period")
+    if period is None:
+        return ""
+    text = f"period {period}"
+    if row is not None and row.period is not None and row.epochs != cfg.prune.epochs:
+        scaled = max(1, min(cfg.prune.epochs, round(row.period * cfg.prune.epochs / row.epochs)))
+        if scaled == period:
+            text += f" (= {row.period} × {cfg.prune.epochs}/{row.epochs}, at least 1)"
+    return text
+
+
+def _lam(cfg: RunConfig, row: Recipe | None) -> str:
+    lam = cfg.settings.get("lam", cfg.settings.get("lambda"))
+    if lam is None:
+        return ""
+    text = f"λ {_num(lam)}"
+    if row is not None and _close(lam, row.lam):
+        text += f" (recipe {row.name})"
+    return text
+
+
+def _finetune(cfg: RunConfig) -> str:
+    ft = cfg.finetune
+    steps = sorted({round(m * ft.epochs) for m in ft.optim.milestones})
+    schedule = (
+        f", LR ×{_num(ft.optim.gamma)} after epochs {', '.join(map(str, steps))}"
+        if ft.optim.schedule == "multistep" and steps
+        else f", {ft.optim.schedule} schedule"
+    )
+    return (
+        f"finetuning: {ft.epochs} epochs, {ft.optim.name.upper()} LR {_num(ft.optim.lr)}"
+        f"{schedule}, weight decay {_num(ft.optim.weight_decay)}, batch {ft.batch_size}"
+    )
+
+
+def explain_settings(cfg: RunConfig) -> list[str]:
+    """Lines naming the mining and finetuning settings of ``cfg`` and where they came from."""
+    row = _row(cfg) if cfg.method == "gem-miner" else None
+    if cfg.prune.epochs > 0:
+        parts = [
+            f"{cfg.prune.epochs} epochs",
+            _mining_lr(cfg, row),
+            f"{cfg.prune.optim.schedule} schedule",
+            _period(cfg, row),
+            _lam(cfg, row),
+            f"batch {cfg.prune.batch_size}",
+        ]
+        mining = f"{cfg.method}: " + ", ".join(p for p in parts if p)
+    else:
+        mining = f"{cfg.method}: one shot (no training to find the mask)"
+    others = {k: v for k, v in cfg.settings.items() if k not in ("period", "lam", "lambda")}
+    if others:
+        mining += "; " + ", ".join(f"{k}={v}" for k, v in sorted(others.items()))
+    return [mining, _finetune(cfg)]

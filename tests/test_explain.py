@@ -1,0 +1,50 @@
+"""A run's first lines say what it resolved; a ticket far below its target is warned about."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from gemminer.cli import build_parser, config_from_args
+from gemminer.config import RunConfig
+from gemminer.explain import explain_settings
+from gemminer.pipeline import density_shortfall
+
+
+def resolved(*flags: str) -> RunConfig:
+    return config_from_args(build_parser().parse_args(["mine", *flags]))
+
+
+def test_budget_scaled_mining_settings_name_their_derivation():
+    mining, finetuning = explain_settings(resolved("--density", "0.0144", "--epochs", "10"))
+    assert "10 epochs, SGD LR 1.5 = 0.1 × 150/10 epochs (recipe resnet20-cifar10-d1.44" in mining
+    assert "period 1 (= 5 × 10/150, at least 1)" in mining
+    assert "λ 0.0001 (recipe resnet20-cifar10-d1.44)" in mining
+    assert finetuning == (
+        "finetuning: 10 epochs, SGD LR 0.01, LR ×0.1 after epochs 5, 8, "
+        "weight decay 0.0001, batch 128"
+    )
+
+
+def test_paper_budget_and_given_values():
+    mining, _ = explain_settings(resolved("--density", "0.0144", "--epochs", "150"))
+    assert "SGD LR 0.1 (recipe resnet20-cifar10-d1.44)" in mining and "period 5," in mining
+    mining, _ = explain_settings(resolved("--epochs", "10", "--lr", "0.3", "--lambda", "2e-4"))
+    assert "SGD LR 0.3," in mining and "λ 0.0002," in mining  # given: no source claimed
+    assert "recipe" not in mining
+
+
+def test_one_shot_methods_say_so():
+    cfg = config_from_args(
+        build_parser().parse_args(["prune", "--method", "snip", "--epochs", "0"])
+    )
+    assert explain_settings(cfg)[0].startswith("snip: one shot")
+
+
+def test_density_shortfall_warns_beyond_ten_percent_and_names_lambda():
+    cfg = resolved("--density", "0.025", "--epochs", "10")
+    assert density_shortfall(cfg, 0.0230) == ""  # 8 % below: no warning
+    text = density_shortfall(cfg, 0.0146)
+    assert text.startswith("warning: the ticket kept 1.46% of the weights, 42% below the target")
+    assert f"λ = {cfg.settings['lam']:g} pushed" in text and "lower --lambda" in text
+    dense = dataclasses.replace(cfg, prune=dataclasses.replace(cfg.prune, density=1.0))
+    assert density_shortfall(dense, 0.5) == ""
