@@ -9,6 +9,7 @@ from PIL import Image
 from torch import nn
 
 from gemminer.data import ImageArrays
+from gemminer.notices import forget_notices
 
 CLASSES = ("cat", "dog", "ship")
 
@@ -20,6 +21,21 @@ def separable_arrays(n: int, size: int = 8, seed: int = 0) -> ImageArrays:
     images = torch.randint(0, 100, (n, 3, size, size), generator=g, dtype=torch.int64)
     images[torch.arange(n), labels] += 150
     return ImageArrays(images.to(torch.uint8), labels, CLASSES)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_notices():
+    """Each test sees every notice it causes (a process tells each message once)."""
+    forget_notices()
+    yield
+    forget_notices()
+
+
+def told(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """The notices (:func:`gemminer.notices.notice`) that ``caplog`` caught."""
+    return [
+        r.getMessage() for r in caplog.records if r.name == "gemminer" and r.levelname == "WARNING"
+    ]
 
 
 @pytest.fixture

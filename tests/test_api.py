@@ -127,3 +127,62 @@ def test_checking_the_data_first_leaves_its_shuffling_alone(tiny_data):
         torch.manual_seed(0)
         _check_data(net, loader, "train_data")
         assert all(torch.equal(a, b) for a, b in zip([y for _, y in loader], expected))
+
+
+def test_the_api_and_the_command_line_mine_the_same_mask_from_one_seed(tmp_path):
+    """Issue 13: `gemminer.mine(seed=s)` derives its scores, batch order, augmentation and
+    calibration seeds as `gemminer mine --seed s` does (gemminer.seeds.derive_seed), so on
+    the same data and initialization both find the same mask."""
+    from gemminer import pipeline
+    from gemminer.config import OptimConfig, PruneConfig, RunConfig
+    from gemminer.seeds import derive_seed
+
+    from .conftest import write_image_folder
+
+    write_image_folder(tmp_path / "data")
+    seed, prune = 3, PruneConfig(0.2, 2, 8, OptimConfig(lr=0.1, schedule="cosine"))
+    cfg = RunConfig(
+        data_dir=str(tmp_path / "data"),
+        download=False,
+        model_args={"width": 4},
+        seed=seed,
+        device="cpu",
+        prune=prune,
+        settings={"period": 1, "lam": 1e-4},
+    )
+    pipeline.prune_run(cfg, tmp_path / "run", progress=False, log=lambda _: None)
+    splits = pipeline.load_data(cfg)
+    model = pipeline.build_model(cfg, splits.num_classes)  # init from derive_seed(s, "weights")
+
+    # the training batches: one construction, one seed stream
+    api = gemminer.api._batches(
+        splits.train,
+        batch_size=8,
+        device=torch.device("cpu"),
+        train=True,
+        seed=derive_seed(seed, "prune-data"),
+        mean=splits.mean,
+        std=splits.std,
+    )
+    cli = pipeline.train_loader(splits, 8, torch.device("cpu"), derive_seed(seed, "prune-data"))
+    for (x, y), (x_cli, y_cli) in zip(api, cli, strict=True):
+        assert torch.equal(x, x_cli) and torch.equal(y, y_cli)
+
+    result = gemminer.mine(
+        model,
+        splits.train,
+        density=0.2,
+        epochs=2,
+        period=1,
+        lam=1e-4,
+        lr=0.1,
+        batch_size=8,
+        mean=splits.mean,
+        std=splits.std,
+        device="cpu",
+        seed=seed,
+    )
+    mask = gemminer.Mask.load(tmp_path / "run" / "mask.pt")
+    assert set(result.mask) == set(mask)
+    assert all(torch.equal(result.mask[k], mask[k]) for k in mask)
+    assert result.mask.num_kept == mask.num_kept < mask.num_total

@@ -117,6 +117,26 @@ def test_eval_reproduces_the_reported_accuracies(finished_run, capsys):
     assert result["post_finetune_acc"] == summary["post_finetune_acc"]
 
 
+@pytest.mark.parametrize(("method", "flags", "batches"), [
+    ("gem-miner", ["--set", "bn_recalibration_batches=3"], 3),
+    ("gem-miner", ["--set", "bn_recalibration_batches=0"], 0),
+    ("random", [], 8),  # no such setting: CALIBRATION_BATCHES (20), here all 8 batches
+])  # fmt: skip
+def test_pre_finetune_accuracy_recalibrates_with_the_methods_batches(
+    method, flags, batches, data_dir, tmp_path
+):
+    """Issue 13: the ticket's BatchNorm statistics (kept in ticket.pt, behind the reported
+    pre-finetune accuracy) come from the method's bn_recalibration_batches training
+    batches, as its own evaluations during mining do."""
+    out = tmp_path / "run"
+    args = ["prune", "--method", method, *FAST, "--batch-size", "4", "--epochs", "1"]
+    args += ["--model-arg", "width=4", "--data-dir", str(data_dir), "--out", str(out), *flags]
+    assert main(args) == 0
+    ticket = torch.load(out / "ticket.pt", weights_only=True)
+    tracked = {int(v) for k, v in ticket.items() if k.endswith("num_batches_tracked")}
+    assert tracked == {batches}  # 30 images in batches of 4: 8 batches at most
+
+
 def test_rerunning_the_same_command_skips_finished_mining(finished_run, data_dir, capsys):
     args = mine_args(data_dir, finished_run)
     assert main(args) == 0
@@ -352,6 +372,40 @@ def test_a_one_shot_method_takes_zero_mining_epochs():
     assert config_from_args(args).prune.epochs == 0
 
 
+@pytest.mark.parametrize("method", ["snip", "synflow", "random"])
+def test_a_one_shot_ticket_finetunes_for_the_paper_budget(method):
+    """Issue 13: `--epochs 0` spends nothing on the mask; its ticket is finetuned like every
+    other, for Table 15's budget of the row (150 epochs for ResNet-20), not for 1 epoch."""
+    from gemminer.cli import build_parser, config_from_args
+
+    def finetune_epochs(*flags: str) -> int:
+        args = build_parser().parse_args(["prune", "--method", method, *flags])
+        return config_from_args(args).finetune.epochs
+
+    assert finetune_epochs("--epochs", "0") == 150
+    assert finetune_epochs("--epochs", "0", "--model", "mobilenetv2") == 300
+    assert finetune_epochs("--epochs", "0", "--finetune-epochs", "3") == 3
+    assert finetune_epochs("--epochs", "10") == 10  # as long as the mining epochs given
+
+
+def test_dense_trains_at_the_dense_rows_lr_whatever_the_target_density():
+    """Issue 13: dense ignores the density, so its weight training takes Table 15's row for
+    the densest networks (LR 0.1 at >= 50 %), not the 1.44 % row's 0.01."""
+    from gemminer.cli import build_parser, config_from_args
+    from gemminer.config import default_finetune_optim
+    from gemminer.recipe import paper_recipe
+
+    def finetune(*flags: str):
+        return config_from_args(build_parser().parse_args(["prune", "--method", *flags])).finetune
+
+    dense = finetune("dense")
+    assert dense.optim.lr == default_finetune_optim(1.0).lr == 0.1
+    assert finetune("dense", "--density", "0.005") == dense == finetune("dense", "--density", "1")
+    assert finetune("snip").optim.lr == 0.01  # a sparse ticket keeps its own row's LR
+    vgg = paper_recipe("vgg16", "cifar10", 1.0).finetune
+    assert finetune("dense", "--model", "vgg16").optim.lr == vgg.lr
+
+
 @pytest.mark.parametrize(
     ("argv", "prog"),
     [
@@ -389,8 +443,10 @@ PINNED_RUN_NAMES = {
     ("mine", "--image-size", "64", "--train-size", "500", "--val-size", "100", "--period", "2"): (
         "gem-miner-resnet20-cifar10-d0.0144-55219f76e8"
     ),
+    # issue 13: a one-shot method's --epochs 0 finetunes for the row's 150 epochs, not 1
+    # (was snip-resnet20-cifar10-d0.0144-9532809c05)
     ("prune", "--method", "snip", "--epochs", "0", "--set", "batches=2"): (
-        "snip-resnet20-cifar10-d0.0144-9532809c05"
+        "snip-resnet20-cifar10-d0.0144-0c2bec6916"
     ),
     ("prune", "--method", "imp", "--epochs", "3", "--finetune-epochs", "4"): (
         "imp-resnet20-cifar10-d0.0144-5df30e0a26"

@@ -27,7 +27,9 @@ from gemminer.data.folder import read_image_folder
 from gemminer.data.mnist import MNIST_MEAN, load_mnist, read_idx
 from gemminer.data.tinyimagenet import TINYIMAGENET_MEAN, load_tinyimagenet
 from gemminer.errors import ConfigError, DataError
+from gemminer.notices import forget_notices
 
+from .conftest import told
 from .test_data_readers import _dump
 
 
@@ -137,15 +139,19 @@ def test_folder_without_test_split(tmp_path: Path) -> None:
         load_dataset("folder", tmp_path / "nothing")
 
 
-def test_folder_corrupt_image_error_and_skip_bad(tmp_path: Path) -> None:
+def test_folder_corrupt_image_error_and_skip_bad(tmp_path: Path, caplog) -> None:
     _folder_dataset(tmp_path, same_size=True)
     bad = tmp_path / "train" / "cat" / "2.png"
     bad.write_bytes(bad.read_bytes()[:60])  # truncated
     with pytest.raises(DataError, match=r"cat/2\.png"):
         load_dataset("folder", tmp_path)
     for _ in range(2):  # decoded, then from the cache: the count is reported both times
-        with pytest.warns(UserWarning, match=r"skipped 1 unreadable image.*cat/2\.png"):
-            splits = load_dataset("folder", tmp_path, skip_bad=True)
+        forget_notices()
+        caplog.clear()
+        splits = load_dataset("folder", tmp_path, skip_bad=True)
+        (line,) = told(caplog)
+        assert line.startswith("skipped 1 unreadable image(s) of 15 under ")
+        assert line.endswith(f": {Path('train') / 'cat' / '2.png'}")
         assert splits.skipped == (str(Path("train") / "cat" / "2.png"),)
         assert len(splits.train) == 14
         assert splits.train.labels.tolist() == [0] * 3 + [1] * 3 + [2] * 2 + [3] * 3 + [4] * 3

@@ -175,3 +175,46 @@ def test_a_batch_that_the_processes_cannot_share_is_refused():
             train=True,
             shard=(0, 3),
         )
+
+
+@needs_processes
+def test_torchrun_prints_each_notice_once_and_no_torch_warning(tmp_path):
+    """A skipped image is told once (rank 0, though both ranks and both stages read the
+    data); DDP's deprecated-argument FutureWarning and its "grad strides" warning (1x1
+    convolutions of a channels_last model: wrn28-2's shortcuts) do not appear."""
+    data = tmp_path / "data"
+    write_image_folder(data, n_train=32, n_test=12)
+    victim = sorted((data / "train").rglob("*.png"))[0]
+    victim.write_bytes(victim.read_bytes()[:40])  # truncated
+    done = torchrun(
+        "-m",
+        "gemminer",
+        "mine",
+        "--model",
+        "wrn28-2",
+        "--dataset",
+        "folder",
+        "--data-dir",
+        str(data),
+        "--data-arg",
+        "skip_bad=true",
+        "--batch-size",
+        "16",
+        "--density",
+        "0.05",
+        "--epochs",
+        "1",
+        "--finetune",
+        "--finetune-epochs",
+        "1",
+        "--no-progress",
+        "--out",
+        str(tmp_path / "run"),
+        "--device",
+        "cpu",
+    )
+    err = done.stderr
+    notices = [line for line in err.splitlines() if line.startswith("gemminer: warning: ")]
+    assert len(notices) == 1 and "skipped 1 unreadable image(s) of 32" in notices[0], err
+    for torch_warning in ("Warning:", "broadcast_buffers", "Grad strides", "bucket view"):
+        assert torch_warning not in err, err

@@ -1,4 +1,5 @@
 import math
+import re
 
 import pytest
 import torch
@@ -16,6 +17,8 @@ from gemminer.masking import (
 )
 from gemminer.methods import METHODS
 from gemminer.methods.gem_miner import freeze_scores, mine_scores
+
+from .conftest import told
 
 
 def small_net() -> nn.Module:
@@ -285,7 +288,7 @@ def test_paper_defaults_scale_period_and_lr_to_short_runs():
     assert paper_mining_defaults("resnet20", 0.04, 150)[2] == 3e-5
 
 
-def test_collapse_guard_keeps_every_layer_alive_under_an_aggressive_lambda(tiny_data):
+def test_collapse_guard_keeps_every_layer_alive_under_an_aggressive_lambda(tiny_data, caplog):
     """Section 4.3: a large λ pushes every score of a layer below 0.5 and disconnects the
     network. Without the guard that happens (and is reported); with it every layer keeps
     at least one weight per output unit, with a warning naming the layer."""
@@ -296,12 +299,13 @@ def test_collapse_guard_keeps_every_layer_alive_under_an_aggressive_lambda(tiny_
         "lam": 5.0,
         "optim": OptimConfig(lr=1.0),
     }
-    with pytest.warns(UserWarning, match="layer collapse, mining epoch 1: no weight of"):
-        _, bare = run_mining(tiny_data, collapse_guard=False, **aggressive)
+    _, bare = run_mining(tiny_data, collapse_guard=False, **aggressive)
+    assert told(caplog)[0].startswith("layer collapse, mining epoch 1: no weight of")
     assert any(row.kept == 0 for row in bare.mask.layers())
     assert bare.history[0]["collapsed"]
-    with pytest.warns(UserWarning, match=r"layer collapse guard, mining epoch 1: .*\.weight \(\+"):
-        model, guarded = run_mining(tiny_data, **aggressive)
+    caplog.clear()
+    model, guarded = run_mining(tiny_data, **aggressive)
+    assert re.match(r"layer collapse guard, mining epoch 1: .*\.weight \(\+", told(caplog)[0])
     rows = {row.name: row for row in guarded.mask.layers()}
     outputs = {"0.weight": 16, "3.weight": 32, "8.weight": 3}
     assert all(rows[name].kept >= n for name, n in outputs.items())
@@ -312,7 +316,7 @@ def test_collapse_guard_keeps_every_layer_alive_under_an_aggressive_lambda(tiny_
     )
 
 
-def test_collapse_guard_floor_follows_min_layer_density(tiny_data):
+def test_collapse_guard_floor_follows_min_layer_density(tiny_data, caplog):
     aggressive = {
         "density": 0.5,
         "epochs": 2,
@@ -320,8 +324,8 @@ def test_collapse_guard_floor_follows_min_layer_density(tiny_data):
         "lam": 5.0,
         "optim": OptimConfig(lr=1.0),
     }
-    with pytest.warns(UserWarning):
-        _, result = run_mining(tiny_data, min_layer_density=0.25, **aggressive)
+    _, result = run_mining(tiny_data, min_layer_density=0.25, **aggressive)
+    assert told(caplog)
     for row in result.mask.layers():
         assert row.kept >= math.ceil(0.25 * row.total)
 

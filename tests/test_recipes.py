@@ -57,7 +57,7 @@ def test_every_recipe_resolves_to_a_valid_run(recipe):
         recipe.density,
     )
     # at its own budget a recipe is the paper's row, unscaled
-    assert cfg.prune.epochs == cfg.finetune.epochs == recipe.epochs
+    assert (cfg.prune.epochs, cfg.finetune.epochs) == (recipe.epochs, recipe.finetune.epochs)
     assert cfg.prune.optim.lr == recipe.lr and cfg.prune.optim.name == recipe.optimizer
     assert cfg.settings == {
         **recipe.settings,
@@ -171,6 +171,39 @@ def test_every_recipe_names_the_authors_config_it_follows(recipe):
     assert re.search(r"configs/[\w/]+", source) and ".yml" in source, source
     if not source.startswith("no config"):  # a row with its own config names that file
         assert re.match(r"the authors' (configs|exec_scripts)/[\w/.]+(\.yml|\.sh)", source)
+
+
+def _write_recipe(path, **finetune):
+    path.write_text(
+        yaml.safe_dump(
+            {"model": "resnet20", "dataset": "cifar10", "density": 0.0144, "epochs": 150,
+             "lr": 0.1, "period": 5, "lambda": 1e-4,
+             "finetune": {"lr": 0.01, "milestones": [20, 30], **finetune}}
+        )
+    )  # fmt: skip
+    return load_recipe(path)
+
+
+def test_a_recipes_finetune_epochs_are_read_and_scaled_with_epochs(tmp_path):
+    """Issue 13: `finetune: epochs: 40` beside 150 mining epochs finetunes for 40, not 150;
+    another --epochs scales them alike; --finetune-epochs wins over both."""
+    recipe = _write_recipe(tmp_path / "short-finetune.yaml", epochs=40)
+    cfg = resolve(recipe)
+    assert (cfg.prune.epochs, cfg.finetune.epochs) == (150, 40)
+    assert cfg.finetune.optim.milestones == pytest.approx((20 / 40, 30 / 40))
+    assert resolve(recipe, "--epochs", "15").finetune.epochs == 4  # 40 × 15/150
+    assert resolve(recipe, "--epochs", "1").finetune.epochs == 1  # never below one epoch
+    assert resolve(recipe, "--epochs", "15", "--finetune-epochs", "7").finetune.epochs == 7
+    assert [recipe.finetune_epochs_at(e) for e in (0, 75, 300)] == [40, 20, 80]
+
+
+def test_the_paper_rows_finetune_as_long_as_they_mine():
+    """Table 15 pairs the budgets, so with every shipped row (and `gemminer mine`, which
+    takes the nearest one) finetuning defaults to the mining epochs."""
+    for recipe in RECIPES:
+        assert [recipe.finetune_epochs_at(e) for e in (1, 7, 10, 150)] == [1, 7, 10, 150]
+    args = build_parser().parse_args(["mine", "--epochs", "12", "--model", "mobilenetv2"])
+    assert config_from_args(args).finetune.epochs == 12
 
 
 def test_flags_override_the_recipe():

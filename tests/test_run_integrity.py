@@ -7,6 +7,7 @@ in one line naming it and exit status 2, and the folder is left byte for byte as
 from __future__ import annotations
 
 import json
+import logging
 import random
 import shutil
 from pathlib import Path
@@ -18,7 +19,7 @@ from gemminer.cli import main
 from gemminer.errors import RunError
 from gemminer.runs import RunDir, load_run_file
 
-from .conftest import write_image_folder
+from .conftest import told, write_image_folder
 
 FAST = ["--no-download", "--batch-size", "8", "--no-progress"]
 
@@ -212,7 +213,7 @@ def test_eval_of_finetuned_weights_with_wrong_keys_names_them(finished, tmp_path
 
 
 def test_a_run_that_fails_before_starting_leaves_no_folder_and_the_fix_runs(
-    data_dir, tmp_path, capsys
+    data_dir, tmp_path, capsys, caplog
 ):
     bad = tmp_path / "data"
     shutil.copytree(data_dir, bad)
@@ -223,8 +224,8 @@ def test_a_run_that_fails_before_starting_leaves_no_folder_and_the_fix_runs(
     assert main(argv) == 2
     assert "cannot decode image" in capsys.readouterr().err
     assert not out.exists() or not any(out.iterdir())
-    with pytest.warns(UserWarning, match="1 unreadable"):
-        assert main([*argv, "--data-arg", "skip_bad=true"]) == 0
+    assert main([*argv, "--data-arg", "skip_bad=true"]) == 0
+    assert ["1 unreadable" in line for line in told(caplog)] == [True]
     assert RunDir(out).read_config().data_args == {"skip_bad": True}
 
 
@@ -257,8 +258,9 @@ def test_a_folder_with_a_checkpoint_of_other_settings_is_refused(
 # Reports skip damaged runs -------------------------------------------------------------
 
 
-def test_report_skips_a_damaged_run_with_one_warning(finished, tmp_path, capsys):
+def test_report_skips_a_damaged_run_with_one_warning(finished, tmp_path, capsys, monkeypatch):
     pytest.importorskip("matplotlib")
+    monkeypatch.setattr(logging.getLogger(), "handlers", [])  # logging not configured
     good, damaged, unfinished = tmp_path / "good", tmp_path / "damaged", tmp_path / "unfinished"
     for folder in (good, damaged, unfinished):
         shutil.copytree(finished, folder)
@@ -268,7 +270,8 @@ def test_report_skips_a_damaged_run_with_one_warning(finished, tmp_path, capsys)
     out = tmp_path / "report"
     assert main(["report", str(good), str(damaged), str(unfinished), "--out", str(out)]) == 0
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "damaged" in err[0] and "summary.json" in err[0], err
+    assert len(err) == 1 and err[0].startswith("gemminer: warning: skipped a run folder:"), err
+    assert "damaged" in err[0] and "summary.json" in err[0], err
     text = (out / "report.md").read_text()
     assert "good" in text and "unfinished" in text
 

@@ -7,12 +7,14 @@ Public API::
     gemminer.finetune(model, mask, data, epochs=...)      -> per-epoch history
     gemminer.create_model("resnet20"), gemminer.init_weights(model, "signed_constant")
     gemminer.Mask, gemminer.to_score_model, gemminer.load_dataset
+    gemminer.export_run(run_dir) -> ExportInfo; gemminer.load_exported(path) -> plain nn.Module
 """
 
 from .api import finetune, mine
 from .config import FinetuneConfig, MineConfig, OptimConfig, RunConfig
 from .data import load_dataset
 from .errors import GemMinerError
+from .export import export_run, load_exported
 from .masking import (
     Mask,
     apply_mask,
@@ -40,10 +42,12 @@ __all__ = [
     "apply_mask",
     "count_prunable",
     "create_model",
+    "export_run",
     "finetune",
     "format_density",
     "init_weights",
     "list_models",
+    "load_exported",
     "load_dataset",
     "mine",
     "prunable_weights",

@@ -35,11 +35,12 @@ from torch import nn
 
 from .config import FinetuneConfig, MineConfig, OptimConfig, check_density, check_whole
 from .data.base import ImageArrays
-from .data.loader import BatchLoader
+from .data.loader import BatchLoader, training_batches
 from .errors import DataError, MaskError, ModelError
 from .masking import Mask, prunable_modules, to_score_model
 from .methods.gem_miner import MiningResult, mine_scores
 from .recipe import paper_mining_defaults
+from .seeds import derive_seed
 from .training import finetune as _finetune
 from .training import resolve_device
 from .training.progress import show_epochs
@@ -174,21 +175,27 @@ def _batches(
     augment: bool = True,
     runtime: Runtime | None = None,
 ) -> Iterable[tuple[torch.Tensor, torch.Tensor]] | None:
+    """``data`` itself, or batches of ImageArrays: shuffled and augmented (``train``; not
+    augmented and whole on every rank with ``augment=False``, for BatchNorm calibration),
+    as the command line's stages build them (:func:`~gemminer.data.loader.training_batches`),
+    else in order."""
     if data is None or not isinstance(data, ImageArrays):
         return data
     if mean is None or std is None:
         mean, std = _channel_stats(data)
-    return BatchLoader(
-        data,
-        batch_size=batch_size,
-        mean=mean,
-        std=std,
-        device=device,
-        train=train,
-        augmentation="crop-flip" if augment else "none",
-        seed=seed,
-        shard=(runtime.rank, runtime.world_size) if runtime and augment else (0, 1),
-    )
+    shard = (runtime.rank, runtime.world_size) if runtime else (0, 1)
+    if train:
+        return training_batches(
+            data,
+            batch_size=batch_size,
+            mean=mean,
+            std=std,
+            device=device,
+            seed=seed,
+            calibration=not augment,
+            shard=shard,
+        )
+    return BatchLoader(data, batch_size=batch_size, mean=mean, std=std, device=device, shard=shard)
 
 
 def _test_batches(
@@ -256,6 +263,11 @@ def mine(
     ``density`` (in (0, 1]), ``epochs`` (>= 1) and the model (it needs a Conv2d or Linear
     layer, and an output per label) are checked before training, raising a
     :class:`~gemminer.errors.GemMinerError` that names the bad value.
+    ``seed`` seeds the scores, the batch order and augmentation of ImageArrays and the
+    BatchNorm calibration batches, each through :func:`gemminer.seeds.derive_seed` as
+    ``gemminer mine --seed`` does: with weights initialized from
+    ``derive_seed(seed, "weights")`` and the run's data, ``mean`` and ``std``, the mask
+    is the command line's.
     ``precision="bf16"`` trains under bfloat16 autocast (scores stay fp32), ``"auto"``
     picks bf16 where the device runs it fast
     (:func:`~gemminer.training.runtime.resolve_precision`), ``compile`` uses
@@ -282,14 +294,15 @@ def mine(
         optim=OptimConfig(name=optimizer, lr=lr if lr is not None else d_lr, schedule="cosine"),
     )
     dev = resolve_device(device)
-    scored = to_score_model(copy.deepcopy(model), torch.Generator().manual_seed(seed))
+    scores_seed = torch.Generator().manual_seed(derive_seed(seed, "scores"))
+    scored = to_score_model(copy.deepcopy(model), scores_seed)
     scored.to(device=dev, memory_format=torch.channels_last)  # as the loader's batches
     train = _batches(
         train_data,
         batch_size=batch_size,
         device=dev,
         train=True,
-        seed=seed + 1,
+        seed=derive_seed(seed, "prune-data"),
         mean=mean,
         std=std,
         runtime=runtime,
@@ -299,7 +312,7 @@ def mine(
         batch_size=batch_size,
         device=dev,
         train=True,
-        seed=seed + 2,
+        seed=derive_seed(seed, "calibration"),
         mean=mean,
         std=std,
         augment=False,
@@ -343,8 +356,9 @@ def finetune(
 
     Defaults are Table 15's for ResNet-20 below 50 % density. Returns per-epoch records.
     Biases and normalization parameters are trained too (they were never pruned).
-    The mask, ``epochs`` and the data are checked first, as in :func:`mine`;
-    ``precision``, ``compile`` and ``runtime`` as in :func:`mine`.
+    The mask, ``epochs`` and the data are checked first, as in :func:`mine`; ``seed``
+    (the batch order and augmentation of ImageArrays, as ``gemminer finetune`` derives
+    it), ``precision``, ``compile`` and ``runtime`` as in :func:`mine`.
     """
     check_whole(epochs, 1, "epochs")
     check_whole(batch_size, 1, "batch size")
@@ -375,7 +389,7 @@ def finetune(
         batch_size=batch_size,
         device=dev,
         train=True,
-        seed=seed,
+        seed=derive_seed(seed, "finetune-data"),
         mean=mean,
         std=std,
         runtime=runtime,

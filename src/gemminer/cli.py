@@ -238,7 +238,11 @@ def _add_run_flags(p: argparse.ArgumentParser, *, method: bool, mine: bool = Fal
         "--print-config", action="store_true", help="print the resolved settings and stop"
     )
     p.add_argument(
-        "--finetune-epochs", type=_positive, default=None, help="default: --epochs (Table 15)"
+        "--finetune-epochs",
+        type=_positive,
+        default=None,
+        help="default: the recipe's (Table 15), scaled to --epochs: --epochs itself for the "
+        "paper's rows; the row's (150 for ResNet-20) after a one-shot method's --epochs 0",
     )
     p.add_argument("--finetune-lr", type=float, default=None, help="default: Table 15's row")
     p.add_argument(
@@ -400,6 +404,15 @@ def config_from_args(args: argparse.Namespace, recipe: Recipe | None = None) -> 
     LR when ``--optimizer`` is unset or the same as the row's, else that optimizer's
     default (Adam: 0.01); scaled to ``--epochs`` for SGD only
     (:func:`gemminer.config.mining_lr`, :meth:`gemminer.recipe.Recipe.mining_at`).
+
+    Finetuning epochs, first that applies: ``--finetune-epochs``; else the row's finetune
+    epochs scaled by ``--epochs`` / the row's mining epochs
+    (:meth:`gemminer.recipe.Recipe.finetune_epochs_at`) — a recipe's own
+    ``finetune.epochs`` when ``--epochs`` is not given, and ``--epochs`` itself on every
+    shipped row, as Table 15 pairs the two budgets; for a one-shot method's ``--epochs 0``,
+    the row's finetuning budget (150 for ResNet-20 on CIFAR-10). A method that ignores
+    the target density (dense trains the whole network) takes its finetuning settings,
+    e.g. the LR, from the row for density 1 (the densest), not the target's.
     """
     method = getattr(args, "method", "gem-miner")
     spec = METHODS.get(method)
@@ -407,9 +420,11 @@ def config_from_args(args: argparse.Namespace, recipe: Recipe | None = None) -> 
     DATASETS.get(args.dataset)
     settings = dict(recipe.settings) if recipe else {}
     settings.update(parse_settings(spec, getattr(args, "settings", [])))
-    row = recipe or paper_recipe(args.model, args.dataset, args.density)
+    # a method ignoring the target (dense) takes the row of the density it trains at
+    density = args.density if spec.fixed_density is None else spec.fixed_density
+    row = recipe or paper_recipe(args.model, args.dataset, density)
     _check_epochs(method, args.epochs)
-    # a one-shot method's 0 epochs: the period, LR and finetuning default as for 1 epoch
+    # a one-shot method's 0 epochs: the period and LR default as for 1 epoch
     epochs = max(args.epochs, 1)
     optimizer = args.optimizer or (row.optimizer if row.method == method else "sgd")
     period, lr, lam = row.mining_at(epochs, optimizer)
@@ -447,9 +462,10 @@ def config_from_args(args: argparse.Namespace, recipe: Recipe | None = None) -> 
         mine_config(prune, spec.build_settings(settings))
     else:
         spec.build_settings(settings)
-    finetune = row.finetune.config(
-        args.finetune_epochs if args.finetune_epochs is not None else epochs, args.batch_size
-    )
+    finetune_epochs = args.finetune_epochs
+    if finetune_epochs is None:
+        finetune_epochs = row.finetune_epochs_at(args.epochs)
+    finetune = row.finetune.config(finetune_epochs, args.batch_size)
     if args.finetune_lr is not None:
         finetune = dataclasses.replace(
             finetune, optim=dataclasses.replace(finetune.optim, lr=args.finetune_lr)

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from .config import CALIBRATION_BATCHES, FinetuneConfig, RunConfig
 from .data import DataSplits, load_dataset
-from .data.loader import BatchLoader
+from .data.loader import BatchLoader, training_batches
 from .errors import RunError
 from .explain import explain_settings
 from .masking import Mask, apply_mask, format_density, init_weights, prunable_weights
@@ -30,6 +30,7 @@ from .models import create_model
 from .models.hub import resolve_weights
 from .models.pretrained import load_pretrained
 from .runs import RunDir
+from .seeds import derive_seed
 from .tracking import TensorBoardSink
 from .training import evaluate, finetune, recalibrate_batchnorm, resolve_device
 from .training.checkpoint import Checkpoint, stop_on_signals
@@ -38,13 +39,6 @@ from .training.runtime import SINGLE, Runtime
 
 Log = Callable[[str], None]
 T = TypeVar("T")
-
-#: Each source of randomness gets its own generator, derived from the run's seed.
-_SEED_STREAMS = {"weights": 0, "scores": 1, "prune-data": 2, "finetune-data": 3, "calibration": 4}
-
-
-def derive_seed(seed: int, stream: str) -> int:
-    return seed * len(_SEED_STREAMS) + _SEED_STREAMS[stream]
 
 
 def _echo(message: str) -> None:
@@ -98,17 +92,16 @@ def train_loader(
     """Shuffled training batches; ``augment=False`` for BatchNorm calibration (which every
     rank runs on whole batches, so BatchNorm statistics agree). Under torchrun each rank
     reads its slice of every batch of ``batch_size``."""
-    shard = (runtime.rank, runtime.world_size) if augment else (0, 1)
-    return BatchLoader(
+    return training_batches(
         splits.train,
         batch_size=batch_size,
         mean=splits.mean,
         std=splits.std,
         device=device,
-        train=True,
-        augmentation=splits.augmentation if augment else "none",
         seed=seed,
-        shard=shard,
+        augmentation=splits.augmentation,
+        calibration=not augment,
+        shard=(runtime.rank, runtime.world_size),
     )
 
 
@@ -257,6 +250,15 @@ def _claim_folder(run: RunDir, cfg: RunConfig, claim: _Claim, log: Log) -> None:
     run.write_config(cfg)
 
 
+def calibration_batches(cfg: RunConfig) -> int:
+    """How many training batches re-estimate BatchNorm statistics of ``cfg``'s ticket: the
+    method's ``bn_recalibration_batches`` setting where it has one (Gem-Miner), else
+    :data:`~gemminer.config.CALIBRATION_BATCHES` — the same count as the method's own
+    evaluations, so the reported pre-finetune accuracy matches them."""
+    settings = METHODS.get(cfg.method).build_settings(cfg.settings)
+    return int(getattr(settings, "bn_recalibration_batches", CALIBRATION_BATCHES))
+
+
 def _ticket_accuracy(
     model: nn.Module,
     mask: Mask,
@@ -266,13 +268,13 @@ def _ticket_accuracy(
     runtime: Runtime = SINGLE,
 ) -> dict[str, float]:
     """Pre-finetune accuracy of ``model`` ⊙ ``mask``: BatchNorm statistics re-estimated for
-    the ticket on training batches, then evaluated on each split. ``model`` keeps the
-    re-estimated statistics; its weights are masked in place."""
+    the ticket on :func:`calibration_batches` training batches, then evaluated on each
+    split. ``model`` keeps the re-estimated statistics; its weights are masked in place."""
     apply_mask(model, mask)
     calibration = train_loader(
         splits, cfg.prune.batch_size, device, derive_seed(cfg.seed, "calibration"), augment=False
     )
-    recalibrate_batchnorm(model, calibration, device, CALIBRATION_BATCHES)
+    recalibrate_batchnorm(model, calibration, device, calibration_batches(cfg))
     return {
         f"{name}_acc": evaluate(model, loader, device, runtime).accuracy
         for name, loader in eval_loaders(splits, device, runtime=runtime).items()

@@ -9,7 +9,8 @@ produced the published numbers disagree, a recipe follows the config, and a comm
 the file gives the printed value and the config file followed.
 
 A recipe's values hold at its own epoch budget. A shorter or longer run (``--epochs``)
-rescales the period and, for SGD only, the mining LR (:meth:`Recipe.mining_at`); the
+rescales the period and, for SGD only, the mining LR (:meth:`Recipe.mining_at`), and
+the finetuning epochs by the same factor (:meth:`Recipe.finetune_epochs_at`); the
 finetuning milestones keep their fractions of the epochs.
 """
 
@@ -122,6 +123,21 @@ class Recipe:
                 tuned_epochs=self.epochs,
             )
         return period, lr, self.lam
+
+    def finetune_epochs_at(self, epochs: int) -> int:
+        """The finetuning epochs of a run mining for ``epochs`` (what ``--finetune-epochs``
+        defaults to).
+
+        The row's finetuning epochs × epochs/budget, rounded, at least 1: the row's own at
+        its budget, and, as Table 15 pairs mining and finetuning budgets in every shipped
+        row, the mining epochs themselves for those rows at any ``epochs``. ``epochs`` = 0
+        (a one-shot method, which trains nothing to find its mask) keeps the row's own
+        finetuning budget (150 epochs for ResNet-20 on CIFAR-10), as the paper finetunes
+        every method's ticket alike.
+        """
+        if epochs <= 0:
+            return self.finetune.epochs
+        return max(1, round(self.finetune.epochs * epochs / self.epochs))
 
 
 _KEYS = {

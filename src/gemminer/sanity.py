@@ -39,7 +39,6 @@ from .pipeline import (
     _require_ticket,
     _save_ticket,
     _ticket_accuracy,
-    derive_seed,
     load_data,
     mask_shapes,
     prune_run,
@@ -47,6 +46,7 @@ from .pipeline import (
 )
 from .registry import Registry
 from .runs import RunDir
+from .seeds import derive_seed
 from .training import resolve_device
 from .training.runtime import SINGLE, Runtime
 

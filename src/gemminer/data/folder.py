@@ -9,7 +9,6 @@ import hashlib
 import os
 import re
 import secrets
-import warnings
 from collections.abc import Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -19,6 +18,7 @@ import torch
 from PIL import Image
 
 from ..errors import DataError
+from ..notices import notice
 from . import DATASETS
 from .base import (
     DataSplits,
@@ -38,7 +38,7 @@ _CACHE_VERSION = 2
 _DECODE_TASK = 256  # images per thread-pool task
 _THREADED_MIN_PIXELS = 48 * 48  # smaller images decode faster in a single thread
 _BILINEAR = getattr(Image, "Resampling", Image).BILINEAR
-_SHOW_SKIPPED = 5  # file names quoted in the warning about skipped images
+_SHOW_SKIPPED = 5  # file names quoted in the notice about skipped images
 
 
 def is_image_file(name: str) -> bool:
@@ -269,7 +269,8 @@ def read_image_list(
     Images become RGB, resized to ``size`` = (H, W) if given (otherwise they must share one
     size). The result is cached as ``root/.gemminer-cache/<stem>-<fingerprint>.pt`` and
     reused until a file is added, removed or changed. With ``skip_bad`` files that cannot be
-    decoded (broken, truncated, not images) are left out with a warning that counts them;
+    decoded (broken, truncated, not images) are left out with a notice that counts them
+    (:func:`~gemminer.notices.notice`);
     otherwise the first one raises a :class:`DataError` naming it. Skipped files are
     returned relative to ``root``.
     """
@@ -296,10 +297,7 @@ def read_image_list(
     names = [os.path.relpath(files[i], root) for i in skipped]
     if names:
         shown = ", ".join(names[:_SHOW_SKIPPED]) + (", ..." if len(names) > _SHOW_SKIPPED else "")
-        warnings.warn(
-            f"skipped {len(names)} unreadable image(s) of {len(files)} under {root}: {shown}",
-            stacklevel=2,
-        )
+        notice(f"skipped {len(names)} unreadable image(s) of {len(files)} under {root}: {shown}")
     return arrays, names
 
 
@@ -319,7 +317,7 @@ def read_image_folder(
     label order, and then the folders must match exactly). Images are decoded to RGB and
     resized to ``size`` = (H, W) if given; otherwise they must all share one size. The
     decoded split is cached in ``root/.gemminer-cache`` and reused until any image file
-    changes. ``skip_bad`` leaves out undecodable files with a warning that counts them
+    changes. ``skip_bad`` leaves out undecodable files with a notice that counts them
     (see :func:`read_image_list`); by default the first one raises an error naming it.
     """
     return _read_folder(root, split, classes, size, cache, exclude, skip_bad)[0]

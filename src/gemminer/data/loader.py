@@ -252,3 +252,35 @@ class BatchLoader:
         if self.augmentation == "flip":
             return flip_where(x, *params)
         return x
+
+
+def training_batches(
+    data: ImageArrays,
+    *,
+    batch_size: int,
+    mean: Sequence[float],
+    std: Sequence[float],
+    device: torch.device | str,
+    seed: int,
+    augmentation: str = "crop-flip",
+    calibration: bool = False,
+    shard: tuple[int, int] = (0, 1),
+) -> BatchLoader:
+    """Shuffled training batches of ``data``, as every stage and the Python API build them.
+
+    ``calibration=True``: the batches that re-estimate BatchNorm statistics, unaugmented
+    and whole on every torchrun rank (so every rank's statistics agree); otherwise
+    ``augmentation`` is applied and each rank reads its ``shard`` of every batch. ``seed``
+    is one stream of :func:`gemminer.seeds.derive_seed`.
+    """
+    return BatchLoader(
+        data,
+        batch_size=batch_size,
+        mean=mean,
+        std=std,
+        device=device,
+        train=True,
+        augmentation="none" if calibration else augmentation,
+        seed=seed,
+        shard=(0, 1) if calibration else shard,
+    )

@@ -96,6 +96,10 @@ class MethodSpec:
     weight_decay: float = 0.0
     lr: float = 0.1
     lr_epochs: int = 0
+    #: The density of every mask the method returns, whatever the target (dense: 1);
+    #: ``None``: the target's. Defaults that depend on density (the finetuning row of
+    #: Table 15) follow this one.
+    fixed_density: float | None = None
 
     def build_settings(self, values: Mapping[str, Any] | None = None) -> Any:
         """The method's settings from a dict of overrides; unknown keys are errors."""
@@ -119,6 +123,7 @@ def register_method(
     weight_decay: float = 0.0,
     lr: float = 0.1,
     lr_epochs: int = 0,
+    fixed_density: float | None = None,
 ) -> Callable[
     [Callable[[PruneContext, Any], PruneResult]], Callable[[PruneContext, Any], PruneResult]
 ]:
@@ -129,12 +134,23 @@ def register_method(
     trains). Methods that learn scores name the epochs their ``lr`` was published for in
     ``lr_epochs``: shorter runs scale the lr up to the same summed learning rate
     (:func:`gemminer.config.budget_scaled_lr`), as scores must travel the same distance.
+    ``fixed_density``: the density of every mask of a method that ignores the target.
     """
     from . import METHODS
 
     def decorate(run: Callable[[PruneContext, Any], PruneResult]) -> Callable[..., PruneResult]:
         METHODS.register(name)(
-            MethodSpec(name, run, settings, default_init, description, weight_decay, lr, lr_epochs)
+            MethodSpec(
+                name,
+                run,
+                settings,
+                default_init,
+                description,
+                weight_decay,
+                lr,
+                lr_epochs,
+                fixed_density,
+            )
         )
         return run
 

@@ -30,7 +30,6 @@ import copy
 import dataclasses
 import math
 import time
-import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
@@ -58,6 +57,7 @@ from ..masking import (
     weight_name,
 )
 from ..masking.scores import THRESHOLD, project
+from ..notices import notice
 from ..training.checkpoint import Checkpoint, Resumable
 from ..training.loop import (
     Batches,
@@ -298,19 +298,21 @@ def adapt_lambda(lam: float, rounded_density: float, bound: float) -> float:
     return lam * min(AUTO_LAMBDA_STEP, max(1.0 / AUTO_LAMBDA_STEP, ratio))
 
 
-def _collapse_warning(epoch: int, guarded: Mapping[str, int], collapsed: list[str]) -> None:
+def _collapse_notice(
+    epoch: int, guarded: Mapping[str, int], collapsed: list[str], runtime: Runtime
+) -> None:
     if guarded:
         layers = ", ".join(f"{name} (+{n})" for name, n in guarded.items())
-        warnings.warn(
+        notice(
             f"layer collapse guard, mining epoch {epoch}: too few weights of {layers} "
             "rounded to 1; kept their highest-scored weights (counted in the density)",
-            stacklevel=3,
+            runtime,
         )
     if collapsed:
-        warnings.warn(
+        notice(
             f"layer collapse, mining epoch {epoch}: no weight of {', '.join(collapsed)} "
             "rounds to 1, so the network is disconnected (lower λ, or keep the guard on)",
-            stacklevel=3,
+            runtime,
         )
 
 
@@ -429,7 +431,7 @@ def mine_scores(
         runtime.broadcast_([t for m in layers.values() for t in (m.scores, m.flags)])
         mask = rounded_mask(model)
         collapsed = [row.name for row in mask.layers() if row.kept == 0]
-        _collapse_warning(epoch, guarded, collapsed)
+        _collapse_notice(epoch, guarded, collapsed, runtime)
         active, _ = flag_counts(model)
         record = {
             "phase": "mine",

@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..errors import RunError
+from ..notices import PREFIX, notice
 from ..runs import check_keys, load_mask, parse_config, read_json_object, read_jsonl
 from .labels import distinguishing_labels
 
@@ -369,10 +369,10 @@ def collect_runs(
     """Read every run folder in ``paths``; unfinished ones are listed, not read.
 
     A folder that cannot be read (not a run folder, or a damaged file) is skipped, with a
-    one-line warning naming it and why (``warn``; default: on stderr), and listed in
-    :attr:`Collection.skipped`. :class:`RunError` when no folder could be read at all.
+    one-line warning naming it and why (given to ``warn``; default: a notice,
+    :func:`~gemminer.notices.notice`), and listed in :attr:`Collection.skipped`.
+    :class:`RunError` when no folder could be read at all.
     """
-    warn = warn or _warn
     runs: list[RunRecord] = []
     unfinished: list[Path] = []
     skipped: list[tuple[Path, str]] = []
@@ -395,9 +395,8 @@ def collect_runs(
     if skipped and not runs and not unfinished:
         raise RunError(f"no run could be read: {'; '.join(why for _, why in skipped)}")
     for _, why in skipped:
-        warn(f"gemminer: warning: skipped a run folder: {why}")
+        if warn is None:
+            notice(f"skipped a run folder: {why}")
+        else:
+            warn(f"{PREFIX}skipped a run folder: {why}")
     return Collection(group_runs(runs), unfinished, skipped)
-
-
-def _warn(message: str) -> None:
-    print(message, file=sys.stderr)

@@ -30,9 +30,9 @@ from typing import TextIO, TypeVar
 from tqdm.auto import tqdm
 
 from ..errors import ConfigError
+from ..notices import LOGGER, StderrHandler
 from .runtime import SINGLE, Runtime
 
-LOGGER = logging.getLogger("gemminer")
 #: Seconds between two progress lines off a terminal.
 INTERVAL_ENV = "GEMMINER_PROGRESS_SECONDS"
 DEFAULT_INTERVAL = 30.0
@@ -200,7 +200,8 @@ def log_epoch(record: dict, epochs: int | None = None, runtime: Runtime = SINGLE
 def show_epochs(progress: bool) -> Iterator[None]:
     """With ``progress``, make the ``gemminer`` logger's epochs visible while in the block:
     its level is lowered to INFO, and where logging is not configured (no handler at all)
-    they go to stderr. Everything is put back afterwards. For library entry points such as
+    they go to stderr (between progress bars, with the run's notices,
+    :mod:`gemminer.notices`). Everything is put back afterwards. For library entry points such as
     :func:`gemminer.mine`; the command line prints its own epoch lines."""
     if not progress:
         yield
@@ -208,8 +209,7 @@ def show_epochs(progress: bool) -> Iterator[None]:
     level = LOGGER.level
     handler = None
     if not LOGGER.hasHandlers():
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(message)s"))
+        handler = StderrHandler()
         LOGGER.addHandler(handler)
     if LOGGER.getEffectiveLevel() > logging.INFO:
         LOGGER.setLevel(logging.INFO)

@@ -12,7 +12,9 @@ summed over ranks, masks are broadcast from rank 0, and only rank 0 writes files
 from __future__ import annotations
 
 import contextlib
+import inspect
 import os
+import weakref
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -78,11 +80,10 @@ class Runtime:
             ids = None
             if device.type == "cuda":
                 ids = [device.index if device.index is not None else torch.cuda.current_device()]
+            _lay_out_grads_like_params(model)
             # BatchNorm statistics are averaged over ranks after each epoch instead of
             # broadcast from rank 0 before every forward pass (see train_epoch)
-            net = nn.parallel.DistributedDataParallel(
-                model, device_ids=ids, broadcast_buffers=False
-            )
+            net = nn.parallel.DistributedDataParallel(model, device_ids=ids, **_NO_BUFFER_SYNC)
         if self.compile:
             net = torch.compile(net)
         return net
@@ -137,6 +138,58 @@ class Runtime:
 
 
 SINGLE = Runtime()
+
+#: DDP's argument that stops it broadcasting buffers before each forward pass:
+#: ``forward_sync_buffers`` since PyTorch 2.13 (``broadcast_buffers``, which it replaces,
+#: now warns). Unlike ``broadcast_buffers=False`` it still copies rank 0's buffers once
+#: when DDP is built; they are the same on every rank then anyway (BatchNorm statistics
+#: are averaged after each epoch, score flags broadcast after each change).
+_NO_BUFFER_SYNC = (
+    {"forward_sync_buffers": False}
+    if "forward_sync_buffers" in inspect.signature(nn.parallel.DistributedDataParallel).parameters
+    else {"broadcast_buffers": False}
+)
+
+#: Parameters that already have the hook of :func:`_lay_out_grads_like_params`, by id.
+_HOOKED: dict[int, weakref.ref[nn.Parameter]] = {}
+
+
+def _lay_out_grads_like_params(model: nn.Module) -> None:
+    """Give each gradient of a parameter with a size-1 dimension the parameter's strides.
+
+    Strides along a dimension of size 1 do not move through memory, so a 1x1 convolution's
+    channels_last weight (O, I, 1, 1) may have strides (I, 1, I, I) while an elementwise
+    backward (the straight-through estimators, the finetuning mask) returns its gradient
+    with strides (I, 1, 1, 1): the same memory layout. Autograd accepts that gradient as
+    it is, but DDP compares every stride with its bucket's (laid out like the parameter)
+    and warns "grad strides do not match bucket view strides". A hook, run before the
+    gradient is accumulated, views it with the parameter's strides (no copy). Each
+    parameter is hooked once; the hook holds it weakly.
+    """
+    for p in model.parameters():
+        if not (p.requires_grad and p.dim() > 1 and 1 in p.shape):
+            continue
+        known = _HOOKED.get(id(p))
+        if known is not None and known() is p:
+            continue
+        key = id(p)
+        ref = weakref.ref(p, lambda _, key=key: _HOOKED.pop(key, None))
+        p.register_hook(_strided_like(ref))
+        _HOOKED[key] = ref
+
+
+def _strided_like(ref: weakref.ref[nn.Parameter]):
+    def hook(grad: torch.Tensor) -> torch.Tensor:
+        param = ref()
+        if param is None or grad.layout != torch.strided or grad.shape != param.shape:
+            return grad
+        if grad.stride() == param.stride():
+            return grad
+        if any(n != 1 and a != b for n, a, b in zip(param.shape, grad.stride(), param.stride())):
+            return grad  # a real layout difference: autograd copies it into the parameter's
+        return grad.as_strided(param.shape, param.stride(), grad.storage_offset())
+
+    return hook
 
 
 def cpu_has_fast_bf16() -> bool:
