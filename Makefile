@@ -10,7 +10,8 @@ EPOCHS   ?= 150
 DENSITY  ?= 0.0144
 DATA_DIR ?= .data/cifar10
 SHARED_CIFAR := ../shared/datasets/cifar10-jpeg.tar.gz
-# Optional: PRECISION=fp32|bf16|auto (--precision), EVAL_EVERY=N (test set every N epochs).
+# Optional: PRECISION=auto|bf16|fp32 (--precision; gemminer's default is auto),
+# EVAL_EVERY=N (--eval-every: the test set every N epochs and after the last).
 PRECISION  ?=
 EVAL_EVERY ?=
 

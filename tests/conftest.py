@@ -10,6 +10,7 @@ from torch import nn
 
 from gemminer.data import ImageArrays
 from gemminer.notices import forget_notices
+from gemminer.training import runtime as runtime_module
 
 CLASSES = ("cat", "dog", "ship")
 
@@ -21,6 +22,14 @@ def separable_arrays(n: int, size: int = 8, seed: int = 0) -> ImageArrays:
     images = torch.randint(0, 100, (n, 3, size, size), generator=g, dtype=torch.int64)
     images[torch.arange(n), labels] += 150
     return ImageArrays(images.to(torch.uint8), labels, CLASSES)
+
+
+@pytest.fixture(autouse=True)
+def _fp32_unless_asked(monkeypatch):
+    """``--precision auto`` (the default) resolves to fp32 on every test machine, so that
+    results do not depend on whether its CPU has bf16 instructions; tests of ``auto``
+    patch the probe themselves."""
+    monkeypatch.setattr(runtime_module, "cpu_has_fast_bf16", lambda: False)
 
 
 @pytest.fixture(autouse=True)

@@ -21,6 +21,8 @@ from gemminer.training.runtime import Runtime, resolve_precision, start_runtime
 from .conftest import UserNet, write_image_folder
 
 CPU = torch.device("cpu")
+#: The real probe (conftest makes ``auto`` resolve to fp32 in every other test).
+CPU_PROBE = runtime_module.cpu_has_fast_bf16
 
 
 def loader(data, seed=1):
@@ -151,4 +153,24 @@ def test_cpu_bf16_probe_reads_the_cpu_flags(monkeypatch, tmp_path):
             return real_open(_fake if path == "/proc/cpuinfo" else path, *args, **kwargs)
 
         monkeypatch.setattr(builtins, "open", fake_open)
-        assert runtime_module.cpu_has_fast_bf16() is expected
+        assert CPU_PROBE() is expected
+
+
+def test_auto_is_the_default_of_the_command_line_and_the_api(monkeypatch, tmp_path):
+    import inspect
+
+    import gemminer
+    from gemminer.cli import build_parser
+
+    assert build_parser().parse_args(["mine"]).precision == "auto"
+    assert build_parser().parse_args(["finetune", "RUN"]).precision == "auto"
+    for fn in (gemminer.mine, gemminer.finetune):
+        assert inspect.signature(fn).parameters["precision"].default == "auto"
+    monkeypatch.setattr(runtime_module, "cpu_has_fast_bf16", lambda: True)
+    data = tmp_path / "data"
+    write_image_folder(data, n_train=24, n_test=6)
+    out = tmp_path / "run"
+    args = ["mine", "--model", "resnet20", "--dataset", "folder", "--data-dir", str(data)]
+    args += ["--epochs", "1", "--batch-size", "12", "--density", "0.1", "--no-progress"]
+    assert main([*args, "--device", "cpu", "--out", str(out)]) == 0
+    assert json.loads((out / "summary.json").read_text())["precision"] == "bf16"

@@ -239,7 +239,7 @@ def mine(
     device: str = "auto",
     seed: int = 0,
     progress: bool = False,
-    precision: str = "fp32",
+    precision: str = "auto",
     compile: bool = False,
     runtime: Runtime | None = None,
 ) -> MiningResult:
@@ -348,7 +348,7 @@ def finetune(
     device: str = "auto",
     seed: int = 0,
     progress: bool = False,
-    precision: str = "fp32",
+    precision: str = "auto",
     compile: bool = False,
     runtime: Runtime | None = None,
 ) -> list[dict]:

@@ -265,8 +265,10 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--precision",
         choices=PRECISION_CHOICES,
-        default="fp32",
-        help="bf16: bfloat16 autocast, scores and weights kept in fp32 (fast on GPUs)",
+        default="auto",
+        help="auto (default): bf16 where the device runs it fast (CUDA GPUs with bf16, CPUs "
+        "with AMX/AVX512-BF16), else fp32; bf16: bfloat16 autocast, scores, weights and the "
+        "optimizer kept in fp32",
     )
     p.add_argument("--compile", action="store_true", help="torch.compile the training step (GPUs)")
     p.add_argument(

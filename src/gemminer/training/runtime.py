@@ -208,8 +208,10 @@ def resolve_precision(precision: str, device: str | torch.device) -> str:
     """``precision`` itself, or for ``auto`` the one that trains fastest on ``device``:
     ``bf16`` on CUDA GPUs that support it and on CPUs with bf16 matrix instructions
     (:func:`cpu_has_fast_bf16`), ``fp32`` elsewhere. bf16 autocast keeps scores, weights,
-    gradients and the optimizer in fp32 (accuracy against fp32:
-    benchmarks/results/precision_resnet20_cifar10.md)."""
+    gradients and the optimizer in fp32. Measured on ResNet-20 (10 + 10 epochs, 10k CIFAR-10
+    images, 3 seeds): post-finetune 53.89 ± 1.42 % in bf16 against 51.79 ± 1.41 % in fp32,
+    at 1.6–1.8× the step speed on an AMX CPU
+    (benchmarks/results/precision_resnet20_cifar10.md, throughput_resnet20_cpu_bf16.md)."""
     if precision not in PRECISION_CHOICES:
         raise ConfigError(
             f"unknown precision {precision!r}; choose from {', '.join(PRECISION_CHOICES)}"
