@@ -4,10 +4,12 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 TORCH   := torch==2.13.0
 
-# The demo: mine + finetune ResNet-20 on CIFAR-10 at density 1.44 %.
-# EPOCHS is the mining budget (finetuning uses as many, as in the paper's Table 15).
-EPOCHS   ?= 150
-DENSITY  ?= 0.0144
+# The demo: mine + finetune ResNet-20 on CIFAR-10 with `gemminer mine`'s defaults (the
+# paper's main setting, see `gemminer mine --help`), resolved by gemminer itself.
+# Optional: EPOCHS=N (--epochs: the mining budget; finetuning uses as many, as in the
+# paper's Table 15), DENSITY=D (--density: the fraction of weights kept).
+EPOCHS   ?=
+DENSITY  ?=
 DATA_DIR ?= .data/cifar10
 SHARED_CIFAR := ../shared/datasets/cifar10-jpeg.tar.gz
 # Optional: PRECISION=auto|bf16|fp32 (--precision; gemminer's default is auto),
@@ -38,7 +40,7 @@ data:
 
 demo: install data
 	$(BIN)/gemminer mine --model resnet20 --dataset cifar10 --data-dir "$(DATA_DIR)" \
-		--density $(DENSITY) --epochs $(EPOCHS) --finetune \
+		$(if $(DENSITY),--density $(DENSITY)) $(if $(EPOCHS),--epochs $(EPOCHS)) --finetune \
 		$(if $(PRECISION),--precision $(PRECISION)) $(if $(EVAL_EVERY),--eval-every $(EVAL_EVERY))
 
 lint: install

@@ -307,16 +307,39 @@ def test_eval_every_evaluates_every_n_epochs_and_after_the_last(data_dir, tmp_pa
     assert "--eval-every must be >= 1, got 0" in capsys.readouterr().err
 
 
-def test_make_demo_passes_precision_and_eval_every_only_when_given():
+def _make_demo_argv(*variables: str) -> list[str]:
+    """The arguments of the `gemminer` command that `make demo VARIABLES` runs."""
+    import shlex
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[1]
-    run = ["make", "-n", "-C", str(root), "demo"]
-    given = subprocess.run([*run, "PRECISION=bf16", "EVAL_EVERY=5"], capture_output=True, text=True)
-    assert "--precision bf16 --eval-every 5" in given.stdout
-    plain = subprocess.run(run, capture_output=True, text=True)
-    assert "--precision" not in plain.stdout and "--eval-every" not in plain.stdout
-    assert "--epochs 150 --finetune" in plain.stdout
+    run = ["make", "-n", "-C", str(root), "demo", *variables]
+    lines = subprocess.run(run, capture_output=True, text=True, check=True).stdout
+    command = next(c for c in lines.replace("\\\n", " ").splitlines() if "gemminer mine" in c)
+    argv = shlex.split(command)
+    return argv[argv.index("mine") :]
+
+
+def test_make_demo_passes_flags_only_when_given():
+    """The Makefile repeats no default of gemminer's: EPOCHS, DENSITY, PRECISION and
+    EVAL_EVERY become flags only when given, and the plain demo resolves to the paper's
+    main setting (the run folder it always had)."""
+    from gemminer.cli import build_parser, config_from_args
+    from gemminer.runs import default_run_name
+
+    given = " ".join(_make_demo_argv("EPOCHS=1", "PRECISION=bf16", "EVAL_EVERY=5"))
+    assert "--epochs 1 --finetune --precision bf16 --eval-every 5" in given
+    assert "--density 0.05" in " ".join(_make_demo_argv("DENSITY=0.05"))
+    plain = _make_demo_argv()
+    for flag in ("--epochs", "--density", "--precision", "--eval-every"):
+        assert flag not in plain
+    args = build_parser().parse_args(plain)
+    assert args.finetune and args.data_dir == ".data/cifar10"
+    cfg = config_from_args(args)
+    assert (cfg.prune.density, cfg.prune.epochs, cfg.finetune.epochs) == (0.0144, 150, 150)
+    assert default_run_name(cfg) == PINNED_RUN_NAMES[("mine",)]
+    before = ["mine", "--density", "0.0144", "--epochs", "150", "--finetune"]  # its old flags
+    assert cfg == config_from_args(build_parser().parse_args([*before, *plain[1:]]))
 
 
 def exit_status(argv):

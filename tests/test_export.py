@@ -16,8 +16,8 @@ from gemminer.cli import main
 from gemminer.errors import GemMinerError, MaskError, RunError, UnknownNameError
 from gemminer.export import BITS, VALUES, export_run, load_exported, read_metadata
 from gemminer.masking import prunable_weights
-from gemminer.pipeline import eval_loaders, load_data
 from gemminer.runs import RunDir
+from gemminer.stages import eval_loaders, load_data
 from gemminer.training import evaluate
 
 from .conftest import write_image_folder

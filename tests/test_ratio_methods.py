@@ -313,6 +313,6 @@ def test_bad_density(name, density):
         run(name, net(), density)
 
 
-def test_random_settings_are_empty():
-    with pytest.raises(ConfigError, match="no setting"):
+def test_random_settings_are_only_where_to_keep():
+    with pytest.raises(ConfigError, match="no setting seed; its settings: distribution, scope"):
         METHODS.get("random").build_settings({"seed": 1})

@@ -306,7 +306,7 @@ def test_command_line_parser_and_entry(runs, tmp_path, capsys):
 
 
 def test_formatting_helpers():
-    assert format_density(0.011709290650286457) == "1.17 % (98.83 % pruned)"
+    assert format_density(0.011709290650286457, label=False) == "1.17 % (98.83 % pruned)"
     assert format_accuracy(Stat.of([0.5])) == "50.00 %"
     assert format_accuracy(Stat.of([None, None])) == "—"
     assert Stat.of([1.0, 2.0, 3.0]).std == pytest.approx(1.0)

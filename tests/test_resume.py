@@ -1,4 +1,9 @@
-"""Resume after a kill: the final mask, scores, weights and metrics equal an uninterrupted run."""
+"""Resume after a kill: the final mask, scores, weights and metrics equal an uninterrupted run.
+
+Gem-Miner, Edge-Popup and IMP are killed with SIGKILL after their first checkpoint (each
+method trains through the same loop, :class:`gemminer.training.trainer.Trainer`);
+tests/test_trainer.py stops every training method at chosen steps in-process.
+"""
 
 import json
 import os
@@ -103,6 +108,45 @@ def test_mining_killed_with_sigkill_resumes_to_the_same_result(data_dir, referen
     assert f"resuming from its checkpoint ({done} epochs done)" in resumed.stderr
     assert not (out / "checkpoint-prune.pt").exists()
     assert_same_files(out, reference, ["mask.pt", "scores.pt", "ticket.pt", "finetuned.pt"])
+
+
+def prune_cmd(data_dir, out, method, epochs, *settings):
+    """A run of ``method`` that trains for ``epochs`` epochs (IMP: per round)."""
+    sets = [arg for s in settings for arg in ("--set", s)]
+    return [
+        "prune", "--method", method, "--data-dir", str(data_dir), "--no-download",
+        "--batch-size", "8", "--epochs", str(epochs), "--density", "0.2", "--out", str(out),
+        "--no-progress", *sets,
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "method, epochs, settings, total",
+    [
+        ("edge-popup", 6, [], 6),
+        # warm rewinding: the rewind point (step 3 of round 1) travels in the checkpoint
+        ("imp", 2, ["rounds=3", "rewind=3it"], 6),
+    ],
+)
+def test_training_method_killed_with_sigkill_resumes_to_the_same_result(
+    data_dir, tmp_path, method, epochs, settings, total
+):
+    reference = tmp_path / "reference"
+    assert gemminer(prune_cmd(data_dir, reference, method, epochs, *settings)).returncode == 0
+    out = tmp_path / "run"
+    proc = start(prune_cmd(data_dir, out, method, epochs, *settings))
+    wait_for(out / "checkpoint-prune.pt", proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    assert not (out / "summary.json").exists()  # it really died in the middle
+    done = len(torch.load(out / "checkpoint-prune.pt", weights_only=True)["history"])
+    assert 1 <= done < total
+    resumed = gemminer(prune_cmd(data_dir, out, method, epochs, *settings))
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"resuming from its checkpoint ({done} epochs done)" in resumed.stderr
+    assert not (out / "checkpoint-prune.pt").exists()
+    assert_same_files(out, reference, ["mask.pt", "scores.pt", "ticket.pt"])
 
 
 def test_sigterm_checkpoints_inside_the_epoch_and_resumes(data_dir, reference, tmp_path):

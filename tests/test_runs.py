@@ -66,3 +66,50 @@ def test_a_folder_of_the_first_defaults_is_not_taken_for_a_new_run(tmp_path):
     run.file("config.json").write_text(json.dumps(data))
     assert run.read_config().defaults_version == 1
     assert run.read_config() != RunConfig()
+
+
+def test_the_typed_summary_reads_old_files_and_keeps_unknown_keys(tmp_path):
+    """summary.json of an older run (no num_classes, model_args, ...) with keys this
+    gemminer does not name: every missing figure reads None, and rewriting it keeps every
+    key and value it had."""
+    import json
+
+    from gemminer.summary import SUMMARY_KEYS, RunSummary
+
+    old = {
+        "method": "gem-miner",
+        "model": "resnet20",
+        "dataset": "cifar10",
+        "target_density": 0.05,
+        "density": 0.049,
+        "pre_finetune_acc": 0.3,
+        "post_finetune_acc": None,
+        "epochs_mining": 3,
+        "epochs_finetune": 0,
+        "seconds": 1.5,
+        "finetune_mask": "flags",
+        "flag_density": None,
+        "command": "gemminer mine ...",  # written by a script
+    }
+    run = RunDir(tmp_path)
+    run.file("summary.json").write_text(json.dumps(old))
+    summary = run.summary()
+    assert summary.num_classes is None and summary.model_args is None
+    assert summary.epochs_mining == 3 and summary.finetune_mask == "flags"
+    assert summary.extra == {"command": "gemminer mine ..."}
+    run.write_summary(summary.updated(post_finetune_acc=0.6, seconds_finetune=2.0))
+    new = json.loads(run.file("summary.json").read_text())
+    assert {k: v for k, v in new.items() if k in old} == old | {"post_finetune_acc": 0.6}
+    assert set(SUMMARY_KEYS) <= set(new) and new["post_finetune_val_acc"] is None
+    # Gem-Miner's figures are written as a group; figures of no group only when known
+    assert new["gem_density"] is None and "sanity_check" not in new
+    assert RunSummary().to_dict() == dict.fromkeys(SUMMARY_KEYS)
+    assert RunSummary.from_dict(new) == summary.updated(post_finetune_acc=0.6, seconds_finetune=2.0)
+
+
+def test_a_summary_figure_of_the_wrong_type_names_the_file(tmp_path):
+    run = RunDir(tmp_path)
+    run.file("summary.json").write_text('{"density": "most", "seed": 0}')
+    with pytest.raises(RunError, match=r"summary\.json: density is 'most', expected a number"):
+        run.summary()
+    assert run.read_summary() == {"density": "most", "seed": 0}  # the plain object, for scripts

@@ -7,7 +7,7 @@ import torch
 
 from gemminer.cli import main
 from gemminer.masking import Mask
-from gemminer.sanity import invert_mask, shuffle_mask
+from gemminer.stages.sanity import invert_mask, shuffle_mask
 
 from .conftest import write_image_folder
 
@@ -90,6 +90,8 @@ def test_sanity_command_writes_a_new_ticket(mined_run, check):
     assert new_summary["sanity_check"] == check and new_summary["source_run"] == str(mined_run)
     assert new_summary["epochs_to_mask"] == summary["epochs_to_mask"]
     assert new_summary["density"] == summary["density"]
+    for key in ("num_classes", "class_names", "input_mean", "model_args"):  # for export
+        assert new_summary[key] == summary[key]
     weights = [n for n in mask]
     if check == "reinit":
         assert all(torch.equal(new_mask[n], mask[n]) for n in weights)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from gemminer import cli, pipeline
+from gemminer import cli, stages
 from gemminer.errors import ConfigError
 from gemminer.runs import config_hash
 from gemminer.sweep import (
@@ -380,7 +380,7 @@ def test_sweep_runs_every_point_and_writes_tables(finished_sweep, capsys):
 
 def test_a_rerun_runs_nothing_and_a_partial_run_resumes(finished_sweep, monkeypatch, capsys):
     calls = []
-    real_prune, real_finetune = pipeline.prune_run, pipeline.finetune_run
+    real_prune, real_finetune = stages.prune_run, stages.finetune_run
 
     def prune_run(cfg, out, **kw):
         calls.append(("prune", Path(out).name))
@@ -390,8 +390,8 @@ def test_a_rerun_runs_nothing_and_a_partial_run_resumes(finished_sweep, monkeypa
         calls.append(("finetune", Path(out).name))
         return real_finetune(out, **kw)
 
-    monkeypatch.setattr(pipeline, "prune_run", prune_run)
-    monkeypatch.setattr(pipeline, "finetune_run", finetune_run)
+    monkeypatch.setattr(stages, "prune_run", prune_run)
+    monkeypatch.setattr(stages, "finetune_run", finetune_run)
     points, _ = expand(finished_sweep)
     mtimes = {p.folder: (p.folder / "mask.pt").stat().st_mtime_ns for p in points}
     assert sweep_main([str(finished_sweep.path), "--no-progress"]) == 0
@@ -419,7 +419,7 @@ def test_keep_going_reports_failures(finished_sweep, monkeypatch, tmp_path, caps
     def broken(cfg, out, **kw):
         raise RuntimeError(f"out of memory in {Path(out).name}")
 
-    monkeypatch.setattr(pipeline, "prune_run", broken)
+    monkeypatch.setattr(stages, "prune_run", broken)
     with pytest.raises(RuntimeError, match="out of memory"):
         sweep_main([str(path), "--no-progress"])
     assert sweep_main([str(path), "--no-progress", "--keep-going"]) == 1
@@ -440,7 +440,7 @@ def test_a_stop_signal_ends_the_sweep_even_with_keep_going(finished_sweep, monke
         calls.append(out)
         raise checkpoint.TrainingInterrupted("SIGTERM; checkpointed")
 
-    monkeypatch.setattr(pipeline, "prune_run", stopped)
+    monkeypatch.setattr(stages, "prune_run", stopped)
     with pytest.raises(checkpoint.TrainingInterrupted):
         sweep_main([str(path), "--no-progress", "--keep-going"])
     assert len(calls) == 1

@@ -33,13 +33,29 @@ from typing import Any
 import torch
 from torch import nn
 
-from .config import FinetuneConfig, MineConfig, OptimConfig, check_density, check_whole
+from .config import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_DENSITY,
+    DEFAULT_DEVICE,
+    DEFAULT_OPTIMIZER,
+    DEFAULT_REGULARIZER,
+    MINING_SCHEDULE,
+    FinetuneConfig,
+    MineConfig,
+    OptimConfig,
+    check_density,
+    check_whole,
+    default_finetune_optim,
+)
 from .data.base import ImageArrays
-from .data.loader import BatchLoader, training_batches
+from .data.loader import BatchLoader, eval_batches, training_batches
 from .errors import DataError, MaskError, ModelError
 from .masking import Mask, prunable_modules, to_score_model
-from .methods.gem_miner import MiningResult, mine_scores
-from .recipe import paper_mining_defaults
+from .methods import METHODS
+from .methods.gem_miner import GemMinerSettings, MiningResult, mine_scores
+from .options import DEFAULT_PRECISION
+from .recipe import FALLBACK
+from .resolve import mining_defaults, paper_row
 from .seeds import derive_seed
 from .training import finetune as _finetune
 from .training import resolve_device
@@ -47,6 +63,8 @@ from .training.progress import show_epochs
 from .training.runtime import Runtime, resolve_precision
 
 Data = ImageArrays | Iterable[tuple[torch.Tensor, torch.Tensor]]
+#: Finetuning's defaults: Table 15's row for ResNet-20 at the default density.
+_FINETUNE = default_finetune_optim(DEFAULT_DENSITY)
 
 
 def _check_model(model: nn.Module) -> None:
@@ -195,7 +213,7 @@ def _batches(
             calibration=not augment,
             shard=shard,
         )
-    return BatchLoader(data, batch_size=batch_size, mean=mean, std=std, device=device, shard=shard)
+    return eval_batches(data, batch_size=batch_size, mean=mean, std=std, device=device, shard=shard)
 
 
 def _test_batches(
@@ -228,18 +246,18 @@ def mine(
     lam: float | None = None,
     period: int | None = None,
     lr: float | None = None,
-    optimizer: str = "sgd",
-    regularizer: str = "l2",
-    freeze_schedule: str = "authors",
-    finetune_mask: str = "flags",
-    batch_size: int = 128,
+    optimizer: str = DEFAULT_OPTIMIZER,
+    regularizer: str = DEFAULT_REGULARIZER,
+    freeze_schedule: str = GemMinerSettings.freeze_schedule,
+    finetune_mask: str = GemMinerSettings.finetune_mask,
+    batch_size: int = DEFAULT_BATCH_SIZE,
     test_data: Data | None = None,
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
-    device: str = "auto",
+    device: str = DEFAULT_DEVICE,
     seed: int = 0,
     progress: bool = False,
-    precision: str = "auto",
+    precision: str = DEFAULT_PRECISION,
     compile: bool = False,
     runtime: Runtime | None = None,
 ) -> MiningResult:
@@ -250,7 +268,8 @@ def mine(
     with the period scaled to ``epochs`` and, as ``gemminer mine`` does, the LR per
     ``optimizer``: SGD takes Table 8's LR × 150/``epochs`` for shorter runs (the same
     summed LR); Adam takes 0.01 (the authors' Adam LR) at any ``epochs``
-    (:meth:`gemminer.recipe.Recipe.mining_at`). An explicit ``lr`` always wins.
+    (:meth:`gemminer.recipe.Recipe.mining_at`), chosen by the command line's resolver
+    (:func:`gemminer.resolve.mining_defaults`). An explicit ``lr`` always wins.
     ``freeze_schedule`` and ``finetune_mask`` default to the authors' runs (see
     :mod:`gemminer.methods.gem_miner`). Returns the ticket to finetune as ``result.mask``
     (the flags q by default; keyed by ``model``'s weight names), the rounded mask — the
@@ -281,17 +300,23 @@ def mine(
     _check_data(model, train_data, "train_data")
     _check_data(model, test_data, "test_data")
     runtime = runtime or Runtime(precision=resolve_precision(precision, device), compile=compile)
-    d_period, d_lr, d_lam = paper_mining_defaults("", density, epochs, optimizer=optimizer)
+    spec = METHODS.get("gem-miner")  # the rows of the paper's main table (no model name)
+    defaults = mining_defaults(spec, paper_row(spec, *FALLBACK, density), epochs, optimizer)
     cfg = MineConfig(
         density=density,
         epochs=epochs,
-        period=period if period is not None else d_period,
-        lam=lam if lam is not None else d_lam,
+        period=period if period is not None else defaults.period,
+        lam=lam if lam is not None else defaults.lam,
         regularizer=regularizer,
         freeze_schedule=freeze_schedule,
         finetune_mask=finetune_mask,
         batch_size=batch_size,
-        optim=OptimConfig(name=optimizer, lr=lr if lr is not None else d_lr, schedule="cosine"),
+        optim=OptimConfig(
+            name=defaults.optimizer,
+            lr=lr if lr is not None else defaults.lr,
+            weight_decay=defaults.weight_decay,
+            schedule=MINING_SCHEDULE,
+        ),
     )
     dev = resolve_device(device)
     scores_seed = torch.Generator().manual_seed(derive_seed(seed, "scores"))
@@ -336,19 +361,19 @@ def finetune(
     train_data: Data,
     *,
     epochs: int,
-    lr: float = 0.01,
-    optimizer: str = "sgd",
-    weight_decay: float = 1e-4,
-    schedule: str = "multistep",
-    milestones: tuple[float, ...] = (80 / 150, 120 / 150),
-    batch_size: int = 128,
+    lr: float = _FINETUNE.lr,
+    optimizer: str = _FINETUNE.name,
+    weight_decay: float = _FINETUNE.weight_decay,
+    schedule: str = _FINETUNE.schedule,
+    milestones: tuple[float, ...] = _FINETUNE.milestones,
+    batch_size: int = DEFAULT_BATCH_SIZE,
     test_data: Data | None = None,
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
-    device: str = "auto",
+    device: str = DEFAULT_DEVICE,
     seed: int = 0,
     progress: bool = False,
-    precision: str = "auto",
+    precision: str = DEFAULT_PRECISION,
     compile: bool = False,
     runtime: Runtime | None = None,
 ) -> list[dict]:

@@ -2,7 +2,10 @@
 
 Defaults follow the paper: mining from Table 8 (ResNet-20, CIFAR-10; SGD, cosine LR, no
 weight decay on scores, batch 128) and finetuning from Table 15 (SGD momentum 0.9, multistep
-LR at 80/150 and 120/150 of the epochs, weight decay 1e-4 as in the authors' code).
+LR at 80/150 and 120/150 of the epochs, weight decay 1e-4 as in the authors' code). The
+``DEFAULT_*`` constants below name them once: the dataclasses, the options table
+(:mod:`gemminer.options`), the resolver (:mod:`gemminer.resolve`) and the Python API read
+them from here. What a run actually uses is chosen by :func:`gemminer.resolve.resolve`.
 """
 
 from __future__ import annotations
@@ -30,6 +33,33 @@ FREEZE_ORDERS = ("lowest", "highest")
 #: The generation of defaults new runs are made with (see :class:`RunConfig`).
 DEFAULTS_VERSION = 2
 
+#: A run where nothing else is said: the paper's main setting, Table 8's row for ResNet-20
+#: on CIFAR-10 at density 1.44 % (150 epochs, batch 128, SGD with a cosine LR, L2 on scores).
+DEFAULT_MODEL = "resnet20"
+DEFAULT_DATASET = "cifar10"
+DEFAULT_METHOD = "gem-miner"
+DEFAULT_DENSITY = 0.0144
+DEFAULT_EPOCHS = 150
+DEFAULT_BATCH_SIZE = 128
+DEFAULT_OPTIMIZER = "sgd"
+DEFAULT_REGULARIZER = "l2"
+DEFAULT_DEVICE = "auto"
+#: The LR schedule that finds a mask (Table 8: cosine); finetuning's is multistep.
+MINING_SCHEDULE = "cosine"
+#: The LR that finds a mask with an optimizer other than the one a recipe row (or a
+#: method's default LR) was tuned for: SGD 0.1 (Table 8), Adam 0.01 (the authors' Adam
+#: LR: Tables 13–14 and their VGG-16 configs).
+DEFAULT_LR = {"sgd": 0.1, "adam": 0.01}
+#: Finetuning (Table 15): weight decay (the authors' code; the table lists none) and the
+#: multistep milestones as fractions of the epochs (80 and 120 of 150).
+FINETUNE_WEIGHT_DECAY = 1e-4
+FINETUNE_MILESTONES = (80 / 150, 120 / 150)
+
+
+def default_data_dir(dataset: str) -> str:
+    """Where a data set is read from (and downloaded into) unless told: ``.data/<dataset>``."""
+    return f".data/{dataset}"
+
 
 def _require(ok: bool, message: str) -> None:
     if not ok:
@@ -50,14 +80,22 @@ def check_whole(value: object, minimum: int, what: str) -> int:
 
 
 def check_density(density: object) -> float:
-    """``density`` if it lies in (0, 1]; a :class:`ConfigError` naming it otherwise."""
+    """``density`` as a float if it lies in (0, 1]; a :class:`ConfigError` naming it
+    otherwise. The one check of a target density: the API, the configs, recipe files, and
+    ``--density`` or a sweep's ``density`` (which may give it as text, e.g. ``"0.05"``)."""
+    value = density
+    if isinstance(density, str):
+        try:
+            value = float(density)
+        except ValueError:
+            raise ConfigError(f"density must be a number, got {density!r}") from None
     _require(
-        isinstance(density, numbers.Real)
-        and not isinstance(density, bool)
-        and 0 < density <= 1,  # also refuses nan
+        isinstance(value, numbers.Real)
+        and not isinstance(value, bool)
+        and 0 < value <= 1,  # also refuses nan
         f"density must lie in (0, 1] (the fraction of weights kept), got {density}",
     )
-    return float(density)  # type: ignore[arg-type]
+    return float(value)  # type: ignore[arg-type]
 
 
 def _choice(value: str, valid: tuple[str, ...], what: str) -> None:
@@ -68,11 +106,11 @@ def _choice(value: str, valid: tuple[str, ...], what: str) -> None:
 class OptimConfig:
     """Optimizer and learning-rate schedule. ``milestones`` are fractions of the epochs."""
 
-    name: str = "sgd"
-    lr: float = 0.1
+    name: str = DEFAULT_OPTIMIZER
+    lr: float = DEFAULT_LR[DEFAULT_OPTIMIZER]
     momentum: float = 0.9
     weight_decay: float = 0.0
-    schedule: str = "cosine"
+    schedule: str = MINING_SCHEDULE
     milestones: tuple[float, ...] = ()
     gamma: float = 0.1
 
@@ -105,13 +143,13 @@ class MineConfig:
     (see :mod:`gemminer.methods.gem_miner`).
     """
 
-    density: float = 0.0144
-    epochs: int = 150
+    density: float = DEFAULT_DENSITY
+    epochs: int = DEFAULT_EPOCHS
     period: int = 5
     lam: float = 1e-4
-    regularizer: str = "l2"
-    batch_size: int = 128
-    optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=0.1, schedule="cosine"))
+    regularizer: str = DEFAULT_REGULARIZER
+    batch_size: int = DEFAULT_BATCH_SIZE
+    optim: OptimConfig = field(default_factory=OptimConfig)
     bn_recalibration_batches: int = CALIBRATION_BATCHES
     collapse_guard: bool = True
     min_layer_density: float = 0.0
@@ -149,9 +187,9 @@ def default_finetune_optim(density: float) -> OptimConfig:
     """Table 15: LR 0.1 at 50 % density, 0.01 below; milestones 80 and 120 of 150 epochs."""
     return OptimConfig(
         lr=0.1 if density >= 0.5 else 0.01,
-        weight_decay=1e-4,
+        weight_decay=FINETUNE_WEIGHT_DECAY,
         schedule="multistep",
-        milestones=(80 / 150, 120 / 150),
+        milestones=FINETUNE_MILESTONES,
     )
 
 
@@ -159,9 +197,9 @@ def default_finetune_optim(density: float) -> OptimConfig:
 class FinetuneConfig:
     """Weight training of a ticket with its mask fixed."""
 
-    epochs: int = 150
-    batch_size: int = 128
-    optim: OptimConfig = field(default_factory=lambda: default_finetune_optim(0.0144))
+    epochs: int = DEFAULT_EPOCHS
+    batch_size: int = DEFAULT_BATCH_SIZE
+    optim: OptimConfig = field(default_factory=lambda: default_finetune_optim(DEFAULT_DENSITY))
 
     def __post_init__(self) -> None:
         check_whole(self.epochs, 1, "epochs")
@@ -176,10 +214,10 @@ class PruneConfig:
     round for iterative ones); ``optim`` and ``batch_size`` go with it.
     """
 
-    density: float = 0.0144
-    epochs: int = 150
-    batch_size: int = 128
-    optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=0.1, schedule="cosine"))
+    density: float = DEFAULT_DENSITY
+    epochs: int = DEFAULT_EPOCHS
+    batch_size: int = DEFAULT_BATCH_SIZE
+    optim: OptimConfig = field(default_factory=OptimConfig)
 
     def __post_init__(self) -> None:
         check_density(self.density)
@@ -203,9 +241,9 @@ class RunConfig:
     neither skipped as finished nor resumed; a config.json without it is version 1.
     """
 
-    model: str = "resnet20"
-    dataset: str = "cifar10"
-    data_dir: str = ".data/cifar10"
+    model: str = DEFAULT_MODEL
+    dataset: str = DEFAULT_DATASET
+    data_dir: str = default_data_dir(DEFAULT_DATASET)
     model_args: dict[str, Any] = field(default_factory=dict)
     pretrained: str = ""
     image_size: int = 0
@@ -215,8 +253,8 @@ class RunConfig:
     train_size: int = 0
     weight_init: str = "signed_constant"
     seed: int = 0
-    device: str = "auto"
-    method: str = "gem-miner"
+    device: str = DEFAULT_DEVICE
+    method: str = DEFAULT_METHOD
     prune: PruneConfig = field(default_factory=PruneConfig)
     settings: dict[str, Any] = field(default_factory=dict)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
@@ -263,14 +301,8 @@ def _build(cls: type, data: dict[str, Any]) -> Any:
     return cls(**kwargs)
 
 
-#: The LR that finds a mask with an optimizer other than the one a recipe row (or a
-#: method's default LR) was tuned for: SGD 0.1 (Table 8), Adam 0.01 (the authors' Adam
-#: LR: Tables 13–14 and their VGG-16 configs).
-DEFAULT_LR = {"sgd": 0.1, "adam": 0.01}
-
-
 def budget_scaled_lr(
-    lr: float, published_epochs: int, epochs: int, optimizer: str = "sgd"
+    lr: float, published_epochs: int, epochs: int, optimizer: str = DEFAULT_OPTIMIZER
 ) -> float:
     """The LR for a run of ``epochs`` of an ``lr`` published for ``published_epochs``.
 
@@ -292,7 +324,7 @@ def mining_lr(
     epochs: int,
     *,
     tuned_lr: float,
-    tuned_optimizer: str = "sgd",
+    tuned_optimizer: str = DEFAULT_OPTIMIZER,
     tuned_epochs: int = 0,
 ) -> float:
     """The default LR to find a mask with ``optimizer`` in ``epochs``.

@@ -58,9 +58,10 @@ from torch import nn
 
 from .config import RunConfig
 from .errors import ConfigError, MaskError, RunError, UnknownNameError
-from .masking import count_prunable, prunable_weights
+from .masking import Mask, count_prunable, prunable_weights
 from .models import create_model
 from .runs import RunDir, atomic_write_bytes, check_keys, check_tensors
+from .summary import RunSummary
 
 FORMAT = "gemminer-ticket"
 FORMAT_VERSION = 1
@@ -125,19 +126,21 @@ def _architecture(model: str, num_classes: int, model_args: dict[str, Any]) -> n
     return create_model(model, num_classes=num_classes, **model_args)
 
 
-def _num_classes(cfg: RunConfig, state: dict[str, torch.Tensor], source: Path) -> int:
-    """The number of classes the saved ``state`` was built for.
+def _infer_num_classes(
+    model: str, model_args: dict[str, Any], state: dict[str, torch.Tensor], source: Path
+) -> int:
+    """The number of classes the saved ``state`` was built for, for runs pruned before
+    summary.json recorded it.
 
-    Run folders do not record it (it comes from the data), so the model is built on the
-    meta device with 1 and with 2 classes; every dimension that changes is affine in the
-    number of classes, and the saved shape gives its value. A ``state`` with other keys
-    than the model's raises :class:`RunError` naming ``source``.
+    The model is built on the meta device with 1 and with 2 classes; every dimension that
+    changes is affine in the number of classes, and the saved shape gives its value. A
+    ``state`` with other keys than the model's raises :class:`RunError` naming ``source``.
     """
     try:
         with torch.device("meta"):  # shapes only, no memory
-            one, two = (_architecture(cfg.model, c, cfg.model_args).state_dict() for c in (1, 2))
+            one, two = (_architecture(model, c, model_args).state_dict() for c in (1, 2))
     except (NotImplementedError, RuntimeError):  # a constructor that needs real tensors
-        one, two = (_architecture(cfg.model, c, cfg.model_args).state_dict() for c in (1, 2))
+        one, two = (_architecture(model, c, model_args).state_dict() for c in (1, 2))
     check_keys(source, state, one)
     found: set[int] = set()
     for key, a in one.items():
@@ -152,14 +155,117 @@ def _num_classes(cfg: RunConfig, state: dict[str, torch.Tensor], source: Path) -
                     found.add(1 + n)
     if len(found) != 1:
         raise RunError(
-            f"cannot tell the number of classes of {source} for model {cfg.model}: "
+            f"cannot tell the number of classes of {source} for model {model}: "
             f"the saved shapes suggest {sorted(found) or 'none'}"
         )
     return found.pop()
 
 
-def _check_state(model: nn.Module, state: dict[str, torch.Tensor], source: Path) -> None:
-    check_tensors(source, state, {k: tuple(t.shape) for k, t in model.state_dict().items()})
+def _source(run: RunDir, which: str) -> Path:
+    """The run file holding the ``which`` weights; a :class:`RunError` saying what to run
+    when it (or the mask) is missing."""
+    source = run.file(WHICH[which][0])
+    if not source.is_file():
+        hint = (
+            "run `gemminer finetune` first, or export the unfinetuned ticket (--ticket)"
+            if which == "finetuned"
+            else "run `gemminer prune` (or `mine`) into it first"
+        )
+        raise RunError(f"{run.path} has no {source.name}: {hint}")
+    if not run.file("mask.pt").is_file():
+        raise RunError(f"{run.path} has no mask.pt: run `gemminer prune` (or `mine`) into it first")
+    return source
+
+
+@dataclass(frozen=True)
+class _Network:
+    """The network a run's weights belong to, as :func:`load_exported` rebuilds it."""
+
+    model: str
+    num_classes: int
+    model_args: dict[str, Any]
+
+    @classmethod
+    def of_run(
+        cls, cfg: RunConfig, summary: RunSummary, state: dict[str, torch.Tensor], source: Path
+    ) -> _Network:
+        """As recorded at prune time (older runs: the config's model arguments, and the
+        number of classes inferred from ``state``'s shapes)."""
+        args = summary.model_args if summary.model_args is not None else cfg.model_args
+        num_classes = summary.num_classes or _infer_num_classes(cfg.model, args, state, source)
+        return cls(cfg.model, num_classes, dict(args))
+
+    def build(self) -> nn.Module:
+        return _architecture(self.model, self.num_classes, self.model_args)
+
+
+def _pack(
+    state: dict[str, torch.Tensor],
+    mask: Mask,
+    layout: list[tuple[str, list[int]]],
+    which: str,
+    source: Path,
+) -> tuple[dict[str, torch.Tensor], int]:
+    """The bitmask and the kept values of the prunable weights in ``layout`` order (the
+    finetuned weights must be 0 where pruned); returns them and the number kept."""
+    dtypes = {state[name].dtype for name, _ in layout}
+    if len(dtypes) != 1 or not next(iter(dtypes)).is_floating_point:
+        raise RunError(f"{source}: prunable weights must share one float dtype, got {dtypes}")
+    values, bits = [], []
+    for name, _ in layout:
+        w = state[name].detach().cpu().flatten()
+        m = mask[name].flatten()
+        if which == "finetuned" and bool((w[~m] != 0).any()):
+            raise RunError(
+                f"{source}: {name} has nonzero weights where mask.pt prunes them; "
+                "finetuned weights must be exactly 0 there"
+            )
+        values.append(w[m])
+        bits.append(m)
+    flat = torch.cat(bits)
+    packed = {
+        BITS: torch.from_numpy(np.packbits(flat.numpy(), bitorder=BIT_ORDER)),
+        VALUES: torch.cat(values).contiguous(),
+    }
+    return packed, int(flat.sum())
+
+
+def _metadata(
+    which: str,
+    network: _Network,
+    layout: list[tuple[str, list[int]]],
+    num_kept: int,
+    cfg: RunConfig,
+    summary: RunSummary,
+) -> dict[str, Any]:
+    """The file's metadata (see this module's docstring)."""
+    num_prunable = sum(math.prod(shape) for _, shape in layout)
+    finetuned = which == "finetuned"
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "which": which,
+        "model": network.model,
+        "num_classes": network.num_classes,
+        "model_args": network.model_args,
+        "layout": layout,
+        "bit_order": BIT_ORDER,
+        "num_kept": num_kept,
+        "num_prunable": num_prunable,
+        "density": num_kept / num_prunable,
+        "test_acc": summary.post_finetune_acc if finetuned else summary.pre_finetune_acc,
+        "val_acc": summary.post_finetune_val_acc if finetuned else summary.pre_finetune_val_acc,
+        "method": cfg.method,
+        "dataset": cfg.dataset,
+        "image_size": cfg.image_size,
+        "input_mean": summary.input_mean,  # per-channel input normalization
+        "input_std": summary.input_std,
+        "class_names": summary.class_names,  # index → name; null for older runs
+        "target_density": cfg.prune.density,
+        "seed": cfg.seed,
+        "sanity_check": cfg.sanity_check,
+        "gemminer": _version(),
+    }
 
 
 def export_run(
@@ -177,86 +283,30 @@ def export_run(
         raise ConfigError(f"unknown export {which!r}; valid: {', '.join(WHICH)}")
     run = RunDir(run_dir)
     cfg = run.read_config()
-    summary = run.read_summary()
-    source_name, default_name = WHICH[which]
-    source = run.file(source_name)
-    if not source.is_file():
-        hint = (
-            "run `gemminer finetune` first, or export the unfinetuned ticket (--ticket)"
-            if which == "finetuned"
-            else "run `gemminer prune` (or `mine`) into it first"
-        )
-        raise RunError(f"{run.path} has no {source_name}: {hint}")
-    if not run.file("mask.pt").is_file():
-        raise RunError(f"{run.path} has no mask.pt: run `gemminer prune` (or `mine`) into it first")
-    state = run.load_tensors(source_name)
+    summary = run.summary()
+    source = _source(run, which)
+    state = run.load_tensors(source.name)
+    network = _Network.of_run(cfg, summary, state, source)
+    model = network.build()
+    check_tensors(source, state, {k: tuple(t.shape) for k, t in model.state_dict().items()})
+    weights = prunable_weights(model)
+    mask = run.load_mask({k: tuple(w.shape) for k, w in weights.items()})
+    layout = [(name, list(w.shape)) for name, w in weights.items()]
 
-    recorded = summary.get("num_classes")  # runs pruned before it was recorded: inferred
-    num_classes = int(recorded) if recorded else _num_classes(cfg, state, source)
-    model = _architecture(cfg.model, num_classes, cfg.model_args)
-    _check_state(model, state, source)
-    mask = run.load_mask({k: tuple(w.shape) for k, w in prunable_weights(model).items()})
-    layout = [(name, list(w.shape)) for name, w in prunable_weights(model).items()]
-    dtypes = {state[name].dtype for name, _ in layout}
-    if len(dtypes) != 1 or not next(iter(dtypes)).is_floating_point:
-        raise RunError(f"{source}: prunable weights must share one float dtype, got {dtypes}")
-
-    values, bits = [], []
-    for name, _ in layout:
-        w = state[name].detach().cpu().flatten()
-        m = mask[name].flatten()
-        if which == "finetuned" and bool((w[~m] != 0).any()):
-            raise RunError(
-                f"{source}: {name} has nonzero weights where mask.pt prunes them; "
-                "finetuned weights must be exactly 0 there"
-            )
-        values.append(w[m])
-        bits.append(m)
-    flat = torch.cat(bits)
-    tensors = {
-        BITS: torch.from_numpy(np.packbits(flat.numpy(), bitorder=BIT_ORDER)),
-        VALUES: torch.cat(values).contiguous(),
-    }
-    prunable = {name for name, _ in layout}
+    tensors, num_kept = _pack(state, mask, layout, which, source)
     for key in model.state_dict():
-        if key not in prunable:
+        if key not in weights:
             tensors[key] = state[key].detach().cpu().contiguous()
-
-    prefix = "post" if which == "finetuned" else "pre"
-    meta = {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "which": which,
-        "model": cfg.model,
-        "num_classes": num_classes,
-        "model_args": cfg.model_args,
-        "layout": layout,
-        "bit_order": BIT_ORDER,
-        "num_kept": int(flat.sum()),
-        "num_prunable": flat.numel(),
-        "density": int(flat.sum()) / flat.numel(),
-        "test_acc": summary.get(f"{prefix}_finetune_acc"),
-        "val_acc": summary.get(f"{prefix}_finetune_val_acc"),
-        "method": cfg.method,
-        "dataset": cfg.dataset,
-        "image_size": cfg.image_size,
-        "input_mean": summary.get("input_mean"),  # per-channel input normalization
-        "input_std": summary.get("input_std"),
-        "class_names": summary.get("class_names"),  # index → name; null for older runs
-        "target_density": cfg.prune.density,
-        "seed": cfg.seed,
-        "sanity_check": cfg.sanity_check,
-        "gemminer": _version(),
-    }
+    meta = _metadata(which, network, layout, num_kept, cfg, summary)
     data = save_safetensors(tensors, metadata={METADATA_KEY: json.dumps(meta)})
-    path = Path(out) if out is not None else run.file(default_name)
+    path = Path(out) if out is not None else run.file(WHICH[which][1])
     atomic_write_bytes(path, data)
     return ExportInfo(
         path=path,
         which=which,
-        model=cfg.model,
-        num_classes=num_classes,
-        num_kept=meta["num_kept"],
+        model=network.model,
+        num_classes=network.num_classes,
+        num_kept=num_kept,
         num_prunable=meta["num_prunable"],
         test_acc=meta["test_acc"],
         file_bytes=path.stat().st_size,

@@ -26,14 +26,25 @@ from typing import Any
 
 import yaml
 
-from .config import OPTIMIZERS, FinetuneConfig, OptimConfig, mining_lr
+from .config import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_DATASET,
+    DEFAULT_METHOD,
+    DEFAULT_MODEL,
+    DEFAULT_OPTIMIZER,
+    FINETUNE_WEIGHT_DECAY,
+    OPTIMIZERS,
+    FinetuneConfig,
+    OptimConfig,
+    check_density,
+    mining_lr,
+)
 from .errors import ConfigError, UnknownNameError
 
 RECIPE_DIR = Path(__file__).with_name("recipes")
-#: Recipe whose rows stand in for a model/data set the paper gives no table for.
-FALLBACK = ("resnet20", "cifar10")
-#: Weight decay of finetuning (the authors' code; Table 15 lists none).
-FINETUNE_WEIGHT_DECAY = 1e-4
+#: Recipe whose rows stand in for a model/data set the paper gives no table for: the
+#: paper's main table (Table 8), whose model and data set are also gemminer's defaults.
+FALLBACK = (DEFAULT_MODEL, DEFAULT_DATASET)
 
 
 @dataclass(frozen=True)
@@ -42,11 +53,11 @@ class FinetuneRecipe:
     optimizer (Table 15 names none: SGD, momentum 0.9, unless the authors' config says)."""
 
     epochs: int
-    batch_size: int = 128
+    batch_size: int = DEFAULT_BATCH_SIZE
     lr: float = 0.01
     milestones: tuple[int, ...] = ()
     weight_decay: float = FINETUNE_WEIGHT_DECAY
-    optimizer: str = "sgd"
+    optimizer: str = DEFAULT_OPTIMIZER
 
     def config(self, epochs: int | None = None, batch_size: int | None = None) -> FinetuneConfig:
         """The finetuning settings for ``epochs`` (milestones keep their fractions);
@@ -75,9 +86,9 @@ class Recipe:
     density: float
     epochs: int
     finetune: FinetuneRecipe
-    method: str = "gem-miner"
-    batch_size: int = 128
-    optimizer: str = "sgd"
+    method: str = DEFAULT_METHOD
+    batch_size: int = DEFAULT_BATCH_SIZE
+    optimizer: str = DEFAULT_OPTIMIZER
     lr: float | None = None
     period: int | None = None
     lam: float | None = None
@@ -161,7 +172,7 @@ def _number(data: dict, key: str, kind: type, where: str, default: Any = None) -
 
 
 def _optimizer(data: dict, where: str, what: str = "optimizer") -> str:
-    optimizer = str(data.get("optimizer", "sgd"))
+    optimizer = str(data.get("optimizer", DEFAULT_OPTIMIZER))
     if optimizer not in OPTIMIZERS:
         raise ConfigError(f"{where}: unknown {what} {optimizer!r}; valid: {', '.join(OPTIMIZERS)}")
     return optimizer
@@ -199,8 +210,10 @@ def parse_recipe(data: Any, where: str = "recipe") -> Recipe:
     density = _number(data, "density", float, where)
     if epochs < 1:
         raise ConfigError(f"{where}: epochs must be >= 1, got {epochs}")
-    if not 0 < density <= 1:
-        raise ConfigError(f"{where}: density must lie in (0, 1], got {density}")
+    try:
+        check_density(density)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
     ft_epochs = _number(ft, "epochs", int, where, epochs)
     milestones = ft.get("milestones", ())
     if not isinstance(milestones, (list, tuple)) or not all(
@@ -221,14 +234,16 @@ def parse_recipe(data: Any, where: str = "recipe") -> Recipe:
         epochs=epochs,
         finetune=FinetuneRecipe(
             epochs=ft_epochs,
-            batch_size=_number(ft, "batch_size", int, where, data.get("batch_size", 128)),
+            batch_size=_number(
+                ft, "batch_size", int, where, data.get("batch_size", DEFAULT_BATCH_SIZE)
+            ),
             lr=_number(ft, "lr", float, where, 0.01),
             milestones=tuple(milestones),
             weight_decay=_number(ft, "weight_decay", float, where, FINETUNE_WEIGHT_DECAY),
             optimizer=ft_optimizer,
         ),
-        method=str(data.get("method", "gem-miner")),
-        batch_size=_number(data, "batch_size", int, where, 128),
+        method=str(data.get("method", DEFAULT_METHOD)),
+        batch_size=_number(data, "batch_size", int, where, DEFAULT_BATCH_SIZE),
         optimizer=optimizer,
         lr=_number(data, "lr", float, where),
         period=_number(data, "period", int, where),
@@ -323,7 +338,7 @@ def paper_mining_defaults(
     model: str,
     density: float,
     epochs: int,
-    dataset: str = "cifar10",
+    dataset: str = DEFAULT_DATASET,
     optimizer: str | None = None,
 ) -> tuple[int, float, float]:
     """(period, lr, λ) of the paper's nearest row for ``epochs`` with ``optimizer``

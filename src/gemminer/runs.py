@@ -10,13 +10,7 @@ Layout of a run folder::
     checkpoint-*.pt    resumable training state while a stage runs (removed when it ends)
     finetuned.pt       state of the finetuned ticket (after ``gemminer finetune``)
     density.txt        per-layer density report of the mask
-    summary.json       the figures of the run (see :data:`SUMMARY_KEYS`)
-
-``density`` and ``pre_finetune_acc`` describe the ticket that is finetuned (``mask.pt``).
-Gem-Miner also records its rounded mask r(p) ⊙ q — the "rare gem", judged without
-finetuning — as ``gem_density``, ``gem_acc`` (BatchNorm statistics re-estimated for it)
-and ``gem_acc_running_bn`` (the statistics left by mining: the authors' protocol), with
-``finetune_mask`` saying which mask was finetuned (``flags`` or ``rounded``).
+    summary.json       the figures of the run: a :class:`~gemminer.summary.RunSummary`
 
 Every file is written atomically (temporary file + rename) and tensors are read back with
 ``torch.load(weights_only=True)``, which refuses to run code hidden in a pickle. Every read
@@ -41,19 +35,8 @@ import torch
 from .config import RunConfig
 from .errors import MaskError, RunError
 from .masking import Mask
-
-SUMMARY_KEYS = (
-    "method",
-    "model",
-    "dataset",
-    "target_density",
-    "density",
-    "pre_finetune_acc",
-    "post_finetune_acc",
-    "epochs_mining",
-    "epochs_finetune",
-    "seconds",
-)
+from .summary import SUMMARY_KEYS as SUMMARY_KEYS
+from .summary import RunSummary
 
 #: Settings that do not change a run's results, left out of its hash.
 _UNHASHED = ("data_dir", "device", "download")
@@ -306,14 +289,27 @@ class RunDir:
         )
 
     # summary -------------------------------------------------------------------------
-    def read_summary(self) -> dict:
+    def summary(self) -> RunSummary:
+        """The checked summary (every figure ``None`` when there is no summary.json yet)."""
+        path = self.file("summary.json")
+        return RunSummary.from_dict(self.read_summary(), path) if path.is_file() else RunSummary()
+
+    def write_summary(self, summary: RunSummary) -> None:
+        if self.writable:
+            text = json.dumps(summary.to_dict(), indent=2) + "\n"
+            atomic_write_text(self.file("summary.json"), text)
+
+    def read_summary(self) -> dict[str, Any]:
+        """summary.json as its plain JSON object (``{}`` when there is none), for scripts;
+        gemminer itself reads :meth:`summary`."""
         path = self.file("summary.json")
         return read_json_object(path) if path.is_file() else {}
 
-    def update_summary(self, **values: Any) -> dict:
-        summary = {**self.read_summary(), **values}
-        if self.writable:
-            atomic_write_text(self.file("summary.json"), json.dumps(summary, indent=2) + "\n")
+    def update_summary(self, **values: Any) -> RunSummary:
+        """Set some figures of summary.json (others keep their values); for scripts that
+        add their own keys."""
+        summary = self.summary().updated(**values)
+        self.write_summary(summary)
         return summary
 
     # tensors -------------------------------------------------------------------------

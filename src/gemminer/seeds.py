@@ -1,6 +1,6 @@
 """One seed per source of randomness, all derived from a run's seed.
 
-The command line (:mod:`gemminer.pipeline`) and the Python API (:mod:`gemminer.api`)
+The command line (:mod:`gemminer.stages`) and the Python API (:mod:`gemminer.api`)
 both draw their generators from :func:`derive_seed`, so the same ``seed`` gives the same
 initialization, scores, batch order and augmentation either way.
 """

@@ -23,10 +23,11 @@ A sweep file (YAML)::
 method, so ``method`` is then no setting. Keys are the long flag names with ``_`` or ``-``
 (``batch_size``, ``lambda``, ``no_epoch_eval: true``); switches take true or false.
 
-Grid points are taken in file order, the last grid key varying fastest. Each point is
-written as the argument list of a ``gemminer prune`` (or ``gemminer run``) command and
-resolved by that command's own code (:func:`resolve_command`), so a point and its printed
-command (``--commands``) are the same run, in the same folder:
+Grid points are taken in file order, the last grid key varying fastest. The keys are the
+options of ``gemminer prune`` (or ``gemminer run``) from one table
+(:mod:`gemminer.options`), and each point's values are resolved by the resolver of those
+commands (:func:`resolve_point`, :func:`gemminer.resolve.resolve`), so a point and its
+printed command (``--commands``) are the same run, in the same folder:
 ``OUT/<runs.default_run_name(config)>``, named by the hash of its settings. A point whose
 flags do not apply to it (``--lambda`` for SNIP, a setting its method lacks) is an error,
 or skipped with a note under ``skip_invalid: true``.
@@ -42,14 +43,11 @@ standard deviation over seeds) and ``OUT/results.md`` (both tables).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import csv
 import difflib
-import functools
 import io
 import itertools
 import shlex
-import statistics
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -60,22 +58,20 @@ import yaml
 
 from .config import RunConfig
 from .errors import ConfigError, GemMinerError
+from .options import PAIRS, RUN, SWITCH, Option, not_in_sweeps, parse_options, sweep_options
+from .options import scalar_text as _scalar_text
+from .recipe import load_recipe
+from .reports.format import Stat, markdown_table
+from .resolve import resolve
 from .runs import RunDir, atomic_write_text, default_run_name
+from .summary import RunSummary
 
 #: Top-level keys of a sweep file.
 SWEEP_KEYS = ("base", "grid", "finetune", "skip_invalid", "out")
 #: Flags that set ``KEY=VALUE`` pairs; in a sweep they are written ``set.KEY``.
-_PAIR_FLAGS = ("set", "model_arg", "data_arg")
+_PAIR_FLAGS = tuple(o.key for o in sweep_options("prune").values() if o.kind == PAIRS)
 #: Flags of the commands that a sweep sets itself, with what to do instead.
-_NOT_SETTINGS = {
-    "out": "the sweep names each run's folder; set the top-level `out:` for the sweep's",
-    "overwrite": "a sweep never replaces runs with other settings",
-    "print_config": "use `gemminer sweep FILE --commands` or --list",
-    "no_progress": "pass --no-progress to `gemminer sweep`",
-    "tensorboard": "run a point's printed command (--commands) with --tensorboard",
-    "finetune": "use the top-level `finetune: true`",
-    "no_finetune": "use the top-level `finetune: false`",
-}
+_NOT_SETTINGS = {**not_in_sweeps("prune"), **not_in_sweeps("run")}
 #: Columns of the per-run table before the grid values, and after them.
 _RUN_COLUMNS = ("run", "status", "method", "target_density", "density", "seed")
 _RESULT_COLUMNS = ("pre_finetune_acc", "post_finetune_acc", "epochs_to_mask", "seconds")
@@ -83,43 +79,17 @@ _RESULT_COLUMNS = ("pre_finetune_acc", "post_finetune_acc", "epochs_to_mask", "s
 _FIXED_KEYS = ("method", "density", "seed")
 
 
-# -- flags of the commands ------------------------------------------------------------
+# -- options of the commands -----------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _Flag:
-    option: str  # "--batch-size"
-    kind: str  # "value", "switch" (store_true) or "pairs" (repeatable KEY=VALUE)
+def _flags(command: str) -> dict[str, Option]:
+    """The options a sweep may set for points run as ``gemminer COMMAND``, by key
+    (``batch_size``), in the order of the command's flags."""
+    return sweep_options(command)
 
 
-@functools.cache
-def _flags(command: str) -> dict[str, _Flag]:
-    """The settable flags of ``gemminer COMMAND`` by key (``batch_size``), in parser order
-    (cached: treat as read-only)."""
-    from . import cli
-
-    parser = cli.build_parser()
-    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    flags: dict[str, _Flag] = {}
-    for action in sub.choices[command]._actions:
-        long = [s for s in action.option_strings if s.startswith("--")]
-        if not long:
-            continue
-        key = long[0][2:].replace("-", "_")
-        if key == "help" or key in _NOT_SETTINGS:
-            continue
-        if isinstance(action, argparse._AppendAction):
-            kind = "pairs"
-        elif action.nargs == 0:
-            kind = "switch"
-        else:
-            kind = "value"
-        flags[key] = _Flag(long[0], kind)
-    return flags
-
-
-def _valid_keys(flags: dict[str, _Flag], recipe_mode: bool) -> list[str]:
-    keys = [f"{k}.KEY" if f.kind == "pairs" else k for k, f in flags.items()]
+def _valid_keys(flags: dict[str, Option], recipe_mode: bool) -> list[str]:
+    keys = [f"{k}.KEY" if f.kind == PAIRS else k for k, f in flags.items()]
     return (["recipe"] if recipe_mode else []) + keys
 
 
@@ -137,24 +107,31 @@ def _text(value: Any) -> str:
     return str(value)
 
 
-def resolve_command(argv: Sequence[str]) -> RunConfig:
-    """The RunConfig of ``gemminer ARGV`` (``["prune", ...]`` or ``["run", RECIPE, ...]``),
-    resolved by that command's own code; argparse's complaints become a ConfigError."""
-    from . import cli
+def point_options(settings: dict[str, Any]) -> dict[str, Any]:
+    """A point's base and grid values as options: ``set.KEY`` values gathered into
+    ``set: {KEY: value}``; null values left out (not given)."""
+    options: dict[str, Any] = {}
+    for key, value in settings.items():
+        head, dot, tail = key.partition(".")
+        if value is None:
+            continue
+        if dot:
+            options.setdefault(head, {})[tail] = value
+        else:
+            options[key] = value
+    return options
 
-    if not argv or argv[0] not in ("prune", "run"):
-        raise ConfigError(f"expected a `gemminer prune` or `gemminer run` command, got {argv!r}")
-    stderr = io.StringIO()
-    try:
-        with contextlib.redirect_stderr(stderr):
-            if argv[0] == "run":
-                return cli.resolve_run(list(argv[1:]))[1]
-            return cli.config_from_args(cli.build_parser().parse_args(list(argv)))
-    except SystemExit:
-        lines = [line for line in stderr.getvalue().splitlines() if line.strip()]
-        errors = [line for line in lines if " error: " in line]
-        message = (errors or lines or ["invalid arguments"])[-1]
-        raise ConfigError(message.split(" error: ", 1)[-1]) from None
+
+def resolve_point(sweep: Sweep, settings: dict[str, Any]) -> RunConfig:
+    """The RunConfig of one point: its values checked as the command's flags are (its
+    runtime ones too, such as ``precision``), then resolved by
+    :func:`gemminer.resolve.resolve` over its recipe, if any."""
+    options = point_options(settings)
+    recipe = options.pop("recipe", None)
+    command = "run" if sweep.recipe_mode else "prune"
+    values = parse_options(options, command, group=None)
+    run = {k: v for k, v in values.items() if _flags(command)[k].group == RUN}
+    return resolve(run, load_recipe(str(recipe)) if recipe is not None else None)
 
 
 # -- the sweep file -------------------------------------------------------------------
@@ -212,7 +189,7 @@ class Sweep:
         return n
 
 
-def _check_key(key: str, value: Any, flags: dict[str, _Flag], recipe_mode: bool, where: str):
+def _check_key(key: str, value: Any, flags: dict[str, Option], recipe_mode: bool, where: str):
     head, dot, tail = key.partition(".")
     if key == "recipe" and recipe_mode:
         return
@@ -231,13 +208,13 @@ def _check_key(key: str, value: Any, flags: dict[str, _Flag], recipe_mode: bool,
         raise ConfigError(
             f"{where}: unknown setting {head!r}{hint}; valid settings: {', '.join(valid)}"
         )
-    if flag.kind == "pairs" and not (dot and tail):
+    if flag.kind == PAIRS and not (dot and tail):
         raise ConfigError(f"{where}: write {head} values as {head}.KEY, e.g. {head}.period")
-    if flag.kind != "pairs" and dot:
+    if flag.kind != PAIRS and dot:
         raise ConfigError(f"{where}: {head} takes no .KEY (only {', '.join(_PAIR_FLAGS)} do)")
     if not _is_scalar(value):
         raise ConfigError(f"{where}: {key} must be a single value, got {value!r}")
-    if flag.kind == "switch" and not (value is None or isinstance(value, bool)):
+    if flag.kind == SWITCH and not (value is None or isinstance(value, bool)):
         raise ConfigError(f"{where}: {key} is a switch: true or false, got {value!r}")
 
 
@@ -354,18 +331,18 @@ def point_argv(sweep: Sweep, settings: dict[str, Any]) -> list[str]:
     recipe_mode = sweep.recipe_mode
     argv = ["run", str(settings["recipe"])] if recipe_mode else ["prune"]
     for key, flag in _flags("run" if recipe_mode else "prune").items():
-        if flag.kind == "pairs":
+        if flag.kind == PAIRS:
             for name, value in settings.items():
                 head, dot, tail = name.partition(".")
                 if head == key and dot and value is not None:
-                    argv += [flag.option, f"{tail}={_text(value)}"]
+                    argv += [flag.flag, f"{tail}={_scalar_text(value)}"]
         elif settings.get(key) is not None:
             value = settings[key]
-            if flag.kind == "switch":
-                argv += [flag.option] if value else []
+            if flag.kind == SWITCH:
+                argv += [flag.flag] if value else []
             else:
-                text = _text(value)
-                argv += [f"{flag.option}={text}"] if text.startswith("-") else [flag.option, text]
+                text = _scalar_text(value)
+                argv += [f"{flag.flag}={text}"] if text.startswith("-") else [flag.flag, text]
     if recipe_mode and not sweep.finetune:
         argv.append("--no-finetune")
     elif not recipe_mode and sweep.finetune:
@@ -388,7 +365,7 @@ def expand(sweep: Sweep) -> tuple[list[SweepPoint], list[str]]:
         desc = " ".join(f"{k}={_text(v)}" for k, v in values.items())
         argv = point_argv(sweep, {**sweep.base, **values})
         try:
-            cfg = resolve_command(argv)
+            cfg = resolve_point(sweep, {**sweep.base, **values})
         except GemMinerError as exc:
             invalid.append(f"point {number} ({desc}): {exc}")
             continue
@@ -432,22 +409,27 @@ def _shard_spec(text: str) -> tuple[int, int]:
 # -- status and running ---------------------------------------------------------------
 
 
+def _summary(point: SweepPoint) -> RunSummary:
+    """The point's summary (every figure None before it has one)."""
+    return RunDir(point.folder).summary() if point.folder.is_dir() else RunSummary()
+
+
 def point_status(point: SweepPoint, finetune: bool) -> str:
     """``done`` (the final accuracy is in summary.json), ``partial`` or ``todo``."""
-    summary = RunDir(point.folder).read_summary() if point.folder.is_dir() else {}
-    final = "post_finetune_acc" if finetune else "pre_finetune_acc"
-    if summary.get(final) is not None:
+    summary = _summary(point)
+    final = summary.post_finetune_acc if finetune else summary.pre_finetune_acc
+    if final is not None:
         return "done"
     return "partial" if point.folder.exists() else "todo"
 
 
-def run_point(point: SweepPoint, finetune: bool, progress: bool = True) -> dict:
+def run_point(point: SweepPoint, finetune: bool, progress: bool = True) -> RunSummary:
     """Prune (skipped when the mask is already found) and finetune one point."""
-    from . import pipeline
+    from . import stages
 
-    summary = pipeline.prune_run(point.config, point.folder, progress=progress)
-    if finetune and summary.get("post_finetune_acc") is None:
-        summary = pipeline.finetune_run(point.folder, progress=progress)
+    summary = stages.prune_run(point.config, point.folder, progress=progress)
+    if finetune and summary.post_finetune_acc is None:
+        summary = stages.finetune_run(point.folder, progress=progress)
     return summary
 
 
@@ -475,25 +457,19 @@ def result_rows(sweep: Sweep, points: Sequence[SweepPoint]) -> list[dict[str, An
     """One row per run: its settings, status and figures (None where not yet known)."""
     rows = []
     for p in points:
-        summary = RunDir(p.folder).read_summary() if p.folder.is_dir() else {}
+        summary = _summary(p)
         row: dict[str, Any] = {
             "run": p.folder.name,
             "status": point_status(p, sweep.finetune),
             "method": p.config.method,
             "target_density": p.config.prune.density,
-            "density": summary.get("density"),
+            "density": summary.density,
             "seed": p.config.seed,
         }
         row.update({k: p.values[k] for k in _extra_keys(sweep)})
-        row.update({k: summary.get(k) for k in _RESULT_COLUMNS})
+        row.update({k: getattr(summary, k) for k in _RESULT_COLUMNS})
         rows.append(row)
     return rows
-
-
-def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
-    if not values:
-        return None, None
-    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None
 
 
 def grouped_rows(sweep: Sweep, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -509,10 +485,9 @@ def grouped_rows(sweep: Sweep, rows: Sequence[dict[str, Any]]) -> list[dict[str,
         group["n"] = len(done)
         group["seeds"] = " ".join(str(r["seed"]) for r in done)
         for column in ("pre_finetune_acc", "post_finetune_acc", "density", "epochs_to_mask"):
-            values = [r[column] for r in done if r[column] is not None]
-            group[f"{column}_mean"], group[f"{column}_std"] = _mean_std(values)
-        seconds = [r["seconds"] for r in done if r["seconds"] is not None]
-        group["seconds_mean"] = statistics.fmean(seconds) if seconds else None
+            stat = Stat.of(r[column] for r in done)
+            group[f"{column}_mean"], group[f"{column}_std"] = stat.mean, stat.std
+        group["seconds_mean"] = Stat.of(r["seconds"] for r in done).mean
         out.append(group)
     return out
 
@@ -541,20 +516,13 @@ def _cell(value: Any) -> str:
     return "default" if value is None else _text(value)  # a grid value left at its default
 
 
-def _markdown(header: Sequence[str], lines: Sequence[Sequence[str]]) -> str:
-    def row(cells: Sequence[str]) -> str:
-        return "| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |"
-
-    return "\n".join([row(header), row(["---"] * len(header)), *(row(x) for x in lines)])
-
-
 def results_markdown(
     sweep: Sweep, rows: Sequence[dict[str, Any]], groups: Sequence[dict[str, Any]]
 ) -> str:
     """Both tables as markdown: accuracies and densities in %."""
     extra = _extra_keys(sweep)
     counts = {s: sum(r["status"] == s for r in rows) for s in ("done", "partial", "todo")}
-    grouped = _markdown(
+    grouped = markdown_table(
         ["method", "target %", *extra, "n", "pre-finetune acc %", "post-finetune acc %"]
         + ["density %", "epochs to mask", "seconds"],
         [
@@ -572,7 +540,7 @@ def results_markdown(
             for g in groups
         ],
     )
-    runs = _markdown(
+    runs = markdown_table(
         ["run", "status", "method", "target %", "density %", "seed", *extra]
         + ["pre-finetune acc %", "post-finetune acc %", "epochs to mask", "seconds"],
         [

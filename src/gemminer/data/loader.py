@@ -284,3 +284,17 @@ def training_batches(
         seed=seed,
         shard=(0, 1) if calibration else shard,
     )
+
+
+def eval_batches(
+    data: ImageArrays,
+    *,
+    batch_size: int,
+    mean: Sequence[float],
+    std: Sequence[float],
+    device: torch.device | str,
+    shard: tuple[int, int] = (0, 1),
+) -> BatchLoader:
+    """In-order, unaugmented batches of ``data`` for evaluation, as every stage and the
+    Python API build them; under torchrun each rank reads its ``shard`` of the images."""
+    return BatchLoader(data, batch_size=batch_size, mean=mean, std=std, device=device, shard=shard)

@@ -61,9 +61,13 @@ def dense_line(values: int) -> str:
     )
 
 
-def format_density(density: float) -> str:
-    """``0.0144`` → ``"density 1.44 % (98.56 % pruned)"``."""
-    return f"density {100 * density:.2f} % ({100 * (1 - density):.2f} % pruned)"
+def format_density(density: float | None, *, label: bool = True) -> str:
+    """``0.0144`` → ``"density 1.44 % (98.56 % pruned)"`` (``label=False``: without the word
+    "density", for a table's column); ``None`` → ``"—"``."""
+    if density is None:
+        return "—"
+    text = f"{100 * density:.2f} % ({100 * (1 - density):.2f} % pruned)"
+    return f"density {text}" if label else text
 
 
 @dataclass(frozen=True)

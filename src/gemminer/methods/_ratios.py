@@ -1,15 +1,15 @@
 """Layer-wise keep ratios → exact keep counts, and random scores to fill them.
 
-Shared by the ratio-based random methods (``random``, ``random-erk``, ``smart-ratio``):
-each gives every layer a *relative* keep ratio w_l (its density is s · w_l for one common
-scale s), and possibly a few layers a fixed keep count. :func:`allocate_counts` solves for
-s so that the kept counts add up to the target, caps layers whose density would exceed 1
-(they become dense and s is solved again for the rest, until no layer exceeds 1), and
-rounds to integers by largest remainder, so the total is *exact* and every layer is within
-one weight of its real-valued share. The weights kept inside a layer are chosen at random:
-:func:`random_scores` draws U[0, 1) per weight from ``ctx.seed`` and
-:func:`layerwise_mask` keeps each layer's highest scores, so inverting the scores gives a
-disjoint random mask with the same layer-wise counts.
+Shared by the layer distributions of :mod:`gemminer.methods.scoring` (uniform, ERK, Smart
+Ratio): each gives every layer a *relative* keep ratio w_l (its density is s · w_l for one
+common scale s), and possibly a few layers a fixed keep count. :func:`allocate_counts`
+solves for s so that the kept counts add up to the target, caps layers whose density would
+exceed 1 (they become dense and s is solved again for the rest, until no layer exceeds 1),
+and rounds to integers by largest remainder, so the total is *exact* and every layer is
+within one weight of its real-valued share. The random methods choose the weights kept
+inside a layer at random: :func:`random_scores` draws U[0, 1) per weight from ``ctx.seed``
+and the shared thresholding keeps each layer's highest scores, so inverting the scores
+gives a disjoint random mask with the same layer-wise counts.
 """
 
 from __future__ import annotations
@@ -18,16 +18,22 @@ import math
 from collections.abc import Mapping
 
 import torch
+from torch import nn
 
 from ..errors import ConfigError
 from ..masking import prunable_weights
-from ..masking.threshold import keep_count, layerwise_mask
-from .base import PruneContext, PruneResult
+from ..masking.threshold import keep_count
+from .base import PruneContext
+
+
+def weight_counts(model: nn.Module) -> dict[str, int]:
+    """The number of weights of each prunable layer of ``model``, in definition order."""
+    return {name: w.numel() for name, w in prunable_weights(model).items()}
 
 
 def layer_sizes(ctx: PruneContext) -> dict[str, int]:
-    """The number of weights of each prunable layer, in definition order."""
-    return {name: w.numel() for name, w in prunable_weights(ctx.model).items()}
+    """The number of weights of each prunable layer of ``ctx.model``, in definition order."""
+    return weight_counts(ctx.model)
 
 
 def target_count(method: str, density: float, total: int) -> int:
@@ -118,14 +124,3 @@ def random_scores(ctx: PruneContext) -> dict[str, torch.Tensor]:
     return {
         name: torch.rand(w.shape, generator=g) for name, w in prunable_weights(ctx.model).items()
     }
-
-
-def random_result(scores: Mapping[str, torch.Tensor], counts: Mapping[str, int]) -> PruneResult:
-    """Keep each layer's ``counts[l]`` highest scores; no training was spent."""
-    densities = {name: counts[name] / s.numel() for name, s in scores.items()}
-    return PruneResult(
-        mask=layerwise_mask(scores, densities),
-        epochs_to_mask=0.0,
-        iterations_to_mask=0,
-        scores=dict(scores),
-    )

@@ -2,9 +2,12 @@
 
 A method is one function ``run(ctx, settings) -> PruneResult`` registered with
 :func:`register_method`, together with a frozen dataclass of its own settings (each
-defaulting to the published method). Shared code builds the model and data, thresholds
-scores (:mod:`gemminer.masking.threshold`), evaluates the ticket before finetuning, and
-finetunes every ticket the same way.
+defaulting to the published method). A method that only scores registers
+``score(ctx, settings) -> Scores`` with :func:`gemminer.methods.scoring.register_scorer`
+instead, and shared code thresholds its scores; a method that trains runs its epochs in
+the shared loop (:class:`gemminer.training.trainer.Trainer`) with its own hooks. Shared
+code builds the model and data, evaluates the ticket before finetuning, and finetunes
+every ticket the same way.
 """
 
 from __future__ import annotations
@@ -52,7 +55,8 @@ class PruneContext:
     calibration_batches: Batches | None = None
     on_epoch: Callable[[dict], None] | None = None
     progress: bool = False
-    #: Methods that support it save/resume their training state here (Gem-Miner does).
+    #: Methods that train save their state here every epoch and continue from it
+    #: (through :class:`~gemminer.training.trainer.Trainer`).
     checkpoint: Checkpoint | None = None
     #: Precision, compilation and the torchrun process group; methods that train pass it
     #: on to the training loops, so they run under DDP.

@@ -5,9 +5,10 @@ score ``s`` (Kaiming-uniform, as in allenai/hidden-networks), and the forward pa
 ``w ⊙ m`` where ``m`` keeps the weights whose ``|s|`` is among the top-k. The mask is
 differentiated straight through: the gradient of ``w ⊙ m`` reaches ``m`` unchanged, then
 ``|s|``, so ∂L/∂s = (∂L/∂w_eff ⊙ w) ⊙ sign(s), for kept and pruned weights alike. The scores
-are trained by SGD (``ctx.optim``) for ``ctx.epochs`` epochs; nothing else trains
-(the models' BatchNorm is non-affine). The ticket is the top-k mask of the final scores on
-the original weights.
+are trained by SGD (``ctx.optim``) for ``ctx.epochs`` epochs in the shared training loop
+(:class:`~gemminer.training.trainer.Trainer` with :class:`PopupHooks`, so a run resumes
+after a kill); nothing else trains (the models' BatchNorm is non-affine). The ticket is
+the top-k mask of the final scores on the original weights.
 
 Settings (defaults = the original method) select the variants of Table 3:
 
@@ -29,8 +30,9 @@ from __future__ import annotations
 
 import copy
 import math
-import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
@@ -41,14 +43,12 @@ from ..errors import ConfigError, MaskError
 from ..masking import Mask, weight_name
 from ..masking.scores import convert_layers
 from ..masking.threshold import global_mask, keep_count, layerwise_mask
-from ..training.loop import evaluate, evaluation_due, recalibrate_batchnorm, train_epoch
+from ..training.loop import EpochStats, evaluate_splits, evaluation_due, recalibrate_batchnorm
 from ..training.optim import build_optimizer, build_scheduler
-from ..training.progress import Stage, log_epoch
+from ..training.trainer import Hooks, Trainer
 from .base import PruneContext, PruneResult, register_method
 
 SCOPES = ("layer", "global")
-
-#: BatchNorm recalibration batches before each per-epoch evaluation (reporting only).
 
 
 @dataclass(frozen=True)
@@ -241,69 +241,91 @@ def _check_context(ctx: PruneContext) -> None:
         raise ConfigError(f"edge-popup needs at least one training epoch, got {ctx.epochs}")
 
 
-def train_scores(ctx: PruneContext, settings: EdgePopupSettings) -> PopupTraining:
-    """Train the scores of a popup copy of ``ctx.model``; ``ctx.model`` is left unchanged."""
-    _check_context(ctx)
-    generator = torch.Generator().manual_seed(ctx.seed)
-    model = to_popup_model(copy.deepcopy(ctx.model), generator).to(ctx.device)
-    layers = popup_layers(model)
-    if not layers:
-        raise MaskError("the model has no Conv2d or Linear layer to prune")
-    net = ctx.runtime.training_module(model, ctx.device)
-    optimizer = build_optimizer([m.scores for m in layers.values()], ctx.optim)
-    scheduler = build_scheduler(optimizer, ctx.optim, ctx.epochs)
-    total = sum(m.scores.numel() for m in layers.values())
-    history: list[dict] = []
-    steps = 0
+class PopupHooks(Hooks):
+    """Edge-Popup's part of the training loop: each epoch's kept fraction, the L2 penalty's
+    gradient before each step, the top-k thresholds after it, and the epoch's record."""
 
-    for epoch in range(1, ctx.epochs + 1):
-        start = time.perf_counter()
-        density = scheduled_density(ctx.density, epoch, ctx.epochs, settings.gradual)
-        set_thresholds(layers, density, settings.scope)
+    stage = "edge-popup"
+    where = "edge-popup training"
 
-        def regularize() -> None:
-            add_score_l2_grad(layers, settings.score_l2)
+    def __init__(self, model: nn.Module, ctx: PruneContext, settings: EdgePopupSettings) -> None:
+        self.model = model
+        self.ctx = ctx
+        self.settings = settings
+        self.layers = popup_layers(model)
+        self.total = sum(m.scores.numel() for m in self.layers.values())
+        self.density = ctx.density  # the kept fraction of the epoch in progress
+        self.steps = 0  # optimizer steps taken
 
-        def after_step(density: float = density) -> None:
-            nonlocal steps
-            steps += 1
-            set_thresholds(layers, density, settings.scope)
-
-        lr = optimizer.param_groups[0]["lr"]
-        stats = train_epoch(
-            net,
-            ctx.train_batches,
-            optimizer,
-            ctx.device,
-            before_step=regularize,
-            after_step=after_step,
-            progress=Stage("edge-popup", epoch, ctx.epochs) if ctx.progress else None,
-            runtime=ctx.runtime,
+    def before_epoch(self, epoch: int) -> None:
+        self.density = scheduled_density(
+            self.ctx.density, epoch, self.ctx.epochs, self.settings.gradual
         )
-        scheduler.step()
-        kept = int(sum(m.mask().sum() for m in layers.values()))
+        set_thresholds(self.layers, self.density, self.settings.scope)
+
+    def before_step(self) -> None:
+        add_score_l2_grad(self.layers, self.settings.score_l2)
+
+    def after_step(self) -> None:
+        self.steps += 1
+        set_thresholds(self.layers, self.density, self.settings.scope)
+
+    def after_epoch(self, epoch: int, stats: EpochStats, lr: float) -> dict:
+        kept = int(sum(m.mask().sum() for m in self.layers.values()))
         record = {
             "phase": "prune",
             "epoch": epoch,
             "loss": stats.loss,
             "train_acc": stats.accuracy,
             "lr": lr,
-            "density": kept / total,
-            "target_density": density,
+            "density": kept / self.total,
+            "target_density": self.density,
         }
+        ctx = self.ctx
         if ctx.eval_batches is not None and evaluation_due(epoch, ctx.epochs, ctx.eval_every):
             if ctx.calibration_batches is not None:
                 recalibrate_batchnorm(
-                    model, ctx.calibration_batches, ctx.device, CALIBRATION_BATCHES
+                    self.model, ctx.calibration_batches, ctx.device, CALIBRATION_BATCHES
                 )
-            for name, batches in ctx.eval_batches.items():
-                record[f"{name}_acc"] = evaluate(model, batches, ctx.device, ctx.runtime).accuracy
-        record["seconds"] = time.perf_counter() - start
-        history.append(record)
-        log_epoch(record, ctx.epochs, ctx.runtime)
-        if ctx.on_epoch is not None:
-            ctx.on_epoch(record)
-    return PopupTraining(model, steps, history)
+            record.update(evaluate_splits(self.model, ctx.eval_batches, ctx.device, ctx.runtime))
+        return record
+
+    def state(self) -> dict[str, int]:
+        return {"steps": self.steps}
+
+    def load_state(self, state: Mapping[str, Any]) -> None:
+        self.steps = int(state["steps"])
+
+
+def train_scores(ctx: PruneContext, settings: EdgePopupSettings) -> PopupTraining:
+    """Train the scores of a popup copy of ``ctx.model``; ``ctx.model`` is left unchanged.
+
+    Saves its state to ``ctx.checkpoint`` (if any) after every epoch and on a stop
+    signal, and continues from it.
+    """
+    _check_context(ctx)
+    generator = torch.Generator().manual_seed(ctx.seed)
+    model = to_popup_model(copy.deepcopy(ctx.model), generator).to(ctx.device)
+    if not popup_layers(model):
+        raise MaskError("the model has no Conv2d or Linear layer to prune")
+    hooks = PopupHooks(model, ctx, settings)
+    optimizer = build_optimizer([m.scores for m in hooks.layers.values()], ctx.optim)
+    trainer = Trainer(
+        model,
+        optimizer,
+        build_scheduler(optimizer, ctx.optim, ctx.epochs),
+        ctx.train_batches,
+        ctx.device,
+        ctx.epochs,
+        hooks,
+        checkpoint=ctx.checkpoint,
+        loaders={"calibration": ctx.calibration_batches},
+        on_epoch=ctx.on_epoch,
+        progress=ctx.progress,
+        runtime=ctx.runtime,
+    )
+    history = trainer.fit()
+    return PopupTraining(model, hooks.steps, history)
 
 
 #: Shared by the Edge-Popup variants: hidden-networks trains scores with SGD, LR 0.1,

@@ -29,9 +29,9 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
@@ -58,20 +58,18 @@ from ..masking import (
 )
 from ..masking.scores import THRESHOLD, project
 from ..notices import notice
-from ..training.checkpoint import Checkpoint, Resumable
+from ..training.checkpoint import Checkpoint
 from ..training.loop import (
     Batches,
-    evaluate,
+    EpochStats,
+    evaluate_splits,
     evaluation_due,
     recalibrate_batchnorm,
-    train_epoch,
 )
 from ..training.optim import build_optimizer, build_scheduler
-from ..training.progress import Stage, log_epoch
 from ..training.runtime import SINGLE, Runtime
+from ..training.trainer import EpochCallback, Hooks, Trainer
 from .base import PruneContext, PruneResult, register_method
-
-EpochCallback = Callable[[dict], None]
 
 
 @dataclass(frozen=True)
@@ -336,6 +334,138 @@ class MiningResult:
         return self.mask.density
 
 
+class MiningHooks(Hooks):
+    """Gem-Miner's part of the training loop (see :func:`mine_scores`): the scores' steps
+    (:class:`MiningStep`), then after each epoch λ's adaptation, the freezing of the
+    schedule, the collapse guard, the epoch's record and its evaluation."""
+
+    stage = "mine"
+    where = "mining"
+
+    def __init__(
+        self,
+        model: nn.Module,
+        cfg: MineConfig,
+        device: torch.device,
+        *,
+        eval_batches: Mapping[str, Batches] | None = None,
+        eval_every: int = 1,
+        calibration_batches: Batches | None = None,
+        runtime: Runtime = SINGLE,
+    ) -> None:
+        self.model = model
+        self.cfg = cfg
+        self.device = device
+        self.eval_batches = eval_batches
+        self.eval_every = eval_every
+        self.calibration_batches = calibration_batches
+        self.runtime = runtime
+        self.layers = score_layers(model)
+        self.step = MiningStep(model, cfg)
+        self.schedule = FreezeSchedule(cfg.density, cfg.epochs, cfg.period, cfg.freeze_schedule)
+        _, self.total = flag_counts(model)
+        self.floors = (
+            {name: layer_floor(m, cfg.min_layer_density) for name, m in self.layers.items()}
+            if cfg.collapse_guard
+            else {}
+        )
+        self.lam = cfg.lam  # the λ of the next epoch
+
+    @property
+    def before_step(self) -> Callable[[], None] | None:  # type: ignore[override]
+        return self.step.before_step
+
+    def after_step(self) -> None:
+        self.step.after_step()
+
+    def before_epoch(self, epoch: int) -> None:
+        self.step.set_lambda(self.lam)  # after a resume too: the checkpoint's λ
+
+    def after_epoch(self, epoch: int, stats: EpochStats, lr: float) -> dict:
+        epoch_lam = self.lam
+        if self.cfg.auto_lambda:
+            self.lam = adapt_lambda(
+                self.lam, rounded_mask(self.model).density, self.schedule.bound(epoch)
+            )
+        frozen = self._freeze(epoch)
+        guarded, collapsed, density = self._guard(epoch)
+        active, _ = flag_counts(self.model)
+        record = {
+            "phase": "mine",
+            "epoch": epoch,
+            "loss": stats.loss,
+            "reg": regularization_value(self.model, self.cfg.regularizer),
+            "lam": epoch_lam,
+            "train_acc": stats.accuracy,
+            "lr": lr,
+            "density": density,
+            "flag_density": active / self.total,
+            "bound": self.schedule.bound(epoch),
+            "frozen": frozen,
+        }
+        if guarded or collapsed:
+            record.update(guarded=guarded, collapsed=collapsed)
+        record.update(self._evaluation(epoch))
+        return record
+
+    def _freeze(self, epoch: int) -> int:
+        """Freeze the scores the schedule drops after ``epoch``; returns how many."""
+        if not self.schedule.freezes_after(epoch):
+            return 0
+        return freeze_scores(
+            self.model,
+            self.schedule.freeze_count(epoch, flag_counts(self.model)[0], self.total),
+            self.floors,
+            highest=self.cfg.freeze_order == "highest",
+            ties_together=self.schedule.kind == "authors",
+        )
+
+    def _guard(self, epoch: int) -> tuple[dict[str, int], list[str], float]:
+        """Apply the collapse guard, make every rank's scores and flags rank 0's, and tell
+        about collapsed layers. Returns the guarded layers, the collapsed ones and the
+        rounded mask's density."""
+        # the rounded mask of an inverted run (highest scores frozen) is not its ticket
+        lowest = self.cfg.freeze_order == "lowest"
+        guarded = guard_collapse(self.model, self.floors) if lowest else {}
+        self.runtime.broadcast_([t for m in self.layers.values() for t in (m.scores, m.flags)])
+        mask = rounded_mask(self.model)
+        collapsed = [row.name for row in mask.layers() if row.kept == 0]
+        _collapse_notice(epoch, guarded, collapsed, self.runtime)
+        return guarded, collapsed, mask.density
+
+    def _evaluation(self, epoch: int) -> dict[str, float]:
+        """The rounded network's accuracies after ``epoch``, if evaluation is due: after the
+        last epoch first with the BatchNorm statistics of mining (the authors' protocol,
+        ``<split>_acc_running_bn``), then, as every time, with statistics re-estimated for
+        the current mask (``<split>_acc``)."""
+        if self.eval_batches is None or not evaluation_due(epoch, self.cfg.epochs, self.eval_every):
+            return {}
+        accs = {}
+        if epoch == self.cfg.epochs:
+            accs = evaluate_splits(
+                self.model, self.eval_batches, self.device, self.runtime, "_running_bn"
+            )
+        self.recalibrate()
+        accs.update(evaluate_splits(self.model, self.eval_batches, self.device, self.runtime))
+        return accs
+
+    def recalibrate(self) -> None:
+        """Re-estimate BatchNorm statistics for the current mask (with calibration batches)."""
+        if self.calibration_batches is not None:
+            recalibrate_batchnorm(
+                self.model,
+                self.calibration_batches,
+                self.device,
+                self.cfg.bn_recalibration_batches,
+            )
+
+    def state(self) -> dict[str, float]:
+        return {"lam": self.lam}
+
+    def load_state(self, state: Mapping[str, Any]) -> None:
+        self.lam = state.get("lam", self.lam)
+
+
 def mine_scores(
     model: nn.Module,
     train_batches: Batches,
@@ -368,106 +498,33 @@ def mine_scores(
     is also logged at INFO on the ``gemminer`` logger.
     """
     model.to(device)
-    net = runtime.training_module(model, device)
-    layers = score_layers(model)
-    step = MiningStep(model, cfg)
-    optimizer = step.optimizer
-    scheduler = build_scheduler(optimizer, cfg.optim, cfg.epochs)
-    schedule = FreezeSchedule(cfg.density, cfg.epochs, cfg.period, cfg.freeze_schedule)
-    _, total = flag_counts(model)
-    floors = (
-        {name: layer_floor(m, cfg.min_layer_density) for name, m in layers.items()}
-        if cfg.collapse_guard
-        else {}
+    hooks = MiningHooks(
+        model,
+        cfg,
+        device,
+        eval_batches=eval_batches,
+        eval_every=eval_every,
+        calibration_batches=calibration_batches,
+        runtime=runtime,
     )
-    lam = cfg.lam
-
-    state = Resumable(
-        checkpoint,
+    optimizer = hooks.step.optimizer
+    trainer = Trainer(
         model,
         optimizer,
-        scheduler,
-        {"train": train_batches, "calibration": calibration_batches},
+        build_scheduler(optimizer, cfg.optim, cfg.epochs),
+        train_batches,
+        device,
+        cfg.epochs,
+        hooks,
+        checkpoint=checkpoint,
+        loaders={"calibration": calibration_batches},
+        on_epoch=on_epoch,
+        progress=progress,
+        runtime=runtime,
     )
-    first, resume, history, extra = state.restore()
-    lam = extra.get("lam", lam)
-    evaluated = False
-    for epoch in range(first, cfg.epochs + 1):
-        start = time.perf_counter()
-        lr = optimizer.param_groups[0]["lr"]
-        state.epoch_started()
-        step.set_lambda(lam)  # after a resume too: the checkpoint's λ
-        stats = train_epoch(
-            net,
-            train_batches,
-            optimizer,
-            device,
-            before_step=step.before_step,
-            after_step=step.after_step,
-            progress=Stage("mine", epoch, cfg.epochs) if progress else None,
-            resume=resume,
-            should_stop=state.should_stop,
-            where=f"mining epoch {epoch}",
-            runtime=runtime,
-        )
-        resume = None
-        if stats.stopped is not None:
-            raise state.interrupted(epoch, stats.stopped, history, {"lam": lam})
-        scheduler.step()
-        epoch_lam = lam
-        if cfg.auto_lambda:
-            lam = adapt_lambda(lam, rounded_mask(model).density, schedule.bound(epoch))
-        frozen = 0
-        if schedule.freezes_after(epoch):
-            frozen = freeze_scores(
-                model,
-                schedule.freeze_count(epoch, flag_counts(model)[0], total),
-                floors,
-                highest=cfg.freeze_order == "highest",
-                ties_together=schedule.kind == "authors",
-            )
-        # the rounded mask of an inverted run (highest scores frozen) is not its ticket
-        guarded = guard_collapse(model, floors) if cfg.freeze_order == "lowest" else {}
-        runtime.broadcast_([t for m in layers.values() for t in (m.scores, m.flags)])
-        mask = rounded_mask(model)
-        collapsed = [row.name for row in mask.layers() if row.kept == 0]
-        _collapse_notice(epoch, guarded, collapsed, runtime)
-        active, _ = flag_counts(model)
-        record = {
-            "phase": "mine",
-            "epoch": epoch,
-            "loss": stats.loss,
-            "reg": regularization_value(model, cfg.regularizer),
-            "lam": epoch_lam,
-            "train_acc": stats.accuracy,
-            "lr": lr,
-            "density": mask.density,
-            "flag_density": active / total,
-            "bound": schedule.bound(epoch),
-            "frozen": frozen,
-        }
-        if guarded or collapsed:
-            record.update(guarded=guarded, collapsed=collapsed)
-        evaluated = eval_batches is not None and evaluation_due(epoch, cfg.epochs, eval_every)
-        if evaluated:
-            if epoch == cfg.epochs:  # the authors' protocol: BatchNorm statistics of mining
-                for name, batches in eval_batches.items():  # type: ignore[union-attr]
-                    accuracy = evaluate(model, batches, device, runtime).accuracy
-                    record[f"{name}_acc_running_bn"] = accuracy
-            if calibration_batches is not None:
-                recalibrate_batchnorm(
-                    model, calibration_batches, device, cfg.bn_recalibration_batches
-                )
-            for name, batches in eval_batches.items():  # type: ignore[union-attr]
-                record[f"{name}_acc"] = evaluate(model, batches, device, runtime).accuracy
-        record["seconds"] = time.perf_counter() - start
-        history.append(record)
-        log_epoch(record, cfg.epochs, runtime)
-        state.epoch_done(epoch, history, {"lam": lam})
-        if on_epoch is not None:
-            on_epoch(record)
-    if not evaluated and calibration_batches is not None:
-        recalibrate_batchnorm(model, calibration_batches, device, cfg.bn_recalibration_batches)
+    history = trainer.fit()
+    if eval_batches is None:  # else the last epoch's evaluation re-estimated them
+        hooks.recalibrate()
     gem = rounded_mask(model)
     mask = flag_mask(model) if cfg.finetune_mask == "flags" else gem
     return MiningResult(mask, history, model, gem)

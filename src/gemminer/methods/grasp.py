@@ -4,9 +4,10 @@ With g the loss gradient and H the Hessian, removing weight q (δ = −w_q e_q) 
 squared gradient norm by ≈ 2 δᵀHg = −2 w_q (Hg)_q. The paper's score is
 S(−w) = −w ⊙ Hg and it *removes* the weights with the largest S (their removal raises, or
 least reduces, gradient flow). This module stores the negation, **w ⊙ Hg**, in
-``PruneResult.scores`` and keeps the highest, so "higher = keep" holds and the mask is the
-one of the reference code (alecwangcq/GraSP; ganguli-lab/Synaptic-Flow ``GraSP`` stores the
-same w ⊙ Hg and keeps its top). Scores are signed, not absolute values.
+``PruneResult.scores`` and keeps the highest (globally by default; ``scope="layer"`` with a
+``distribution`` per layer, :mod:`gemminer.methods.scoring`), so "higher = keep" holds and
+the mask is the one of the reference code (alecwangcq/GraSP; ganguli-lab/Synaptic-Flow
+``GraSP`` stores the same w ⊙ Hg and keeps its top). Scores are signed, not absolute values.
 
 g is the gradient of the cross-entropy on logits divided by ``temperature`` (T = 200 in
 the paper), summed over ``batches`` training batches and detached; Hg is the gradient of
@@ -39,7 +40,6 @@ from dataclasses import dataclass
 import torch
 from torch.nn import functional as F
 
-from ..masking.threshold import global_mask
 from ._saliency import (
     check_bn_mode,
     check_positive_float,
@@ -49,11 +49,12 @@ from ._saliency import (
     scoring_copy,
     take_batches,
 )
-from .base import PruneContext, PruneResult, register_method
+from .base import PruneContext
+from .scoring import Scores, Thresholding, register_scorer
 
 
 @dataclass(frozen=True)
-class GraspSettings:
+class GraspSettings(Thresholding):
     """GraSP's settings; the defaults are the published method."""
 
     batches: int = 1
@@ -65,19 +66,20 @@ class GraspSettings:
     "train" (batch statistics, as alecwangcq/GraSP); the mode of the scoring copy."""
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         check_positive_int("grasp", "batches", self.batches)
         check_positive_float("grasp", "temperature", self.temperature)
         check_bn_mode("grasp", self.bn_mode)
 
 
-@register_method(
+@register_scorer(
     "grasp",
     settings=GraspSettings,
     default_init="kaiming_normal",
     description="GraSP (Wang et al. 2020): keep the largest w ⊙ Hg (gradient flow), global.",
 )
-def grasp(ctx: PruneContext, settings: GraspSettings) -> PruneResult:
-    """Score every prunable weight by w ⊙ Hg and keep the top ``ctx.density`` globally."""
+def grasp(ctx: PruneContext, settings: GraspSettings) -> Scores:
+    """Score every prunable weight by w ⊙ Hg."""
     model, weights = scoring_copy(ctx.model, ctx.device, mode=settings.bn_mode)
     params = list(weights.values())
     data = take_batches(ctx.train_batches, settings.batches, ctx.device, "grasp")
@@ -102,9 +104,4 @@ def grasp(ctx: PruneContext, settings: GraspSettings) -> PruneResult:
             acc.add_(h)
 
     scores = {name: (w * h).detach().cpu() for (name, w), h in zip(weights.items(), hg)}
-    return PruneResult(
-        mask=global_mask(scores, ctx.density),
-        epochs_to_mask=epochs_for(ctx, settings.batches),
-        iterations_to_mask=settings.batches,
-        scores=scores,
-    )
+    return Scores(scores, epochs_for(ctx, settings.batches), settings.batches)

@@ -32,7 +32,9 @@ length of a round ("short" vs "long" IMP, Appendix B / Fig. 10 of the Gem-Miner 
 
 The shared loop, :func:`prune_iteratively`, also serves learning-rate rewinding
 (:mod:`gemminer.methods.lr_rewinding`), which keeps the trained weights instead of
-rewinding them.
+rewinding them. Each round trains in the shared training loop
+(:class:`~gemminer.training.trainer.Trainer`, with :class:`PruningRound`'s hooks), so a
+run stopped or killed continues in the round it was in, to the same result.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ from __future__ import annotations
 import copy
 import math
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from numbers import Real
 from typing import Any
@@ -48,11 +50,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..config import FinetuneConfig
 from ..errors import ConfigError, GemMinerError
 from ..masking import Mask, prunable_weights
 from ..masking.threshold import global_mask
-from ..training import finetune
+from ..training.finetune import MaskedTraining
+from ..training.loop import Batches, EpochStats
+from ..training.optim import build_optimizer, build_scheduler
+from ..training.trainer import Trainer
 from .base import PruneContext, PruneResult, register_method
 
 ROUND_SLACK = 0.01
@@ -218,8 +222,8 @@ class _SnapshotAfter:
     """``batches`` that call ``take()`` once ``steps`` batches have been drawn, when the
     next is asked for: the training loop draws a batch only after its previous step
     (optimizer step and mask enforcement) is done, so ``take`` sees the state after
-    exactly ``steps`` optimizer steps. Counts across epochs; other attributes (length,
-    loader state) are the wrapped loader's."""
+    exactly ``steps`` optimizer steps. Counts across epochs (``drawn``: from the start of
+    the first round); other attributes (length, loader state) are the wrapped loader's."""
 
     def __init__(self, batches: Iterable[Any], steps: int, take: Callable[[], None]) -> None:
         self.batches = batches
@@ -243,6 +247,126 @@ class _SnapshotAfter:
         return getattr(self.batches, name)
 
 
+class Rewind:
+    """Where the kept weights go back to after each pruning: the parameters and buffers
+    after ``step`` optimizer steps of the first round (0: the initialization), taken by
+    :meth:`take` during that round."""
+
+    def __init__(self, model: nn.Module, step: int) -> None:
+        self.model = model
+        self.step = step
+        self.state: dict[str, torch.Tensor] | None = _full_state(model) if step == 0 else None
+
+    def take(self) -> None:
+        if self.state is None:  # a resumed run may hold it already
+            self.state = _full_state(self.model)
+
+
+class PruningRound(MaskedTraining):
+    """One round of iterative pruning in the shared training loop: training with ``mask``
+    fixed (:class:`MaskedTraining`), epochs numbered across rounds, the round in every
+    record, and in the checkpoint what continues the rounds (the round, its mask and a
+    warm rewind point)."""
+
+    def __init__(
+        self,
+        ctx: PruneContext,
+        model: nn.Module,
+        mask: Mask,
+        round_: int,
+        round_epochs: int,
+        rewind: Rewind | None,
+    ) -> None:
+        super().__init__(
+            model,
+            mask,
+            ctx.device,
+            round_epochs,
+            eval_batches=ctx.eval_batches,
+            eval_every=ctx.eval_every,
+            runtime=ctx.runtime,
+        )
+        self.round = round_
+        self.offset = (round_ - 1) * round_epochs  # epochs of the earlier rounds
+        self.rewind = rewind
+        self.stage = f"prune round {round_}"
+        self.where = f"pruning round {round_}"
+
+    def after_epoch(self, epoch: int, stats: EpochStats, lr: float) -> dict:
+        record = {
+            "phase": "prune",
+            "epoch": epoch,
+            "round": self.round,
+            "round_epoch": epoch - self.offset,
+            "loss": stats.loss,
+            "train_acc": stats.accuracy,
+            "lr": lr,
+            "density": self.mask.density,
+        }
+        record.update(self.evaluation(epoch - self.offset))
+        return record
+
+    def state(self) -> dict[str, Any]:
+        state: dict[str, Any] = {"round": self.round, "mask": dict(self.mask)}
+        if self.rewind is not None and self.rewind.step > 0 and self.rewind.state is not None:
+            state["rewind"] = self.rewind.state
+        return state
+
+
+def _train_round(
+    ctx: PruneContext,
+    hooks: PruningRound,
+    batches: Batches,
+    rounds: int,
+    resume: Mapping[str, Any] | bool,
+    history: list[dict],
+) -> list[dict]:
+    """Train one round with a fresh optimizer and schedule; returns the records so far."""
+    epochs = hooks.epochs
+    try:
+        optimizer = build_optimizer(hooks.model.parameters(), ctx.optim)
+        trainer = Trainer(
+            hooks.model,
+            optimizer,
+            build_scheduler(optimizer, ctx.optim, epochs),
+            batches,
+            ctx.device,
+            epochs,
+            hooks,
+            checkpoint=ctx.checkpoint,
+            on_epoch=ctx.on_epoch,
+            progress=ctx.progress,
+            runtime=ctx.runtime,
+            offset=hooks.offset,
+            total=rounds * epochs,
+        )
+        return trainer.fit(resume, history)
+    finally:
+        hooks.remove()
+
+
+def _prune(model: nn.Module, mask: Mask, density: float) -> tuple[Mask, dict[str, torch.Tensor]]:
+    """The mask at ``density`` by global magnitude among the weights ``mask`` keeps, and
+    the magnitudes |w| (pruned weights are exactly zero after training)."""
+    magnitudes = {n: w.detach().abs().cpu() for n, w in prunable_weights(model).items()}
+    # -inf keeps pruned weights from coming back
+    candidates = {n: m.masked_fill(~mask[n], -math.inf) for n, m in magnitudes.items()}
+    return global_mask(candidates, density), magnitudes
+
+
+def _ticket_weights(model: nn.Module, mask: Mask, rewind: Rewind | None) -> dict:
+    """The weights to finetune: the rewind point's parameters, or (no rewinding) the
+    trained ones with the pruned weights zeroed."""
+    if rewind is None:
+        weights = _parameters(model)
+        for name, keep in mask.items():
+            weights[name].mul_(keep.to(weights[name].dtype))
+        return weights
+    assert rewind.state is not None  # set at init or during round 1
+    params = {n for n, _ in model.named_parameters()}
+    return {k: v for k, v in rewind.state.items() if k in params}
+
+
 def prune_iteratively(
     ctx: PruneContext,
     densities: tuple[float, ...],
@@ -259,6 +383,8 @@ def prune_iteratively(
     (learning-rate rewinding: each round restarts the schedule).
     Every round trains ``round_epochs`` epochs with a fresh optimizer and schedule from
     ``ctx.optim``. ``on_round(r, mask)`` sees the mask after each round's pruning.
+    ``ctx.checkpoint`` (optional) keeps the state after every epoch and on a stop signal,
+    and a later call continues from it (in the round it was in).
     Returns the final mask; the weights to finetune (the rewind point, or the trained
     weights with the pruned ones zeroed); scores |w| of the last round's trained weights
     (pruned ones 0).
@@ -271,75 +397,50 @@ def prune_iteratively(
             f"round's {round_steps} optimizer steps ({round_epochs} epochs of {per_epoch})"
         )
     model = copy.deepcopy(ctx.model)
-    initial = _full_state(model)
-    rewind_state = initial if rewind_step == 0 else None
-
-    def snapshot() -> None:
-        nonlocal rewind_state
-        rewind_state = _full_state(model)
-
+    rewind = None if rewind_step is None else Rewind(model, rewind_step)
+    model.to(ctx.device)
+    for p in model.parameters():
+        p.requires_grad_(True)
     first_round_batches = ctx.train_batches
-    if rewind_step:
-        first_round_batches = _SnapshotAfter(ctx.train_batches, rewind_step, snapshot)
-    mask = Mask.ones_like(model)
-    cfg = FinetuneConfig(epochs=round_epochs, batch_size=ctx.batch_size, optim=ctx.optim)
+    if rewind is not None and rewind.step:
+        first_round_batches = _SnapshotAfter(ctx.train_batches, rewind.step, rewind.take)
+    first, mask = 1, Mask.ones_like(model)
+    saved = ctx.checkpoint.load() if ctx.checkpoint is not None else None
+    if saved is not None:  # continue in the round the checkpoint was written in
+        first, mask = saved["extra"]["round"], Mask(saved["extra"]["mask"])
+        if rewind is not None and "rewind" in saved["extra"]:
+            rewind.state = dict(saved["extra"]["rewind"])
+        if isinstance(first_round_batches, _SnapshotAfter):
+            first_round_batches.drawn = saved["epoch"] * per_epoch  # the epochs done
     history: list[dict] = []
     magnitudes: dict[str, torch.Tensor] = {}
 
-    for r, density in enumerate(densities, 1):
-
-        def on_epoch(record: dict, r: int = r) -> None:
-            record = {
-                **record,
-                "phase": "prune",
-                "round": r,
-                "round_epoch": record["epoch"],
-                "epoch": (r - 1) * round_epochs + record["epoch"],
-            }
-            history.append(record)
-            if ctx.on_epoch is not None:
-                ctx.on_epoch(record)
-
-        finetune(
-            model,
-            mask,
+    for r in range(first, len(densities) + 1):
+        history = _train_round(
+            ctx,
+            PruningRound(ctx, model, mask, r, round_epochs, rewind),
             first_round_batches if r == 1 else ctx.train_batches,
-            cfg,
-            ctx.device,
-            eval_batches=ctx.eval_batches,
-            eval_every=ctx.eval_every,
-            on_epoch=on_epoch,
-            progress=ctx.progress,
-            runtime=ctx.runtime,
+            len(densities),
+            saved if r == first and saved is not None else False,
+            history,
         )
-        magnitudes = {n: w.detach().abs().cpu() for n, w in prunable_weights(model).items()}
-        # pruned weights are exactly zero after training; -inf keeps them from coming back
-        candidates = {n: m.masked_fill(~mask[n], -math.inf) for n, m in magnitudes.items()}
-        mask = global_mask(candidates, density)
+        mask, magnitudes = _prune(model, mask, densities[r - 1])
         if on_round is not None:
             on_round(r, mask)
-        if rewind_step is not None and rewind_state is None:
+        if rewind is not None and rewind.state is None:
             raise GemMinerError(
                 f"the first round ended after {getattr(first_round_batches, 'drawn', 0)} "
                 f"batches, before the rewind step {rewind_step}: the training data yielded "
                 f"fewer batches than its length ({per_epoch} an epoch)"
             )
-        if rewind_state is not None and r < len(densities):
-            model.load_state_dict(rewind_state)
+        if rewind is not None and rewind.state is not None and r < len(densities):
+            model.load_state_dict(rewind.state)
 
-    if rewind_step is None:
-        weights = _parameters(model)
-        for name, keep in mask.items():
-            weights[name].mul_(keep.to(weights[name].dtype))
-    else:
-        assert rewind_state is not None  # set at init or during round 1
-        params = {n for n, _ in model.named_parameters()}
-        weights = {k: v for k, v in rewind_state.items() if k in params}
     return PruneResult(
         mask=mask,
         epochs_to_mask=float(len(densities) * round_epochs),
         iterations_to_mask=len(densities) * round_steps,
-        weights=weights,
+        weights=_ticket_weights(model, mask, rewind),
         scores=magnitudes,
         history=history,
     )

@@ -1,66 +1,61 @@
-"""Random pruning at fixed layer-wise densities: uniform (``random``) and ERK (``random-erk``).
+"""Random pruning: U[0, 1) scores, kept by the shared thresholding (:mod:`.scoring`).
 
-Both keep weights at random inside each layer (U[0, 1) scores seeded from ``ctx.seed``,
-the highest kept); they differ only in how the target is split across layers. Kept counts
-are integers that add up exactly to ``round(density · total)`` (see
-:mod:`gemminer.methods._ratios`), and no training is spent (0 epochs, 0 iterations).
+The scores are drawn per weight from ``ctx.seed`` and no training is spent (0 epochs,
+0 iterations); where they are kept is the settings' business
+(:class:`~gemminer.methods.scoring.Thresholding`):
 
-* ``random``: every layer keeps the same fraction, ``density``; each layer's count is
-  ``density · size`` rounded up or down (largest remainder), so within one weight.
-* ``random-erk``: the Erdős–Rényi-Kernel densities of RigL (Evci et al. 2020):
-  density_l = ε · (n_in + n_out + k_h + k_w) / (n_in · n_out · k_h · k_w) for a
-  convolution, ε · (n_in + n_out) / (n_in · n_out) for a linear layer (the sum of the
-  weight's dimensions over their product), with ε solved so the total kept count is the
-  target. A layer whose density would exceed 1 is made dense and ε is solved again for
-  the others, until none exceeds 1 (RigL's loop; its ``erk_power_scale`` is 1 here).
+* ``random`` (``scope="layer"``, ``distribution="uniform"``): every layer keeps the same
+  fraction, ``density``; each layer's count is ``density · size`` rounded up or down
+  (largest remainder), so within one weight, and the counts add up exactly to
+  ``round(density · total)`` (see :mod:`gemminer.methods._ratios`).
+* ``random-erk``, i.e. ``random`` with ``distribution="erk"``: the Erdős–Rényi-Kernel
+  densities of RigL (Evci et al. 2020): density_l = ε · (n_in + n_out + k_h + k_w) /
+  (n_in · n_out · k_h · k_w) for a convolution, ε · (n_in + n_out) / (n_in · n_out) for a
+  linear layer (the sum of the weight's dimensions over their product), with ε solved so
+  the total kept count is the target. A layer whose density would exceed 1 is made dense
+  and ε is solved again for the others, until none exceeds 1 (RigL's loop; its
+  ``erk_power_scale`` is 1 here).
+* ``distribution="smart-ratio"``: Smart Ratio v1's densities (the ``smart-ratio`` method's
+  default mask); ``scope="global"``: one random top-k over all layers.
 """
 
 from __future__ import annotations
 
-import math
+from dataclasses import dataclass
 
-from ..masking import prunable_weights
-from ._ratios import allocate_counts, layer_sizes, random_result, random_scores, target_count
-from .base import NoSettings, PruneContext, PruneResult, register_method
-
-
-def erk_ratio(shape: tuple[int, ...]) -> float:
-    """The ERK relative density of a weight: the sum of its dimensions over their product."""
-    return sum(shape) / math.prod(shape)
+from ._ratios import random_scores
+from .base import PruneContext
+from .scoring import Scores, Thresholding, register_scorer
 
 
-def uniform_counts(ctx: PruneContext) -> dict[str, int]:
-    """Per-layer keep counts at the same density in every layer, summing to the target."""
-    sizes = layer_sizes(ctx)
-    target = target_count("random", ctx.density, sum(sizes.values()))
-    return allocate_counts("random", sizes, dict.fromkeys(sizes, 1.0), target)
+@dataclass(frozen=True)
+class RandomSettings(Thresholding):
+    """Random pruning: every layer at the target density unless ``scope`` or
+    ``distribution`` say otherwise."""
+
+    scope: str = "layer"
 
 
-def erk_counts(ctx: PruneContext) -> dict[str, int]:
-    """Per-layer keep counts at ERK densities (capped at 1), summing to the target."""
-    sizes = layer_sizes(ctx)
-    ratios = {n: erk_ratio(tuple(w.shape)) for n, w in prunable_weights(ctx.model).items()}
-    target = target_count("random-erk", ctx.density, sum(sizes.values()))
-    return allocate_counts("random-erk", sizes, ratios, target)
+@dataclass(frozen=True)
+class RandomErkSettings(RandomSettings):
+    """``random-erk``: random pruning at ERK layer densities."""
+
+    distribution: str = "erk"
 
 
-@register_method(
+@register_scorer(
+    "random-erk",
+    settings=RandomErkSettings,
+    default_init="kaiming_normal",
+    description="Random pruning at Erdős–Rényi-Kernel layer densities (RigL, Evci et al. "
+    "2020); random with distribution=erk.",
+)
+@register_scorer(
     "random",
-    settings=NoSettings,
+    settings=RandomSettings,
     default_init="kaiming_normal",
     description="Random pruning: every layer keeps the target density, at random positions.",
 )
-def random_uniform(ctx: PruneContext, settings: NoSettings) -> PruneResult:
-    """Keep ``density`` of every layer at random (seeded by ``ctx.seed``)."""
-    return random_result(random_scores(ctx), uniform_counts(ctx))
-
-
-@register_method(
-    "random-erk",
-    settings=NoSettings,
-    default_init="kaiming_normal",
-    description="Random pruning at Erdős–Rényi-Kernel layer densities (RigL, Evci et al. 2020).",
-)
-def random_erk(ctx: PruneContext, settings: NoSettings) -> PruneResult:
-    """Keep ERK layer densities at random positions (seeded by ``ctx.seed``)."""
-    return random_result(random_scores(ctx), erk_counts(ctx))
+def score_at_random(ctx: PruneContext, settings: object) -> Scores:
+    """U[0, 1) per prunable weight, seeded by ``ctx.seed``."""
+    return Scores(random_scores(ctx))

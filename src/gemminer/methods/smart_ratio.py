@@ -29,7 +29,10 @@ convolutions included) numbered l = 1 … L:
 
 Within each layer the kept weights are random: the scores are U[0, 1) per weight drawn
 from ``ctx.seed``, in every layer and every variant, and each layer keeps its highest
-scores. No training is spent (0 epochs, 0 iterations).
+scores — the ``random`` method's scores, kept by the shared thresholding
+(:mod:`gemminer.methods.scoring`) at Smart Ratio's counts, so SR-v1 is also
+``random`` with ``distribution="smart-ratio"``. No training is spent (0 epochs, 0
+iterations).
 
 Clipping: when γ · w_l would exceed 1 (dense targets, or the first layers of a deep
 network), the layer is made dense and γ solved again for the remaining layers, until no
@@ -69,8 +72,9 @@ from torch import nn
 
 from ..errors import ConfigError, GemMinerError
 from ..masking import Mask
-from ._ratios import allocate_counts, layer_sizes, random_result, random_scores, target_count
-from .base import PruneContext, PruneResult, register_method
+from ._ratios import allocate_counts, target_count, weight_counts
+from .random_pruning import score_at_random
+from .scoring import register_scorer
 
 VARIANTS = ("v1", "v2", "v3")
 DEPTH_RULES = ("auto", "resnet", "vgg")
@@ -129,6 +133,13 @@ class SmartRatioSettings:
         if not isinstance(self.match_target, bool):
             raise ConfigError(f"{name}: match_target must be true or false")
 
+    def layer_counts(self, model: nn.Module, density: float, method: str) -> dict[str, int]:
+        """Every layer's kept count (SR-v2 reads its reference mask here)."""
+        reference = None
+        if self.variant == "v2":
+            reference = load_reference(self.reference_mask, model)
+        return smart_ratio_counts(model, density, self, reference)
+
 
 @dataclass(frozen=True)
 class SmartRatioV3Settings(SmartRatioSettings):
@@ -174,10 +185,13 @@ def reference_counts(reference: Mask, first: str, last: str) -> dict[str, int]:
 
 
 def smart_ratio_counts(
-    ctx: PruneContext, settings: SmartRatioSettings, reference: Mask | None = None
+    model: nn.Module,
+    density: float,
+    settings: SmartRatioSettings,
+    reference: Mask | None = None,
 ) -> dict[str, int]:
-    """The kept count of every prunable layer (see the module docstring)."""
-    sizes = layer_sizes(ctx)
+    """The kept count of every prunable layer of ``model`` (see the module docstring)."""
+    sizes = weight_counts(model)
     names = list(sizes)
     need = 2 if settings.variant == "v1" else 3
     if len(names) < need:
@@ -186,10 +200,8 @@ def smart_ratio_counts(
             f"the model has {len(names)}"
         )
     first, last = names[0], names[-1]
-    ratios = dict(
-        zip(names, depth_weights(len(names), resolve_rule(ctx.model, settings.depth_rule)))
-    )
-    target = target_count("smart-ratio", ctx.density, sum(sizes.values()))
+    ratios = dict(zip(names, depth_weights(len(names), resolve_rule(model, settings.depth_rule))))
+    target = target_count("smart-ratio", density, sum(sizes.values()))
     last_count = min(sizes[last], round(settings.last_layer_ratio * sizes[last]))
     v1_fixed = {last: last_count}
     if settings.variant == "v1":
@@ -207,34 +219,18 @@ def smart_ratio_counts(
     return counts
 
 
-def _run(ctx: PruneContext, settings: SmartRatioSettings) -> PruneResult:
-    reference = None
-    if settings.variant == "v2":
-        reference = load_reference(settings.reference_mask, ctx.model)
-    counts = smart_ratio_counts(ctx, settings, reference)
-    # Every layer random, SR-v2's first and last too: only their counts come from the
-    # reference (Appendix B; SmartRatio.py shuffles those layers like the others).
-    return random_result(random_scores(ctx), counts)
-
-
-@register_method(
+# Every layer random, SR-v2's first and last too: only their counts come from the reference
+# (Appendix B; SmartRatio.py shuffles those layers like the others).
+register_scorer(
     "smart-ratio",
     settings=SmartRatioSettings,
     default_init="kaiming_normal",
     description="Smart Ratio (Su et al. 2020): random pruning at quadratically decaying "
     "layer densities; variants v2/v3 of the paper's Table 16.",
-)
-def smart_ratio(ctx: PruneContext, settings: SmartRatioSettings) -> PruneResult:
-    """Random within each layer at Smart Ratio's layer-wise densities."""
-    return _run(ctx, settings)
-
-
-@register_method(
+)(score_at_random)
+register_scorer(
     "smart-ratio-v3",
     settings=SmartRatioV3Settings,
     default_init="kaiming_normal",
     description="Smart Ratio v3 (Table 16): first and last layers dense, Smart Ratio between.",
-)
-def smart_ratio_v3(ctx: PruneContext, settings: SmartRatioSettings) -> PruneResult:
-    """Smart Ratio with the first and last layers dense (``variant="v3"`` by default)."""
-    return _run(ctx, settings)
+)(score_at_random)

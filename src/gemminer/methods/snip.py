@@ -3,7 +3,9 @@
 The score of a weight is |∂L/∂w ⊙ w|, the first-order change of the loss when the weight
 is removed (equivalently |∂L/∂m| of a multiplicative mask m at m = 1). The gradient is
 that of the cross-entropy summed over ``batches`` training batches (the original uses one
-batch), on a copy of the network. The highest scores are kept, globally across layers.
+batch), on a copy of the network. The highest scores are kept by the shared thresholding
+(:mod:`gemminer.methods.scoring`): globally across layers (the original), or per layer with
+``scope="layer"`` and a ``distribution``.
 
 The copy scores in **eval mode** by default (``bn_mode="eval"``): BatchNorm normalizes
 with its running statistics — for a fresh network mean 0 and variance 1, so it is the
@@ -26,7 +28,6 @@ from dataclasses import dataclass
 import torch
 from torch.nn import functional as F
 
-from ..masking.threshold import global_mask
 from ._saliency import (
     check_bn_mode,
     check_positive_int,
@@ -35,12 +36,13 @@ from ._saliency import (
     scoring_copy,
     take_batches,
 )
-from .base import PruneContext, PruneResult, register_method
+from .base import PruneContext
+from .scoring import Scores, Thresholding, register_scorer
 
 
 @dataclass(frozen=True)
-class SnipSettings:
-    """SNIP's settings; the defaults are the published method."""
+class SnipSettings(Thresholding):
+    """SNIP's settings; the defaults are the published method (global top-k)."""
 
     batches: int = 1
     """Training batches whose loss gradients are summed before scoring."""
@@ -49,18 +51,19 @@ class SnipSettings:
     "train" (batch statistics); the mode of the scoring copy."""
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         check_positive_int("snip", "batches", self.batches)
         check_bn_mode("snip", self.bn_mode)
 
 
-@register_method(
+@register_scorer(
     "snip",
     settings=SnipSettings,
     default_init="kaiming_normal",
     description="SNIP (Lee et al. 2019): keep the largest |∂L/∂w ⊙ w|, one shot, global.",
 )
-def snip(ctx: PruneContext, settings: SnipSettings) -> PruneResult:
-    """Score every prunable weight by |g ⊙ w| and keep the top ``ctx.density`` globally."""
+def snip(ctx: PruneContext, settings: SnipSettings) -> Scores:
+    """Score every prunable weight by |g ⊙ w|."""
     model, weights = scoring_copy(ctx.model, ctx.device, mode=settings.bn_mode)
     params = list(weights.values())
     total = [torch.zeros_like(w) for w in params]
@@ -70,9 +73,4 @@ def snip(ctx: PruneContext, settings: SnipSettings) -> PruneResult:
         for acc, g in zip(total, grads_or_zeros(grads, params)):
             acc.add_(g)
     scores = {name: (g * w).detach().abs().cpu() for (name, w), g in zip(weights.items(), total)}
-    return PruneResult(
-        mask=global_mask(scores, ctx.density),
-        epochs_to_mask=epochs_for(ctx, settings.batches),
-        iterations_to_mask=settings.batches,
-        scores=scores,
-    )
+    return Scores(scores, epochs_for(ctx, settings.batches), settings.batches)

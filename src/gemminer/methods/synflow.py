@@ -3,8 +3,10 @@
 On a copy of the network with every floating-point parameter and buffer replaced by its
 absolute value, the input is a single all-ones image and R = Σ outputs (the "synaptic
 flow"). A weight's score is |∂R/∂w ⊙ w| with the current mask applied (pruned weights are
-zero). Over ``iterations`` rounds k = 1..n the mask is re-thresholded globally to density
-``density^(k/n)``, so the last round reaches the target exactly.
+zero). Over ``iterations`` rounds k = 1..n the mask is re-thresholded to density
+``density^(k/n)`` by the shared thresholding (:mod:`gemminer.methods.scoring`: globally,
+the original, or per layer with ``scope="layer"``), and the last round's scores are
+thresholded at the target.
 
 As in the reference (ganguli-lab/Synaptic-Flow), the copy is in eval mode: BatchNorm then
 uses its running statistics, which at initialization (mean 0, variance 1) make it the
@@ -18,7 +20,7 @@ by their maximum (in float64) before thresholding, so the float32 values the sha
 threshold code compares stay in [0, 1]; scores smaller than ~1e-45 of the maximum become
 0 and tie (broken by position). Weights pruned in an earlier round get score −1, so they
 never come back (the density only decreases). ``PruneResult.scores`` holds the last
-round's scores, thresholding them globally at the target density gives the mask.
+round's scores; thresholding them at the target density gives the mask.
 """
 
 from __future__ import annotations
@@ -28,9 +30,9 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import ConfigError
-from ..masking.threshold import global_mask
 from ._saliency import check_positive_int, grads_or_zeros, peek_input_shape, scoring_copy
-from .base import PruneContext, PruneResult, register_method
+from .base import PruneContext
+from .scoring import Scores, Thresholding, register_scorer, threshold
 
 
 def _parse_shape(value: object) -> tuple[int, ...] | None:
@@ -59,7 +61,7 @@ def _parse_shape(value: object) -> tuple[int, ...] | None:
 
 
 @dataclass(frozen=True)
-class SynflowSettings:
+class SynflowSettings(Thresholding):
     """SynFlow's settings; the defaults are the published method."""
 
     iterations: int = 100
@@ -69,6 +71,7 @@ class SynflowSettings:
     ints is accepted too and stored as such a string."""
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         check_positive_int("synflow", "iterations", self.iterations)
         shape = _parse_shape(self.input_shape)
         canonical = "" if shape is None else ",".join(map(str, shape))
@@ -80,14 +83,15 @@ class SynflowSettings:
         return _parse_shape(self.input_shape)
 
 
-@register_method(
+@register_scorer(
     "synflow",
     settings=SynflowSettings,
     default_init="kaiming_normal",
     description="SynFlow (Tanaka et al. 2020): data-free, iterative, keep the largest flow.",
 )
-def synflow(ctx: PruneContext, settings: SynflowSettings) -> PruneResult:
-    """Prune to ``ctx.density`` over ``settings.iterations`` rounds of synaptic-flow scores."""
+def synflow(ctx: PruneContext, settings: SynflowSettings) -> Scores:
+    """Synaptic-flow scores after ``settings.iterations - 1`` rounds of pruning towards
+    ``ctx.density`` (the last round's mask is the shared thresholding of these scores)."""
     shape = settings.shape or peek_input_shape(ctx.train_batches, "synflow")
     model, weights = scoring_copy(ctx.model, ctx.device, torch.float64)
     model.eval()
@@ -95,26 +99,35 @@ def synflow(ctx: PruneContext, settings: SynflowSettings) -> PruneResult:
         for t in model.state_dict().values():
             if t.is_floating_point():
                 t.abs_()
-    params = list(weights.values())
     x = torch.ones((1, *shape), dtype=torch.float64, device=ctx.device)
-
     alive = {name: torch.ones_like(w, dtype=torch.bool) for name, w in weights.items()}
     n = settings.iterations
-    mask = scores = None
-    for k in range(1, n + 1):
-        with torch.no_grad():
-            for name, w in weights.items():
-                w.mul_(alive[name])
-        flow = model(x).sum()
-        grads = grads_or_zeros(torch.autograd.grad(flow, params, allow_unused=True), params)
-        with torch.no_grad():
-            raw = {name: (g * w).abs() for (name, w), g in zip(weights.items(), grads)}
-            top = max(float(r.max()) for r in raw.values())
-            scale = top if top > 0 else 1.0
-            scores = {
-                name: torch.where(alive[name], r / scale, -1.0).float().cpu()
-                for name, r in raw.items()
-            }
-        mask = global_mask(scores, ctx.density ** (k / n))
+    scores = _flow_scores(model, weights, alive, x)
+    for k in range(1, n):
+        mask = threshold(scores, ctx.model, ctx.density ** (k / n), settings, "synflow")
         alive = {name: m.to(ctx.device) for name, m in mask.items()}
-    return PruneResult(mask=mask, epochs_to_mask=0.0, iterations_to_mask=n, scores=scores)
+        scores = _flow_scores(model, weights, alive, x)
+    return Scores(scores, 0.0, n)
+
+
+def _flow_scores(
+    model: torch.nn.Module,
+    weights: dict[str, torch.Tensor],
+    alive: dict[str, torch.Tensor],
+    x: torch.Tensor,
+) -> dict[str, torch.Tensor]:
+    """One round's scores |∂R/∂w ⊙ w| with the pruned weights zeroed, divided by their
+    maximum (float32, on the CPU); pruned weights score −1."""
+    with torch.no_grad():
+        for name, w in weights.items():
+            w.mul_(alive[name])
+    params = list(weights.values())
+    flow = model(x).sum()
+    grads = grads_or_zeros(torch.autograd.grad(flow, params, allow_unused=True), params)
+    with torch.no_grad():
+        raw = {name: (g * w).abs() for (name, w), g in zip(weights.items(), grads)}
+        top = max(float(r.max()) for r in raw.values())
+        scale = top if top > 0 else 1.0
+        return {
+            name: torch.where(alive[name], r / scale, -1.0).float().cpu() for name, r in raw.items()
+        }

@@ -16,7 +16,8 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from ..errors import GemMinerError
-from .collect import Collection, Group, RunRecord, Stat, collect_runs, group_runs, read_run
+from .collect import Collection, Group, RunRecord, collect_runs, group_runs, read_run
+from .format import Stat
 
 __all__ = [
     "Collection",

@@ -13,7 +13,6 @@ deviation.
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +20,9 @@ from typing import Any
 
 from ..errors import RunError
 from ..notices import PREFIX, notice
-from ..runs import check_keys, load_mask, parse_config, read_json_object, read_jsonl
+from ..runs import RunDir, check_keys, load_mask, parse_config, read_json_object, read_jsonl
+from ..summary import RunSummary
+from .format import Stat, flatten
 from .labels import distinguishing_labels
 
 #: Config settings left out of the grouping key: the seeds (averaged over) and the settings
@@ -97,31 +98,6 @@ class RunRecord:
     @property
     def name(self) -> str:
         return self.path.name
-
-
-@dataclass(frozen=True)
-class Stat:
-    """Mean and sample standard deviation (``ddof=1``; None below two values)."""
-
-    mean: float | None
-    std: float | None
-    n: int
-
-    @classmethod
-    def of(cls, values: Iterable[float | None]) -> Stat:
-        xs = [float(v) for v in values if v is not None]
-        if not xs:
-            return cls(None, None, 0)
-        mean = sum(xs) / len(xs)
-        if len(xs) < 2:
-            return cls(mean, None, len(xs))
-        var = sum((x - mean) ** 2 for x in xs) / (len(xs) - 1)
-        return cls(mean, math.sqrt(var), len(xs))
-
-    @property
-    def err(self) -> float:
-        """The standard deviation, 0 when unknown (for error bars)."""
-        return self.std or 0.0
 
 
 @dataclass(frozen=True)
@@ -226,32 +202,24 @@ class Collection:
         return None
 
 
-def _read_layers(path: Path, summary: dict[str, Any]) -> tuple[LayerCount, ...]:
+def _read_layers(path: Path, summary: RunSummary) -> tuple[LayerCount, ...]:
     """The per-layer counts of ``mask.pt``, checked against what ``summary`` says of it."""
     if not path.is_file():
         return ()
     mask = load_mask(path)
-    expected = summary.get("layer_density")
-    if isinstance(expected, dict):
-        check_keys(path, mask, expected)
-    if summary.get("num_prunable") not in (None, mask.num_total):
+    if summary.layer_density is not None:
+        check_keys(path, mask, summary.layer_density)
+    if summary.num_prunable not in (None, mask.num_total):
         raise RunError(
             f"{path} holds {mask.num_total} weights, summary.json says "
-            f"{summary['num_prunable']} (damaged, or from another run?)"
+            f"{summary.num_prunable} (damaged, or from another run?)"
         )
     return tuple(LayerCount(row.name, row.total, row.kept) for row in mask.layers())
 
 
-def _flatten(config: dict[str, Any], prefix: str = "") -> dict[str, str]:
-    """``{"prune": {"epochs": 10}}`` → ``{"prune.epochs": "10"}`` (values as JSON text)."""
-    out: dict[str, str] = {}
-    for key, value in config.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):  # an empty dict adds no key: same as a missing one
-            out.update(_flatten(value, f"{name}."))
-        else:
-            out[name] = json.dumps(value, sort_keys=True)
-    return out
+def _known(value: Any, default: Any) -> Any:
+    """``value``, or ``default`` where the summary does not know it."""
+    return default if value is None else value
 
 
 def read_run(path: str | Path, *, layers: bool = True) -> RunRecord | None:
@@ -268,36 +236,38 @@ def read_run(path: str | Path, *, layers: bool = True) -> RunRecord | None:
             f"{path} is not a gemminer run folder (no config.json); pass run folders, e.g. runs/*"
         )
     config = read_json_object(path / "config.json")
-    parse_config(path / "config.json", config)  # a damaged config fails here
+    cfg = parse_config(path / "config.json", config)  # a damaged config fails here
     if not (path / "summary.json").is_file():
         return None
-    summary = read_json_object(path / "summary.json")
-    prune = config.get("prune") if isinstance(config.get("prune"), dict) else {}
-    target = summary.get("target_density", prune.get("density"))
-    density = summary.get("density", target)
-    if target is None or density is None:
-        raise RunError(f"{path}/summary.json names no density")
-    settings = {k: v for k, v in _flatten(config).items() if k not in IGNORED_SETTINGS}
+    summary = RunDir(path).summary()
+    target = _known(summary.target_density, cfg.prune.density)
+    density = _known(summary.density, target)
+    # the settings as written in config.json (a newer gemminer's defaults not filled in)
+    settings = {
+        k: json.dumps(v, sort_keys=True)
+        for k, v in flatten(config).items()
+        if k not in IGNORED_SETTINGS
+    }
     metrics = path / "metrics.jsonl"
     return RunRecord(
         path=path,
-        method=str(summary.get("method", config.get("method", "?"))),
-        model=str(summary.get("model", config.get("model", "?"))),
-        dataset=str(summary.get("dataset", config.get("dataset", "?"))),
-        sanity_check=str(summary.get("sanity_check") or config.get("sanity_check") or ""),
-        source_run=str(summary.get("source_run") or ""),
-        seed=int(summary.get("seed", config.get("seed", 0))),
+        method=_known(summary.method, cfg.method),
+        model=_known(summary.model, cfg.model),
+        dataset=_known(summary.dataset, cfg.dataset),
+        sanity_check=summary.sanity_check or cfg.sanity_check,
+        source_run=summary.source_run or "",
+        seed=_known(summary.seed, cfg.seed),
         target_density=float(target),
         density=float(density),
-        pre_acc=summary.get("pre_finetune_acc"),
-        post_acc=summary.get("post_finetune_acc"),
-        epochs_to_mask=summary.get("epochs_to_mask"),
+        pre_acc=summary.pre_finetune_acc,
+        post_acc=summary.post_finetune_acc,
+        epochs_to_mask=summary.epochs_to_mask,
         settings=tuple(sorted(settings.items())),
         metrics=tuple(read_jsonl(path / "metrics.jsonl")) if metrics.is_file() else (),
         layers=_read_layers(path / "mask.pt", summary) if layers else (),
-        gem_density=summary.get("gem_density"),
-        gem_acc=summary.get("gem_acc"),
-        gem_acc_running_bn=summary.get("gem_acc_running_bn"),
+        gem_density=summary.gem_density,
+        gem_acc=summary.gem_acc,
+        gem_acc_running_bn=summary.gem_acc_running_bn,
     )
 
 

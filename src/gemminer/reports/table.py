@@ -6,14 +6,9 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from .collect import Collection, Group, Stat
-
-
-def format_density(density: float | None) -> str:
-    """``0.0117`` → ``"1.17 % (98.83 % pruned)"``."""
-    if density is None:
-        return "—"
-    return f"{100 * density:.2f} % ({100 * (1 - density):.2f} % pruned)"
+from ..masking import format_density
+from .collect import Collection, Group
+from .format import Stat, markdown_table
 
 
 def format_accuracy(stat: Stat) -> str:
@@ -44,35 +39,42 @@ def format_target(group: Group) -> str:
     return f"{100 * group.target_density:.2f} %" if group.targeted else "—"
 
 
-def markdown_table(groups: Sequence[Group]) -> str:
+def results_table(groups: Sequence[Group]) -> str:
     """One row per group: method (+ sanity check), the finetuned ticket's density and
     accuracies, Gem-Miner's rounded mask (the rare gem: density, accuracy with BatchNorm
     re-estimated / with mining's statistics), seeds, epochs to the mask. The label names the
     model and data set where they vary."""
-    head = (
-        "| method | target density | ticket density | ticket pre-finetune accuracy "
-        "| post-finetune accuracy | rare gem density | rare gem accuracy (BN re-estimated "
-        "/ mining's BN) | seeds | epochs to mask |"
-    )
-    rows = [head, "|" + " --- |" * 2 + " ---: |" * 7]
+    header = [
+        "method",
+        "target density",
+        "ticket density",
+        "ticket pre-finetune accuracy",
+        "post-finetune accuracy",
+        "rare gem density",
+        "rare gem accuracy (BN re-estimated / mining's BN)",
+        "seeds",
+        "epochs to mask",
+    ]
+    rows = []
     for g in groups:
         gem = g.stat("gem_density").mean is not None
-        cells = [
-            g.label.replace("|", "\\|"),
-            format_target(g),
-            format_density(g.density.mean),
-            format_accuracy(g.pre_acc),
-            format_accuracy(g.post_acc),
-            format_density(g.stat("gem_density").mean) if gem else "—",
-            f"{format_accuracy(g.stat('gem_acc'))} / "
-            f"{format_accuracy(g.stat('gem_acc_running_bn'))}"
-            if gem
-            else "—",
-            format_seeds(g),
-            format_epochs(g.epochs_to_mask),
-        ]
-        rows.append("| " + " | ".join(cells) + " |")
-    return "\n".join(rows) + "\n"
+        rows.append(
+            [
+                g.label,
+                format_target(g),
+                format_density(g.density.mean, label=False),
+                format_accuracy(g.pre_acc),
+                format_accuracy(g.post_acc),
+                format_density(g.stat("gem_density").mean, label=False) if gem else "—",
+                f"{format_accuracy(g.stat('gem_acc'))} / "
+                f"{format_accuracy(g.stat('gem_acc_running_bn'))}"
+                if gem
+                else "—",
+                format_seeds(g),
+                format_epochs(g.epochs_to_mask),
+            ]
+        )
+    return markdown_table(header, rows, align=["---"] * 2 + ["---:"] * 7) + "\n"
 
 
 def _relative(path: Path, start: Path) -> str:
@@ -120,7 +122,7 @@ def render_report(
         lines.append(f"All runs: {cases[0][0]} on {cases[0][1]}.")
     lines.append("")
     if collection.groups:
-        lines += ["## Results", "", markdown_table(collection.groups)]
+        lines += ["## Results", "", results_table(collection.groups)]
     else:
         lines += ["No finished run (with a summary.json) was given.", ""]
     lines += ["## Figures", ""]

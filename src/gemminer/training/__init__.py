@@ -1,24 +1,30 @@
-"""Training loops: the shared epoch loop, evaluation, optimizers and ticket finetuning."""
+"""Training: the one epoch loop with hooks, evaluation, optimizers and ticket finetuning."""
 
-from .finetune import MaskedWeights, finetune
+from .finetune import MaskedTraining, MaskedWeights, finetune
 from .loop import (
     EpochStats,
     TrainingDivergedError,
     evaluate,
+    evaluate_splits,
     evaluation_due,
     recalibrate_batchnorm,
     resolve_device,
     train_epoch,
 )
 from .optim import build_optimizer, build_scheduler, milestone_epochs
+from .trainer import Hooks, Trainer
 
 __all__ = [
     "EpochStats",
+    "Hooks",
+    "MaskedTraining",
     "MaskedWeights",
+    "Trainer",
     "TrainingDivergedError",
     "build_optimizer",
     "build_scheduler",
     "evaluate",
+    "evaluate_splits",
     "evaluation_due",
     "finetune",
     "milestone_epochs",

@@ -1,4 +1,5 @@
-"""Resumable epoch loops: checkpoints every epoch and on SIGTERM/SIGINT.
+"""Checkpoints of the training loop (:class:`~gemminer.training.trainer.Trainer`): every
+epoch and on SIGTERM/SIGINT.
 
 A checkpoint holds everything the rest of a stage depends on: the model (scores, flags,
 weights, BatchNorm buffers), optimizer and LR-scheduler state, the generators of the data
@@ -179,8 +180,8 @@ class Resumable:
     """Checkpoint bookkeeping of an epoch loop over ``model``/``optimizer``/``scheduler``.
 
     ``loaders`` are the loop's data loaders by name ("train" first); their generator states
-    are saved so the data order continues exactly. Without a checkpoint every method is a
-    cheap no-op, so loops use it unconditionally.
+    are saved so the data order continues exactly. Without a checkpoint every method but
+    :meth:`restore` is a cheap no-op, so the loop uses it unconditionally.
     """
 
     def __init__(
@@ -202,19 +203,16 @@ class Resumable:
     def should_stop(self) -> Callable[[], bool] | None:
         return self.checkpoint.should_stop if self.checkpoint else None
 
-    def restore(self) -> tuple[int, EpochProgress | None, list[dict], dict[str, Any]]:
-        """(first epoch to run, progress inside it, finished records, extra state)."""
-        state = self.checkpoint.load() if self.checkpoint else None
-        if state is None:
-            return 1, None, [], {}
+    def restore(self, state: Mapping[str, Any]) -> None:
+        """Load a checkpoint's ``state`` (see :meth:`Checkpoint.load`) into the model,
+        optimizer, scheduler, loaders and global RNGs; the caller reads its epoch,
+        progress, history and extra state."""
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         for name, loader in self.loaders.items():
             _restore_loader(loader, state["loaders"].get(name))
         set_rng_state(state["rng"])
-        progress = EpochProgress(**state["progress"]) if state["progress"] else None
-        return state["epoch"] + 1, progress, list(state["history"]), dict(state["extra"])
 
     def epoch_started(self) -> None:
         """Call before iterating the training loader (remembers where its epoch begins)."""

@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 
 import torch
 from torch import nn
 
 from ..config import FinetuneConfig
 from ..masking import Mask, apply_mask, prunable_weights
-from .checkpoint import Checkpoint, Resumable
-from .loop import Batches, evaluate, evaluation_due, train_epoch
+from .checkpoint import Checkpoint
+from .loop import Batches, EpochStats, evaluate_splits, evaluation_due
 from .optim import build_optimizer, build_scheduler
-from .progress import Stage, log_epoch
 from .runtime import SINGLE, Runtime
-
-EpochCallback = Callable[[dict], None]
+from .trainer import EpochCallback, Hooks, Trainer
 
 
 class MaskedWeights:
@@ -47,6 +44,58 @@ class MaskedWeights:
         self._hooks.clear()
 
 
+class MaskedTraining(Hooks):
+    """Weight training with ``mask`` fixed (finetuning, and every round of IMP): pruned
+    weights are kept at zero after each step (:class:`MaskedWeights`); each epoch's
+    record holds its density and, when due, the accuracy on each of ``eval_batches``.
+    Call :meth:`remove` when done."""
+
+    stage = "finetune"
+    where = "finetuning"
+
+    def __init__(
+        self,
+        model: nn.Module,
+        mask: Mask,
+        device: torch.device,
+        epochs: int,
+        *,
+        eval_batches: Mapping[str, Batches] | None = None,
+        eval_every: int = 1,
+        runtime: Runtime = SINGLE,
+    ) -> None:
+        self.model = model
+        self.mask = mask
+        self.device = device
+        self.epochs = epochs
+        self.eval_batches = eval_batches
+        self.eval_every = eval_every
+        self.runtime = runtime
+        self.masked = MaskedWeights(model, mask)
+        self.after_step = self.masked.enforce
+
+    def after_epoch(self, epoch: int, stats: EpochStats, lr: float) -> dict:
+        record = {
+            "phase": "finetune",
+            "epoch": epoch,
+            "loss": stats.loss,
+            "train_acc": stats.accuracy,
+            "lr": lr,
+            "density": self.mask.density,
+        }
+        record.update(self.evaluation(epoch))
+        return record
+
+    def evaluation(self, epoch: int) -> dict[str, float]:
+        """The accuracies after ``epoch`` (of this run's ``epochs``), if evaluation is due."""
+        if self.eval_batches is None or not evaluation_due(epoch, self.epochs, self.eval_every):
+            return {}
+        return evaluate_splits(self.model, self.eval_batches, self.device, self.runtime)
+
+    def remove(self) -> None:
+        self.masked.remove()
+
+
 def finetune(
     model: nn.Module,
     mask: Mask,
@@ -71,50 +120,30 @@ def finetune(
     model.to(device)
     for p in model.parameters():
         p.requires_grad_(True)
-    masked = MaskedWeights(model, mask)
-    net = runtime.training_module(model, device)
-    optimizer = build_optimizer(model.parameters(), cfg.optim)
-    scheduler = build_scheduler(optimizer, cfg.optim, cfg.epochs)
-    state = Resumable(checkpoint, model, optimizer, scheduler, {"train": train_batches})
-    first, resume, history, _ = state.restore()
+    hooks = MaskedTraining(
+        model,
+        mask,
+        device,
+        cfg.epochs,
+        eval_batches=eval_batches,
+        eval_every=eval_every,
+        runtime=runtime,
+    )
     try:
-        for epoch in range(first, cfg.epochs + 1):
-            start = time.perf_counter()
-            lr = optimizer.param_groups[0]["lr"]
-            state.epoch_started()
-            stats = train_epoch(
-                net,
-                train_batches,
-                optimizer,
-                device,
-                after_step=masked.enforce,
-                progress=Stage("finetune", epoch, cfg.epochs) if progress else None,
-                resume=resume,
-                should_stop=state.should_stop,
-                where=f"finetuning epoch {epoch}",
-                runtime=runtime,
-            )
-            resume = None
-            if stats.stopped is not None:
-                raise state.interrupted(epoch, stats.stopped, history)
-            scheduler.step()
-            record = {
-                "phase": "finetune",
-                "epoch": epoch,
-                "loss": stats.loss,
-                "train_acc": stats.accuracy,
-                "lr": lr,
-                "density": mask.density,
-            }
-            if eval_batches is not None and evaluation_due(epoch, cfg.epochs, eval_every):
-                for name, batches in eval_batches.items():
-                    record[f"{name}_acc"] = evaluate(model, batches, device, runtime).accuracy
-            record["seconds"] = time.perf_counter() - start
-            history.append(record)
-            log_epoch(record, cfg.epochs, runtime)
-            state.epoch_done(epoch, history)
-            if on_epoch is not None:
-                on_epoch(record)
+        optimizer = build_optimizer(model.parameters(), cfg.optim)
+        trainer = Trainer(
+            model,
+            optimizer,
+            build_scheduler(optimizer, cfg.optim, cfg.epochs),
+            train_batches,
+            device,
+            cfg.epochs,
+            hooks,
+            checkpoint=checkpoint,
+            on_epoch=on_epoch,
+            progress=progress,
+            runtime=runtime,
+        )
+        return trainer.fit()
     finally:
-        masked.remove()
-    return history
+        hooks.remove()

@@ -1,9 +1,10 @@
-"""The epoch loop shared by mining and finetuning, evaluation and BN recalibration."""
+"""One training epoch (the step loop of :class:`~gemminer.training.trainer.Trainer`),
+evaluation and BatchNorm recalibration."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 import torch
@@ -173,6 +174,20 @@ def evaluate(
     if total == 0:
         raise GemMinerError("the evaluation data yielded no batch")
     return EpochStats(total_loss / total, total_correct / total, int(total))
+
+
+def evaluate_splits(
+    model: nn.Module,
+    splits: Mapping[str, Batches],
+    device: torch.device,
+    runtime: Runtime = SINGLE,
+    suffix: str = "",
+) -> dict[str, float]:
+    """The accuracy on each split, as ``{"<name>_acc<suffix>": accuracy}``."""
+    return {
+        f"{name}_acc{suffix}": evaluate(model, batches, device, runtime).accuracy
+        for name, batches in splits.items()
+    }
 
 
 def _batchnorms(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:

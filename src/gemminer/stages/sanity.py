@@ -27,28 +27,37 @@ from typing import Any
 import torch
 from torch import nn
 
-from .config import RunConfig
-from .errors import RunError
-from .masking import Mask, init_weights
-from .masking.threshold import layerwise_mask
-from .pipeline import (
-    Log,
-    _claim_folder,
-    _echo,
-    _plan_folder,
-    _require_ticket,
-    _save_ticket,
-    _ticket_accuracy,
-    load_data,
-    mask_shapes,
-    prune_run,
-    ticket_model,
+from ..config import RunConfig
+from ..errors import RunError
+from ..masking import Mask, init_weights
+from ..masking.threshold import layerwise_mask
+from ..registry import Registry
+from ..runs import RunDir
+from ..seeds import derive_seed
+from ..summary import RunSummary
+from ..training import resolve_device
+from ..training.runtime import SINGLE, Runtime
+from .assemble import load_data
+from .folder import claim_folder, plan_folder
+from .progress import Log, echo
+from .prune import prune_run
+from .ticket import mask_shapes, require_ticket, save_ticket, ticket_accuracy, ticket_model
+
+#: Figures of the source run a sanity check's ticket keeps: what was pruned, and the
+#: training spent finding the mask it was made from.
+INHERITED = (
+    "method",
+    "model",
+    "dataset",
+    "target_density",
+    "epochs_to_mask",
+    "iterations_to_mask",
+    "epochs_mining",
+    "seconds_mask",
+    "seed",
+    "device",
+    "torch",
 )
-from .registry import Registry
-from .runs import RunDir
-from .seeds import derive_seed
-from .training import resolve_device
-from .training.runtime import SINGLE, Runtime
 
 
 def shuffle_mask(mask: Mask, generator: torch.Generator) -> Mask:
@@ -71,6 +80,8 @@ def invert_mask(mask: Mask, scores: Mapping[str, torch.Tensor]) -> Mask:
 
 @dataclasses.dataclass
 class _Ticket:
+    """The ticket a check changes in place: its model (ticket weights) and mask."""
+
     model: nn.Module
     mask: Mask
     run: RunDir
@@ -121,10 +132,10 @@ def sanity_run(
     out: str | Path | None = None,
     seed: int = 1,
     overwrite: bool = False,
-    log: Log = _echo,
+    log: Log = echo,
     progress: bool = True,
     runtime: Runtime = SINGLE,
-) -> dict:
+) -> RunSummary:
     """Apply ``check`` to the ticket of ``run_dir`` and write the new ticket to ``out``
     (default ``<run_dir>-<check>``); returns the new run's summary (not yet finetuned).
     Every torchrun rank calls this: a re-mining check trains on all of them, the others
@@ -132,21 +143,21 @@ def sanity_run(
     apply = SANITY_CHECKS.get(check)
     source = RunDir(run_dir)
     cfg = source.read_config()
-    _require_ticket(source)
+    require_ticket(source)
     if cfg.sanity_check:
         raise RunError(f"{source.path} is itself a sanity check ({cfg.sanity_check})")
     target = RunDir(out or f"{source.path}-{check}", writable=runtime.is_main)
     if isinstance(apply, Remine):
         return _remine(source, cfg, check, apply, target, overwrite, log, progress, runtime)
     if not runtime.is_main:
-        return {}
+        return RunSummary()
     new_cfg = dataclasses.replace(cfg, sanity_check=check, sanity_seed=seed)
-    claim = _plan_folder(target, new_cfg, overwrite, log)
+    claim = plan_folder(target, new_cfg, overwrite, log)
     if claim is None:
-        return target.read_summary()
+        return target.summary()
 
     # everything is read and the new ticket made before the new folder is claimed
-    source_summary = source.read_summary()
+    source_summary = source.summary()
     device = resolve_device(cfg.device)
     splits = load_data(cfg)
     model, mask = ticket_model(source, cfg, splits.num_classes)
@@ -156,28 +167,12 @@ def sanity_run(
     ticket.mask.check(model)
     weights = {n: p.detach().cpu().clone() for n, p in model.named_parameters()}
     model.to(device=device, memory_format=torch.channels_last)
-    accs = _ticket_accuracy(model, ticket.mask, splits, new_cfg, device)
-    _claim_folder(target, new_cfg, claim, log)
-    _save_ticket(target, model, weights, ticket.mask)
-    inherited = {
-        k: v
-        for k, v in source_summary.items()
-        if k
-        in (
-            "method",
-            "model",
-            "dataset",
-            "target_density",
-            "epochs_to_mask",
-            "iterations_to_mask",
-            "epochs_mining",
-            "seconds_mask",
-            "seed",
-            "device",
-            "torch",
-        )
-    }
-    summary = target.update_summary(
+    accs = ticket_accuracy(model, ticket.mask, splits, new_cfg, device)
+    claim_folder(target, new_cfg, claim, log)
+    save_ticket(target, model, weights, ticket.mask)
+    inherited = {name: getattr(source_summary, name) for name in INHERITED}
+    mask_seconds = source_summary.seconds_mask
+    summary = RunSummary(
         **inherited,
         sanity_check=check,
         source_run=str(source.path),
@@ -186,10 +181,17 @@ def sanity_run(
         num_prunable=ticket.mask.num_total,
         layer_density={row.name: row.density for row in ticket.mask.layers()},
         pre_finetune_acc=accs["test_acc"],
+        pre_finetune_val_acc=accs.get("val_acc"),
         post_finetune_acc=None,
         epochs_finetune=0,
-        seconds=inherited.get("seconds_mask", 0.0),
+        seconds=0.0 if mask_seconds is None else mask_seconds,
+        input_mean=tuple(splits.mean),
+        input_std=tuple(splits.std),
+        num_classes=splits.num_classes,
+        class_names=tuple(splits.train.classes),
+        model_args=dict(cfg.model_args),
     )
+    target.write_summary(summary)
     acc = 100 * accs["test_acc"]
     log(f"{check} of {source.path} → {target.path}: pre-finetune accuracy {acc:.2f}%")
     return summary
@@ -205,7 +207,8 @@ def _remine(
     log: Log,
     progress: bool,
     runtime: Runtime,
-) -> dict:
+) -> RunSummary:
+    """Find the ticket again with ``remine``'s settings into ``target`` (every rank)."""
     if cfg.method != remine.method:
         raise RunError(
             f"the {check} check mines again with {remine.method}, but {source.path} was "
@@ -215,9 +218,11 @@ def _remine(
         cfg, settings={**cfg.settings, **remine.settings}, sanity_check=check, sanity_seed=0
     )
     log(f"{check} of {source.path}: mining again with {dict(remine.settings)}")
-    prune_run(
+    summary = prune_run(
         new_cfg, target.path, overwrite=overwrite, progress=progress, log=log, runtime=runtime
     )
     if not runtime.is_main:
-        return {}
-    return target.update_summary(sanity_check=check, source_run=str(source.path))
+        return RunSummary()
+    summary = summary.updated(sanity_check=check, source_run=str(source.path))
+    target.write_summary(summary)
+    return summary

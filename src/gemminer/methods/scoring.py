@@ -1,0 +1,169 @@
+"""Methods that only score: the method scores every prunable weight, shared code thresholds.
+
+A one-shot method (SNIP, GraSP, SynFlow, random, Smart Ratio) is a function
+``score(ctx, settings) -> Scores`` registered with :func:`register_scorer`. The registered
+method keeps the highest scores by :func:`threshold`, as the method's settings say:
+
+* ``scope="global"``: one top-k over all layers together (``round(density · total)``
+  weights, within one weight of the target);
+* ``scope="layer"``: every layer keeps its own count, set by ``distribution``: the same
+  fraction everywhere (``"uniform"``), the Erdős–Rényi-Kernel densities of RigL
+  (``"erk"``), or Smart Ratio's quadratically decaying ones (``"smart-ratio"``, SR-v1
+  with its published defaults; the ``smart-ratio`` method sets its variants). Counts are
+  whole numbers that add up exactly to ``round(density · total)``
+  (:func:`~gemminer.methods._ratios.allocate_counts`).
+
+So ``random-erk`` is ``random`` with ``distribution="erk"``, and ``smart-ratio`` is random
+scores with Smart Ratio's counts; the old names stay registered (with those defaults), so
+their run folders keep their names.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import torch
+from torch import nn
+
+from ..errors import ConfigError
+from ..masking import Mask, prunable_weights
+from ..masking.threshold import global_mask, layerwise_mask
+from ._ratios import allocate_counts, target_count, weight_counts
+from .base import PruneContext, PruneResult, register_method
+
+SCOPES = ("global", "layer")
+DISTRIBUTIONS = ("uniform", "erk", "smart-ratio")
+
+
+@dataclass
+class Scores:
+    """What a scorer returns: a score per prunable weight (higher = keep), keyed like the
+    mask, and the training it spent (``epochs`` and optimizer ``iterations``, Table 1)."""
+
+    scores: dict[str, torch.Tensor]
+    epochs: float = 0.0
+    iterations: int = 0
+
+
+class LayerCounts(Protocol):
+    """Settings that say how many weights each layer keeps (None: one global top-k)."""
+
+    def layer_counts(
+        self, model: nn.Module, density: float, method: str
+    ) -> dict[str, int] | None: ...
+
+
+@dataclass(frozen=True)
+class Thresholding:
+    """Where a scorer's mask keeps the highest scores (base of its settings).
+
+    ``scope``: ``"global"`` (one top-k over all layers) or ``"layer"`` (each layer its
+    own count). ``distribution`` (``scope="layer"`` only): the layers' counts, ``"uniform"``
+    (every layer at the target density), ``"erk"`` (Erdős–Rényi-Kernel) or
+    ``"smart-ratio"`` (Smart Ratio v1).
+    """
+
+    scope: str = "global"
+    distribution: str = "uniform"
+
+    def __post_init__(self) -> None:
+        if self.scope not in SCOPES:
+            raise ConfigError(f"unknown scope {self.scope!r}; valid scopes: {', '.join(SCOPES)}")
+        if self.distribution not in DISTRIBUTIONS:
+            raise ConfigError(
+                f"unknown distribution {self.distribution!r}; "
+                f"valid distributions: {', '.join(DISTRIBUTIONS)}"
+            )
+        if self.scope == "global" and self.distribution != "uniform":
+            raise ConfigError(
+                f"distribution {self.distribution!r} sets each layer's count, so it needs "
+                "scope='layer' (scope='global' keeps one top-k over all layers)"
+            )
+
+    def layer_counts(self, model: nn.Module, density: float, method: str) -> dict[str, int] | None:
+        if self.scope == "global":
+            return None
+        return layer_counts(model, density, self.distribution, method)
+
+
+def erk_ratio(shape: tuple[int, ...]) -> float:
+    """The ERK relative density of a weight: the sum of its dimensions over their product."""
+    return sum(shape) / math.prod(shape)
+
+
+def layer_counts(
+    model: nn.Module, density: float, distribution: str, method: str
+) -> dict[str, int]:
+    """Each prunable layer's kept count under ``distribution`` (see the module docstring),
+    summing to ``round(density · total)``; errors name ``method``."""
+    sizes = weight_counts(model)
+    target = target_count(method, density, sum(sizes.values()))
+    if distribution == "uniform":
+        return allocate_counts(method, sizes, dict.fromkeys(sizes, 1.0), target)
+    if distribution == "erk":
+        ratios = {n: erk_ratio(tuple(w.shape)) for n, w in prunable_weights(model).items()}
+        return allocate_counts(method, sizes, ratios, target)
+    if distribution == "smart-ratio":
+        # imported here: smart_ratio registers its method through this module
+        from .smart_ratio import SmartRatioSettings, smart_ratio_counts
+
+        return smart_ratio_counts(model, density, SmartRatioSettings())
+    raise ConfigError(
+        f"unknown distribution {distribution!r}; valid distributions: {', '.join(DISTRIBUTIONS)}"
+    )
+
+
+def threshold(
+    scores: Mapping[str, torch.Tensor],
+    model: nn.Module,
+    density: float,
+    settings: LayerCounts,
+    method: str,
+) -> Mask:
+    """Keep the highest ``scores`` at ``density``, globally or per layer as ``settings``
+    say (ties by position, so counts are exact)."""
+    counts = settings.layer_counts(model, density, method)
+    if counts is None:
+        return global_mask(scores, density)
+    return layerwise_mask(scores, {name: counts[name] / s.numel() for name, s in scores.items()})
+
+
+Scorer = Callable[[PruneContext, Any], Scores]
+
+
+def register_scorer(name: str, **spec: Any) -> Callable[[Scorer], Scorer]:
+    """Register ``score(ctx, settings) -> Scores`` as the method ``name``: its mask keeps
+    the highest scores at ``ctx.density`` by :func:`threshold` (``settings`` must have
+    ``layer_counts``, e.g. by deriving from :class:`Thresholding`). ``spec``: the other
+    arguments of :func:`~gemminer.methods.base.register_method`."""
+
+    def decorate(score: Scorer) -> Scorer:
+        def run(ctx: PruneContext, settings: Any) -> PruneResult:
+            found = score(ctx, settings)
+            return PruneResult(
+                mask=threshold(found.scores, ctx.model, ctx.density, settings, name),
+                epochs_to_mask=found.epochs,
+                iterations_to_mask=found.iterations,
+                scores=found.scores,
+            )
+
+        run.__doc__ = score.__doc__
+        register_method(name, **spec)(run)
+        return score
+
+    return decorate
+
+
+__all__ = [
+    "DISTRIBUTIONS",
+    "SCOPES",
+    "Scores",
+    "Thresholding",
+    "erk_ratio",
+    "layer_counts",
+    "register_scorer",
+    "threshold",
+]

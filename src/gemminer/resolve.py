@@ -1,0 +1,247 @@
+"""One settings resolver: the only place that chooses a run's defaults.
+
+``gemminer mine|prune|run`` turn their flags into a mapping of options
+(:mod:`gemminer.options`), ``gemminer sweep`` each grid point, and both call
+:func:`resolve`; the Python API (:func:`gemminer.mine`) takes its mining defaults from
+:func:`paper_row` and :func:`mining_defaults`. So the same inputs resolve to the same
+RunConfig — and the same run folder, named by its hash — whichever way they were given.
+
+Where a setting comes from, first that applies:
+
+1. the option given;
+2. the recipe (``gemminer run``), or else the paper's row nearest to the model, data set
+   and density (:func:`paper_row`; a method that ignores the target density, e.g. dense,
+   takes the row of the density it trains at, so its finetuning LR is the densest row's);
+3. the method's own defaults (its LR, weight decay, weight initialization);
+4. the fixed defaults of the options table (:func:`gemminer.options.static_defaults`).
+
+Budget scaling: another ``epochs`` than the row's rescales the period and, for SGD only,
+the mining LR to the same summed LR (:meth:`gemminer.recipe.Recipe.mining_at`), and the
+finetuning epochs (:meth:`gemminer.recipe.Recipe.finetune_epochs_at`: the mining epochs
+themselves on every shipped row; the row's own after a one-shot method's 0 epochs).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from .config import (
+    DEFAULT_OPTIMIZER,
+    DEFAULT_REGULARIZER,
+    MINING_SCHEDULE,
+    FinetuneConfig,
+    OptimConfig,
+    PruneConfig,
+    RunConfig,
+    default_data_dir,
+    mining_lr,
+    whole_number_message,
+)
+from .data import DATASETS
+from .errors import ConfigError
+from .methods import METHODS, MethodSpec
+from .models import MODELS
+from .options import OPTIONS_BY_KEY, RUN_OPTIONS, parse_options, parse_pairs, scalar_text
+from .options import static_defaults as _static_defaults
+from .recipe import Recipe, load_recipe, paper_recipe
+
+#: The settings of a recipe that stand in for options (``gemminer run``'s defaults).
+_RECIPE_OPTIONS = ("model", "dataset", "density", "epochs", "image_size", "pretrained", "method")
+
+
+@dataclasses.dataclass(frozen=True)
+class MiningDefaults:
+    """What finds a mask when not given: the optimizer, its LR and weight decay, and the
+    row's Gem-Miner period and λ at the run's budget (``None`` where the row has none)."""
+
+    optimizer: str
+    lr: float
+    weight_decay: float
+    period: int | None
+    lam: float | None
+
+
+def paper_row(spec: MethodSpec, model: str, dataset: str, density: float) -> Recipe:
+    """The paper's row that ``spec`` takes its defaults from: nearest to ``density``, or
+    to the density the method trains at if it ignores the target (dense: 1)."""
+    fixed = spec.fixed_density
+    return paper_recipe(model, dataset, density if fixed is None else fixed)
+
+
+def mining_defaults(
+    spec: MethodSpec, row: Recipe, epochs: int, optimizer: str | None = None
+) -> MiningDefaults:
+    """The mining defaults of method ``spec`` for ``epochs`` from ``row``.
+
+    Optimizer: ``optimizer``, else the row's (for the row's own method), else SGD. LR: the
+    row's for its method (:meth:`Recipe.mining_at`: another optimizer than the row's
+    starts from that optimizer's default; SGD scaled to ``epochs``), else the method's own
+    (:func:`gemminer.config.mining_lr`). A one-shot method's 0 epochs take the period
+    and LR of 1 epoch. Weight decay: the row's, else the method's."""
+    own_row = row.method == spec.name
+    optimizer = optimizer or (row.optimizer if own_row else DEFAULT_OPTIMIZER)
+    period, lr, lam = row.mining_at(max(epochs, 1), optimizer)
+    if not own_row or lr is None:  # the method's default LR is an SGD one
+        lr = mining_lr(optimizer, epochs, tuned_lr=spec.lr, tuned_epochs=spec.lr_epochs)
+    weight_decay = row.weight_decay if own_row else None
+    return MiningDefaults(
+        optimizer=optimizer,
+        lr=lr,
+        weight_decay=spec.weight_decay if weight_decay is None else weight_decay,
+        period=period,
+        lam=lam,
+    )
+
+
+def check_epochs(method: str, epochs: int) -> None:
+    """Gem-Miner trains to find its mask (>= 1 epoch); one-shot methods may take 0."""
+    minimum = 1 if method == "gem-miner" else 0
+    if epochs < minimum:
+        flag = OPTIONS_BY_KEY["epochs"].flag
+        raise ConfigError(f"argument {flag}: {whole_number_message(minimum, epochs)}")
+
+
+def _coerce(value: Any, kind: Any, key: str) -> Any:
+    if not isinstance(value, str):
+        if type(value) is kind:
+            return value
+        value = scalar_text(value)  # read as the same text on the command line
+    try:
+        if kind is bool:
+            if value.lower() in ("1", "true", "yes", "on"):
+                return True
+            if value.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(value)
+        return kind(value)
+    except ValueError:
+        raise ConfigError(f"setting {key}={value!r} is not a valid {kind.__name__}") from None
+
+
+def parse_settings(spec: MethodSpec, values: Mapping[str, Any] | Sequence[str]) -> dict[str, Any]:
+    """The method's settings given as ``{key: value}`` or ``["key=value", ...]`` (``--set``),
+    typed as the method declares them (text read as on the command line) and validated."""
+    if not isinstance(values, Mapping):
+        values = parse_pairs(OPTIONS_BY_KEY["set"], values)
+    hints = typing.get_type_hints(spec.settings)
+    typed: dict[str, Any] = {}
+    for key, value in values.items():
+        if key not in hints:
+            spec.build_settings({key: value})  # raises, listing the valid settings
+        typed[key] = _coerce(value, hints[key], key)
+    spec.build_settings(typed)
+    return typed
+
+
+def _flagged_settings(
+    spec: MethodSpec, given: Mapping[str, Any], settings: dict[str, Any], mining: MiningDefaults
+) -> None:
+    """Method settings with their own flag (Gem-Miner's ``--period``, ``--lambda``,
+    ``--regularizer``): the flag, else the recipe's setting, else the row's, into
+    ``settings``; an error if the method has no such setting."""
+    flagged = [o for o in RUN_OPTIONS if o.setting]
+    wrong = [o for o in flagged if o.method != spec.name and o.key in given]
+    if wrong:
+        methods = ", ".join(sorted({o.method for o in wrong}))
+        flags = ", ".join(o.flag for o in wrong)
+        raise ConfigError(f"{flags} only apply to {methods}, not {spec.name}")
+    row = {"period": mining.period, "lam": mining.lam, "regularizer": DEFAULT_REGULARIZER}
+    for o in flagged:
+        if o.method != spec.name:
+            continue
+        if o.key in given:
+            settings[o.setting] = given[o.key]
+        elif o.setting not in settings and row.get(o.setting) is not None:
+            settings[o.setting] = row[o.setting]
+
+
+def _check_settings(spec: MethodSpec, prune: PruneConfig, settings: Mapping[str, Any]) -> None:
+    """Validate the method's settings with the budget: Gem-Miner's whole Algorithm 1 now
+    (e.g. its period no longer than the epochs), so no run starts to fail later."""
+    if spec.name == "gem-miner":
+        from .methods.gem_miner import mine_config
+
+        mine_config(prune, spec.build_settings(settings))
+    else:
+        spec.build_settings(settings)
+
+
+def _prune_config(values: Mapping[str, Any], row: Recipe, mining: MiningDefaults) -> PruneConfig:
+    return PruneConfig(
+        density=values["density"],
+        epochs=values["epochs"],
+        batch_size=values.get("batch_size", row.batch_size),
+        optim=OptimConfig(
+            name=mining.optimizer,
+            lr=values.get("lr", mining.lr),
+            weight_decay=values.get("weight_decay", mining.weight_decay),
+            schedule=MINING_SCHEDULE,
+        ),
+    )
+
+
+def _finetune_config(values: Mapping[str, Any], row: Recipe) -> FinetuneConfig:
+    """Table 15's row: ``--finetune-epochs``, else the row's scaled to the mining epochs;
+    ``--batch-size`` and ``--finetune-lr`` override the row's."""
+    epochs = values.get("finetune_epochs") or row.finetune_epochs_at(values["epochs"])
+    finetune = row.finetune.config(epochs, values.get("batch_size"))
+    if "finetune_lr" in values:
+        optim = dataclasses.replace(finetune.optim, lr=values["finetune_lr"])
+        finetune = dataclasses.replace(finetune, optim=optim)
+    return finetune
+
+
+def _recipe_options(recipe: Recipe | None) -> dict[str, Any]:
+    return {key: getattr(recipe, key) for key in _RECIPE_OPTIONS} if recipe else {}
+
+
+def resolve(options: Mapping[str, Any], recipe: Recipe | str | Path | None = None) -> RunConfig:
+    """The RunConfig of a run from its ``options`` (keys of :data:`gemminer.options.OPTIONS`
+    in the run group: ``{"density": 0.05, "epochs": 10, "set": {"lam": 0}}``, values as
+    plain values or as their command-line text) and, for ``gemminer run``, a ``recipe``
+    (a :class:`Recipe`, a file or a shipped name) whose settings they override.
+
+    Defaults come from ``recipe``, else the paper's row nearest to the model, data set and
+    density (``gemminer list recipes``), see the module docstring. Mistakes raise a
+    :class:`ConfigError` in the command line's wording (``argument --density: ...``).
+    """
+    given = parse_options(options)
+    if recipe is not None and not isinstance(recipe, Recipe):
+        recipe = load_recipe(recipe)
+    values = {**_static_defaults(), **_recipe_options(recipe), **given}
+    spec = METHODS.get(values["method"])
+    MODELS.get(values["model"])  # unknown names fail early, listing the valid ones
+    DATASETS.get(values["dataset"])
+    settings = dict(recipe.settings) if recipe else {}
+    settings.update(parse_settings(spec, given.get("set", {})))
+    row = recipe or paper_row(spec, values["model"], values["dataset"], values["density"])
+    check_epochs(spec.name, values["epochs"])
+    mining = mining_defaults(spec, row, values["epochs"], given.get("optimizer"))
+    _flagged_settings(spec, given, settings, mining)
+    prune = _prune_config(values, row, mining)
+    _check_settings(spec, prune, settings)
+    return RunConfig(
+        model=values["model"],
+        dataset=values["dataset"],
+        data_dir=values.get("data_dir") or default_data_dir(values["dataset"]),
+        model_args={**(recipe.model_args if recipe else {}), **given.get("model_arg", {})},
+        pretrained=values["pretrained"],
+        image_size=values.get("image_size") or 0,  # 0: the data set's own size
+        data_args=given.get("data_arg", {}),
+        download=not values.get("no_download", False),
+        val_size=values.get("val_size") or 0,
+        train_size=values.get("train_size") or 0,  # 0: the whole training set
+        weight_init=values.get("weight_init") or spec.default_init,
+        seed=values["seed"],
+        device=values["device"],
+        method=spec.name,
+        prune=prune,
+        settings=settings,
+        finetune=_finetune_config(values, row),
+        eval_each_epoch=not values.get("no_epoch_eval", False),
+        eval_every=values["eval_every"],
+    )

@@ -1,0 +1,288 @@
+"""The prune stage: find a ticket with any registered method into a run folder.
+
+Every method's ticket is then judged by the same code: BatchNorm statistics re-estimated
+for it, its pre-finetune accuracy measured, and ticket.pt, mask.pt, density.txt,
+scores.pt (score-based methods) and summary.json written.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..config import RunConfig
+from ..data import DataSplits
+from ..explain import explain_settings
+from ..masking import format_density
+from ..methods import METHODS, MethodSpec, PruneContext, PruneResult
+from ..runs import RunDir
+from ..seeds import derive_seed
+from ..summary import RunSummary
+from ..training import resolve_device
+from ..training.checkpoint import Checkpoint, stop_on_signals
+from ..training.runtime import SINGLE, Runtime
+from .assemble import architecture, build_model, eval_loaders, load_data, train_loader
+from .folder import PRUNE_CHECKPOINT, Claim, claim_folder, mask_part, plan_folder, settings_key
+from .progress import Log, diverged_hint, echo, metrics_writer, quiet, where
+from .ticket import load_parameters, save_ticket, ticket_accuracy
+
+#: A ticket this far below its target density (relative) earns a warning.
+SHORTFALL_WARNING = 0.10
+
+
+def prune_run(
+    cfg: RunConfig,
+    out: str | Path,
+    *,
+    overwrite: bool = False,
+    progress: bool = True,
+    log: Log = echo,
+    tensorboard: bool = False,
+    runtime: Runtime = SINGLE,
+) -> RunSummary:
+    """Find a ticket with ``cfg.method`` into run folder ``out``; returns the summary.
+
+    A folder that already holds a finished run with the same settings is left as it
+    is; one with other settings is refused unless ``overwrite``. Under torchrun
+    (``runtime``) every rank runs this; rank 0 alone prints and writes.
+    """
+    spec = METHODS.get(cfg.method)
+    settings = spec.build_settings(cfg.settings)
+    run = RunDir(out, writable=runtime.is_main)
+    log = log if runtime.is_main else quiet
+    with stop_on_signals() as stop:
+        checkpoint = Checkpoint(
+            run.file(PRUNE_CHECKPOINT),
+            settings_key(mask_part(cfg).to_dict()),
+            stop,
+            writable=runtime.is_main,
+        )
+        claim = plan_folder(run, cfg, overwrite, log, checkpoint) if runtime.is_main else None
+        if not runtime.any(claim is not None):  # every rank learns rank 0's decision
+            return run.summary()
+        summary = _prune(
+            run,
+            cfg,
+            spec,
+            settings,
+            claim or Claim(),
+            checkpoint,
+            progress and runtime.is_main,
+            log,
+            tensorboard and runtime.is_main,
+            runtime,
+        )
+    checkpoint.remove()
+    runtime.barrier()  # every file is written before any rank reads it
+    return summary
+
+
+def _prune(
+    run: RunDir,
+    cfg: RunConfig,
+    spec: MethodSpec,
+    settings: object,
+    claim: Claim,
+    checkpoint: Checkpoint,
+    progress: bool,
+    log: Log,
+    tensorboard: bool,
+    runtime: Runtime,
+) -> RunSummary:
+    """Load the data and the model, then claim the folder (rank 0), find the ticket, judge
+    and save it."""
+    device = resolve_device(cfg.device)
+    splits = load_data(cfg)
+    model = build_model(cfg, splits.num_classes).to(
+        device=device, memory_format=torch.channels_last
+    )
+    claim_folder(run, cfg, claim, log)
+    runtime.barrier()  # the folder is claimed before any rank reads its checkpoint
+    original = {n: p.detach().cpu().clone() for n, p in model.named_parameters()}
+    ctx = _context(cfg, model, splits, device, run, checkpoint, progress, log, tensorboard, runtime)
+    log(_describe_start(cfg, splits, device, runtime))
+    for line in explain_settings(cfg):
+        log(f"  {line}")
+    start = time.perf_counter()
+    result = diverged_hint(
+        lambda: spec.run(ctx, settings),
+        checkpoint,
+        "Lower the learning rate (or λ) and run with --overwrite",
+    )
+    seconds = time.perf_counter() - start
+    result.mask.check(model)
+    runtime.broadcast_(list(result.mask.values()))  # one mask on every rank: rank 0's
+
+    accs = _keep_ticket(run, cfg, splits, result, original, device, runtime)
+    summary = _summary(cfg, splits, result, accs, seconds, device, runtime)
+    run.write_summary(summary)
+    _log_ticket(log, run, cfg, summary)
+    return summary
+
+
+def _context(
+    cfg: RunConfig,
+    model: nn.Module,
+    splits: DataSplits,
+    device: torch.device,
+    run: RunDir,
+    checkpoint: Checkpoint,
+    progress: bool,
+    log: Log,
+    tensorboard: bool,
+    runtime: Runtime,
+) -> PruneContext:
+    """What a method gets: the model, its data (each loader seeded by its own stream), the
+    training settings, and where each epoch's record goes."""
+    return PruneContext(
+        model=model,
+        density=cfg.prune.density,
+        train_batches=train_loader(
+            splits,
+            cfg.prune.batch_size,
+            device,
+            derive_seed(cfg.seed, "prune-data"),
+            runtime=runtime,
+        ),
+        device=device,
+        epochs=cfg.prune.epochs,
+        batch_size=cfg.prune.batch_size,
+        optim=cfg.prune.optim,
+        seed=derive_seed(cfg.seed, "scores"),
+        eval_batches=eval_loaders(splits, device, runtime=runtime),
+        eval_every=cfg.epoch_eval_every,
+        calibration_batches=train_loader(
+            splits,
+            cfg.prune.batch_size,
+            device,
+            derive_seed(cfg.seed, "calibration"),
+            augment=False,
+        ),
+        on_epoch=metrics_writer(run, log, tensorboard),
+        progress=progress,
+        checkpoint=checkpoint,
+        runtime=runtime,
+    )
+
+
+def _keep_ticket(
+    run: RunDir,
+    cfg: RunConfig,
+    splits: DataSplits,
+    result: PruneResult,
+    original: dict[str, torch.Tensor],
+    device: torch.device,
+    runtime: Runtime,
+) -> dict[str, float]:
+    """Judge the method's ticket (its weights, or the ``original`` initialization, ⊙ its
+    mask) and save it (rank 0) with the method's scores; returns its accuracies."""
+    weights = result.weights if result.weights is not None else original
+    ticket = architecture(cfg, splits.num_classes)
+    load_parameters(ticket, weights, f"{cfg.method}'s ticket weights")
+    ticket.to(device=device, memory_format=torch.channels_last)
+    accs = ticket_accuracy(ticket, result.mask, splits, cfg, device, runtime)
+    if runtime.is_main:
+        save_ticket(run, ticket, {k: v for k, v in weights.items() if k in original}, result.mask)
+    if result.scores is not None:
+        run.save_tensors("scores.pt", result.scores)
+    return accs
+
+
+def _summary(
+    cfg: RunConfig,
+    splits: DataSplits,
+    result: PruneResult,
+    accs: dict[str, float],
+    seconds: float,
+    device: torch.device,
+    runtime: Runtime,
+) -> RunSummary:
+    """The figures of a found ticket, with the method's own (``result.extra``)."""
+    mask = result.mask
+    return RunSummary(
+        method=cfg.method,
+        model=cfg.model,
+        dataset=cfg.dataset,
+        target_density=cfg.prune.density,
+        density=mask.density,
+        num_kept=mask.num_kept,
+        num_prunable=mask.num_total,
+        layer_density={row.name: row.density for row in mask.layers()},
+        pre_finetune_acc=accs["test_acc"],
+        pre_finetune_val_acc=accs.get("val_acc"),
+        post_finetune_acc=None,
+        epochs_to_mask=result.epochs_to_mask,
+        iterations_to_mask=result.iterations_to_mask,
+        epochs_mining=result.epochs_to_mask,
+        epochs_finetune=0,
+        seconds_mask=seconds,
+        seconds=seconds,
+        seed=cfg.seed,
+        device=str(device),
+        processes=runtime.world_size,
+        precision=runtime.precision,
+        torch=torch.__version__,
+        input_mean=tuple(splits.mean),
+        input_std=tuple(splits.std),
+        num_classes=splits.num_classes,
+        class_names=tuple(splits.train.classes),
+        model_args=dict(cfg.model_args),
+    ).updated(**result.extra)
+
+
+def _log_ticket(log: Log, run: RunDir, cfg: RunConfig, summary: RunSummary) -> None:
+    """The ticket found: its density and accuracy (and Gem-Miner's rare gem), and a warning
+    when it fell short of the target."""
+    log(
+        f"{cfg.method} → {run.path}: {format_density(summary.density)} "
+        f"(target {cfg.prune.density:.2%}), "
+        f"pre-finetune test accuracy {100 * summary.pre_finetune_acc:.2f}%"
+    )
+    shortfall = density_shortfall(cfg, summary.density)
+    if shortfall:
+        log(shortfall)
+    if summary.gem_density is not None and summary.gem_acc is not None:
+        running_bn = math.nan if summary.gem_acc_running_bn is None else summary.gem_acc_running_bn
+        log(
+            f"  rare gem (rounded mask, not finetuned): {format_density(summary.gem_density)}, "
+            f"test accuracy {100 * summary.gem_acc:.2f}% (BatchNorm re-estimated), "
+            f"{100 * running_bn:.2f}% (mining's statistics); "
+            f"finetuning the {summary.finetune_mask or 'rounded'} mask"
+        )
+
+
+def density_shortfall(cfg: RunConfig, density: float) -> str:
+    """A warning when the ticket kept more than 10 % (relative) fewer weights than asked,
+    naming the likely cause; empty otherwise."""
+    target = cfg.prune.density
+    if target >= 1 or density >= (1 - SHORTFALL_WARNING) * target:
+        return ""
+    text = (
+        f"warning: the ticket kept {density:.2%} of the weights, {1 - density / target:.0%} "
+        f"below the target {target:.2%}."
+    )
+    if cfg.method == "gem-miner":
+        lam = cfg.settings.get("lam")
+        text += (
+            f" {'λ' if lam is None else f'λ = {lam:g}'} pushed more scores below 0.5 than "
+            "freezing removed: lower --lambda, "
+            "or finetune the flags (--set finetune_mask=flags), which hold the target exactly."
+        )
+    return text
+
+
+def _describe_start(
+    cfg: RunConfig, splits: DataSplits, device: torch.device, runtime: Runtime
+) -> str:
+    """What runs where: model, data (images, classes, size), device, threads."""
+    shape = tuple(splits.train.images.shape[1:])
+    threads = f", {torch.get_num_threads()} threads" if device.type == "cpu" else ""
+    return (
+        f"{cfg.method}: {cfg.model} on {cfg.dataset} ({len(splits.train)} training images, "
+        f"{splits.num_classes} classes, {shape[-2]}×{shape[-1]}×{shape[0]}), "
+        f"{where(device, runtime)}{threads}"
+    )

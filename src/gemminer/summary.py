@@ -1,0 +1,164 @@
+"""The figures of a run — its ``summary.json`` — as one typed record, :class:`RunSummary`.
+
+Every stage writes it (prune, sanity, finetune) and every reader reads it through this
+class: the report, export, the sweep tables and the command line's closing line.
+
+``density`` and ``pre_finetune_acc`` describe the ticket that is finetuned (``mask.pt``).
+Gem-Miner also records its rounded mask r(p) ⊙ q — the "rare gem", judged without
+finetuning — as ``gem_density``, ``gem_acc`` (BatchNorm statistics re-estimated for it)
+and ``gem_acc_running_bn`` (the statistics left by mining: the authors' protocol), with
+``finetune_mask`` saying which mask was finetuned (``flags`` or ``rounded``).
+
+Which keys a ``summary.json`` holds: the core figures (:data:`SUMMARY_KEYS`) always, ``null``
+where unknown (``post_finetune_acc`` before finetuning); a group of related figures
+(finetuning's, Gem-Miner's) as a whole once one of them is known; any other figure only
+when known. Keys this class does not name — another method's figures, keys written by
+other gemminer versions or by scripts — are kept in :attr:`RunSummary.extra` and written
+back unchanged, so reading and rewriting a summary never loses anything.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import RunError
+
+#: Written in every summary (``null`` where not known).
+CORE = "core"
+
+
+def _figure(kind: str, group: str | None = None) -> Any:
+    """A field of :class:`RunSummary`: its JSON ``kind`` and its ``group`` (see the module
+    docstring; ``None``: written when known)."""
+    return field(default=None, metadata={"kind": kind, "group": group})
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+#: What the value of each kind of field must be (or ``null``), and how to say it.
+_KINDS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "str": (lambda v: isinstance(v, str), "a string"),
+    "number": (_is_number, "a number"),
+    "int": (lambda v: isinstance(v, int) and not isinstance(v, bool), "a whole number"),
+    "numbers": (
+        lambda v: isinstance(v, (list, tuple)) and all(_is_number(x) for x in v),
+        "a list of numbers",
+    ),
+    "strs": (
+        lambda v: isinstance(v, (list, tuple)) and all(isinstance(x, str) for x in v),
+        "a list of strings",
+    ),
+    "densities": (
+        lambda v: isinstance(v, dict) and all(_is_number(x) for x in v.values()),
+        "an object of numbers",
+    ),
+    "object": (lambda v: isinstance(v, dict), "an object"),
+}
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """A run's ``summary.json``; every figure ``None`` where the run does not know it.
+
+    Built by the stages, read with :meth:`from_dict` (checked) and written with
+    :meth:`to_dict`; :meth:`updated` returns a copy with some figures changed.
+    """
+
+    # what was pruned, and the ticket
+    method: str | None = _figure("str", CORE)
+    model: str | None = _figure("str", CORE)
+    dataset: str | None = _figure("str", CORE)
+    target_density: float | None = _figure("number", CORE)
+    density: float | None = _figure("number", CORE)
+    num_kept: int | None = _figure("int", CORE)
+    num_prunable: int | None = _figure("int", CORE)
+    layer_density: dict[str, float] | None = _figure("densities", CORE)
+    pre_finetune_acc: float | None = _figure("number", CORE)
+    pre_finetune_val_acc: float | None = _figure("number", CORE)
+    post_finetune_acc: float | None = _figure("number", CORE)
+    # the training spent
+    epochs_to_mask: float | None = _figure("number", CORE)
+    iterations_to_mask: int | None = _figure("number", CORE)
+    epochs_mining: float | None = _figure("number", CORE)
+    epochs_finetune: int | None = _figure("number", CORE)
+    seconds_mask: float | None = _figure("number")
+    seconds: float | None = _figure("number", CORE)
+    # where and how it ran
+    seed: int | None = _figure("int")
+    device: str | None = _figure("str")
+    processes: int | None = _figure("int")
+    precision: str | None = _figure("str")
+    torch: str | None = _figure("str")
+    # the model and its data: what export needs to rebuild and describe the network
+    input_mean: tuple[float, ...] | None = _figure("numbers")
+    input_std: tuple[float, ...] | None = _figure("numbers")
+    num_classes: int | None = _figure("int")
+    class_names: tuple[str, ...] | None = _figure("strs")
+    model_args: dict[str, Any] | None = _figure("object")
+    # Gem-Miner's rounded mask, the "rare gem" (see the module docstring)
+    finetune_mask: str | None = _figure("str", "gem")
+    flag_density: float | None = _figure("number", "gem")
+    gem_density: float | None = _figure("number", "gem")
+    gem_acc: float | None = _figure("number", "gem")
+    gem_acc_running_bn: float | None = _figure("number", "gem")
+    gem_val_acc: float | None = _figure("number", "gem")
+    gem_val_acc_running_bn: float | None = _figure("number", "gem")
+    # finetuning
+    post_finetune_val_acc: float | None = _figure("number", "finetune")
+    seconds_finetune: float | None = _figure("number", "finetune")
+    # a sanity check's ticket
+    sanity_check: str | None = _figure("str")
+    source_run: str | None = _figure("str")
+    #: every other key of summary.json, kept as read
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], source: str | Path = "summary.json") -> RunSummary:
+        """The summary held by ``data`` (a ``summary.json`` object read from ``source``);
+        a :class:`RunError` naming ``source`` when a figure has the wrong type."""
+        values: dict[str, Any] = {}
+        extra: dict[str, Any] = {}
+        for key, value in data.items():
+            f = _FIGURES.get(key)
+            if f is None:
+                extra[key] = value
+                continue
+            check, expected = _KINDS[f.metadata["kind"]]
+            if value is not None and not check(value):
+                raise RunError(f"{source}: {key} is {value!r}, expected {expected} (damaged?)")
+            values[key] = tuple(value) if isinstance(value, list) else value
+        return cls(**values, extra=extra)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON object of ``summary.json`` (see the module docstring for which keys)."""
+        values = {name: getattr(self, name) for name in _FIGURES}
+        known = {CORE} | {_group(f) for f in _FIGURES.values() if values[f.name] is not None}
+        out = {name: value for name, value in values.items() if _group(_FIGURES[name]) in known}
+        return out | self.extra
+
+    def updated(self, **values: Any) -> RunSummary:
+        """A copy with ``values`` set; names that are no field go to :attr:`extra`."""
+        known = {k: v for k, v in values.items() if k in _FIGURES}
+        other = {k: v for k, v in values.items() if k not in _FIGURES}
+        return dataclasses.replace(self, **known, extra=self.extra | other)
+
+    @property
+    def finished(self) -> bool:
+        """Whether the summary describes a found ticket (pruning or a sanity check ended)."""
+        return self.density is not None
+
+
+def _group(f: dataclasses.Field) -> str:
+    return f.metadata["group"] or f.name
+
+
+_FIGURES = {f.name: f for f in dataclasses.fields(RunSummary) if f.name != "extra"}
+
+#: The keys every summary.json holds (``null`` where not known).
+SUMMARY_KEYS = tuple(name for name, f in _FIGURES.items() if f.metadata["group"] == CORE)
