@@ -36,7 +36,8 @@ from .recipe import closest_names, list_recipes, load_recipe
 from .reports import add_report_parser, run_report
 from .resolve import parse_settings, resolve
 from .runs import default_run_name
-from .stages import SANITY_CHECKS, sanity_run
+from . import stages
+from .stages import SANITY_CHECKS
 from .sweep import add_sweep_parser, run_sweep
 from .training.checkpoint import TrainingInterrupted
 from .training.runtime import Runtime, start_runtime
@@ -204,8 +205,6 @@ def _run(args: argparse.Namespace) -> int:
         return run_report(args)
     if args.command == "sweep":
         return run_sweep(args)
-    from . import pipeline  # heavy imports only when a stage runs
-
     if args.command == "list":
         _list(args.what, args.verbose)
         return 0
@@ -224,13 +223,13 @@ def _run(args: argparse.Namespace) -> int:
         with start_runtime(
             device, precision=precision, compile=getattr(args, "compile", False)
         ) as (runtime, device):
-            return _train(args, pipeline, runtime, device)
-    result = pipeline.eval_run(args.run_dir, data_dir=args.data_dir, device=args.device)
+            return _train(args, runtime, device)
+    result = stages.eval_run(args.run_dir, data_dir=args.data_dir, device=args.device)
     print(json.dumps(result, indent=2))
     return 0
 
 
-def _train(args: argparse.Namespace, pipeline: Any, runtime: Runtime, device: str) -> int:
+def _train(args: argparse.Namespace, runtime: Runtime, device: str) -> int:
     """mine, prune, run, finetune and sanity: one process, or every rank under torchrun."""
     progress = not getattr(args, "no_progress", False)
     tb = getattr(args, "tensorboard", False)
@@ -243,16 +242,16 @@ def _train(args: argparse.Namespace, pipeline: Any, runtime: Runtime, device: st
             return 0
         out = Path(args.out) if args.out else Path("runs") / default_run_name(cfg)
         cfg = dataclasses.replace(cfg, device=device)
-        summary = pipeline.prune_run(
+        summary = stages.prune_run(
             cfg, out, overwrite=args.overwrite, progress=progress, tensorboard=tb, runtime=runtime
         )
         # `run` finetunes unless told not to; `mine` and `prune` when told to
         if not args.no_finetune if args.command == "run" else args.finetune:
-            summary = pipeline.finetune_run(out, progress=progress, tensorboard=tb, runtime=runtime)
+            summary = stages.finetune_run(out, progress=progress, tensorboard=tb, runtime=runtime)
         show(out, summary)
         return 0
     if args.command == "finetune":
-        summary = pipeline.finetune_run(
+        summary = stages.finetune_run(
             args.run_dir,
             epochs=args.epochs,
             lr=args.lr,
@@ -266,7 +265,7 @@ def _train(args: argparse.Namespace, pipeline: Any, runtime: Runtime, device: st
         show(args.run_dir, summary)
         return 0
     out = Path(args.out) if args.out else Path(f"{args.run_dir}-{args.check}")
-    summary = sanity_run(
+    summary = stages.sanity_run(
         args.run_dir,
         args.check,
         out=out,
@@ -277,7 +276,7 @@ def _train(args: argparse.Namespace, pipeline: Any, runtime: Runtime, device: st
     )
     runtime.barrier()
     if args.finetune:
-        summary = pipeline.finetune_run(
+        summary = stages.finetune_run(
             out,
             device=device if runtime.distributed else None,
             progress=progress,
@@ -332,7 +331,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("gemminer: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":
