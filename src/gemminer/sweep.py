@@ -56,6 +56,7 @@ from typing import Any
 
 import yaml
 
+from . import stages
 from .config import RunConfig
 from .errors import ConfigError, GemMinerError
 from .options import PAIRS, RUN, SWITCH, Option, not_in_sweeps, parse_options, sweep_options
@@ -65,6 +66,7 @@ from .reports.format import Stat, markdown_table
 from .resolve import resolve
 from .runs import RunDir, atomic_write_text, default_run_name
 from .summary import RunSummary
+from .training.checkpoint import TrainingInterrupted
 
 #: Top-level keys of a sweep file.
 SWEEP_KEYS = ("base", "grid", "finetune", "skip_invalid", "out")
@@ -425,8 +427,6 @@ def point_status(point: SweepPoint, finetune: bool) -> str:
 
 def run_point(point: SweepPoint, finetune: bool, progress: bool = True) -> RunSummary:
     """Prune (skipped when the mask is already found) and finetune one point."""
-    from . import stages
-
     summary = stages.prune_run(point.config, point.folder, progress=progress)
     if finetune and summary.post_finetune_acc is None:
         summary = stages.finetune_run(point.folder, progress=progress)
@@ -435,10 +435,6 @@ def run_point(point: SweepPoint, finetune: bool, progress: bool = True) -> RunSu
 
 def _stops_the_sweep(exc: BaseException) -> bool:
     """A stop signal (the run has checkpointed itself) ends the sweep even with --keep-going."""
-    try:
-        from .training.checkpoint import TrainingInterrupted
-    except ImportError:  # a gemminer without mid-run checkpoints
-        return False
     return isinstance(exc, TrainingInterrupted)
 
 
