@@ -22,7 +22,7 @@ from gemminer import pipeline
 from gemminer.cli import build_parser, config_from_args
 from gemminer.masking import format_density
 from gemminer.runs import RunDir
-from gemminer.training.runtime import Runtime
+from gemminer.training.runtime import Runtime, resolve_precision
 
 SUMMARY_HEADER = [
     "variant",
@@ -55,7 +55,8 @@ def main() -> None:
     out = Path(args.runs) / f"{prefix}-{args.label}"
     parsed = build_parser().parse_args(mine_args)
     cfg = config_from_args(parsed)
-    runtime = Runtime(precision=parsed.precision, compile=parsed.compile)  # --extra flags
+    precision = resolve_precision(parsed.precision, cfg.device)  # --extra flags
+    runtime = Runtime(precision=precision, compile=parsed.compile)
     pipeline.prune_run(cfg, out, runtime=runtime)
     if RunDir(out).read_summary().get("post_finetune_acc") is None:
         pipeline.finetune_run(out, runtime=runtime)

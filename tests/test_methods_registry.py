@@ -8,6 +8,7 @@ from torch import nn
 
 from gemminer.config import OptimConfig
 from gemminer.data.loader import BatchLoader
+from gemminer.errors import ConfigError
 from gemminer.masking import Mask, count_prunable, prunable_weights
 from gemminer.methods import METHODS, PruneContext
 
@@ -86,7 +87,7 @@ def test_every_method_has_a_description_and_valid_defaults(name):
     spec = METHODS.get(name)
     assert spec.description
     spec.build_settings()
-    with pytest.raises(Exception, match="no setting"):
+    with pytest.raises(ConfigError, match="no setting"):
         spec.build_settings({"no_such_setting": 1})
 
 

@@ -13,6 +13,7 @@ from torch import nn
 from gemminer import OptimConfig
 from gemminer.config import FinetuneConfig
 from gemminer.data.loader import BatchLoader
+from gemminer.errors import MaskError
 from gemminer.masking import Mask, init_weights, prunable_weights
 from gemminer.methods import METHODS, PruneContext
 from gemminer.training import Hooks, Trainer, build_optimizer, build_scheduler, finetune
@@ -234,5 +235,5 @@ def test_finetuning_stopped_mid_epoch_continues_to_the_same_weights(tmp_path):
 def test_a_model_without_prunable_layers_is_refused_before_training():
     ctx = context("edge-popup", 1)
     ctx.model = nn.Sequential(nn.Flatten(), nn.BatchNorm1d(3 * 8 * 8))
-    with pytest.raises(Exception, match="no Conv2d or Linear"):
+    with pytest.raises(MaskError, match="no Conv2d or Linear"):
         run("edge-popup", ctx)

@@ -1,0 +1,143 @@
+"""The paper's headline at the paper's budget: ResNet-20, CIFAR-10, density 1.44 %, 150 + 150.
+
+Runs (or resumes, from the run folder's checkpoint) exactly the README's main job —
+`make demo PRECISION=<p> EVAL_EVERY=<n>`, i.e. `gemminer mine ... --epochs 150 --finetune`
+into its default run folder under runs/ — and, with `--smart-ratio`, Smart Ratio at the same
+density with 150 finetuning epochs. Then writes benchmarks/results/paper_budget_resnet20_cifar10.md
+(+ a per-epoch CSV and the `gemminer report` figures) beside the paper's figures. A run that
+has not finished yet is reported as far as it got, so the script can be run at any time.
+
+    make data
+    .venv/bin/python benchmarks/paper_budget.py --precision bf16 --eval-every 5
+    .venv/bin/python benchmarks/paper_budget.py --precision bf16 --eval-every 5 --report-only
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+from pathlib import Path
+
+from _common import command_line, machine, markdown_table, pct, today
+
+from gemminer.cli import build_parser, config_from_args
+from gemminer.cli import main as gemminer
+from gemminer.runs import RunDir, default_run_name
+
+#: The paper's figures for this setting: Gem-Miner (Fig. 3, Table 4) and Smart Ratio
+#: (Table 16), post-finetune test accuracy at density 1.44 %.
+PAPER = {"gem-miner": 0.7789, "smart-ratio": 0.6561}
+COLUMNS = ("phase", "epoch", "loss", "train_acc", "test_acc", "density", "bound", "lr", "seconds")
+
+
+def commands(args: argparse.Namespace) -> dict[str, list[str]]:
+    common = ["--dataset", "cifar10", "--data-dir", args.data_dir, "--density", "0.0144"]
+    common += ["--precision", args.precision, "--eval-every", str(args.eval_every)]
+    runs = {
+        "gem-miner": ["mine", "--model", "resnet20", *common, "--epochs", "150", "--finetune"],
+    }
+    if args.smart_ratio:
+        runs["smart-ratio"] = [
+            "prune", "--method", "smart-ratio", "--model", "resnet20", *common,
+            "--epochs", "0", "--finetune-epochs", "150", "--finetune",
+        ]  # fmt: skip
+    return runs
+
+
+def run_folder(argv: list[str]) -> Path:
+    """The default folder the command writes to (as `make demo` does, no --out)."""
+    return Path("runs") / default_run_name(config_from_args(build_parser().parse_args(argv)))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data-dir", default=".data/cifar10")
+    p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"))
+    p.add_argument("--eval-every", type=int, default=1)
+    p.add_argument("--smart-ratio", action="store_true", help="also run Smart Ratio (150 epochs)")
+    p.add_argument("--report-only", action="store_true", help="report what the folders hold")
+    p.add_argument("--report", default="benchmarks/results/paper_budget_resnet20_cifar10")
+    args = p.parse_args()
+
+    rows, per_epoch = [], []
+    for method, argv in commands(args).items():
+        out = run_folder(argv)
+        finished = RunDir(out).read_summary().get("post_finetune_acc") is not None
+        if not args.report_only and not finished and gemminer(argv) != 0:
+            raise SystemExit(f"{method} failed; its folder {out} keeps what was done")
+        rows.append(_row(method, out, argv))
+        per_epoch += [{"method": method, **r} for r in RunDir(out).read_metrics()]
+    write_report(rows, per_epoch, Path(args.report))
+    finished = [r["folder"] for r in rows if r["post"] is not None]
+    if finished:
+        gemminer(["report", *finished, "--out", str(Path(args.report))])
+
+
+def _row(method: str, out: Path, argv: list[str]) -> dict:
+    s = RunDir(out).read_summary()
+    metrics = RunDir(out).read_metrics()
+    mined = [r for r in metrics if r.get("phase") == "mine"]
+    return {
+        "method": method,
+        "folder": str(out),
+        "command": "gemminer " + " ".join(argv),
+        "epochs done": f"{len(mined)} mining"
+        + (f" + {s.get('epochs_finetune')} finetuning" if s.get("post_finetune_acc") else ""),
+        "ticket": s.get("density"),
+        "gem": s.get("gem_density"),
+        "pre": s.get("gem_acc") if s.get("gem_acc") is not None else s.get("pre_finetune_acc"),
+        "pre_running_bn": s.get("gem_acc_running_bn"),
+        "post": s.get("post_finetune_acc"),
+        "seconds": s.get("seconds"),
+        "precision": s.get("precision"),
+        "last": mined[-1] if mined else None,
+    }
+
+
+def write_report(rows: list[dict], per_epoch: list[dict], report: Path) -> None:
+    report.mkdir(parents=True, exist_ok=True)
+    with open(report / "per_epoch.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["method", *COLUMNS], extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(per_epoch)
+    table = [
+        [r["method"], r["epochs done"], pct(r["ticket"]), pct(r["gem"]), pct(r["pre"]),
+         pct(r["pre_running_bn"]), pct(r["post"]), pct(PAPER[r["method"]]),
+         "—" if r["seconds"] is None else f"{r['seconds'] / 3600:.2f} h", r["precision"] or "—"]
+        for r in rows
+    ]  # fmt: skip
+    progress = [
+        f"- {r['method']}: not finished; last mining epoch "
+        f"{json.dumps({k: r['last'].get(k) for k in COLUMNS if k in r['last']})}"
+        for r in rows
+        if r["post"] is None and r["last"]
+    ]
+    header = ["method", "epochs done", "ticket density", "rare gem density",
+              "pre-finetune acc (rare gem)", "(mining's BN)", "post-finetune acc",
+              "paper", "time", "precision"]  # fmt: skip
+    Path(f"{report}.md").write_text(
+        f"""# The paper's budget: ResNet-20, CIFAR-10, density 1.44 %, 150 + 150 epochs
+
+- date: {today()}
+- machine: {machine()}
+- script: `{command_line()}`
+- the full 50,000 training images, the 10,000-image test set (the JPEG copy in
+  ../shared/datasets: the paper used the PNG-exact original), today's defaults.
+
+{markdown_table(header, table)}
+
+"paper": Gem-Miner 77.89 % (Fig. 3, Table 4), Smart Ratio 65.61 % (Table 16). Per-epoch
+records: [per_epoch.csv]({report.name}/per_epoch.csv); figures (density against the bound,
+accuracy over epochs): [report]({report.name}/report.md) once a run has finished.
+{chr(10).join(progress)}
+
+## Commands
+
+{chr(10).join(f"- {r['method']}: `{r['command']}` → `{r['folder']}`" for r in rows)}
+"""
+    )
+
+
+if __name__ == "__main__":
+    main()
