@@ -8,6 +8,7 @@ import torch
 from PIL import Image
 from torch import nn
 
+from gemminer.cli import main
 from gemminer.data import ImageArrays
 from gemminer.notices import forget_notices
 from gemminer.training import runtime as runtime_module
@@ -45,6 +46,28 @@ def told(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [
         r.getMessage() for r in caplog.records if r.name == "gemminer" and r.levelname == "WARNING"
     ]
+
+
+def fails(argv: list[str], capsys: pytest.CaptureFixture, *needles: str) -> str:
+    """Run ``gemminer ARGV``: it must exit with status 2 and one line on stderr,
+    ``gemminer: error: ...``, holding every one of ``needles``; returns that stderr."""
+    code = main(argv)
+    err = capsys.readouterr().err
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("gemminer: error:"), err
+    for needle in needles:
+        assert needle in err, err
+    return err
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory: pytest.TempPathFactory):
+    """A tiny image-folder data set (24 training and 9 test images of 16×16 pixels), made
+    once per test module; modules that need other data define their own ``data_dir``."""
+    root = tmp_path_factory.mktemp("data")
+    write_image_folder(root, n_train=24, n_test=9, size=16)
+    return root
 
 
 @pytest.fixture

@@ -133,7 +133,7 @@ def test_the_api_and_the_command_line_mine_the_same_mask_from_one_seed(tmp_path)
     """Issue 13: `gemminer.mine(seed=s)` derives its scores, batch order, augmentation and
     calibration seeds as `gemminer mine --seed s` does (gemminer.seeds.derive_seed), so on
     the same data and initialization both find the same mask."""
-    from gemminer import pipeline
+    from gemminer import stages
     from gemminer.config import OptimConfig, PruneConfig, RunConfig
     from gemminer.seeds import derive_seed
 
@@ -150,9 +150,9 @@ def test_the_api_and_the_command_line_mine_the_same_mask_from_one_seed(tmp_path)
         prune=prune,
         settings={"period": 1, "lam": 1e-4},
     )
-    pipeline.prune_run(cfg, tmp_path / "run", progress=False, log=lambda _: None)
-    splits = pipeline.load_data(cfg)
-    model = pipeline.build_model(cfg, splits.num_classes)  # init from derive_seed(s, "weights")
+    stages.prune_run(cfg, tmp_path / "run", progress=False, log=lambda _: None)
+    splits = stages.load_data(cfg)
+    model = stages.build_model(cfg, splits.num_classes)  # init from derive_seed(s, "weights")
 
     # the training batches: one construction, one seed stream
     api = gemminer.api._batches(
@@ -164,7 +164,7 @@ def test_the_api_and_the_command_line_mine_the_same_mask_from_one_seed(tmp_path)
         mean=splits.mean,
         std=splits.std,
     )
-    cli = pipeline.train_loader(splits, 8, torch.device("cpu"), derive_seed(seed, "prune-data"))
+    cli = stages.train_loader(splits, 8, torch.device("cpu"), derive_seed(seed, "prune-data"))
     for (x, y), (x_cli, y_cli) in zip(api, cli, strict=True):
         assert torch.equal(x, x_cli) and torch.equal(y, y_cli)
 

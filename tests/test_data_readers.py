@@ -11,7 +11,6 @@ import pickle
 import shlex
 import shutil
 import socket
-import struct
 import tarfile
 import threading
 from collections.abc import Iterator
@@ -34,120 +33,26 @@ from gemminer.data.cifar import (
 from gemminer.data.download import download_file, extract_tar, file_digest
 from gemminer.errors import DataError
 
-CLASSES = (
-    "airplane",
-    "automobile",
-    "bird",
-    "cat",
-    "deer",
-    "dog",
-    "frog",
-    "horse",
-    "ship",
-    "truck",
+from .tiny_datasets import (
+    CIFAR10_CLASSES,
+    PER_TEST,
+    PER_TRAIN_BATCH,
+    random_pixels,
+    save_image,
+    write_cifar10,
 )
-PER_TRAIN_BATCH = 4
-PER_TEST = 3
+
 ARCHIVE = "cifar-10-python.tar.gz"
 
 
 # --------------------------------------------------------------------------- official pickles
 
 
-def _rows(start: int, n: int) -> np.ndarray:
-    """``n`` random 3072-value rows; the first value (red at (0, 0)) is a unique id."""
-    rows = np.random.default_rng(start).integers(0, 256, size=(n, 3072), dtype=np.uint8)
-    rows[:, 0] = np.arange(start, start + n)
-    return rows
-
-
-class _Py2Pickler(pickle._Pickler):
-    """Writes every string as a Python 2 ``str`` (bytes when loaded with encoding="bytes")."""
-
-    dispatch = pickle._Pickler.dispatch.copy()
-
-    def save_py2_str(self, obj: str | bytes) -> None:
-        raw = obj.encode("latin1") if isinstance(obj, str) else obj
-        if len(raw) < 256:
-            self.write(pickle.SHORT_BINSTRING + bytes([len(raw)]) + raw)
-        else:
-            self.write(pickle.BINSTRING + struct.pack("<i", len(raw)) + raw)
-        self.memoize(obj)
-
-    dispatch[bytes] = save_py2_str
-    dispatch[str] = save_py2_str
-
-
-def _dump(obj: dict, path: Path, protocol: int, py2: bool) -> None:
-    if py2:  # byte for byte what Python 2 with numpy 1 wrote for the official release
-        buf = io.BytesIO()
-        _Py2Pickler(buf, protocol=2).dump(obj)
-        path.write_bytes(buf.getvalue().replace(b"numpy._core.", b"numpy.core."))
-    else:
-        with open(path, "wb") as f:
-            pickle.dump(obj, f, protocol=protocol)
-
-
-def write_official(
-    folder: Path, *, protocol: int = 2, str_keys: bool = False, py2: bool = False
-) -> dict:
-    """Write a tiny release shaped like the official one; return the rows and labels written.
-
-    The official files are Python 2 pickles (``py2``): loaded with ``encoding="bytes"`` their
-    keys and strings are bytes. Otherwise Python 3 pickles with bytes keys are written, or
-    with str keys and names when ``str_keys``.
-    """
-
-    def key(k: str) -> str | bytes:
-        return k if str_keys or py2 else k.encode()
-
-    batches = folder / "cifar-10-batches-py"
-    batches.mkdir(parents=True)
-    train_rows, train_labels = [], []
-    for b in range(1, 6):
-        rows = _rows(PER_TRAIN_BATCH * (b - 1), PER_TRAIN_BATCH)
-        if b == 1:  # pixels at known places of the second image, one per colour plane
-            rows[1, 0 * 1024 + 0 * 32 + 7] = 5  # red, y=0, x=7
-            rows[1, 1 * 1024 + 2 * 32 + 5] = 222  # green, y=2, x=5
-            rows[1, 2 * 1024 + 31 * 32 + 30] = 77  # blue, y=31, x=30
-        labels = [(3 * i + b) % 10 for i in range(PER_TRAIN_BATCH)]
-        train_rows.append(rows)
-        train_labels += labels
-        batch = {
-            key("batch_label"): key(f"training batch {b} of 5"),
-            key("labels"): labels,
-            key("data"): rows,
-            key("filenames"): [key(f"img_{b}_{i}.png") for i in range(PER_TRAIN_BATCH)],
-        }
-        _dump(batch, batches / f"data_batch_{b}", protocol, py2)
-    test_rows = _rows(100, PER_TEST)
-    test_labels = [9, 0, 4]
-    batch = {
-        key("batch_label"): key("testing batch 1 of 1"),
-        key("labels"): test_labels,
-        key("data"): test_rows,
-        key("filenames"): [key(f"test_{i}.png") for i in range(PER_TEST)],
-    }
-    _dump(batch, batches / "test_batch", protocol, py2)
-    meta = {
-        key("num_cases_per_batch"): PER_TRAIN_BATCH,
-        key("label_names"): [key(c) for c in CLASSES],
-        key("num_vis"): 3072,
-    }
-    _dump(meta, batches / "batches.meta", protocol, py2)
-    return {
-        "train_rows": np.concatenate(train_rows),
-        "train_labels": train_labels,
-        "test_rows": test_rows,
-        "test_labels": test_labels,
-    }
-
-
 @pytest.fixture
 def archive(tmp_path: Path) -> tuple[Path, str]:
     """A tar.gz of the tiny release, in a folder of its own; returns it and its md5."""
     src = tmp_path / "archive-src"
-    write_official(src, py2=True)
+    write_cifar10(src, py2=True)
     out = tmp_path / "served"
     out.mkdir()
     path = out / ARCHIVE
@@ -162,10 +67,10 @@ def archive(tmp_path: Path) -> tuple[Path, str]:
     ids=["python2", "bytes-keys-p2", "str-keys-p4", "bytes-keys-p5"],
 )
 def test_read_cifar_pickle_values(tmp_path: Path, protocol: int, str_keys: bool, py2: bool) -> None:
-    want = write_official(tmp_path, protocol=protocol, str_keys=str_keys, py2=py2)
+    want = write_cifar10(tmp_path, protocol=protocol, str_keys=str_keys, py2=py2)
     for root in (tmp_path, tmp_path / "cifar-10-batches-py"):
         train, test = read_cifar_pickle(root)
-        assert train.classes == test.classes == CLASSES
+        assert train.classes == test.classes == CIFAR10_CLASSES
         assert train.images.shape == (5 * PER_TRAIN_BATCH, 3, 32, 32)
         assert test.images.shape == (PER_TEST, 3, 32, 32)
         assert train.images.dtype == torch.uint8 and train.labels.dtype == torch.int64
@@ -184,7 +89,7 @@ def test_read_cifar_pickle_values(tmp_path: Path, protocol: int, str_keys: bool,
 
 
 def test_read_cifar_pickle_missing_files(tmp_path: Path) -> None:
-    write_official(tmp_path)
+    write_cifar10(tmp_path)
     (tmp_path / "cifar-10-batches-py" / "data_batch_3").unlink()
     with pytest.raises(DataError, match="data_batch_3"):
         read_cifar_pickle(tmp_path)
@@ -208,7 +113,7 @@ class _EvalExploit(_Exploit):
 
 @pytest.mark.parametrize("exploit", [_Exploit, _EvalExploit])
 def test_malicious_pickle_is_refused(tmp_path: Path, exploit: type[_Exploit]) -> None:
-    write_official(tmp_path)
+    write_cifar10(tmp_path)
     marker = tmp_path / "marker"
     payload = pickle.dumps({b"data": exploit(marker), b"labels": [0]}, protocol=2)
     assert b"system" in payload or b"eval" in payload
@@ -220,7 +125,7 @@ def test_malicious_pickle_is_refused(tmp_path: Path, exploit: type[_Exploit]) ->
 
 
 def test_garbage_pickle_is_a_data_error(tmp_path: Path) -> None:
-    write_official(tmp_path)
+    write_cifar10(tmp_path)
     (tmp_path / "cifar-10-batches-py" / "test_batch").write_bytes(b"not a pickle at all")
     with pytest.raises(DataError, match="test_batch"):
         read_cifar_pickle(tmp_path)
@@ -230,12 +135,7 @@ def test_garbage_pickle_is_a_data_error(tmp_path: Path) -> None:
 
 
 def _pixels(seed: int, h: int = 4, w: int = 5) -> np.ndarray:
-    return np.random.default_rng(seed).integers(0, 256, size=(h, w, 3), dtype=np.uint8)
-
-
-def _write_png(path: Path, pixels: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(pixels, "RGB").save(path, format="PNG")
+    return random_pixels(seed, h, w)
 
 
 def _make_split(root: Path, split: str, files: dict[str, list[str]]) -> dict[str, np.ndarray]:
@@ -244,7 +144,7 @@ def _make_split(root: Path, split: str, files: dict[str, list[str]]) -> dict[str
     for cls, names in files.items():
         for name in names:
             pixels = _pixels(len(written) + 1000 * len(split))
-            _write_png(root / split / cls / name, pixels)
+            save_image(root / split / cls / name, pixels)
             written[f"{cls}/{name}"] = pixels
     return written
 
@@ -254,9 +154,9 @@ def test_image_folder_values_labels_and_order(tmp_path: Path) -> None:
         tmp_path, "train", {"cat": ["b.png", "a.png"], "ant": ["x.PNG"], "bee": ["10.png", "9.png"]}
     )
     # Hidden files, other file types and hidden folders are ignored.
-    _write_png(tmp_path / "train" / "cat" / ".hidden.png", _pixels(1, 9, 9))
+    save_image(tmp_path / "train" / "cat" / ".hidden.png", _pixels(1, 9, 9))
     (tmp_path / "train" / "cat" / "notes.txt").write_text("not an image")
-    _write_png(tmp_path / "train" / ".junk" / "z.png", _pixels(2, 9, 9))
+    save_image(tmp_path / "train" / ".junk" / "z.png", _pixels(2, 9, 9))
     arrays = read_image_folder(tmp_path, "train")
     assert arrays.classes == ("ant", "bee", "cat")
     order = ["ant/x.PNG", "bee/10.png", "bee/9.png", "cat/a.png", "cat/b.png"]
@@ -298,7 +198,7 @@ def test_image_folder_cache_reused_and_invalidated(
 
     changed = tmp_path / "train" / "a" / "1.png"
     new_pixels = 255 - written["a/1.png"]
-    _write_png(changed, new_pixels)
+    save_image(changed, new_pixels)
     stat = changed.stat()
     os.utime(changed, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
     third = read_image_folder(tmp_path, "train")
@@ -342,8 +242,8 @@ def test_image_folder_corrupt_image_names_file(tmp_path: Path) -> None:
 
 def test_image_folder_sizes(tmp_path: Path) -> None:
     _make_split(tmp_path, "train", {"a": ["0.png", "2.png"]})
-    _write_png(tmp_path / "train" / "a" / "1.png", _pixels(7, 6, 6))
-    _write_png(tmp_path / "train" / "a" / "3.png", _pixels(8, 7, 7))
+    save_image(tmp_path / "train" / "a" / "1.png", _pixels(7, 6, 6))
+    save_image(tmp_path / "train" / "a" / "3.png", _pixels(8, 7, 7))
     with pytest.raises(DataError, match=r"1\.png"):
         read_image_folder(tmp_path, "train")
     arrays = read_image_folder(tmp_path, "train", size=(8, 10))
@@ -502,7 +402,7 @@ def test_extract_tar_good_archive(tmp_path: Path) -> None:
 def test_registry_and_validation_split(tmp_path: Path) -> None:
     assert DATASETS.get("cifar10") is load_cifar10
     assert gemminer.data.DATASETS is DATASETS and "cifar10" in DATASETS
-    write_official(tmp_path)
+    write_cifar10(tmp_path)
     n = 5 * PER_TRAIN_BATCH
 
     def ids(seed: int) -> tuple[list[int], list[int]]:
@@ -517,12 +417,3 @@ def test_registry_and_validation_split(tmp_path: Path) -> None:
     assert ids(4)[1] != val
     full = load_dataset("cifar10", tmp_path, download=False)
     assert full.val is None and len(full.train) == n
-
-
-@pytest.mark.parametrize("name", ["folder", "cifar10", "mnist", "tinyimagenet", "caltech101"])
-def test_data_dir_that_is_a_file_says_so(tmp_path: Path, name: str) -> None:
-    a_file = tmp_path / "data.tar"
-    a_file.write_bytes(b"not a folder")
-    with pytest.raises(DataError, match="is a file, not a folder") as info:
-        load_dataset(name, a_file, download=False)
-    assert "does not exist" not in str(info.value) and str(a_file) in str(info.value)

@@ -6,7 +6,6 @@ import functools
 import gzip
 import hashlib
 import http.server
-import struct
 import tarfile
 import threading
 import zipfile
@@ -16,7 +15,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from gemminer.data import AUGMENTATIONS, DATASETS, DataSplits, ImageArrays, load_dataset
 from gemminer.data.base import channel_stats, resize_images
@@ -30,18 +28,19 @@ from gemminer.errors import ConfigError, DataError
 from gemminer.notices import forget_notices
 
 from .conftest import told
-from .test_data_readers import _dump
-
-
-def _png(path: Path, pixels: np.ndarray, fmt: str = "PNG") -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    mode = "L" if pixels.ndim == 2 else "RGB"
-    Image.fromarray(pixels, mode).save(path, format=fmt)
-
-
-def _random(seed: int, h: int, w: int, gray: bool = False) -> np.ndarray:
-    shape = (h, w) if gray else (h, w, 3)
-    return np.random.default_rng(seed).integers(0, 256, size=shape, dtype=np.uint8)
+from .tiny_datasets import (
+    FINE,
+    FIVE,
+    TINY_INSTANCES,
+    idx_bytes,
+    random_pixels,
+    save_image,
+    write_caltech101,
+    write_cifar100,
+    write_folder,
+    write_mnist,
+    write_tinyimagenet,
+)
 
 
 def _md5(path: Path) -> str:
@@ -75,29 +74,61 @@ def _offline_error(info: pytest.ExceptionInfo, folder: Path) -> None:
     assert str(folder) in message and "--no-download" in message and "--data-dir" in message
 
 
+# --------------------------------------------------------------------------- every data set
+
+
 def test_registry_names() -> None:
     assert {"cifar10", "cifar100", "folder", "tinyimagenet", "caltech101", "mnist"} <= set(
         DATASETS.names()
     )
 
 
+@pytest.mark.parametrize("name", DATASETS.names())
+def test_every_dataset_reads_its_tiny_instance(tmp_path: Path, name: str) -> None:
+    """The contract of a registered data set: it reads a tiny instance of its on-disk
+    format (written by tests/tiny_datasets.py) into checked splits of the right shape and
+    classes."""
+    if name not in TINY_INSTANCES:
+        pytest.fail(f"data set {name!r} has no tiny-instance writer in tests/tiny_datasets.py")
+    want = TINY_INSTANCES[name](tmp_path)
+    splits = load_dataset(name, tmp_path, download=False)
+    assert splits.image_shape == want.image_shape
+    assert splits.train.classes == want.classes and splits.num_classes == len(want.classes)
+    got = {"train": splits.train, "test": splits.test, "val": splits.val}
+    assert {k: len(v) for k, v in got.items() if v is not None} == want.sizes
+    for split in got.values():
+        if split is not None:
+            assert split.images.dtype == torch.uint8 and split.labels.dtype == torch.int64
+            assert tuple(split.images.shape[1:]) == want.image_shape
+    assert len(splits.mean) == len(splits.std) == want.image_shape[0]
+    assert all(0 <= m <= 1 for m in splits.mean) and all(0 < s <= 1 for s in splits.std)
+    assert splits.augmentation in AUGMENTATIONS
+
+
+@pytest.mark.parametrize("name", DATASETS.names())
+def test_every_dataset_explains_a_missing_folder(tmp_path: Path, name: str) -> None:
+    missing = tmp_path / "missing"
+    with pytest.raises(DataError, match="does not exist") as info:
+        load_dataset(name, missing, download=False)
+    message = str(info.value)
+    assert "\n" not in message and str(missing) in message
+    assert not missing.exists()  # refusing does not create the folder
+
+
+@pytest.mark.parametrize("name", DATASETS.names())
+def test_every_dataset_says_when_its_folder_is_a_file(tmp_path: Path, name: str) -> None:
+    a_file = tmp_path / "data.tar"
+    a_file.write_bytes(b"not a folder")
+    with pytest.raises(DataError, match="is a file, not a folder") as info:
+        load_dataset(name, a_file, download=False)
+    assert "does not exist" not in str(info.value) and str(a_file) in str(info.value)
+
+
 # --------------------------------------------------------------------------- generic folders
 
 
-FIVE = ("ant", "bee", "cat", "dog", "eel")
-
-
-def _folder_dataset(root: Path, *, test: bool = True, same_size: bool = False) -> None:
-    """Five classes of odd-sized colour and grayscale PNGs in train/ (and test/)."""
-    for split, per_class in (("train", 3), ("test", 2)) if test else (("train", 3),):
-        for c, cls in enumerate(FIVE):
-            for i in range(per_class):
-                h, w = (5, 7) if same_size else (5 + c, 3 + 2 * i)
-                _png(root / split / cls / f"{i}.png", _random(c * 10 + i, h, w, gray=i == 1))
-
-
 def test_folder_any_classes_sizes_and_grayscale(tmp_path: Path) -> None:
-    _folder_dataset(tmp_path)
+    write_folder(tmp_path)
     with pytest.raises(DataError, match="share one size"):
         load_dataset("folder", tmp_path)
     splits = load_dataset("folder", tmp_path, image_size=9)
@@ -115,9 +146,9 @@ def test_folder_any_classes_sizes_and_grayscale(tmp_path: Path) -> None:
 
 
 def test_folder_native_size_and_val_folder(tmp_path: Path) -> None:
-    _folder_dataset(tmp_path, same_size=True)
+    write_folder(tmp_path, same_size=True)
     for c, cls in enumerate(FIVE):
-        _png(tmp_path / "val" / cls / "v.png", _random(99 + c, 5, 7))
+        save_image(tmp_path / "val" / cls / "v.png", random_pixels(99 + c, 5, 7))
     splits = load_dataset("folder", tmp_path)
     assert splits.image_shape == (3, 5, 7)
     assert splits.val is not None and splits.val.labels.tolist() == [0, 1, 2, 3, 4]
@@ -126,7 +157,7 @@ def test_folder_native_size_and_val_folder(tmp_path: Path) -> None:
 
 
 def test_folder_without_test_split(tmp_path: Path) -> None:
-    _folder_dataset(tmp_path, test=False, same_size=True)
+    write_folder(tmp_path, test=False, same_size=True)
     with pytest.raises(DataError, match="no test/ folder") as info:
         load_dataset("folder", tmp_path)
     assert "test_fraction" in str(info.value)
@@ -140,7 +171,7 @@ def test_folder_without_test_split(tmp_path: Path) -> None:
 
 
 def test_folder_corrupt_image_error_and_skip_bad(tmp_path: Path, caplog) -> None:
-    _folder_dataset(tmp_path, same_size=True)
+    write_folder(tmp_path, same_size=True)
     bad = tmp_path / "train" / "cat" / "2.png"
     bad.write_bytes(bad.read_bytes()[:60])  # truncated
     with pytest.raises(DataError, match=r"cat/2\.png"):
@@ -189,39 +220,10 @@ def test_datasplits_checks_augmentation_and_channels() -> None:
 
 # --------------------------------------------------------------------------- CIFAR-100
 
-FINE = tuple(f"class_{i:02d}" for i in range(100))
-
-
-def _write_cifar100(folder: Path) -> dict:
-    """The official python release (Python 2 pickles): train, test, meta."""
-    release = folder / "cifar-100-python"
-    release.mkdir(parents=True)
-    rng = np.random.default_rng(5)
-    want = {}
-    for split, n in (("train", 6), ("test", 4)):
-        rows = rng.integers(0, 256, size=(n, 3072), dtype=np.uint8)
-        fine = [int(v) for v in rng.integers(0, 100, size=n)]
-        coarse = [v // 5 for v in fine]
-        batch = {
-            b"filenames": [f"{split}_{i}.png".encode() for i in range(n)],
-            b"batch_label": f"{split} batch".encode(),
-            b"fine_labels": fine,
-            b"coarse_labels": coarse,
-            b"data": rows,
-        }
-        _dump(batch, release / split, 2, py2=True)
-        want[split] = (rows, fine)
-    meta = {
-        b"fine_label_names": [c.encode() for c in FINE],
-        b"coarse_label_names": [f"super_{i}".encode() for i in range(20)],
-    }
-    _dump(meta, release / "meta", 2, py2=True)
-    return want
-
 
 @pytest.fixture
 def cifar100_archive(tmp_path: Path) -> tuple[Path, dict]:
-    want = _write_cifar100(tmp_path / "src")
+    want = write_cifar100(tmp_path / "src")
     path = tmp_path / "cifar-100-python.tar.gz"
     with tarfile.open(path, "w:gz") as tar:
         tar.add(tmp_path / "src" / "cifar-100-python", arcname="cifar-100-python")
@@ -229,7 +231,7 @@ def cifar100_archive(tmp_path: Path) -> tuple[Path, dict]:
 
 
 def test_cifar100_release_values(tmp_path: Path) -> None:
-    want = _write_cifar100(tmp_path)
+    want = write_cifar100(tmp_path)
     splits = load_dataset("cifar100", tmp_path, download=False)
     assert splits.train.classes == FINE and splits.num_classes == 100
     assert splits.train.images.shape == (6, 3, 32, 32) and splits.test.images.shape == (
@@ -282,41 +284,12 @@ def test_cifar100_download_and_offline(
 def test_cifar100_image_folder_layout(tmp_path: Path) -> None:
     for split in ("train", "test"):
         for i, cls in enumerate(("apple", "bee")):
-            _png(tmp_path / split / cls / "0.png", _random(i, 32, 32))
+            save_image(tmp_path / split / cls / "0.png", random_pixels(i, 32, 32))
     splits = load_cifar100(tmp_path, download=False)
     assert splits.train.classes == ("apple", "bee") and splits.image_shape == (3, 32, 32)
 
 
 # --------------------------------------------------------------------------- TinyImageNet
-
-WNIDS = ("n02", "n01", "n03")  # wnids.txt order is not sorted
-COLOURS = {"n01": (250, 10, 10), "n02": (10, 250, 10), "n03": (10, 10, 250)}
-
-
-def _jpeg(path: Path, colour: tuple[int, int, int], size: int = 64) -> None:
-    pixels = np.empty((size, size, 3), dtype=np.uint8)
-    pixels[:] = colour
-    _png(path, pixels, fmt="JPEG")
-
-
-def _write_tinyimagenet(parent: Path, size: int = 64) -> Path:
-    root = parent / "tiny-imagenet-200"
-    root.mkdir(parents=True)
-    (root / "wnids.txt").write_text("\n".join(WNIDS) + "\n")
-    (root / "words.txt").write_text(
-        "n00\tentity\nn01\tgoldfish, Carassius auratus\nn02\tsalamander\nn03\tbullfrog\n"
-    )
-    for wnid in WNIDS:
-        for i in range(2):
-            _jpeg(root / "train" / wnid / "images" / f"{wnid}_{i}.JPEG", COLOURS[wnid], size)
-        (root / "train" / wnid / f"{wnid}_boxes.txt").write_text(f"{wnid}_0.JPEG\t0\t0\t9\t9\n")
-    lines = []
-    for i, wnid in enumerate(("n03", "n01", "n01", "n02")):
-        _jpeg(root / "val" / "images" / f"val_{i}.JPEG", COLOURS[wnid], size)
-        lines.append(f"val_{i}.JPEG\t{wnid}\t0\t3\t40\t50")
-    (root / "val" / "val_annotations.txt").write_text("\n".join(lines) + "\n")
-    _jpeg(root / "test" / "images" / "test_0.JPEG", (0, 0, 0), size)  # unlabelled, unused
-    return root
 
 
 def _zip_folder(folder: Path, archive: Path) -> Path:
@@ -332,7 +305,7 @@ def _colour_labels(images: torch.Tensor) -> list[int]:
 
 
 def test_tinyimagenet_official_layout(tmp_path: Path) -> None:
-    _write_tinyimagenet(tmp_path)
+    write_tinyimagenet(tmp_path)
     for data_dir in (tmp_path, tmp_path / "tiny-imagenet-200"):
         splits = load_dataset("tinyimagenet", data_dir, download=False)
         assert splits.train.classes == ("n01", "n02", "n03")
@@ -349,7 +322,7 @@ def test_tinyimagenet_official_layout(tmp_path: Path) -> None:
 
 
 def test_tinyimagenet_checks_annotations(tmp_path: Path) -> None:
-    root = _write_tinyimagenet(tmp_path)
+    root = write_tinyimagenet(tmp_path)
     notes = root / "val" / "val_annotations.txt"
     good = notes.read_text()
     notes.write_text(good.replace("val_3.JPEG\tn02", "val_3.JPEG\tn09"))
@@ -365,7 +338,7 @@ def test_tinyimagenet_checks_annotations(tmp_path: Path) -> None:
 
 
 def test_tinyimagenet_zip_local_and_download(tmp_path: Path, serve: tuple[Path, str]) -> None:
-    root = _write_tinyimagenet(tmp_path / "src", size=8)
+    root = write_tinyimagenet(tmp_path / "src", size=8)
     folder, url = serve
     archive = _zip_folder(root, folder / "tiny-imagenet-200.zip")
     offline = tmp_path / "offline"
@@ -431,28 +404,13 @@ def test_extract_zip_bad_archive_and_members(tmp_path: Path) -> None:
 
 # --------------------------------------------------------------------------- Caltech-101
 
-CALTECH_COUNTS = {"Faces": 10, "accordion": 5, "BACKGROUND_Google": 4, "yin_yang": 7}
-
-
-def _write_caltech(parent: Path) -> Path:
-    """101_ObjectCategories with odd sizes and a grayscale image; pixel [0,0,0] is an id."""
-    folder = parent / "101_ObjectCategories"
-    n = 0
-    for cls, count in CALTECH_COUNTS.items():
-        for i in range(count):
-            pixels = _random(n, 6 + i % 3, 9 - i % 2, gray=i == 2)
-            pixels[0, 0] = n
-            _png(folder / cls / f"image_{i + 1:04d}.jpg", pixels)  # PNG bytes, .jpg name
-            n += 1
-    return folder
-
 
 def _caltech_ids(arrays: ImageArrays) -> list[int]:
     return arrays.images[:, 0, 0, 0].tolist()
 
 
 def test_caltech101_classes_split_and_determinism(tmp_path: Path) -> None:
-    folder = _write_caltech(tmp_path)
+    folder = write_caltech101(tmp_path)
     splits = load_dataset("caltech101", tmp_path, download=False, image_size=16)
     assert splits.train.classes == ("Faces", "accordion", "yin_yang")  # no BACKGROUND_Google
     assert splits.image_shape == (3, 16, 16) and splits.val is not None
@@ -479,7 +437,7 @@ def test_caltech101_classes_split_and_determinism(tmp_path: Path) -> None:
 
 def _caltech_zip(tmp_path: Path) -> tuple[Path, str]:
     """The official zip: caltech-101/101_ObjectCategories.tar.gz plus Mac junk and extras."""
-    src = _write_caltech(tmp_path / "src")
+    src = write_caltech101(tmp_path / "src")
     tarball = tmp_path / "101_ObjectCategories.tar.gz"
     with tarfile.open(tarball, "w:gz") as tar:
         tar.add(src, arcname="101_ObjectCategories")
@@ -531,35 +489,13 @@ def test_caltech101_zip_and_offline(tmp_path: Path, serve: tuple[Path, str]) -> 
 # --------------------------------------------------------------------------- MNIST
 
 
-def _idx(array: np.ndarray) -> bytes:
-    header = bytes([0, 0, 8, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
-    return header + array.astype(np.uint8).tobytes()
-
-
-def _write_mnist(folder: Path, *, gz: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(3)
-    arrays = {
-        "train-images-idx3-ubyte": rng.integers(0, 256, (5, 28, 28), dtype=np.uint8),
-        "train-labels-idx1-ubyte": np.array([5, 0, 4, 1, 9], dtype=np.uint8),
-        "t10k-images-idx3-ubyte": rng.integers(0, 256, (3, 28, 28), dtype=np.uint8),
-        "t10k-labels-idx1-ubyte": np.array([7, 2, 1], dtype=np.uint8),
-    }
-    folder.mkdir(parents=True, exist_ok=True)
-    for name, array in arrays.items():
-        if name in gz:
-            (folder / f"{name}.gz").write_bytes(gzip.compress(_idx(array)))
-        else:
-            (folder / name).write_bytes(_idx(array))
-    return arrays
-
-
 def test_mnist_plain_gz_and_torchvision_layout(tmp_path: Path) -> None:
     gz = ("train-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
     for data_dir, folder in (
         (tmp_path / "a", tmp_path / "a"),
         (tmp_path / "b", tmp_path / "b" / "MNIST" / "raw"),
     ):
-        want = _write_mnist(folder, gz=gz)
+        want = write_mnist(folder, gz=gz)
         splits = load_dataset("mnist", data_dir, download=False)
         assert (
             splits.train.images.shape == (5, 1, 28, 28) and splits.train.images.dtype == torch.uint8
@@ -589,7 +525,7 @@ def test_mnist_plain_gz_and_torchvision_layout(tmp_path: Path) -> None:
     ids=["data", "header", "trailing", "type", "ndim"],
 )
 def test_mnist_strict_idx_header(tmp_path: Path, corrupt, match: str) -> None:
-    _write_mnist(tmp_path)
+    write_mnist(tmp_path)
     path = tmp_path / "train-images-idx3-ubyte"
     path.write_bytes(corrupt(path.read_bytes()))
     with pytest.raises(DataError, match=match) as info:
@@ -598,13 +534,13 @@ def test_mnist_strict_idx_header(tmp_path: Path, corrupt, match: str) -> None:
 
 
 def test_mnist_bad_gzip_and_count_mismatch(tmp_path: Path) -> None:
-    _write_mnist(tmp_path, gz=("t10k-images-idx3-ubyte",))
+    write_mnist(tmp_path, gz=("t10k-images-idx3-ubyte",))
     gz = tmp_path / "t10k-images-idx3-ubyte.gz"
     gz.write_bytes(gz.read_bytes()[:-20])
     with pytest.raises(DataError, match="t10k-images-idx3-ubyte.gz"):
         load_mnist(tmp_path, download=False)
-    _write_mnist(tmp_path / "c")
-    (tmp_path / "c" / "t10k-labels-idx1-ubyte").write_bytes(_idx(np.array([1, 2], np.uint8)))
+    write_mnist(tmp_path / "c")
+    (tmp_path / "c" / "t10k-labels-idx1-ubyte").write_bytes(idx_bytes(np.array([1, 2], np.uint8)))
     with pytest.raises(DataError, match="3 images but .* 2 labels"):
         load_mnist(tmp_path / "c", download=False)
     assert read_idx(tmp_path / "c" / "t10k-labels-idx1-ubyte", 1).tolist() == [1, 2]
@@ -612,10 +548,10 @@ def test_mnist_bad_gzip_and_count_mismatch(tmp_path: Path) -> None:
 
 def test_mnist_download_and_offline(tmp_path: Path, serve: tuple[Path, str]) -> None:
     folder, url = serve
-    want = _write_mnist(tmp_path / "src")
+    want = write_mnist(tmp_path / "src")
     md5 = {}
     for name, array in want.items():
-        (folder / f"{name}.gz").write_bytes(gzip.compress(_idx(array)))
+        (folder / f"{name}.gz").write_bytes(gzip.compress(idx_bytes(array)))
         md5[f"{name}.gz"] = _md5(folder / f"{name}.gz")
     offline = tmp_path / "offline"
     with pytest.raises(DataError, match="t10k-labels-idx1-ubyte") as info:
@@ -623,7 +559,7 @@ def test_mnist_download_and_offline(tmp_path: Path, serve: tuple[Path, str]) -> 
     _offline_error(info, offline)
     fresh = tmp_path / "fresh"
     (fresh).mkdir()
-    (fresh / "train-labels-idx1-ubyte").write_bytes(_idx(want["train-labels-idx1-ubyte"]))
+    (fresh / "train-labels-idx1-ubyte").write_bytes(idx_bytes(want["train-labels-idx1-ubyte"]))
     splits = load_mnist(fresh, url=url + "/", md5=md5)
     assert splits.test.labels.tolist() == [7, 2, 1]
     assert sorted(p.name for p in fresh.iterdir()) == [

@@ -13,15 +13,8 @@ import torch
 
 from gemminer.cli import main
 
-from .conftest import told, write_image_folder
+from .conftest import fails, told
 from .test_cli import FAST, mine_args
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data")
-    write_image_folder(root, n_train=24, n_test=9, size=16)
-    return root
 
 
 @pytest.fixture(scope="module")
@@ -29,16 +22,6 @@ def mined(data_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("runs") / "run"
     assert main([*mine_args(data_dir, out), "--epochs", "2"]) == 0
     return out
-
-
-def fails(argv, capsys, *needles):
-    code = main(argv)
-    err = capsys.readouterr().err
-    assert code == 2, err
-    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
-    for needle in needles:
-        assert needle in err, err
-    return err
 
 
 def test_empty_data_dir(tmp_path, capsys):

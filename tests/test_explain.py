@@ -7,7 +7,7 @@ import dataclasses
 from gemminer.cli import build_parser, config_from_args
 from gemminer.config import RunConfig
 from gemminer.explain import explain_settings
-from gemminer.pipeline import density_shortfall
+from gemminer.stages import density_shortfall
 
 
 def resolved(*flags: str) -> RunConfig:

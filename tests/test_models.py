@@ -185,14 +185,10 @@ def test_bad_cifar_resnet_shortcut(bad: object) -> None:
 
 def test_smart_ratio_sees_the_papers_layer_count() -> None:
     """Smart Ratio's L (its prunable layers): 20 for ResNet-20 (19 convs + 1 linear)."""
-    from gemminer.methods._ratios import layer_sizes
-    from gemminer.methods.base import PruneContext
+    from gemminer.methods.smart_ratio import SmartRatioSettings, smart_ratio_counts
 
     def num_layers(model: nn.Module) -> int:
-        ctx = PruneContext(
-            model=model, density=0.1, train_batches=[], device=torch.device("cpu"), seed=0
-        )
-        return len(layer_sizes(ctx))
+        return len(smart_ratio_counts(model, 0.1, SmartRatioSettings()))
 
     assert num_layers(create_model("resnet20")) == 20
     assert num_layers(create_model("resnet32")) == 32

@@ -322,13 +322,13 @@ def stand_in_data(tmp_path_factory):
     from gemminer.models import create_model
 
     from .conftest import write_image_folder
-    from .test_datasets import _write_caltech, _write_cifar100, _write_tinyimagenet
+    from .tiny_datasets import write_caltech101, write_cifar100, write_tinyimagenet
 
     root = tmp_path_factory.mktemp("stand-in")
     write_image_folder(root / "cifar10", n_train=12, n_test=6)
-    _write_cifar100(root / "cifar100")
-    _write_tinyimagenet(root / "tinyimagenet")
-    _write_caltech(root / "caltech101")
+    write_cifar100(root / "cifar100")
+    write_tinyimagenet(root / "tinyimagenet")
+    write_caltech101(root / "caltech101")
     # torchvision's layout: affine BatchNorm, a 1000-class head with a bias
     state = create_model("resnet50", num_classes=1000, affine_bn=True).state_dict()
     state["fc.bias"] = torch.zeros(1000)
@@ -348,7 +348,7 @@ def _builds(recipe):
 )
 def test_every_recipe_builds_model_data_and_method(recipe, stand_in_data):
     """Model, data pipeline (tiny stand-in data) and method of each recipe, without training."""
-    from gemminer import pipeline
+    from gemminer import stages
     from gemminer.masking import count_prunable, to_score_model
     from gemminer.methods.gem_miner import mine_config
 
@@ -357,15 +357,15 @@ def test_every_recipe_builds_model_data_and_method(recipe, stand_in_data):
     if recipe.pretrained:
         flags += ["--pretrained", str(weights)]
     cfg = resolve(recipe, *flags)
-    splits = pipeline.load_data(cfg)
-    model = pipeline.build_model(cfg, splits.num_classes)
+    splits = stages.load_data(cfg)
+    model = stages.build_model(cfg, splits.num_classes)
     assert count_prunable(model) > 0
     if recipe.pretrained:  # the ImageNet weights were loaded over the initialization
         loaded = torch.load(weights, weights_only=True)
         assert torch.equal(model.layer4[2].conv3.weight, loaded["layer4.2.conv3.weight"])
         assert model.fc.weight.shape == (splits.num_classes, 2048)
     mine_config(cfg.prune, METHODS.get(cfg.method).build_settings(cfg.settings))
-    x, y = next(iter(pipeline.train_loader(splits, 2, torch.device("cpu"), seed=0)))
+    x, y = next(iter(stages.train_loader(splits, 2, torch.device("cpu"), seed=0)))
     expected = {"tinyimagenet": 64, "caltech101": 224}.get(recipe.dataset, 32)
     assert x.shape == (2, 3, expected, expected) and y.shape == (2,)
     with torch.no_grad():

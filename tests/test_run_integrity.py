@@ -19,7 +19,7 @@ from gemminer.cli import main
 from gemminer.errors import RunError
 from gemminer.runs import RunDir, load_run_file
 
-from .conftest import told, write_image_folder
+from .conftest import fails, told
 
 FAST = ["--no-download", "--batch-size", "8", "--no-progress"]
 
@@ -29,13 +29,6 @@ def mine_args(data_dir: Path, out: Path, *extra: str) -> list[str]:
         "mine", *FAST, "--data-dir", str(data_dir), "--density", "0.05", "--epochs", "2",
         "--out", str(out), *extra,
     ]  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data")
-    write_image_folder(root, n_train=24, n_test=9, size=16)
-    return root
 
 
 @pytest.fixture(scope="module")
@@ -116,11 +109,7 @@ def test_a_damaged_run_file_stops_the_stage_and_changes_nothing(
     corrupt(run / name, how)
     before = snapshot(run)
     capsys.readouterr()
-    assert main(stage_args(stage, run)) == 2
-    err = capsys.readouterr().err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("gemminer: error:"), err
-    assert name in err and "Traceback" not in err
+    fails(stage_args(stage, run), capsys, name)
     assert snapshot(run) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # no sanity folder, no report
 
@@ -135,9 +124,7 @@ def test_a_damaged_finetuning_checkpoint_stops_finetuning_and_changes_nothing(
     corrupt(run / "checkpoint-finetune.pt", how)
     before = snapshot(run)
     capsys.readouterr()
-    assert main(stage_args("finetune", run)) == 2
-    err = capsys.readouterr().err
-    assert len(err.strip().splitlines()) == 1 and "checkpoint-finetune.pt" in err, err
+    fails(stage_args("finetune", run), capsys, "checkpoint-finetune.pt")
     assert snapshot(run) == before
 
 

@@ -7,7 +7,7 @@ import torch
 
 from gemminer.cli import main
 from gemminer.masking import Mask
-from gemminer.stages.sanity import invert_mask, shuffle_mask
+from gemminer.stages.sanity import SANITY_CHECKS, Remine, invert_mask, shuffle_mask
 
 from .conftest import write_image_folder
 
@@ -80,20 +80,41 @@ def load(run):
     return mask, ticket, json.loads((run / "summary.json").read_text())
 
 
-@pytest.mark.parametrize("check", ["shuffle", "reinit", "invert-posthoc"])
-def test_sanity_command_writes_a_new_ticket(mined_run, check):
+#: What each registered sanity check changes; the rest of the ticket stays. ``mask``: a
+#: new mask at the same per-layer density (a check that mines again: at the same target
+#: density), on the same weights; ``weights``: new weights drawn like the originals, under
+#: the same mask.
+CHANGES = {"shuffle": "mask", "invert-posthoc": "mask", "invert": "mask", "reinit": "weights"}
+
+
+@pytest.mark.parametrize("check", SANITY_CHECKS.names())
+def test_every_sanity_check_changes_the_ticket_as_documented(mined_run, check):
+    if check not in CHANGES:
+        pytest.fail(f"sanity check {check!r} is registered but not in this test's CHANGES")
+    remine = SANITY_CHECKS.get(check)
+    remine = remine if isinstance(remine, Remine) else None
     assert main(["sanity", str(mined_run), "--check", check, "--no-progress"]) == 0
     new = mined_run.parent / f"run-{check}"
     mask, ticket, summary = load(mined_run)
     new_mask, new_ticket, new_summary = load(new)
-    assert layer_counts(new_mask) == layer_counts(mask)
     assert new_summary["sanity_check"] == check and new_summary["source_run"] == str(mined_run)
-    assert new_summary["epochs_to_mask"] == summary["epochs_to_mask"]
-    assert new_summary["density"] == summary["density"]
+    assert new_summary["target_density"] == summary["target_density"]
     for key in ("num_classes", "class_names", "input_mean", "model_args"):  # for export
         assert new_summary[key] == summary[key]
+    if remine is None:
+        assert layer_counts(new_mask) == layer_counts(mask)
+        assert new_summary["epochs_to_mask"] == summary["epochs_to_mask"]
+        assert new_summary["density"] == summary["density"]
+    else:  # mined again from the same initialization with the check's settings
+        config = json.loads((new / "config.json").read_text())
+        assert config["method"] == remine.method and config["sanity_check"] == check
+        assert config["settings"].items() >= dict(remine.settings).items()
+        assert abs(new_summary["density"] - summary["density"]) < 0.01
+        scores = torch.load(mined_run / "scores.pt", weights_only=True)
+        new_scores = torch.load(new / "scores.pt", weights_only=True)
+        assert not all(torch.equal(scores[n], new_scores[n]) for n in scores)
     weights = [n for n in mask]
-    if check == "reinit":
+    if CHANGES[check] == "weights":
         assert all(torch.equal(new_mask[n], mask[n]) for n in weights)
         assert all(not torch.equal(new_ticket[n], ticket[n]) for n in weights)
         # same distribution: signed constant ±gain/sqrt(fan_in)
@@ -104,29 +125,6 @@ def test_sanity_command_writes_a_new_ticket(mined_run, check):
     # the new ticket finetunes like any other
     assert main(["finetune", str(new), "--epochs", "1", "--no-progress"]) == 0
     assert json.loads((new / "summary.json").read_text())["post_finetune_acc"] is not None
-
-
-def test_invert_mines_again_freezing_the_highest_scores(mined_run):
-    """The authors' inversion: the same initialization mined with every freeze removing
-    the highest active scores."""
-    assert main(["sanity", str(mined_run), "--check", "invert", "--no-progress"]) == 0
-    new = mined_run.parent / "run-invert"
-    mask, ticket, summary = load(mined_run)
-    new_mask, new_ticket, new_summary = load(new)
-    config = json.loads((new / "config.json").read_text())
-    assert config["settings"]["freeze_order"] == "highest"
-    assert config["sanity_check"] == "invert"
-    assert new_summary["sanity_check"] == "invert"
-    assert new_summary["source_run"] == str(mined_run)
-    assert new_summary["target_density"] == summary["target_density"]
-    assert abs(new_summary["density"] - summary["density"]) < 0.01
-    assert any(not torch.equal(new_mask[n], mask[n]) for n in mask)
-    scores = torch.load(mined_run / "scores.pt", weights_only=True)
-    new_scores = torch.load(new / "scores.pt", weights_only=True)
-    assert not all(torch.equal(scores[n], new_scores[n]) for n in scores)
-    for n in mask:  # same original weights
-        assert torch.equal(new_ticket[n], ticket[n])
-    assert main(["finetune", str(new), "--epochs", "1", "--no-progress"]) == 0
 
 
 def test_invert_needs_gem_miner(mined_run, tmp_path, capsys):

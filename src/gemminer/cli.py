@@ -25,6 +25,7 @@ from typing import Any
 
 import torch
 
+from . import stages
 from .config import DEFAULT_DEVICE, RunConfig
 from .data import DATASETS
 from .errors import GemMinerError
@@ -36,7 +37,6 @@ from .recipe import closest_names, list_recipes, load_recipe
 from .reports import add_report_parser, run_report
 from .resolve import parse_settings, resolve
 from .runs import default_run_name
-from . import stages
 from .stages import SANITY_CHECKS
 from .sweep import add_sweep_parser, run_sweep
 from .training.checkpoint import TrainingInterrupted

@@ -61,7 +61,8 @@ def default_data_dir(dataset: str) -> str:
     return f".data/{dataset}"
 
 
-def _require(ok: bool, message: str) -> None:
+def require(ok: bool, message: str) -> None:
+    """A :class:`ConfigError` with ``message`` unless ``ok``."""
     if not ok:
         raise ConfigError(message)
 
@@ -75,7 +76,7 @@ def check_whole(value: object, minimum: int, what: str) -> int:
     """``value`` if it is an integer >= ``minimum``; a :class:`ConfigError` naming ``what``
     and the value otherwise (the CLI's count flags say the same, see :mod:`gemminer.cli`)."""
     ok = isinstance(value, numbers.Integral) and not isinstance(value, bool)
-    _require(ok and value >= minimum, f"{what} {whole_number_message(minimum, value)}")
+    require(ok and value >= minimum, f"{what} {whole_number_message(minimum, value)}")
     return int(value)  # type: ignore[call-overload]
 
 
@@ -89,7 +90,7 @@ def check_density(density: object) -> float:
             value = float(density)
         except ValueError:
             raise ConfigError(f"density must be a number, got {density!r}") from None
-    _require(
+    require(
         isinstance(value, numbers.Real)
         and not isinstance(value, bool)
         and 0 < value <= 1,  # also refuses nan
@@ -98,8 +99,9 @@ def check_density(density: object) -> float:
     return float(value)  # type: ignore[arg-type]
 
 
-def _choice(value: str, valid: tuple[str, ...], what: str) -> None:
-    _require(value in valid, f"unknown {what} {value!r}; valid {what}s: {', '.join(valid)}")
+def check_choice(value: str, valid: tuple[str, ...], what: str) -> None:
+    """A :class:`ConfigError` naming ``value`` and the ``valid`` ones unless it is one."""
+    require(value in valid, f"unknown {what} {value!r}; valid {what}s: {', '.join(valid)}")
 
 
 @dataclass(frozen=True)
@@ -115,14 +117,12 @@ class OptimConfig:
     gamma: float = 0.1
 
     def __post_init__(self) -> None:
-        _choice(self.name, OPTIMIZERS, "optimizer")
-        _choice(self.schedule, SCHEDULES, "schedule")
-        _require(
-            math.isfinite(self.lr) and self.lr > 0, f"learning rate must be > 0, got {self.lr}"
-        )
-        _require(0 <= self.momentum < 1, f"momentum must lie in [0, 1), got {self.momentum}")
-        _require(self.weight_decay >= 0, f"weight decay must be >= 0, got {self.weight_decay}")
-        _require(
+        check_choice(self.name, OPTIMIZERS, "optimizer")
+        check_choice(self.schedule, SCHEDULES, "schedule")
+        require(math.isfinite(self.lr) and self.lr > 0, f"learning rate must be > 0, got {self.lr}")
+        require(0 <= self.momentum < 1, f"momentum must lie in [0, 1), got {self.momentum}")
+        require(self.weight_decay >= 0, f"weight decay must be >= 0, got {self.weight_decay}")
+        require(
             all(0 < m < 1 for m in self.milestones),
             f"milestones are fractions of the epochs in (0, 1), got {self.milestones}",
         )
@@ -160,25 +160,25 @@ class MineConfig:
 
     def __post_init__(self) -> None:
         check_density(self.density)
-        _choice(self.freeze_schedule, FREEZE_SCHEDULES, "freeze_schedule")
-        _choice(self.finetune_mask, FINETUNE_MASKS, "finetune_mask")
-        _choice(self.freeze_order, FREEZE_ORDERS, "freeze_order")
-        _require(
+        check_choice(self.freeze_schedule, FREEZE_SCHEDULES, "freeze_schedule")
+        check_choice(self.finetune_mask, FINETUNE_MASKS, "finetune_mask")
+        check_choice(self.freeze_order, FREEZE_ORDERS, "freeze_order")
+        require(
             0 <= self.min_layer_density <= 1,
             f"min_layer_density must lie in [0, 1], got {self.min_layer_density}",
         )
-        _require(
+        require(
             not self.auto_lambda or self.lam > 0,
             "auto_lambda adapts a positive lambda; give --lambda > 0",
         )
         check_whole(self.epochs, 1, "epochs")
         check_whole(self.period, 1, "period")
-        _require(
+        require(
             self.period <= self.epochs,
             f"period {self.period} is longer than the {self.epochs} mining epochs",
         )
-        _require(math.isfinite(self.lam) and self.lam >= 0, f"lambda must be >= 0, got {self.lam}")
-        _choice(self.regularizer, REGULARIZERS, "regularizer")
+        require(math.isfinite(self.lam) and self.lam >= 0, f"lambda must be >= 0, got {self.lam}")
+        check_choice(self.regularizer, REGULARIZERS, "regularizer")
         check_whole(self.batch_size, 1, "batch size")
         check_whole(self.bn_recalibration_batches, 0, "bn_recalibration_batches")
 
@@ -269,7 +269,7 @@ class RunConfig:
         check_whole(self.val_size, 0, "validation size")
         check_whole(self.train_size, 0, "training subset size")
         check_whole(self.image_size, 0, "image size")
-        _require(self.eval_every >= 1, f"--eval-every must be >= 1, got {self.eval_every}")
+        require(self.eval_every >= 1, f"--eval-every must be >= 1, got {self.eval_every}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -288,7 +288,7 @@ def _build(cls: type, data: dict[str, Any]) -> Any:
     """Rebuild nested frozen dataclasses from ``asdict`` output; unknown keys are errors."""
     known = {f.name: f for f in fields(cls)}
     unknown = sorted(set(data) - set(known))
-    _require(not unknown, f"unknown {cls.__name__} settings: {', '.join(unknown)}")
+    require(not unknown, f"unknown {cls.__name__} settings: {', '.join(unknown)}")
     kwargs: dict[str, Any] = {}
     for name, value in data.items():
         factory = known[name].default_factory
@@ -313,7 +313,7 @@ def budget_scaled_lr(
     lr × 15 half of the scores cross 0.5 within one epoch
     (benchmarks/results/score_travel.md). ``published_epochs`` ≤ 0: ``lr`` unchanged.
     """
-    _choice(optimizer, OPTIMIZERS, "optimizer")
+    check_choice(optimizer, OPTIMIZERS, "optimizer")
     if optimizer != "sgd" or published_epochs <= 0 or epochs <= 0:
         return lr
     return lr * max(1.0, published_epochs / epochs)
@@ -334,6 +334,6 @@ def mining_lr(
     own :data:`DEFAULT_LR` (one optimizer's LR means nothing to another: Adam at SGD's
     0.1 moves every score by ≈ 0.1 a step). Then :func:`budget_scaled_lr` for the budget.
     """
-    _choice(optimizer, OPTIMIZERS, "optimizer")
+    check_choice(optimizer, OPTIMIZERS, "optimizer")
     lr = tuned_lr if optimizer == tuned_optimizer else DEFAULT_LR[optimizer]
     return budget_scaled_lr(lr, tuned_epochs, epochs, optimizer)

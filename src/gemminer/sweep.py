@@ -59,8 +59,16 @@ import yaml
 from . import stages
 from .config import RunConfig
 from .errors import ConfigError, GemMinerError
-from .options import PAIRS, RUN, SWITCH, Option, not_in_sweeps, parse_options, sweep_options
-from .options import scalar_text as _scalar_text
+from .options import (
+    PAIRS,
+    RUN,
+    SWITCH,
+    Option,
+    not_in_sweeps,
+    parse_options,
+    scalar_text,
+    sweep_options,
+)
 from .recipe import load_recipe
 from .reports.format import Stat, markdown_table
 from .resolve import resolve
@@ -84,29 +92,9 @@ _FIXED_KEYS = ("method", "density", "seed")
 # -- options of the commands -----------------------------------------------------------
 
 
-def _flags(command: str) -> dict[str, Option]:
-    """The options a sweep may set for points run as ``gemminer COMMAND``, by key
-    (``batch_size``), in the order of the command's flags."""
-    return sweep_options(command)
-
-
 def _valid_keys(flags: dict[str, Option], recipe_mode: bool) -> list[str]:
     keys = [f"{k}.KEY" if f.kind == PAIRS else k for k, f in flags.items()]
     return (["recipe"] if recipe_mode else []) + keys
-
-
-def _text(value: Any) -> str:
-    """A YAML scalar as a command-line value that argparse and YAML both read back."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float):
-        text = repr(value)
-        if "e" in text and "." not in text:  # YAML 1.1 reads 1e-05 as a string
-            text = text.replace("e", ".0e")
-        return text
-    return str(value)
 
 
 def point_options(settings: dict[str, Any]) -> dict[str, Any]:
@@ -132,7 +120,7 @@ def resolve_point(sweep: Sweep, settings: dict[str, Any]) -> RunConfig:
     recipe = options.pop("recipe", None)
     command = "run" if sweep.recipe_mode else "prune"
     values = parse_options(options, command, group=None)
-    run = {k: v for k, v in values.items() if _flags(command)[k].group == RUN}
+    run = {k: v for k, v in values.items() if sweep_options(command)[k].group == RUN}
     return resolve(run, load_recipe(str(recipe)) if recipe is not None else None)
 
 
@@ -280,7 +268,7 @@ def load_sweep(path: str | Path, out: str | Path | None = None) -> Sweep:
     if both:
         raise ConfigError(f"{path}: {', '.join(both)} set in both base and grid")
     recipe_mode = "recipe" in base or "recipe" in grid
-    flags = _flags("run" if recipe_mode else "prune")
+    flags = sweep_options("run" if recipe_mode else "prune")
     for key, value in base.items():
         _check_key(key, value, flags, recipe_mode, f"{path}: base.{key}")
     for key, values in grid.items():
@@ -321,7 +309,7 @@ class SweepPoint:
     folder: Path
 
     def describe(self) -> str:
-        return " ".join(f"{k}={_text(v)}" for k, v in self.values.items()) or "(no grid)"
+        return " ".join(f"{k}={scalar_text(v)}" for k, v in self.values.items()) or "(no grid)"
 
     def command(self) -> str:
         """The plain command line of this point, runnable on its own."""
@@ -332,18 +320,18 @@ def point_argv(sweep: Sweep, settings: dict[str, Any]) -> list[str]:
     """The ``gemminer`` arguments of one point: base and grid values as flags."""
     recipe_mode = sweep.recipe_mode
     argv = ["run", str(settings["recipe"])] if recipe_mode else ["prune"]
-    for key, flag in _flags("run" if recipe_mode else "prune").items():
+    for key, flag in sweep_options("run" if recipe_mode else "prune").items():
         if flag.kind == PAIRS:
             for name, value in settings.items():
                 head, dot, tail = name.partition(".")
                 if head == key and dot and value is not None:
-                    argv += [flag.flag, f"{tail}={_scalar_text(value)}"]
+                    argv += [flag.flag, f"{tail}={scalar_text(value)}"]
         elif settings.get(key) is not None:
             value = settings[key]
             if flag.kind == SWITCH:
                 argv += [flag.flag] if value else []
             else:
-                text = _scalar_text(value)
+                text = scalar_text(value)
                 argv += [f"{flag.flag}={text}"] if text.startswith("-") else [flag.flag, text]
     if recipe_mode and not sweep.finetune:
         argv.append("--no-finetune")
@@ -364,7 +352,7 @@ def expand(sweep: Sweep) -> tuple[list[SweepPoint], list[str]]:
     by_folder: dict[Path, int] = {}
     for number, combo in enumerate(itertools.product(*sweep.grid.values()), 1):
         values = dict(zip(keys, combo))
-        desc = " ".join(f"{k}={_text(v)}" for k, v in values.items())
+        desc = " ".join(f"{k}={scalar_text(v)}" for k, v in values.items())
         argv = point_argv(sweep, {**sweep.base, **values})
         try:
             cfg = resolve_point(sweep, {**sweep.base, **values})
@@ -493,7 +481,7 @@ def _csv(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(columns)
     for row in rows:
-        writer.writerow(["" if row[c] is None else _text(row[c]) for c in columns])
+        writer.writerow(["" if row[c] is None else scalar_text(row[c]) for c in columns])
     return buffer.getvalue()
 
 
@@ -509,7 +497,7 @@ def _num(value: float | None, fmt: str = ".1f") -> str:
 
 
 def _cell(value: Any) -> str:
-    return "default" if value is None else _text(value)  # a grid value left at its default
+    return "default" if value is None else scalar_text(value)  # a grid value left at its default
 
 
 def results_markdown(

@@ -31,11 +31,6 @@ def weight_counts(model: nn.Module) -> dict[str, int]:
     return {name: w.numel() for name, w in prunable_weights(model).items()}
 
 
-def layer_sizes(ctx: PruneContext) -> dict[str, int]:
-    """The number of weights of each prunable layer of ``ctx.model``, in definition order."""
-    return weight_counts(ctx.model)
-
-
 def target_count(method: str, density: float, total: int) -> int:
     """Weights to keep for ``density`` of ``total`` (the nearest integer, at least one)."""
     if not (isinstance(density, (int, float)) and 0 < density <= 1):

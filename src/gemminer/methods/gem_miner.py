@@ -44,8 +44,8 @@ from ..config import (
     REGULARIZERS,
     MineConfig,
     PruneConfig,
-    _choice,
-    _require,
+    check_choice,
+    require,
 )
 from ..masking import (
     Mask,
@@ -88,7 +88,7 @@ class FreezeSchedule:
     kind: str = "authors"
 
     def __post_init__(self) -> None:
-        _choice(self.kind, FREEZE_SCHEDULES, "freeze_schedule")
+        check_choice(self.kind, FREEZE_SCHEDULES, "freeze_schedule")
 
     @property
     def rate(self) -> float:
@@ -559,12 +559,12 @@ class GemMinerSettings:
     freeze_order: str = "lowest"
 
     def __post_init__(self) -> None:
-        _require(self.period >= 1, f"period must be >= 1, got {self.period}")
-        _require(math.isfinite(self.lam) and self.lam >= 0, f"lambda must be >= 0, got {self.lam}")
-        _choice(self.regularizer, REGULARIZERS, "regularizer")
-        _choice(self.freeze_schedule, FREEZE_SCHEDULES, "freeze_schedule")
-        _choice(self.finetune_mask, FINETUNE_MASKS, "finetune_mask")
-        _choice(self.freeze_order, FREEZE_ORDERS, "freeze_order")
+        require(self.period >= 1, f"period must be >= 1, got {self.period}")
+        require(math.isfinite(self.lam) and self.lam >= 0, f"lambda must be >= 0, got {self.lam}")
+        check_choice(self.regularizer, REGULARIZERS, "regularizer")
+        check_choice(self.freeze_schedule, FREEZE_SCHEDULES, "freeze_schedule")
+        check_choice(self.finetune_mask, FINETUNE_MASKS, "finetune_mask")
+        check_choice(self.freeze_order, FREEZE_ORDERS, "freeze_order")
 
 
 def mine_config(prune: PruneConfig, settings: GemMinerSettings) -> MineConfig:

@@ -9,7 +9,7 @@ from torch import nn
 from ..errors import ConfigError
 from ..registry import Registry
 
-#: A model factory takes ``num_classes`` (and optional layer types) and returns a module.
+#: A model factory takes ``num_classes`` (and its own keyword options) and returns a module.
 ModelFactory = Callable[..., nn.Module]
 MODELS: Registry[ModelFactory] = Registry("model")
 

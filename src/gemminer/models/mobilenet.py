@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from . import MODELS
-from ._layers import ConvLayer, LinearLayer, NormLayer, conv, non_affine_bn
+from ._layers import batchnorm, conv
 
 #: (expansion, output channels, blocks, stride of the first block) per stage (Table 7).
 MOBILENET_V2_PLAN: tuple[tuple[int, int, int, int], ...] = (
@@ -37,24 +37,22 @@ class InvertedResidual(nn.Module):
         c_out: int,
         expansion: int,
         stride: int,
-        conv_layer: ConvLayer,
-        norm_layer: NormLayer,
     ) -> None:
         super().__init__()
         hidden = expansion * c_in
-        self.conv1 = conv(conv_layer, c_in, hidden, 1)
-        self.bn1 = norm_layer(hidden)
-        self.conv2 = conv_layer(
+        self.conv1 = conv(c_in, hidden, 1)
+        self.bn1 = batchnorm(hidden)
+        self.conv2 = nn.Conv2d(
             hidden, hidden, kernel_size=3, stride=stride, padding=1, groups=hidden, bias=False
         )
-        self.bn2 = norm_layer(hidden)
-        self.conv3 = conv(conv_layer, hidden, c_out, 1)
-        self.bn3 = norm_layer(c_out)
+        self.bn2 = batchnorm(hidden)
+        self.conv3 = conv(hidden, c_out, 1)
+        self.bn3 = batchnorm(c_out)
         self.relu = nn.ReLU(inplace=True)
         self.residual = stride == 1
         self.shortcut: nn.Module = nn.Identity()
         if self.residual and c_in != c_out:
-            self.shortcut = nn.Sequential(conv(conv_layer, c_in, c_out, 1), norm_layer(c_out))
+            self.shortcut = nn.Sequential(conv(c_in, c_out, 1), batchnorm(c_out))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.relu(self.bn1(self.conv1(x)))
@@ -64,30 +62,23 @@ class InvertedResidual(nn.Module):
 
 
 class MobileNetV2(nn.Module):
-    def __init__(
-        self,
-        num_classes: int = 10,
-        in_channels: int = 3,
-        conv_layer: ConvLayer = nn.Conv2d,
-        linear_layer: LinearLayer = nn.Linear,
-        norm_layer: NormLayer = non_affine_bn,
-    ) -> None:
+    def __init__(self, num_classes: int = 10, in_channels: int = 3) -> None:
         super().__init__()
-        self.conv1 = conv(conv_layer, in_channels, 32, 3, 1, 1)
-        self.bn1 = norm_layer(32)
+        self.conv1 = conv(in_channels, 32, 3, 1, 1)
+        self.bn1 = batchnorm(32)
         blocks: list[nn.Module] = []
         c_in = 32
         for expansion, c_out, n, stride in MOBILENET_V2_PLAN:
             for i in range(n):
                 s = stride if i == 0 else 1
-                blocks.append(InvertedResidual(c_in, c_out, expansion, s, conv_layer, norm_layer))
+                blocks.append(InvertedResidual(c_in, c_out, expansion, s))
                 c_in = c_out
         self.layers = nn.Sequential(*blocks)
-        self.conv2 = conv(conv_layer, c_in, 1280, 1)
-        self.bn2 = norm_layer(1280)
+        self.conv2 = conv(c_in, 1280, 1)
+        self.bn2 = batchnorm(1280)
         self.relu = nn.ReLU(inplace=True)
         self.pool = nn.AdaptiveAvgPool2d(1)
-        self.linear = linear_layer(1280, num_classes, bias=False)
+        self.linear = nn.Linear(1280, num_classes, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.relu(self.bn1(self.conv1(x)))
@@ -96,6 +87,6 @@ class MobileNetV2(nn.Module):
 
 
 @MODELS.register("mobilenetv2")
-def mobilenetv2(num_classes: int = 10, **options: object) -> MobileNetV2:
+def mobilenetv2(num_classes: int = 10, *, in_channels: int = 3) -> MobileNetV2:
     """MobileNet-V2 for CIFAR, depthwise convolutions prunable (Table 7)."""
-    return MobileNetV2(num_classes, **options)
+    return MobileNetV2(num_classes, in_channels)

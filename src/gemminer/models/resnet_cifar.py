@@ -31,7 +31,7 @@ from torch.nn import functional as F
 
 from ..errors import ConfigError
 from . import MODELS
-from ._layers import ConvLayer, LinearLayer, NormLayer, conv, non_affine_bn, residual_stages
+from ._layers import batchnorm, conv, residual_stages
 
 #: Shortcut options where a block changes shape (see the module docstring).
 SHORTCUTS = ("A", "B")
@@ -71,23 +71,19 @@ class BasicBlock(nn.Module):
         c_in: int,
         c_out: int,
         stride: int,
-        conv_layer: ConvLayer,
-        norm_layer: NormLayer,
         shortcut: str = "A",
     ) -> None:
         super().__init__()
-        self.conv1 = conv(conv_layer, c_in, c_out, 3, stride, 1)
-        self.bn1 = norm_layer(c_out)
-        self.conv2 = conv(conv_layer, c_out, c_out, 3, 1, 1)
-        self.bn2 = norm_layer(c_out)
+        self.conv1 = conv(c_in, c_out, 3, stride, 1)
+        self.bn1 = batchnorm(c_out)
+        self.conv2 = conv(c_out, c_out, 3, 1, 1)
+        self.bn2 = batchnorm(c_out)
         self.shortcut: nn.Module = nn.Identity()
         if stride != 1 or c_in != c_out:
             if shortcut == "A":
                 self.shortcut = PadShortcut(c_in, c_out, stride)
             else:
-                self.shortcut = nn.Sequential(
-                    conv(conv_layer, c_in, c_out, 1, stride), norm_layer(c_out)
-                )
+                self.shortcut = nn.Sequential(conv(c_in, c_out, 1, stride), batchnorm(c_out))
         self.relu = nn.ReLU(inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -105,9 +101,6 @@ class CifarResNet(nn.Module):
         num_classes: int = 10,
         width: int = 16,
         shortcut: str = "A",
-        conv_layer: ConvLayer = nn.Conv2d,
-        linear_layer: LinearLayer = nn.Linear,
-        norm_layer: NormLayer = non_affine_bn,
     ) -> None:
         super().__init__()
         if not isinstance(shortcut, str) or shortcut not in SHORTCUTS:
@@ -116,17 +109,15 @@ class CifarResNet(nn.Module):
                 f"{', '.join(SHORTCUTS)} (A: parameter-free subsample and zero-pad, as in "
                 "the paper; B: 1×1 convolution + BatchNorm)"
             )
-        self.conv1 = conv(conv_layer, 3, width, 3, 1, 1)
-        self.bn1 = norm_layer(width)
+        self.conv1 = conv(3, width, 3, 1, 1)
+        self.bn1 = batchnorm(width)
         self.relu = nn.ReLU(inplace=True)
         widths = [width * 2**i for i in range(3)]
         block = partial(BasicBlock, shortcut=shortcut)
-        stages, c_in = residual_stages(
-            block, width, widths, blocks_per_stage, conv_layer, norm_layer
-        )
+        stages, c_in = residual_stages(block, width, widths, blocks_per_stage)
         self.layer1, self.layer2, self.layer3 = stages
         self.pool = nn.AdaptiveAvgPool2d(1)
-        self.fc = linear_layer(c_in, num_classes, bias=False)
+        self.fc = nn.Linear(c_in, num_classes, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.relu(self.bn1(self.conv1(x)))
@@ -135,18 +126,19 @@ class CifarResNet(nn.Module):
 
 
 @MODELS.register("resnet20")
-def resnet20(num_classes: int = 10, *, shortcut: str = "A", **layers: object) -> CifarResNet:
-    """ResNet-20: 3 blocks per stage, 16/32/64 channels (Table 5).
+def resnet20(num_classes: int = 10, *, width: int = 16, shortcut: str = "A") -> CifarResNet:
+    """ResNet-20: 3 blocks per stage, 16/32/64 channels (Table 5; ``width`` sets the first
+    stage's, the others double it).
 
     ``shortcut="A"`` (default, the paper's): parameter-free shortcuts, 268,336 prunable
     weights with 10 classes in 20 layers. ``shortcut="B"``: 1×1 convolution + BatchNorm
     shortcuts, 270,896 in 22 layers.
     """
-    return CifarResNet(3, num_classes, shortcut=shortcut, **layers)  # type: ignore[arg-type]
+    return CifarResNet(3, num_classes, width, shortcut)
 
 
 @MODELS.register("resnet32")
-def resnet32(num_classes: int = 10, *, shortcut: str = "A", **layers: object) -> CifarResNet:
+def resnet32(num_classes: int = 10, *, width: int = 16, shortcut: str = "A") -> CifarResNet:
     """ResNet-32: 5 blocks per stage, 16/32/64 channels.
 
     The ResNet-20 column of Table 5 with five blocks per stage instead of three (6·5+2 =
@@ -154,4 +146,4 @@ def resnet32(num_classes: int = 10, *, shortcut: str = "A", **layers: object) ->
     Prunable weights with ``shortcut="A"`` (default): 461,872 with 10 classes, 467,632
     with 100; with ``shortcut="B"``: 464,432 and 470,192.
     """
-    return CifarResNet(5, num_classes, shortcut=shortcut, **layers)  # type: ignore[arg-type]
+    return CifarResNet(5, num_classes, width, shortcut)

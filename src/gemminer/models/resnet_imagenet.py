@@ -41,14 +41,9 @@ from torch import nn
 
 from ..errors import ConfigError
 from . import MODELS
-from ._layers import ConvLayer, LinearLayer, NormLayer, conv, non_affine_bn
+from ._layers import batchnorm, conv
 
 STEMS = ("imagenet", "tiny", "cifar")
-
-
-def affine_batchnorm(channels: int) -> nn.Module:
-    """BatchNorm with learnable scale and shift (for pretrained torchvision weights)."""
-    return nn.BatchNorm2d(channels)
 
 
 class BasicBlock(nn.Module):
@@ -60,14 +55,13 @@ class BasicBlock(nn.Module):
         planes: int,
         stride: int,
         downsample: nn.Module | None,
-        conv_layer: ConvLayer,
-        norm_layer: NormLayer,
+        affine: bool,
     ) -> None:
         super().__init__()
-        self.conv1 = conv(conv_layer, c_in, planes, 3, stride, 1)
-        self.bn1 = norm_layer(planes)
-        self.conv2 = conv(conv_layer, planes, planes, 3, 1, 1)
-        self.bn2 = norm_layer(planes)
+        self.conv1 = conv(c_in, planes, 3, stride, 1)
+        self.bn1 = batchnorm(planes, affine)
+        self.conv2 = conv(planes, planes, 3, 1, 1)
+        self.bn2 = batchnorm(planes, affine)
         self.relu = nn.ReLU(inplace=True)
         self.downsample = downsample
 
@@ -87,16 +81,15 @@ class Bottleneck(nn.Module):
         planes: int,
         stride: int,
         downsample: nn.Module | None,
-        conv_layer: ConvLayer,
-        norm_layer: NormLayer,
+        affine: bool,
     ) -> None:
         super().__init__()
-        self.conv1 = conv(conv_layer, c_in, planes, 1)
-        self.bn1 = norm_layer(planes)
-        self.conv2 = conv(conv_layer, planes, planes, 3, stride, 1)
-        self.bn2 = norm_layer(planes)
-        self.conv3 = conv(conv_layer, planes, planes * self.expansion, 1)
-        self.bn3 = norm_layer(planes * self.expansion)
+        self.conv1 = conv(c_in, planes, 1)
+        self.bn1 = batchnorm(planes, affine)
+        self.conv2 = conv(planes, planes, 3, stride, 1)
+        self.bn2 = batchnorm(planes, affine)
+        self.conv3 = conv(planes, planes * self.expansion, 1)
+        self.bn3 = batchnorm(planes * self.expansion, affine)
         self.relu = nn.ReLU(inplace=True)
         self.downsample = downsample
 
@@ -112,7 +105,8 @@ Block = type[BasicBlock] | type[Bottleneck]
 
 
 class ResNet(nn.Module):
-    """torchvision-layout ResNet with widths 64/128/256/512 and a choice of stem."""
+    """torchvision-layout ResNet with widths 64/128/256/512 and a choice of stem; BatchNorm
+    is non-affine unless ``affine_bn``."""
 
     def __init__(
         self,
@@ -120,18 +114,16 @@ class ResNet(nn.Module):
         blocks_per_stage: tuple[int, int, int, int],
         num_classes: int = 1000,
         stem: str = "imagenet",
-        conv_layer: ConvLayer = nn.Conv2d,
-        linear_layer: LinearLayer = nn.Linear,
-        norm_layer: NormLayer = non_affine_bn,
+        affine_bn: bool = False,
     ) -> None:
         super().__init__()
         if stem not in STEMS:
             raise ConfigError(f"unknown ResNet stem {stem!r}; valid stems: {', '.join(STEMS)}")
         if stem == "imagenet":
-            self.conv1 = conv(conv_layer, 3, 64, 7, 2, 3)
+            self.conv1 = conv(3, 64, 7, 2, 3)
         else:
-            self.conv1 = conv(conv_layer, 3, 64, 3, 2 if stem == "tiny" else 1, 1)
-        self.bn1 = norm_layer(64)
+            self.conv1 = conv(3, 64, 3, 2 if stem == "tiny" else 1, 1)
+        self.bn1 = batchnorm(64, affine_bn)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool: nn.Module = (
             nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
@@ -147,15 +139,15 @@ class ResNet(nn.Module):
             downsample = None
             if stride != 1 or c_in != c_out:
                 downsample = nn.Sequential(
-                    conv(conv_layer, c_in, c_out, 1, stride), norm_layer(c_out)
+                    conv(c_in, c_out, 1, stride), batchnorm(c_out, affine_bn)
                 )
-            blocks = [block(c_in, planes, stride, downsample, conv_layer, norm_layer)]
-            blocks += [block(c_out, planes, 1, None, conv_layer, norm_layer) for _ in range(n - 1)]
+            blocks = [block(c_in, planes, stride, downsample, affine_bn)]
+            blocks += [block(c_out, planes, 1, None, affine_bn) for _ in range(n - 1)]
             stages.append(nn.Sequential(*blocks))
             c_in = c_out
         self.layer1, self.layer2, self.layer3, self.layer4 = stages
         self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.fc = linear_layer(c_in, num_classes, bias=False)
+        self.fc = nn.Linear(c_in, num_classes, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
@@ -170,17 +162,12 @@ def _build(
     input_size: int,
     stem: str | None,
     default_stem: Callable[[int], str],
-    affine: bool,
-    layers: dict[str, object],
+    affine_bn: bool,
 ) -> ResNet:
     if not isinstance(input_size, int) or input_size < 1:
         raise ConfigError(f"input_size must be a positive number of pixels, got {input_size!r}")
-    if affine:
-        if "norm_layer" in layers:
-            raise ConfigError("give either affine_bn=True or a norm_layer, not both")
-        layers = {**layers, "norm_layer": affine_batchnorm}
     chosen = default_stem(input_size) if stem is None else stem
-    return ResNet(block, blocks_per_stage, num_classes, chosen, **layers)  # type: ignore[arg-type]
+    return ResNet(block, blocks_per_stage, num_classes, chosen, affine_bn)
 
 
 def _resnet18_stem(input_size: int) -> str:
@@ -198,7 +185,6 @@ def resnet18(
     input_size: int = 224,
     affine_bn: bool = False,
     stem: str | None = None,
-    **layers: object,
 ) -> ResNet:
     """ResNet-18: basic blocks [2, 2, 2, 2] with 64/128/256/512 channels, 512×classes
     linear (Table 5). The stem follows ``input_size`` (see the module docstring):
@@ -210,7 +196,7 @@ def resnet18(
     With 200 classes (TinyImageNet, input_size=64): 11,261,632.
     """
     return _build(
-        BasicBlock, (2, 2, 2, 2), num_classes, input_size, stem, _resnet18_stem, affine_bn, layers
+        BasicBlock, (2, 2, 2, 2), num_classes, input_size, stem, _resnet18_stem, affine_bn
     )
 
 
@@ -221,7 +207,6 @@ def resnet50(
     input_size: int = 224,
     affine_bn: bool = False,
     stem: str | None = None,
-    **layers: object,
 ) -> ResNet:
     """ResNet-50: bottleneck blocks [3, 4, 6, 3] with widths 64/128/256/512 (outputs ×4),
     2048×classes linear (Table 5). The stem is torchvision's 7×7/2 + max pool for every
@@ -232,5 +217,5 @@ def resnet50(
     (Caltech-101 transfer): 23,661,760.
     """
     return _build(
-        Bottleneck, (3, 4, 6, 3), num_classes, input_size, stem, _resnet50_stem, affine_bn, layers
+        Bottleneck, (3, 4, 6, 3), num_classes, input_size, stem, _resnet50_stem, affine_bn
     )

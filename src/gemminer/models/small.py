@@ -18,7 +18,7 @@ from torch import nn
 
 from ..errors import ConfigError, DataError
 from . import MODELS
-from ._layers import ConvLayer, LinearLayer, NormLayer, conv, non_affine_bn
+from ._layers import batchnorm, conv
 
 
 def _positive(name: str, value: object) -> int:
@@ -30,20 +30,12 @@ def _positive(name: str, value: object) -> int:
 class LeNet300(nn.Module):
     """in_features → 300 → 100 → classes, ReLU between, any input flattened per sample."""
 
-    def __init__(
-        self,
-        num_classes: int = 10,
-        in_features: int = 28 * 28,
-        linear_layer: LinearLayer = nn.Linear,
-        conv_layer: ConvLayer | None = None,
-        norm_layer: NormLayer | None = None,
-    ) -> None:
-        # conv_layer and norm_layer are accepted for a uniform interface; LeNet has neither.
+    def __init__(self, num_classes: int = 10, in_features: int = 28 * 28) -> None:
         super().__init__()
         self.in_features = _positive("in_features", in_features)
-        self.fc1 = linear_layer(in_features, 300, bias=False)
-        self.fc2 = linear_layer(300, 100, bias=False)
-        self.fc3 = linear_layer(100, num_classes, bias=False)
+        self.fc1 = nn.Linear(in_features, 300, bias=False)
+        self.fc2 = nn.Linear(300, 100, bias=False)
+        self.fc3 = nn.Linear(100, num_classes, bias=False)
         self.relu = nn.ReLU(inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -61,22 +53,14 @@ class LeNet300(nn.Module):
 class Conv4(nn.Module):
     """conv64-conv64-pool-conv128-conv128-pool, then fully connected 256-256-classes."""
 
-    def __init__(
-        self,
-        num_classes: int = 10,
-        in_channels: int = 3,
-        input_size: int = 32,
-        conv_layer: ConvLayer = nn.Conv2d,
-        linear_layer: LinearLayer = nn.Linear,
-        norm_layer: NormLayer = non_affine_bn,
-    ) -> None:
+    def __init__(self, num_classes: int = 10, in_channels: int = 3, input_size: int = 32) -> None:
         super().__init__()
         _positive("in_channels", in_channels)
         if _positive("input_size", input_size) < 4:
             raise ConfigError(f"conv4 needs inputs of at least 4×4 pixels, got {input_size}")
 
         def unit(c_in: int, c_out: int) -> list[nn.Module]:
-            return [conv(conv_layer, c_in, c_out, 3, 1, 1), norm_layer(c_out), nn.ReLU(True)]
+            return [conv(c_in, c_out, 3, 1, 1), batchnorm(c_out), nn.ReLU(True)]
 
         self.features = nn.Sequential(
             *unit(in_channels, 64),
@@ -88,11 +72,11 @@ class Conv4(nn.Module):
         )
         side = input_size // 4
         self.classifier = nn.Sequential(
-            linear_layer(128 * side * side, 256, bias=False),
+            nn.Linear(128 * side * side, 256, bias=False),
             nn.ReLU(True),
-            linear_layer(256, 256, bias=False),
+            nn.Linear(256, 256, bias=False),
             nn.ReLU(True),
-            linear_layer(256, num_classes, bias=False),
+            nn.Linear(256, num_classes, bias=False),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -100,19 +84,17 @@ class Conv4(nn.Module):
 
 
 @MODELS.register("lenet300")
-def lenet300(num_classes: int = 10, *, in_features: int = 28 * 28, **layers: object) -> LeNet300:
+def lenet300(num_classes: int = 10, *, in_features: int = 28 * 28) -> LeNet300:
     """LeNet-300-100 for MNIST: Linear 784→300→100→classes, no biases (not in Table 5).
 
     Accepts (N, 1, 28, 28) images or any input with ``in_features`` values per sample.
     Prunable weights with 10 classes: 266,200 (235,200 + 30,000 + 1,000).
     """
-    return LeNet300(num_classes, in_features, **layers)  # type: ignore[arg-type]
+    return LeNet300(num_classes, in_features)
 
 
 @MODELS.register("conv4")
-def conv4(
-    num_classes: int = 10, *, in_channels: int = 3, input_size: int = 32, **layers: object
-) -> Conv4:
+def conv4(num_classes: int = 10, *, in_channels: int = 3, input_size: int = 32) -> Conv4:
     """Conv-4 of Frankle & Carbin / Ramanujan et al. for CIFAR (not in Table 5).
 
     3×3 convolutions 64, 64, max pool, 128, 128, max pool, each convolution followed by
@@ -120,4 +102,4 @@ def conv4(
     Prunable weights with 10 classes on 32×32 RGB: 2,425,024 (convolutions 259,776;
     fully connected 2,097,152 + 65,536 + 2,560).
     """
-    return Conv4(num_classes, in_channels, input_size, **layers)  # type: ignore[arg-type]
+    return Conv4(num_classes, in_channels, input_size)

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from . import MODELS
-from ._layers import ConvLayer, NormLayer, conv, non_affine_bn
+from ._layers import batchnorm, conv
 
 #: Output channels of the convolutions; "M" is a 2×2 max pooling.
 VGG16_PLAN: tuple[int | str, ...] = (
@@ -27,8 +27,6 @@ class VGG(nn.Module):
         plan: tuple[int | str, ...] = VGG16_PLAN,
         num_classes: int = 10,
         in_channels: int = 3,
-        conv_layer: ConvLayer = nn.Conv2d,
-        norm_layer: NormLayer = non_affine_bn,
     ) -> None:
         super().__init__()
         layers: list[nn.Module] = []
@@ -38,17 +36,17 @@ class VGG(nn.Module):
                 layers.append(nn.MaxPool2d(2, 2))
                 continue
             c_out = int(item)
-            layers += [conv(conv_layer, c_in, c_out, 3, 1, 1), norm_layer(c_out), nn.ReLU(True)]
+            layers += [conv(c_in, c_out, 3, 1, 1), batchnorm(c_out), nn.ReLU(True)]
             c_in = c_out
         self.features = nn.Sequential(*layers)
         self.pool = nn.AdaptiveAvgPool2d(1)
-        self.classifier = conv(conv_layer, c_in, num_classes, 1)
+        self.classifier = conv(c_in, num_classes, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.flatten(self.classifier(self.pool(self.features(x))), 1)
 
 
 @MODELS.register("vgg16")
-def vgg16(num_classes: int = 10, **options: object) -> VGG:
+def vgg16(num_classes: int = 10, *, in_channels: int = 3) -> VGG:
     """VGG-16, 13 convolutions + a 1×1 convolution classifier (Table 6)."""
-    return VGG(VGG16_PLAN, num_classes, **options)
+    return VGG(VGG16_PLAN, num_classes, in_channels)

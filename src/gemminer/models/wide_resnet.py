@@ -22,28 +22,21 @@ from torch import nn
 
 from ..errors import ConfigError
 from . import MODELS
-from ._layers import ConvLayer, LinearLayer, NormLayer, conv, non_affine_bn, residual_stages
+from ._layers import batchnorm, conv, residual_stages
 
 
 class PreActBlock(nn.Module):
     """BN-ReLU-conv3×3-BN-ReLU-conv3×3 with an identity or 1×1-convolution shortcut."""
 
-    def __init__(
-        self,
-        c_in: int,
-        c_out: int,
-        stride: int,
-        conv_layer: ConvLayer,
-        norm_layer: NormLayer,
-    ) -> None:
+    def __init__(self, c_in: int, c_out: int, stride: int) -> None:
         super().__init__()
-        self.bn1 = norm_layer(c_in)
-        self.conv1 = conv(conv_layer, c_in, c_out, 3, stride, 1)
-        self.bn2 = norm_layer(c_out)
-        self.conv2 = conv(conv_layer, c_out, c_out, 3, 1, 1)
+        self.bn1 = batchnorm(c_in)
+        self.conv1 = conv(c_in, c_out, 3, stride, 1)
+        self.bn2 = batchnorm(c_out)
+        self.conv2 = conv(c_out, c_out, 3, 1, 1)
         self.shortcut: nn.Module | None = None
         if stride != 1 or c_in != c_out:
-            self.shortcut = conv(conv_layer, c_in, c_out, 1, stride)
+            self.shortcut = conv(c_in, c_out, 1, stride)
         self.relu = nn.ReLU(inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -57,27 +50,19 @@ class PreActBlock(nn.Module):
 class WideResNet(nn.Module):
     """WRN-depth-k for CIFAR: depth = 6·n + 4 with n pre-activation blocks per stack."""
 
-    def __init__(
-        self,
-        depth: int = 28,
-        widen_factor: int = 2,
-        num_classes: int = 10,
-        conv_layer: ConvLayer = nn.Conv2d,
-        linear_layer: LinearLayer = nn.Linear,
-        norm_layer: NormLayer = non_affine_bn,
-    ) -> None:
+    def __init__(self, depth: int = 28, widen_factor: int = 2, num_classes: int = 10) -> None:
         super().__init__()
         if (depth - 4) % 6 != 0 or depth < 10:
             raise ConfigError(f"WideResNet depth must be 6·n + 4 with n ≥ 1, got {depth}")
         n = (depth - 4) // 6
         widths = [16 * widen_factor, 32 * widen_factor, 64 * widen_factor]
-        self.conv1 = conv(conv_layer, 3, 16, 3, 1, 1)
-        stacks, c_in = residual_stages(PreActBlock, 16, widths, n, conv_layer, norm_layer)
+        self.conv1 = conv(3, 16, 3, 1, 1)
+        stacks, c_in = residual_stages(PreActBlock, 16, widths, n)
         self.block1, self.block2, self.block3 = stacks
-        self.bn = norm_layer(c_in)
+        self.bn = batchnorm(c_in)
         self.relu = nn.ReLU(inplace=True)
         self.pool = nn.AdaptiveAvgPool2d(1)
-        self.fc = linear_layer(c_in, num_classes, bias=False)
+        self.fc = nn.Linear(c_in, num_classes, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.conv1(x)
@@ -87,11 +72,11 @@ class WideResNet(nn.Module):
 
 
 @MODELS.register("wrn28-2")
-def wrn28_2(num_classes: int = 10, **layers: object) -> WideResNet:
+def wrn28_2(num_classes: int = 10) -> WideResNet:
     """WideResNet-28-2: 3×3 16 stem, 3 stacks of 4 pre-activation blocks with 32/64/128
     channels, 1×1 shortcuts where the shape changes, 128×classes linear (Table 5).
 
     Prunable weights with 10 classes: 1,463,984 (stem 432; stacks 69,632, 278,528 and
     1,114,112, shortcuts included; classifier 1,280).
     """
-    return WideResNet(28, 2, num_classes, **layers)
+    return WideResNet(28, 2, num_classes)
