@@ -31,7 +31,12 @@ TABLE_ROWS = {
     ("Table 13", "resnet50", "tinyimagenet"): {50, 5, 1.4, 0.5},
     ("Table 14", "resnet50", "caltech101"): {50, 5, 1.4, 0.5},
     ("Fig. 4a", "resnet32", "cifar100"): {1.44},
+    ("Fig. 4", "resnet50", "imagenet"): {5, 10},  # no printed row: the authors' configs
+    # Table 4: Long Gem-Miner, IMP (warm rewinding), learning-rate rewinding
+    ("Table 4", "resnet20", "cifar10"): {1.44},
 }
+#: Recipes beyond one per row: Table 4 has three at one density.
+EXTRA_RECIPES = 2
 
 
 def resolve(recipe, *flags):
@@ -44,7 +49,8 @@ def test_one_recipe_per_table_row():
         key = (r.paper.split(" ", 2)[0] + " " + r.paper.split(" ", 2)[1].rstrip(":"), r.model)
         found.setdefault((key[0], r.model, r.dataset), set()).add(round(100 * r.density, 2))
     assert found == TABLE_ROWS
-    assert len({r.name for r in RECIPES}) == len(RECIPES) == 32
+    rows = sum(len(densities) for densities in TABLE_ROWS.values())
+    assert len({r.name for r in RECIPES}) == len(RECIPES) == rows + EXTRA_RECIPES
 
 
 @pytest.mark.parametrize("recipe", RECIPES, ids=lambda r: r.name)
@@ -59,11 +65,10 @@ def test_every_recipe_resolves_to_a_valid_run(recipe):
     # at its own budget a recipe is the paper's row, unscaled
     assert (cfg.prune.epochs, cfg.finetune.epochs) == (recipe.epochs, recipe.finetune.epochs)
     assert cfg.prune.optim.lr == recipe.lr and cfg.prune.optim.name == recipe.optimizer
+    gem_miner = {"period": recipe.period, "lam": recipe.lam, "regularizer": "l2"}
     assert cfg.settings == {
         **recipe.settings,
-        "period": recipe.period,
-        "lam": recipe.lam,
-        "regularizer": "l2",
+        **(gem_miner if recipe.method == "gem-miner" else {}),
     }
     ft = recipe.finetune
     assert cfg.finetune.optim.lr == ft.lr and cfg.finetune.batch_size == ft.batch_size
@@ -199,8 +204,11 @@ def test_a_recipes_finetune_epochs_are_read_and_scaled_with_epochs(tmp_path):
 
 def test_the_paper_rows_finetune_as_long_as_they_mine():
     """Table 15 pairs the budgets, so with every shipped row (and `gemminer mine`, which
-    takes the nearest one) finetuning defaults to the mining epochs."""
+    takes the nearest one) finetuning defaults to the mining epochs. Long Gem-Miner
+    (Table 4) mines 20 times as long as it finetunes."""
     for recipe in RECIPES:
+        if recipe.name == "resnet20-cifar10-d1.44-long":
+            continue
         assert [recipe.finetune_epochs_at(e) for e in (1, 7, 10, 150)] == [1, 7, 10, 150]
     args = build_parser().parse_args(["mine", "--epochs", "12", "--model", "mobilenetv2"])
     assert config_from_args(args).finetune.epochs == 12
@@ -310,7 +318,7 @@ def test_cli_run_print_config_and_list(capsys):
     assert cfg["prune"]["optim"]["lr"] == pytest.approx(0.01)  # Adam: not budget-scaled
     assert main(["list", "recipes"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert len(lines) == 32 and lines[0].startswith("mobilenetv2-cifar10-d1.44")
+    assert len(lines) == len(RECIPES) and lines[0].startswith("mobilenetv2-cifar10-d1.44")
     assert "Table 9 + Table 15" in lines[0]
     assert main(["run", "no-such-recipe"]) == 2
     assert "unknown recipe 'no-such-recipe'" in capsys.readouterr().err
@@ -322,13 +330,19 @@ def stand_in_data(tmp_path_factory):
     from gemminer.models import create_model
 
     from .conftest import write_image_folder
-    from .tiny_datasets import write_caltech101, write_cifar100, write_tinyimagenet
+    from .tiny_datasets import (
+        write_caltech101,
+        write_cifar100,
+        write_imagenet,
+        write_tinyimagenet,
+    )
 
     root = tmp_path_factory.mktemp("stand-in")
     write_image_folder(root / "cifar10", n_train=12, n_test=6)
     write_cifar100(root / "cifar100")
     write_tinyimagenet(root / "tinyimagenet")
     write_caltech101(root / "caltech101")
+    write_imagenet(root / "imagenet")
     # torchvision's layout: affine BatchNorm, a 1000-class head with a bias
     state = create_model("resnet50", num_classes=1000, affine_bn=True).state_dict()
     state["fc.bias"] = torch.zeros(1000)
@@ -366,7 +380,7 @@ def test_every_recipe_builds_model_data_and_method(recipe, stand_in_data):
         assert model.fc.weight.shape == (splits.num_classes, 2048)
     mine_config(cfg.prune, METHODS.get(cfg.method).build_settings(cfg.settings))
     x, y = next(iter(stages.train_loader(splits, 2, torch.device("cpu"), seed=0)))
-    expected = {"tinyimagenet": 64, "caltech101": 224}.get(recipe.dataset, 32)
+    expected = {"tinyimagenet": 64, "caltech101": 224, "imagenet": 224}.get(recipe.dataset, 32)
     assert x.shape == (2, 3, expected, expected) and y.shape == (2,)
     with torch.no_grad():
         logits = to_score_model(model).eval()(x)
@@ -398,3 +412,28 @@ def test_mobilenet_at_50_percent_finetunes_the_rounded_mask_as_the_authors_did()
     """configs/final_hc/mobilenet_50.yml sets no unflag_before_finetune; the others do."""
     assert load_recipe("mobilenetv2-cifar10-d50").settings == {"finetune_mask": "rounded"}
     assert "finetune_mask" not in load_recipe("mobilenetv2-cifar10-d1.44").settings
+
+
+def test_table4_recipes():
+    """Table 4: Long Gem-Miner freezes every 150 epochs over 3,000 (19 freezes of 20 %);
+    IMP rewinds warm (1,000 steps); both iterative baselines prune 20 % per 150-epoch round;
+    the paper's own 1.44 % row stays the default of `gemminer mine` at that density."""
+    long = load_recipe("resnet20-cifar10-d1.44-long")
+    assert (long.method, long.epochs, long.period, long.lr, long.lam) == (
+        "gem-miner",
+        3000,
+        150,
+        0.1,
+        1e-4,
+    )
+    assert long.finetune.epochs == 150 and long.finetune_epochs_at(3000) == 150
+    assert (long.epochs - 1) // long.period == 19 and 0.8**19 == pytest.approx(0.0144, rel=0.01)
+    imp = load_recipe("resnet20-cifar10-d1.44-imp-warm")
+    assert (imp.method, imp.epochs, imp.settings) == (
+        "imp",
+        150,
+        {"prune_fraction": 0.2, "rewind": "1000it"},
+    )
+    lrr = load_recipe("resnet20-cifar10-d1.44-lr-rewinding")
+    assert (lrr.method, lrr.epochs, lrr.finetune.lr) == ("lr-rewinding", 150, 0.1)
+    assert paper_recipe("resnet20", "cifar10", 0.0144).name == "resnet20-cifar10-d1.44"

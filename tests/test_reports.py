@@ -175,7 +175,10 @@ def report(runs, tmp_path_factory) -> Path:
 
 
 def _row(text: str, start: str) -> str:
-    rows = [line for line in text.splitlines() if line.startswith(f"| {start} |")]
+    """The row of the results table starting with ``start`` (the compute table below it
+    starts its rows alike)."""
+    results = text.split("## Results\n", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in results.splitlines() if line.startswith(f"| {start} |")]
     assert len(rows) == 1, rows
     return rows[0]
 

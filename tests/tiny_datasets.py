@@ -224,6 +224,42 @@ def write_tinyimagenet(parent: Path, size: int = 64) -> Path:
 
 # --------------------------------------------------------------------------- Caltech-101
 
+IMAGENET_WNIDS = ("n01440764", "n01443537", "n01484850")
+#: (width, height) of each class's images: portrait, landscape and square, so crops and
+#: the short-side resize are exercised.
+IMAGENET_SHAPES = {"n01440764": (40, 56), "n01443537": (64, 36), "n01484850": (48, 48)}
+
+
+def write_imagenet(root: Path, *, per_class: int = 3, val: str = "folders") -> Path:
+    """A tiny ILSVRC-2012 layout: ``train/<wnid>/<wnid>_<i>.JPEG`` and two val images per
+    class, ``val="folders"`` (``val/<wnid>/``), ``"flat"`` (``val/`` plus Kaggle's
+    ``LOC_val_solution.csv``) or ``"flat-txt"`` (``val/val_labels.txt``). Each image is
+    one colour: class c's channel c is bright, image i's other channels are 10·i."""
+    rows = []
+    for c, wnid in enumerate(IMAGENET_WNIDS):
+        w, h = IMAGENET_SHAPES[wnid]
+        for i in range(per_class + 2):
+            colour = [10 * i] * 3
+            colour[c] = 240
+            pixels = np.zeros((h, w, 3), np.uint8) + np.array(colour, np.uint8)
+            if i < per_class:
+                path = root / "train" / wnid / f"{wnid}_{i}.JPEG"
+            else:
+                name = f"ILSVRC2012_val_{c * 2 + i - per_class + 1:08d}"
+                folder = root / "val" / wnid if val == "folders" else root / "val"
+                path = folder / f"{name}.JPEG"
+                rows.append((name, wnid))
+            save_image(path, pixels, "JPEG")
+    if val == "flat":
+        lines = ["ImageId,PredictionString"] + [f"{n},{w} 1 2 30 40" for n, w in rows]
+        (root / "LOC_val_solution.csv").write_text("\n".join(lines) + "\n")
+    elif val == "flat-txt":
+        (root / "val" / "val_labels.txt").write_text(
+            "".join(f"{n}.JPEG {w}\n" for n, w in reversed(rows))
+        )
+    return root
+
+
 CALTECH_COUNTS = {"Faces": 10, "accordion": 5, "BACKGROUND_Google": 4, "yin_yang": 7}
 
 
@@ -305,6 +341,11 @@ def _caltech101(root: Path) -> TinyInstance:
     return TinyInstance((3, 224, 224), classes, {"train": 13, "val": 5, "test": 4})
 
 
+def _imagenet(root: Path) -> TinyInstance:
+    write_imagenet(root)
+    return TinyInstance((3, 224, 224), IMAGENET_WNIDS, {"train": 9, "test": 6})
+
+
 def _mnist(root: Path) -> TinyInstance:
     write_mnist(root)
     return TinyInstance((1, 28, 28), tuple("0123456789"), {"train": 5, "test": 3})
@@ -316,6 +357,7 @@ TINY_INSTANCES: dict[str, Callable[[Path], TinyInstance]] = {
     "cifar10": _cifar10,
     "cifar100": _cifar100,
     "folder": _folder,
+    "imagenet": _imagenet,
     "mnist": _mnist,
     "tinyimagenet": _tinyimagenet,
 }

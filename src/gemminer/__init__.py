@@ -15,6 +15,7 @@ from .config import FinetuneConfig, MineConfig, OptimConfig, RunConfig
 from .data import load_dataset
 from .errors import GemMinerError
 from .export import export_run, load_exported
+from .interop import from_torch_prune, to_torch_prune
 from .masking import (
     Mask,
     apply_mask,
@@ -45,6 +46,7 @@ __all__ = [
     "export_run",
     "finetune",
     "format_density",
+    "from_torch_prune",
     "init_weights",
     "list_models",
     "load_exported",
@@ -53,4 +55,5 @@ __all__ = [
     "prunable_weights",
     "rounded_mask",
     "to_score_model",
+    "to_torch_prune",
 ]

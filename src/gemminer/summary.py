@@ -9,6 +9,11 @@ finetuning — as ``gem_density``, ``gem_acc`` (BatchNorm statistics re-estimate
 and ``gem_acc_running_bn`` (the statistics left by mining: the authors' protocol), with
 ``finetune_mask`` saying which mask was finetuned (``flags`` or ``rounded``).
 
+Compute spent and saved: ``epochs_to_mask`` (training epochs to find the mask),
+``seconds_mask`` (wall-clock seconds to find it), and ``dense_flops`` / ``ticket_flops``
+(forward multiply-adds per image of the dense network and of the ticket,
+:mod:`gemminer.masking.flops`).
+
 Which keys a ``summary.json`` holds: the core figures (:data:`SUMMARY_KEYS`) always, ``null``
 where unknown (``post_finetune_acc`` before finetuning); a group of related figures
 (finetuning's, Gem-Miner's) as a whole once one of them is known; any other figure only
@@ -79,6 +84,10 @@ class RunSummary:
     num_kept: int | None = _figure("int", CORE)
     num_prunable: int | None = _figure("int", CORE)
     layer_density: dict[str, float] | None = _figure("densities", CORE)
+    # forward multiply-adds per image of Conv2d/Linear weights (gemminer.masking.flops):
+    # the dense network's and the ticket's (kept weights only); absent in older summaries
+    dense_flops: int | None = _figure("int")
+    ticket_flops: int | None = _figure("int")
     pre_finetune_acc: float | None = _figure("number", CORE)
     pre_finetune_val_acc: float | None = _figure("number", CORE)
     post_finetune_acc: float | None = _figure("number", CORE)

@@ -35,9 +35,10 @@ or skipped with a note under ``skip_invalid: true``.
 Runs go one after another in this process. Finished runs (``summary.json`` with the
 post-finetune accuracy, or the pre-finetune one without finetuning) are skipped, so a
 stopped sweep resumes where it stopped; ``--shard I/N`` takes every N-th point from
-point I for parallel processes. Afterwards (or with ``--table``) the results go to
-``OUT/results.csv`` (one row per run), ``OUT/results_grouped.csv`` (mean and sample
-standard deviation over seeds) and ``OUT/results.md`` (both tables).
+point I for parallel processes, and ``--shard auto`` takes I and N from a Slurm job array
+(``sbatch --array=0-{N-1}``, see :func:`slurm_shard`). Afterwards (or with ``--table``)
+the results go to ``OUT/results.csv`` (one row per run), ``OUT/results_grouped.csv`` (mean
+and sample standard deviation over seeds) and ``OUT/results.md`` (both tables).
 """
 
 from __future__ import annotations
@@ -47,9 +48,10 @@ import csv
 import difflib
 import io
 import itertools
+import os
 import shlex
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -385,14 +387,47 @@ def shard(points: Sequence[SweepPoint], spec: tuple[int, int] | None) -> list[Sw
     return [p for p in points if p.index % n == i]
 
 
-def _shard_spec(text: str) -> tuple[int, int]:
+#: ``--shard auto``: the shard from a Slurm job array (``sbatch --array``).
+SLURM_TASK_VARS = ("SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_COUNT")
+
+
+def slurm_shard(environ: Mapping[str, str]) -> tuple[int, int]:
+    """(I, N) of this Slurm array task: its position among the array's ``N`` =
+    ``SLURM_ARRAY_TASK_COUNT`` tasks, counted from ``SLURM_ARRAY_TASK_MIN`` in steps of
+    ``SLURM_ARRAY_TASK_STEP`` (so ``--array=1-8`` and ``--array=0-14:2`` work too)."""
+    missing = [v for v in SLURM_TASK_VARS if not environ.get(v, "").strip()]
+    if missing:
+        raise ConfigError(
+            f"--shard auto takes the shard from a Slurm job array, but {' and '.join(missing)} "
+            "is not set (run it under `sbatch --array=0-N`), or give --shard I/N"
+        )
+    try:
+        task, count = (int(environ[v]) for v in SLURM_TASK_VARS)
+        low = int(environ.get("SLURM_ARRAY_TASK_MIN") or 0)
+        step = int(environ.get("SLURM_ARRAY_TASK_STEP") or 1)
+    except ValueError as exc:
+        raise ConfigError(f"--shard auto: a Slurm array variable is not a number: {exc}") from exc
+    index = (task - low) // step if step > 0 else -1
+    if count < 1 or not 0 <= index < count or (task - low) % max(step, 1):
+        raise ConfigError(
+            f"--shard auto: Slurm array task {task} (min {low}, step {step}) is not one of the "
+            f"{count} tasks; use a plain --array=0-{max(count, 1) - 1} or give --shard I/N"
+        )
+    return index, count
+
+
+def _shard_spec(text: str) -> tuple[int, int] | str:
+    if text == "auto":
+        return text
     i, sep, n = text.partition("/")
     try:
         spec = int(i), int(n)
     except ValueError:
         spec = (-1, 0)
     if not sep or spec[1] < 1 or not 0 <= spec[0] < spec[1]:
-        raise argparse.ArgumentTypeError(f"--shard takes I/N with 0 <= I < N, got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"--shard takes I/N with 0 <= I < N, or auto, got {text!r}"
+        )
     return spec
 
 
@@ -606,8 +641,9 @@ def add_sweep_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--shard",
         type=_shard_spec,
         default=None,
-        metavar="I/N",
-        help="only every N-th point, from point I (0 <= I < N), for N parallel processes",
+        metavar="I/N|auto",
+        help="only every N-th point, from point I (0 <= I < N), for N parallel processes; "
+        "auto: I and N from a Slurm job array (SLURM_ARRAY_TASK_ID / SLURM_ARRAY_TASK_COUNT)",
     )
     p.add_argument("--out", default=None, help="sweep folder (default: the file's `out:`)")
     p.add_argument(
@@ -625,7 +661,8 @@ def run_sweep(args: argparse.Namespace) -> int:
     points, notes = expand(sweep)
     for note in notes:
         _log(f"gemminer sweep: {note}")
-    selected = shard(points, args.shard)
+    spec = slurm_shard(os.environ) if args.shard == "auto" else args.shard
+    selected = shard(points, spec)
     if args.list:
         counts = dict.fromkeys(("done", "partial", "todo"), 0)
         for p in selected:

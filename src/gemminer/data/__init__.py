@@ -10,6 +10,7 @@ from pathlib import Path
 from ..errors import ConfigError, DataError
 from ..registry import Registry
 from .base import AUGMENTATIONS, DataSplits, ImageArrays, check_data_dir, split_validation
+from .stream import ImageFiles
 
 #: A dataset factory takes the data folder, whether it may download and an image size
 #: (0: the data set's own), plus options of its own, and returns splits.
@@ -67,6 +68,7 @@ def load_dataset(
 from . import caltech101 as _caltech101  # noqa: E402,F401
 from . import cifar as _cifar  # noqa: E402,F401
 from . import folder as _folder  # noqa: E402,F401
+from . import imagenet as _imagenet  # noqa: E402,F401
 from . import mnist as _mnist  # noqa: E402,F401
 from . import tinyimagenet as _tinyimagenet  # noqa: E402,F401
 
@@ -75,6 +77,7 @@ __all__ = [
     "DATASETS",
     "DataSplits",
     "ImageArrays",
+    "ImageFiles",
     "load_dataset",
     "split_validation",
 ]

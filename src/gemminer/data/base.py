@@ -4,16 +4,22 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from ..errors import ConfigError, DataError
 
+if TYPE_CHECKING:
+    from .stream import ImageFiles
+
 #: Training augmentations the batch loader implements (see :mod:`gemminer.data.loader`):
 #: ``crop-flip`` (4-pixel zero-padded random crop and horizontal flip, CIFAR),
 #: ``rotate-flip`` (random rotation and horizontal flip, TinyImageNet),
-#: ``flip`` (horizontal flip only) and ``none``.
-AUGMENTATIONS = ("crop-flip", "rotate-flip", "flip", "none")
+#: ``flip`` (horizontal flip only), ``none``, and ``random-resized-crop`` (Inception-style
+#: random-resized crop and horizontal flip, ImageNet: streamed data sets only, as it needs
+#: the full-size image, see :mod:`gemminer.data.stream`).
+AUGMENTATIONS = ("crop-flip", "rotate-flip", "flip", "none", "random-resized-crop")
 
 
 def check_augmentation(name: str) -> str:
@@ -64,15 +70,18 @@ class DataSplits:
     ``descriptions`` are human-readable class names aligned with ``train.classes`` where the
     data set ships them (TinyImageNet's ``words.txt``), else empty. ``skipped`` lists the
     image files left out as unreadable (only when a reader was told to skip them).
+    Splits are :class:`ImageArrays` (decoded, in memory) or, for data too large for memory,
+    :class:`~gemminer.data.stream.ImageFiles` (read from disk batch by batch); the batch
+    loaders (:func:`~gemminer.data.loader.training_batches`) take either.
     """
 
     name: str
-    train: ImageArrays
-    test: ImageArrays
+    train: ImageArrays | ImageFiles
+    test: ImageArrays | ImageFiles
     mean: tuple[float, ...]
     std: tuple[float, ...]
     augmentation: str = "crop-flip"
-    val: ImageArrays | None = None
+    val: ImageArrays | ImageFiles | None = None
     descriptions: tuple[str, ...] = ()
     skipped: tuple[str, ...] = ()
 
@@ -104,8 +113,8 @@ class DataSplits:
 
 
 def split_validation(
-    train: ImageArrays, val_size: int, seed: int
-) -> tuple[ImageArrays, ImageArrays]:
+    train: ImageArrays | ImageFiles, val_size: int, seed: int
+) -> tuple[ImageArrays | ImageFiles, ImageArrays | ImageFiles]:
     """A seeded random split of ``train`` into (train minus ``val_size``, ``val_size``)."""
     if not 0 < val_size < len(train):
         raise DataError(f"validation size {val_size} must lie in (0, {len(train)})")

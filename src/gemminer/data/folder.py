@@ -39,6 +39,10 @@ _DECODE_TASK = 256  # images per thread-pool task
 _THREADED_MIN_PIXELS = 48 * 48  # smaller images decode faster in a single thread
 _BILINEAR = getattr(Image, "Resampling", Image).BILINEAR
 _SHOW_SKIPPED = 5  # file names quoted in the notice about skipped images
+#: A ``folder`` data set whose decoded images (N × 3 × H × W bytes, all splits) would
+#: exceed this is streamed from disk (:mod:`gemminer.data.stream`) instead of decoded
+#: into memory (and onto the device) once: 8 GiB, e.g. 57,000 images at 224×224.
+STREAM_ABOVE_BYTES = 8 * 2**30
 
 
 def is_image_file(name: str) -> bool:
@@ -350,6 +354,7 @@ def load_folder(
     test_fraction: float = 0.0,
     split_seed: int = 0,
     augmentation: str = "flip",
+    stream: bool | None = None,
 ) -> DataSplits:
     """Any image-classification data laid out as ``data_dir/{train,test}/<class>/<image>``.
 
@@ -368,6 +373,14 @@ def load_folder(
     ``skip_bad`` leaves out undecodable images, listed in ``DataSplits.skipped``; by default
     the first one is an error naming it. ``download`` is accepted and ignored (there is
     nothing to download).
+
+    ``stream``: read the images from disk batch by batch in worker processes
+    (:mod:`gemminer.data.stream`) instead of decoding them into memory once. The default
+    (None) streams when the decoded images would exceed :data:`STREAM_ABOVE_BYTES`
+    (8 GiB); True/False force either path. Streamed, every image is resized to
+    ``image_size`` (or to the first training image's size), normalization uses the
+    statistics of 512 sampled training images, ``augmentation`` may also be
+    ``random-resized-crop``, and ``skip_bad`` is not available.
     """
     del download
     data_dir = Path(data_dir)
@@ -379,6 +392,26 @@ def load_folder(
         raise DataError(
             f"no image folder data set in {data_dir}{where}: expected {data_dir}/train/<class>/"
             f"<image> and {data_dir}/test/<class>/<image> (optional {data_dir}/val/<class>/)"
+        )
+    if stream is not False:
+        listing = _list_folder(data_dir)
+        first = size or _first_size(listing["train"][1], skip_bad)
+        pixels = first[0] * first[1]
+        total = sum(len(files) for _, files, _ in listing.values()) * 3 * pixels
+        if stream or total > STREAM_ABOVE_BYTES:
+            if skip_bad:
+                raise DataError(
+                    f"{data_dir} is streamed from disk ({total / 2**30:.1f} GiB decoded), "
+                    "which cannot skip unreadable images: remove them, or pass stream=False "
+                    "to decode everything into memory"
+                )
+            return _streamed_folder(
+                data_dir, listing, first, test_fraction, split_seed, augmentation
+            )
+    if augmentation == "random-resized-crop":
+        raise DataError(
+            f"augmentation 'random-resized-crop' of {data_dir} needs the full-size images: "
+            "pass stream=True to read them from disk batch by batch"
         )
     train, skipped = _read_folder(data_dir, "train", None, size, True, (), skip_bad)
     if (data_dir / "test").is_dir():
@@ -418,4 +451,77 @@ def load_folder(
         augmentation=augmentation,
         val=val,
         skipped=tuple(skipped),
+    )
+
+
+def _list_folder(data_dir: Path) -> dict[str, tuple[tuple[str, ...], list[Path], list[int]]]:
+    """Classes, files and labels of ``train/`` and of ``test/``, ``val/`` where present."""
+    listing = {"train": scan_split(data_dir / "train", None)}
+    classes = listing["train"][0]
+    for split in ("test", "val"):
+        if (data_dir / split).is_dir():
+            listing[split] = scan_split(data_dir / split, classes)
+    return listing
+
+
+def _image_size(path: Path) -> tuple[int, int]:
+    """(H, W) of the image at ``path``, from its header."""
+    try:
+        with Image.open(path) as img:
+            return img.height, img.width
+    except Exception as exc:  # Pillow raises many types for broken files
+        raise DataError(f"cannot decode image {path}: {exc}") from exc
+
+
+def _first_size(files: Sequence[Path], skip_bad: bool) -> tuple[int, int]:
+    """(H, W) of the first training image (of the first readable one with ``skip_bad``)."""
+    for path in files if skip_bad else files[:1]:
+        try:
+            return _image_size(path)
+        except DataError:
+            if not skip_bad:
+                raise
+    raise DataError(f"none of the {len(files)} training images can be decoded")
+
+
+def _streamed_folder(
+    data_dir: Path,
+    listing: dict[str, tuple[tuple[str, ...], list[Path], list[int]]],
+    size: tuple[int, int],
+    test_fraction: float,
+    split_seed: int,
+    augmentation: str,
+) -> DataSplits:
+    """The ``folder`` data set as :class:`~gemminer.data.stream.ImageFiles` splits."""
+    from .stream import ImageFiles, sample_stats
+
+    splits = {
+        name: ImageFiles.from_paths(data_dir, files, labels, classes, size, "squash")
+        for name, (classes, files, labels) in listing.items()
+    }
+    train = splits["train"]
+    if "test" in splits:
+        test = splits["test"]
+    elif test_fraction > 0:
+        rest, held = stratified_split(
+            train.labels, test_fraction, torch.Generator().manual_seed(split_seed)
+        )
+        if not len(held):
+            raise DataError(f"test fraction {test_fraction} of {data_dir}/train holds no images")
+        train, test = train.subset(rest), train.subset(held)
+    else:
+        raise DataError(
+            f"{data_dir} has train/ but no test/ folder. Add {data_dir}/test/<class>/<image>, "
+            "or hold out part of train/ as the test split with "
+            "load_dataset('folder', ..., test_fraction=0.2)"
+        )
+    mean, std = sample_stats(train)
+    return DataSplits(
+        name="folder",
+        train=train,
+        test=test,
+        mean=mean,
+        std=std,
+        augmentation=augmentation,
+        val=splits.get("val"),
     )

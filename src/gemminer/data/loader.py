@@ -4,6 +4,11 @@ The decoded split lives on the device once; every batch is an index gather, a ba
 augmentation done as one more gather (random crop with zero padding, as torchvision pads
 the raw image, and/or random rotation, and horizontal flips), then per-channel
 normalization. No per-image Python and no worker processes.
+
+Data sets too large for memory are :class:`~gemminer.data.stream.ImageFiles` splits;
+:func:`training_batches` and :func:`eval_batches` give them a
+:class:`~gemminer.data.stream.StreamingLoader` (worker processes decoding from disk) with
+the same batch contract.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import torch
 
 from ..errors import ConfigError
 from .base import ImageArrays, check_augmentation
+from .stream import ImageFiles, StreamingLoader
 
 #: Largest rotation (degrees, either way) of ``rotate-flip``: the paper's code uses
 #: torchvision's ``RandomRotation(20)`` for TinyImageNet.
@@ -192,6 +198,11 @@ class BatchLoader:
         self.train = train
         self.shard = (rank, world)
         check_augmentation(augmentation)
+        if train and augmentation == "random-resized-crop":
+            raise ConfigError(
+                "the random-resized-crop augmentation needs the full-size images: it works "
+                "on streamed data sets only (e.g. load_dataset('folder', ..., stream=True))"
+            )
         self.augmentation = augmentation if train else "none"
         self.padding = padding
         self.degrees = degrees
@@ -255,7 +266,7 @@ class BatchLoader:
 
 
 def training_batches(
-    data: ImageArrays,
+    data: ImageArrays | ImageFiles,
     *,
     batch_size: int,
     mean: Sequence[float],
@@ -265,15 +276,17 @@ def training_batches(
     augmentation: str = "crop-flip",
     calibration: bool = False,
     shard: tuple[int, int] = (0, 1),
-) -> BatchLoader:
+) -> BatchLoader | StreamingLoader:
     """Shuffled training batches of ``data``, as every stage and the Python API build them.
 
     ``calibration=True``: the batches that re-estimate BatchNorm statistics, unaugmented
     and whole on every torchrun rank (so every rank's statistics agree); otherwise
     ``augmentation`` is applied and each rank reads its ``shard`` of every batch. ``seed``
-    is one stream of :func:`gemminer.seeds.derive_seed`.
+    is one stream of :func:`gemminer.seeds.derive_seed`. ``data`` on disk
+    (:class:`~gemminer.data.stream.ImageFiles`) gets a streaming loader.
     """
-    return BatchLoader(
+    loader = StreamingLoader if isinstance(data, ImageFiles) else BatchLoader
+    return loader(
         data,
         batch_size=batch_size,
         mean=mean,
@@ -287,14 +300,15 @@ def training_batches(
 
 
 def eval_batches(
-    data: ImageArrays,
+    data: ImageArrays | ImageFiles,
     *,
     batch_size: int,
     mean: Sequence[float],
     std: Sequence[float],
     device: torch.device | str,
     shard: tuple[int, int] = (0, 1),
-) -> BatchLoader:
+) -> BatchLoader | StreamingLoader:
     """In-order, unaugmented batches of ``data`` for evaluation, as every stage and the
     Python API build them; under torchrun each rank reads its ``shard`` of the images."""
-    return BatchLoader(data, batch_size=batch_size, mean=mean, std=std, device=device, shard=shard)
+    loader = StreamingLoader if isinstance(data, ImageFiles) else BatchLoader
+    return loader(data, batch_size=batch_size, mean=mean, std=std, device=device, shard=shard)

@@ -18,6 +18,7 @@ from . import gem_miner as _gem_miner  # noqa: E402,F401
 from . import grasp as _grasp  # noqa: E402,F401
 from . import imp as _imp  # noqa: E402,F401
 from . import lr_rewinding as _lr_rewinding  # noqa: E402,F401
+from . import prospr as _prospr  # noqa: E402,F401
 from . import random_pruning as _random_pruning  # noqa: E402,F401
 from . import smart_ratio as _smart_ratio  # noqa: E402,F401
 from . import snip as _snip  # noqa: E402,F401

@@ -5,6 +5,11 @@ no model evaluation), groups seeds of one experiment, and writes PNG figures (ma
 an optional dependency: ``pip install 'gemminer[report]'``) and ``report.md`` into ``--out``.
 
     gemminer report runs/* --out report/
+    gemminer report runs/sweeps/table4-long-gem-miner-resnet20 --out report/   # a sweep's runs
+
+Beside the results: the compute each method spent (epochs, forward multiply-adds per
+image, seconds) and, where the runs have a setting the paper prints numbers for, those
+numbers (:mod:`gemminer.reports.paper`).
 """
 
 from __future__ import annotations
@@ -86,7 +91,13 @@ def add_report_parser(subparsers: argparse._SubParsersAction) -> argparse.Argume
         "experiment, and write PNG figures and report.md into --out. Needs matplotlib "
         "(pip install 'gemminer[report]').",
     )
-    p.add_argument("run_dirs", type=Path, nargs="+", metavar="RUN_DIR", help="run folders")
+    p.add_argument(
+        "run_dirs",
+        type=Path,
+        nargs="+",
+        metavar="RUN_DIR",
+        help="run folders, or sweep folders (the run folders in them)",
+    )
     p.add_argument("--out", type=Path, required=True, help="folder for report.md and the PNGs")
     return p
 

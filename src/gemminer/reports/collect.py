@@ -83,6 +83,9 @@ class RunRecord:
     gem_density: float | None = None
     gem_acc: float | None = None
     gem_acc_running_bn: float | None = None
+    seconds_mask: float | None = None
+    dense_flops: int | None = None
+    ticket_flops: int | None = None
 
     @property
     def before_density(self) -> float:
@@ -268,6 +271,9 @@ def read_run(path: str | Path, *, layers: bool = True) -> RunRecord | None:
         gem_density=summary.gem_density,
         gem_acc=summary.gem_acc,
         gem_acc_running_bn=summary.gem_acc_running_bn,
+        seconds_mask=summary.seconds_mask,
+        dense_flops=summary.dense_flops,
+        ticket_flops=summary.ticket_flops,
     )
 
 
@@ -330,13 +336,23 @@ def group_runs(runs: Sequence[RunRecord]) -> list[Group]:
     return sorted(groups, key=lambda g: (-g.target_density, bool(g.sanity_check), order[g.series]))
 
 
+def run_folders(path: Path) -> list[Path]:
+    """``path`` itself, or for a sweep folder (no config.json, run folders inside: what
+    ``gemminer sweep`` writes, sanity checks' folders included) the run folders in it."""
+    if not path.is_dir() or (path / "config.json").is_file():
+        return [path]
+    inside = sorted(p for p in path.iterdir() if (p / "config.json").is_file())
+    return inside or [path]
+
+
 def collect_runs(
     paths: Iterable[str | Path],
     *,
     layers: bool = True,
     warn: Callable[[str], None] | None = None,
 ) -> Collection:
-    """Read every run folder in ``paths``; unfinished ones are listed, not read.
+    """Read every run folder in ``paths`` (a sweep folder stands for the run folders in it);
+    unfinished ones are listed, not read.
 
     A folder that cannot be read (not a run folder, or a damaged file) is skipped, with a
     one-line warning naming it and why (given to ``warn``; default: a notice,
@@ -347,8 +363,7 @@ def collect_runs(
     unfinished: list[Path] = []
     skipped: list[tuple[Path, str]] = []
     seen: set[Path] = set()
-    for p in paths:
-        path = Path(p)
+    for path in (folder for p in paths for folder in run_folders(Path(p))):
         resolved = path.resolve()
         if resolved in seen:
             continue

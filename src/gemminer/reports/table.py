@@ -7,8 +7,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..masking import format_density
+from ..masking.flops import format_flops
 from .collect import Collection, Group
 from .format import Stat, markdown_table
+from .paper import PaperValue, paper_values
 
 
 def format_accuracy(stat: Stat) -> str:
@@ -77,6 +79,125 @@ def results_table(groups: Sequence[Group]) -> str:
     return markdown_table(header, rows, align=["---"] * 2 + ["---:"] * 7) + "\n"
 
 
+def format_epoch_count(stat: Stat) -> str:
+    """Epochs to a mask: ``"2,850"``, ``"150"``, ``"0.0026"`` (one batch of a one-shot
+    method); ± the spread over seeds where there is one."""
+    if stat.mean is None:
+        return "—"
+    text = f"{stat.mean:,.0f}" if stat.mean >= 100 else f"{stat.mean:.3g}"
+    return f"{text} ± {stat.std:.2g}" if stat.std else text
+
+
+def format_seconds(stat: Stat) -> str:
+    """``"152 s"``, ``"2.5 h"``; ``"—"`` unknown."""
+    if stat.mean is None:
+        return "—"
+    if stat.mean >= 7200:
+        return f"{stat.mean / 3600:.1f} h"
+    return f"{stat.mean:.3g} s" if stat.mean < 100 else f"{stat.mean:.0f} s"
+
+
+def format_compute(group: Group) -> str:
+    """Forward multiply-adds per image, dense → ticket: ``"40.6 M → 583 k (1.44 %)"``."""
+    dense, ticket = group.stat("dense_flops").mean, group.stat("ticket_flops").mean
+    if dense is None or ticket is None:
+        return "—"
+    return f"{format_flops(dense)} → {format_flops(ticket)} ({100 * ticket / dense:.3g} %)"
+
+
+def compute_table(groups: Sequence[Group]) -> str:
+    """One row per method group (sanity checks left out: they reuse their source's mask
+    search): what finding the mask cost — training epochs (IMP: all its rounds; one-shot
+    methods: the fraction of an epoch they read), wall-clock seconds — and what the ticket
+    costs to run: forward multiply-adds per image of the dense network and of the ticket
+    (Conv2d/Linear weights only; the share of the dense cost in parentheses)."""
+    header = [
+        "method",
+        "target density",
+        "ticket density",
+        "epochs to find the mask",
+        "forward multiply-adds per image, dense → ticket",
+        "seconds to find the mask",
+        "seeds",
+    ]
+    rows = [
+        [
+            g.label,
+            format_target(g),
+            format_density(g.density.mean, label=False),
+            format_epoch_count(g.epochs_to_mask),
+            format_compute(g),
+            format_seconds(g.stat("seconds_mask")),
+            format_seeds(g),
+        ]
+        for g in groups
+        if not g.sanity_check
+    ]
+    return markdown_table(header, rows, align=["---"] * 2 + ["---:"] * 5) + "\n"
+
+
+#: How the paper's figures are named in the report, and how ours are read from a group.
+_FIGURE_NAMES = {
+    "post_acc": "accuracy after finetuning",
+    "before_acc": "accuracy before finetuning",
+    "epochs_to_mask": "epochs to find the mask",
+}
+
+
+def _paper_text(figure: str, entries: Sequence[PaperValue]) -> str:
+    """``"77.89 % (Table 4, Table 16)"``, notes after a semicolon."""
+    value = entries[0].value
+    number = f"{100 * value:.2f} %" if figure != "epochs_to_mask" else f"{value:,g}"
+    sources = ", ".join(dict.fromkeys(e.source for e in entries))
+    notes = "; ".join(dict.fromkeys(e.note for e in entries if e.note))
+    return f"{number} ({sources}{'; ' + notes if notes else ''})"
+
+
+def _ours(group: Group, figure: str) -> str:
+    stat = group.stat(figure)
+    return format_epoch_count(stat) if figure == "epochs_to_mask" else format_accuracy(stat)
+
+
+def paper_rows(groups: Sequence[Group]) -> list[list[str]]:
+    """Rows of :func:`paper_table`: each group with a setting the paper prints a figure for
+    (:func:`gemminer.reports.paper.paper_values`), one row per figure."""
+    rows = []
+    for g in groups:
+        run = g.first
+        found = paper_values(
+            run.model,
+            run.dataset,
+            run.method,
+            run.sanity_check,
+            g.target_density,
+            dict(run.settings),
+        )
+        for figure, entries in found.items():
+            for value in sorted({e.value for e in entries}):
+                same = [e for e in entries if e.value == value]
+                rows.append(
+                    [
+                        g.label,
+                        f"{run.model}, {run.dataset}",
+                        format_target(g),
+                        _FIGURE_NAMES[figure],
+                        _ours(g, figure),
+                        _paper_text(figure, same),
+                    ]
+                )
+    return rows
+
+
+def paper_table(groups: Sequence[Group]) -> str:
+    """Ours beside the paper's printed numbers, where the runs have the paper's setting
+    (model, data set, method, sanity check, target density); empty when none has."""
+    rows = paper_rows(groups)
+    if not rows:
+        return ""
+    header = ["method", "model, data set", "target density", "figure", "ours", "paper"]
+    return markdown_table(header, rows, align=["---"] * 4 + ["---:"] * 2) + "\n"
+
+
 def _relative(path: Path, start: Path) -> str:
     try:
         return os.path.relpath(path.resolve(), start.resolve())
@@ -123,6 +244,32 @@ def render_report(
     lines.append("")
     if collection.groups:
         lines += ["## Results", "", results_table(collection.groups)]
+        beside = paper_table(collection.groups)
+        if beside:
+            lines += [
+                "## Beside the paper",
+                "",
+                "Our runs (mean ± std over seeds) beside the numbers the paper prints for "
+                "the same model, data set, method, sanity check and target density (within "
+                "5 %; the paper's 1.4 % is the 1.44 % row), with the table or figure "
+                "printing them. Our budgets are those of the runs (see the run folders' "
+                "config.json), not necessarily the paper's.",
+                "",
+                beside,
+            ]
+        if any(not g.sanity_check for g in collection.groups):
+            lines += [
+                "## Compute",
+                "",
+                "Epochs to find the mask: training epochs spent (iterative methods: all "
+                "rounds; one-shot methods: the fraction of an epoch read). Forward "
+                "multiply-adds per image: of the Conv2d/Linear weights, dense network → "
+                "ticket (kept weights only), as a sparse kernel would skip pruned ones. "
+                "Seconds to find the mask: wall-clock, on the runs' own devices. Finetuning "
+                "is not counted (equal for every ticket).",
+                "",
+                compute_table(collection.groups),
+            ]
     else:
         lines += ["No finished run (with a summary.json) was given.", ""]
     lines += ["## Figures", ""]

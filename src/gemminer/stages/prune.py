@@ -1,7 +1,8 @@
 """The prune stage: find a ticket with any registered method into a run folder.
 
 Every method's ticket is then judged by the same code: BatchNorm statistics re-estimated
-for it, its pre-finetune accuracy measured, and ticket.pt, mask.pt, density.txt,
+for it, its pre-finetune accuracy measured, its forward multiply-adds per image counted
+(dense and kept, :mod:`gemminer.masking.flops`), and ticket.pt, mask.pt, density.txt,
 scores.pt (score-based methods) and summary.json written.
 """
 
@@ -18,6 +19,7 @@ from ..config import RunConfig
 from ..data import DataSplits
 from ..explain import explain_settings
 from ..masking import format_density
+from ..masking.flops import FlopCount, count_flops, weight_uses
 from ..methods import METHODS, MethodSpec, PruneContext, PruneResult
 from ..runs import RunDir
 from ..seeds import derive_seed
@@ -103,6 +105,8 @@ def _prune(
     claim_folder(run, cfg, claim, log)
     runtime.barrier()  # the folder is claimed before any rank reads its checkpoint
     original = {n: p.detach().cpu().clone() for n, p in model.named_parameters()}
+    shapes = architecture(cfg, splits.num_classes)  # on the CPU: counts the multiply-adds
+    uses = weight_uses(shapes, input_shape(splits))
     ctx = _context(cfg, model, splits, device, run, checkpoint, progress, log, tensorboard, runtime)
     log(_describe_start(cfg, splits, device, runtime))
     for line in explain_settings(cfg):
@@ -118,7 +122,8 @@ def _prune(
     runtime.broadcast_(list(result.mask.values()))  # one mask on every rank: rank 0's
 
     accs = _keep_ticket(run, cfg, splits, result, original, device, runtime)
-    summary = _summary(cfg, splits, result, accs, seconds, device, runtime)
+    flops = count_flops(shapes, mask=result.mask, uses=uses)
+    summary = _summary(cfg, splits, result, accs, seconds, flops, device, runtime)
     run.write_summary(summary)
     _log_ticket(log, run, cfg, summary)
     return summary
@@ -198,6 +203,7 @@ def _summary(
     result: PruneResult,
     accs: dict[str, float],
     seconds: float,
+    flops: FlopCount,
     device: torch.device,
     runtime: Runtime,
 ) -> RunSummary:
@@ -212,6 +218,8 @@ def _summary(
         num_kept=mask.num_kept,
         num_prunable=mask.num_total,
         layer_density={row.name: row.density for row in mask.layers()},
+        dense_flops=flops.dense,
+        ticket_flops=flops.ticket,
         pre_finetune_acc=accs["test_acc"],
         pre_finetune_val_acc=accs.get("val_acc"),
         post_finetune_acc=None,
@@ -273,6 +281,12 @@ def density_shortfall(cfg: RunConfig, density: float) -> str:
             "or finetune the flags (--set finetune_mask=flags), which hold the target exactly."
         )
     return text
+
+
+def input_shape(splits: DataSplits) -> tuple[int, ...]:
+    """The shape of one input image (channels, height, width): the training images' (the
+    loaders' crops and flips keep it)."""
+    return tuple(splits.train.images.shape[1:])
 
 
 def _describe_start(

@@ -30,6 +30,7 @@ from torch import nn
 from ..config import RunConfig
 from ..errors import RunError
 from ..masking import Mask, init_weights
+from ..masking.flops import count_flops
 from ..masking.threshold import layerwise_mask
 from ..registry import Registry
 from ..runs import RunDir
@@ -40,7 +41,7 @@ from ..training.runtime import SINGLE, Runtime
 from .assemble import load_data
 from .folder import claim_folder, plan_folder
 from .progress import Log, echo
-from .prune import prune_run
+from .prune import input_shape, prune_run
 from .ticket import mask_shapes, require_ticket, save_ticket, ticket_accuracy, ticket_model
 
 #: Figures of the source run a sanity check's ticket keeps: what was pruned, and the
@@ -165,6 +166,7 @@ def sanity_run(
     ticket = _Ticket(model, mask, source, seed, cfg.weight_init, original_seed)
     apply(ticket)
     ticket.mask.check(model)
+    flops = count_flops(model, input_shape(splits), ticket.mask)
     weights = {n: p.detach().cpu().clone() for n, p in model.named_parameters()}
     model.to(device=device, memory_format=torch.channels_last)
     accs = ticket_accuracy(model, ticket.mask, splits, new_cfg, device)
@@ -180,6 +182,8 @@ def sanity_run(
         num_kept=ticket.mask.num_kept,
         num_prunable=ticket.mask.num_total,
         layer_density={row.name: row.density for row in ticket.mask.layers()},
+        dense_flops=flops.dense,
+        ticket_flops=flops.ticket,
         pre_finetune_acc=accs["test_acc"],
         pre_finetune_val_acc=accs.get("val_acc"),
         post_finetune_acc=None,

@@ -89,7 +89,11 @@ def train_epoch(
     reporter = epoch_reporter(progress, steps, runtime, start)
     trained = 0  # images this call trained on, for the images/s shown
     step = 0
-    for step, (x, y) in enumerate(reporter.wrap(batches) if reporter else batches, start=1):
+    first = 1
+    if start and hasattr(batches, "resume_at"):  # a streaming loader skips without decoding
+        batches.resume_at(start)  # type: ignore[union-attr]
+        first = start + 1
+    for step, (x, y) in enumerate(reporter.wrap(batches) if reporter else batches, start=first):
         if step <= start:
             continue
         x = x.to(device, non_blocking=True)
