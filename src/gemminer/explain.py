@@ -19,6 +19,10 @@ def _num(x: float) -> str:
     return f"{x:g}"
 
 
+def _epochs(n: int) -> str:
+    return f"{n} epoch" if n == 1 else f"{n} epochs"
+
+
 def _close(a: float | None, b: float | None) -> bool:
     return a is not None and b is not None and math.isclose(a, b, rel_tol=1e-9)
 
@@ -73,12 +77,13 @@ def _finetune(cfg: RunConfig) -> str:
     ft = cfg.finetune
     steps = sorted({round(m * ft.epochs) for m in ft.optim.milestones})
     schedule = (
-        f", LR ×{_num(ft.optim.gamma)} after epochs {', '.join(map(str, steps))}"
+        f", LR ×{_num(ft.optim.gamma)} after epoch{'s' if len(steps) > 1 else ''} "
+        f"{', '.join(map(str, steps))}"
         if ft.optim.schedule == "multistep" and steps
         else f", {ft.optim.schedule} schedule"
     )
     return (
-        f"finetuning: {ft.epochs} epochs, {ft.optim.name.upper()} LR {_num(ft.optim.lr)}"
+        f"finetuning: {_epochs(ft.epochs)}, {ft.optim.name.upper()} LR {_num(ft.optim.lr)}"
         f"{schedule}, weight decay {_num(ft.optim.weight_decay)}, batch {ft.batch_size}"
     )
 
@@ -88,7 +93,7 @@ def explain_settings(cfg: RunConfig) -> list[str]:
     row = _row(cfg) if cfg.method == "gem-miner" else None
     if cfg.prune.epochs > 0:
         parts = [
-            f"{cfg.prune.epochs} epochs",
+            _epochs(cfg.prune.epochs),
             _mining_lr(cfg, row),
             f"{cfg.prune.optim.schedule} schedule",
             _period(cfg, row),
