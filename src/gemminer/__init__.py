@@ -28,10 +28,10 @@ from .masking import (
 )
 from .methods.gem_miner import FreezeSchedule, MiningResult
 from .models import create_model, list_models
-
-__version__ = "0.1.0"
+from .version import __version__
 
 __all__ = [
+    "__version__",
     "FinetuneConfig",
     "FreezeSchedule",
     "GemMinerError",

@@ -62,6 +62,7 @@ from .masking import Mask, count_prunable, prunable_weights
 from .models import create_model
 from .runs import RunDir, atomic_write_bytes, check_keys, check_tensors
 from .summary import RunSummary
+from .version import __version__
 
 FORMAT = "gemminer-ticket"
 FORMAT_VERSION = 1
@@ -117,8 +118,6 @@ class ExportInfo:
 
 
 def _version() -> str:
-    from . import __version__  # here, so that the package may import this module early
-
     return __version__
 
 

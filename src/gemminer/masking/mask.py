@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from ..errors import MaskError
+from ..files import atomic_torch_save, safe_torch_load
 
 PRUNABLE_TYPES: tuple[type[nn.Module], ...] = (nn.Conv2d, nn.Linear)
 
@@ -188,13 +189,11 @@ class Mask(Mapping[str, torch.Tensor]):
 
     # Persistence ------------------------------------------------------------------------
     def save(self, path: str | Path) -> None:
-        from ..runs import atomic_torch_save
 
         atomic_torch_save(dict(self._tensors), Path(path))
 
     @classmethod
     def load(cls, path: str | Path) -> Mask:
-        from ..runs import safe_torch_load
 
         return cls(safe_torch_load(Path(path)))
 
