@@ -12,6 +12,7 @@ import secrets
 from collections.abc import Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -29,6 +30,8 @@ from .base import (
     square_size,
     stratified_split,
 )
+
+T = TypeVar("T", bound=Any)  # a split: ImageArrays, or stream.ImageFiles
 
 #: File suffixes (lower case) that :func:`read_image_folder` reads; other files are ignored.
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".webp"})
@@ -417,19 +420,8 @@ def load_folder(
     if (data_dir / "test").is_dir():
         test, more = _read_folder(data_dir, "test", train.classes, size, True, (), skip_bad)
         skipped += more
-    elif test_fraction > 0:
-        rest, held = stratified_split(
-            train.labels, test_fraction, torch.Generator().manual_seed(split_seed)
-        )
-        if not len(held):
-            raise DataError(f"test fraction {test_fraction} of {data_dir}/train holds no images")
-        train, test = train.subset(rest), train.subset(held)
     else:
-        raise DataError(
-            f"{data_dir} has train/ but no test/ folder. Add {data_dir}/test/<class>/<image>, "
-            "or hold out part of train/ as the test split with "
-            "load_dataset('folder', ..., test_fraction=0.2)"
-        )
+        train, test = _hold_out_test(train, data_dir, test_fraction, split_seed)
     val = None
     if (data_dir / "val").is_dir():
         val, more = _read_folder(data_dir, "val", train.classes, size, True, (), skip_bad)
@@ -452,6 +444,24 @@ def load_folder(
         val=val,
         skipped=tuple(skipped),
     )
+
+
+def _hold_out_test(train: T, data_dir: Path, test_fraction: float, split_seed: int) -> tuple[T, T]:
+    """(train, test) for a folder without test/ (in-memory or streamed splits alike): a
+    seeded, stratified ``test_fraction`` of train/ held out; an error saying what to do
+    when there is none."""
+    if test_fraction <= 0:
+        raise DataError(
+            f"{data_dir} has train/ but no test/ folder. Add {data_dir}/test/<class>/<image>, "
+            "or hold out part of train/ as the test split with "
+            "load_dataset('folder', ..., test_fraction=0.2)"
+        )
+    rest, held = stratified_split(
+        train.labels, test_fraction, torch.Generator().manual_seed(split_seed)
+    )
+    if not len(held):
+        raise DataError(f"test fraction {test_fraction} of {data_dir}/train holds no images")
+    return train.subset(rest), train.subset(held)
 
 
 def _list_folder(data_dir: Path) -> dict[str, tuple[tuple[str, ...], list[Path], list[int]]]:
@@ -502,19 +512,8 @@ def _streamed_folder(
     train = splits["train"]
     if "test" in splits:
         test = splits["test"]
-    elif test_fraction > 0:
-        rest, held = stratified_split(
-            train.labels, test_fraction, torch.Generator().manual_seed(split_seed)
-        )
-        if not len(held):
-            raise DataError(f"test fraction {test_fraction} of {data_dir}/train holds no images")
-        train, test = train.subset(rest), train.subset(held)
     else:
-        raise DataError(
-            f"{data_dir} has train/ but no test/ folder. Add {data_dir}/test/<class>/<image>, "
-            "or hold out part of train/ as the test split with "
-            "load_dataset('folder', ..., test_fraction=0.2)"
-        )
+        train, test = _hold_out_test(train, data_dir, test_fraction, split_seed)
     mean, std = sample_stats(train)
     return DataSplits(
         name="folder",
