@@ -150,8 +150,8 @@ _NO_BUFFER_SYNC = (
     else {"broadcast_buffers": False}
 )
 
-#: Parameters that already have the hook of :func:`_lay_out_grads_like_params`, by id.
-_HOOKED: dict[int, weakref.ref[nn.Parameter]] = {}
+#: Attribute that marks a parameter as carrying the hook of :func:`_lay_out_grads_like_params`.
+_HOOK_MARK = "_gemminer_strided_grad_hook"
 
 
 def _lay_out_grads_like_params(model: nn.Module) -> None:
@@ -164,18 +164,15 @@ def _lay_out_grads_like_params(model: nn.Module) -> None:
     it is, but DDP compares every stride with its bucket's (laid out like the parameter)
     and warns "grad strides do not match bucket view strides". A hook, run before the
     gradient is accumulated, views it with the parameter's strides (no copy). Each
-    parameter is hooked once; the hook holds it weakly.
+    parameter is hooked once (marked by an attribute); the hook holds it weakly.
     """
     for p in model.parameters():
         if not (p.requires_grad and p.dim() > 1 and 1 in p.shape):
             continue
-        known = _HOOKED.get(id(p))
-        if known is not None and known() is p:
+        if getattr(p, _HOOK_MARK, False):
             continue
-        key = id(p)
-        ref = weakref.ref(p, lambda _, key=key: _HOOKED.pop(key, None))
-        p.register_hook(_strided_like(ref))
-        _HOOKED[key] = ref
+        p.register_hook(_strided_like(weakref.ref(p)))
+        setattr(p, _HOOK_MARK, True)
 
 
 def _strided_like(ref: weakref.ref[nn.Parameter]):
