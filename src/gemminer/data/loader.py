@@ -60,6 +60,19 @@ def crop_flip(
     ]
 
 
+def check_batching(batch_size: int, shard: tuple[int, int], train: bool) -> None:
+    """A loader's batch size and its shard ``(rank, world)`` of every global batch."""
+    if batch_size < 1:
+        raise ValueError(f"batch size must be >= 1, got {batch_size}")
+    rank, world = shard
+    if not 0 <= rank < world:
+        raise ValueError(f"shard {rank} of {world} does not exist")
+    if train and batch_size % world:
+        raise ConfigError(
+            f"the batch size {batch_size} must be a multiple of the {world} processes"
+        )
+
+
 def _to(t: torch.Tensor, device: torch.device) -> torch.Tensor:
     """A small CPU tensor on ``device``; staged in pinned memory for a non-blocking copy
     to a GPU, so the host never waits for the device."""
@@ -179,15 +192,8 @@ class BatchLoader:
         channels_last: bool = True,
         shard: tuple[int, int] = (0, 1),
     ) -> None:
-        if batch_size < 1:
-            raise ValueError(f"batch size must be >= 1, got {batch_size}")
+        check_batching(batch_size, shard, train)
         rank, world = shard
-        if not 0 <= rank < world:
-            raise ValueError(f"shard {rank} of {world} does not exist")
-        if train and batch_size % world:
-            raise ConfigError(
-                f"the batch size {batch_size} must be a multiple of the {world} processes"
-            )
         self.device = torch.device(device)
         images, labels = data.images, data.labels
         if world > 1 and not train:

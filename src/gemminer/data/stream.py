@@ -323,17 +323,10 @@ class StreamingLoader:
         shard: tuple[int, int] = (0, 1),
         workers: int | None = None,
     ) -> None:
-        from .loader import ROTATION_DEGREES
+        from .loader import ROTATION_DEGREES, check_batching
 
-        if batch_size < 1:
-            raise ValueError(f"batch size must be >= 1, got {batch_size}")
+        check_batching(batch_size, shard, train)
         rank, world = shard
-        if not 0 <= rank < world:
-            raise ValueError(f"shard {rank} of {world} does not exist")
-        if train and batch_size % world:
-            raise ConfigError(
-                f"the batch size {batch_size} must be a multiple of the {world} processes"
-            )
         check_augmentation(augmentation)
         self.data = data
         self.batch_size = batch_size
