@@ -12,6 +12,7 @@ import math
 
 from .config import RunConfig, budget_scaled_lr
 from .errors import ConfigError
+from .methods import METHODS
 from .recipe import Recipe, paper_recipe
 
 
@@ -19,7 +20,8 @@ def _num(x: float) -> str:
     return f"{x:g}"
 
 
-def _epochs(n: int) -> str:
+def epochs_text(n: int) -> str:
+    """``1 epoch``, ``10 epochs``."""
     return f"{n} epoch" if n == 1 else f"{n} epochs"
 
 
@@ -83,7 +85,7 @@ def _finetune(cfg: RunConfig) -> str:
         else f", {ft.optim.schedule} schedule"
     )
     return (
-        f"finetuning: {_epochs(ft.epochs)}, {ft.optim.name.upper()} LR {_num(ft.optim.lr)}"
+        f"finetuning: {epochs_text(ft.epochs)}, {ft.optim.name.upper()} LR {_num(ft.optim.lr)}"
         f"{schedule}, weight decay {_num(ft.optim.weight_decay)}, batch {ft.batch_size}"
     )
 
@@ -91,9 +93,9 @@ def _finetune(cfg: RunConfig) -> str:
 def explain_settings(cfg: RunConfig) -> list[str]:
     """Lines naming the mining and finetuning settings of ``cfg`` and where they came from."""
     row = _row(cfg) if cfg.method == "gem-miner" else None
-    if cfg.prune.epochs > 0:
+    if cfg.prune.epochs > 0 and METHODS.get(cfg.method).trains:
         parts = [
-            _epochs(cfg.prune.epochs),
+            epochs_text(cfg.prune.epochs),
             _mining_lr(cfg, row),
             f"{cfg.prune.optim.schedule} schedule",
             _period(cfg, row),

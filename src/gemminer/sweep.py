@@ -14,6 +14,10 @@ A sweep file (YAML)::
       seed: [0, 1, 2]
       lambda: [null, 1.0e-4]     # null: the flag left out (its default)
       set.rewind_epoch: [0, 2]   # a method setting; model_arg.KEY, data_arg.KEY alike
+    per_method:                  # flags for the points of one method, over base
+      imp: {epochs: 3, set.rounds: 3}
+    sanity:                      # sanity checks of each finished run of a method
+      gem-miner: [shuffle, reinit, invert]
     finetune: true               # default: as the command (prune: no; run: yes)
     skip_invalid: true           # skip points whose flags do not apply (λ for SNIP)
     out: runs/sweeps/compare     # default: runs/sweeps/<file name>
@@ -31,6 +35,11 @@ printed command (``--commands``) are the same run, in the same folder:
 ``OUT/<runs.default_run_name(config)>``, named by the hash of its settings. A point whose
 flags do not apply to it (``--lambda`` for SNIP, a setting its method lacks) is an error,
 or skipped with a note under ``skip_invalid: true``.
+
+``sanity`` runs the named checks (``gemminer sanity RUN --check CHECK``, with
+``--finetune`` when the sweep finetunes) on every run of that method once it is finished,
+into ``RUN-CHECK`` beside it, as the paper's figures need (Fig. 3 bottom, Table 2); they
+are listed, resumed, sharded (with their run) and tabled like the runs.
 
 Runs go one after another in this process. Finished runs (``summary.json`` with the
 post-finetune accuracy, or the pre-finetune one without finetuning) are skipped, so a
@@ -51,19 +60,23 @@ import itertools
 import os
 import shlex
 import sys
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 
 from . import stages
 from .config import RunConfig
 from .errors import ConfigError, GemMinerError
 from .options import (
+    DEFAULT_PRECISION,
     PAIRS,
     RUN,
+    RUNTIME,
     SWITCH,
     Option,
     not_in_sweeps,
@@ -77,9 +90,10 @@ from .resolve import resolve
 from .runs import RunDir, atomic_write_text, default_run_name
 from .summary import RunSummary
 from .training.checkpoint import TrainingInterrupted
+from .training.runtime import Runtime, start_runtime
 
 #: Top-level keys of a sweep file.
-SWEEP_KEYS = ("base", "grid", "finetune", "skip_invalid", "out")
+SWEEP_KEYS = ("base", "grid", "per_method", "sanity", "finetune", "skip_invalid", "out")
 #: Flags that set ``KEY=VALUE`` pairs; in a sweep they are written ``set.KEY``.
 _PAIR_FLAGS = tuple(o.key for o in sweep_options("prune").values() if o.kind == PAIRS)
 #: Flags of the commands that a sweep sets itself, with what to do instead.
@@ -118,12 +132,27 @@ def resolve_point(sweep: Sweep, settings: dict[str, Any]) -> RunConfig:
     """The RunConfig of one point: its values checked as the command's flags are (its
     runtime ones too, such as ``precision``), then resolved by
     :func:`gemminer.resolve.resolve` over its recipe, if any."""
+    run, _ = _point_values(sweep, settings)
+    recipe = settings.get("recipe")
+    return resolve(run, load_recipe(str(recipe)) if recipe is not None else None)
+
+
+def point_runtime(sweep: Sweep, settings: dict[str, Any]) -> dict[str, Any]:
+    """How one point runs, as its printed command would: ``precision`` (default
+    ``auto``), ``compile`` and ``threads`` where given. They do not name its folder."""
+    _, runtime = _point_values(sweep, settings)
+    return {"precision": DEFAULT_PRECISION, **runtime}
+
+
+def _point_values(sweep: Sweep, settings: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A point's checked values, split into run settings and runtime options."""
     options = point_options(settings)
-    recipe = options.pop("recipe", None)
+    options.pop("recipe", None)
     command = "run" if sweep.recipe_mode else "prune"
     values = parse_options(options, command, group=None)
-    run = {k: v for k, v in values.items() if sweep_options(command)[k].group == RUN}
-    return resolve(run, load_recipe(str(recipe)) if recipe is not None else None)
+    flags = sweep_options(command)
+    run = {k: v for k, v in values.items() if flags[k].group == RUN}
+    return run, {k: v for k, v in values.items() if flags[k].group == RUNTIME}
 
 
 # -- the sweep file -------------------------------------------------------------------
@@ -167,6 +196,8 @@ class Sweep:
     finetune: bool
     skip_invalid: bool
     out: Path
+    per_method: dict[str, dict[str, Any]] = field(default_factory=dict)  # method -> base items
+    sanity: dict[str, tuple[str, ...]] = field(default_factory=dict)  # method -> checks
 
     @property
     def recipe_mode(self) -> bool:
@@ -280,6 +311,8 @@ def load_sweep(path: str | Path, out: str | Path | None = None) -> Sweep:
             raise ConfigError(f"{path}: grid.{key} lists a value twice: {values!r}")
     if not recipe_mode and "method" not in base and "method" not in grid:
         raise ConfigError(f"{path}: give the method in base or grid (or a recipe in base)")
+    per_method = _per_method(data.get("per_method"), grid, flags, recipe_mode, path)
+    sanity = _sanity(data.get("sanity"), path)
     flags_of = {"finetune": data.get("finetune"), "skip_invalid": data.get("skip_invalid")}
     for key, value in flags_of.items():
         if value is not None and not isinstance(value, bool):
@@ -294,7 +327,80 @@ def load_sweep(path: str | Path, out: str | Path | None = None) -> Sweep:
         finetune=recipe_mode if flags_of["finetune"] is None else flags_of["finetune"],
         skip_invalid=bool(flags_of["skip_invalid"]),
         out=Path(folder),
+        per_method=per_method,
+        sanity=sanity,
     )
+
+
+def _method_name(raw: Any, where: str) -> str:
+    """``raw`` as a registered method's name; an error naming the closest otherwise."""
+    from .methods import METHODS
+
+    name = str(raw)
+    if name not in METHODS:
+        close = difflib.get_close_matches(name, METHODS.names(), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ConfigError(f"{where}: unknown method {name!r}{hint}")
+    return name
+
+
+def _per_method(
+    data: Any, grid: dict[str, list[Any]], flags: dict[str, Option], recipe_mode: bool, path: Path
+) -> dict[str, dict[str, Any]]:
+    """``per_method``: method -> flags (as in base) for that method's points."""
+    if data is None:
+        return {}
+    if recipe_mode:
+        raise ConfigError(f"{path}: per_method: a recipe fixes its method; set its flags in base")
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: per_method must map method names to flags, got {data!r}")
+    out: dict[str, dict[str, Any]] = {}
+    for raw, items in data.items():
+        where = f"{path}: per_method.{raw}"
+        method = _method_name(raw, where)
+        values = _base_items(items, where)
+        for key, value in values.items():
+            if key == "method":
+                raise ConfigError(f"{where}: the method is the key, not a flag")
+            _check_key(key, value, flags, recipe_mode, f"{where}.{key}")
+            if key in grid:
+                raise ConfigError(f"{where}.{key}: {key} is also a grid key; set it in one place")
+        out[method] = values
+    return out
+
+
+def _sanity(data: Any, path: Path) -> dict[str, tuple[str, ...]]:
+    """``sanity``: method -> the checks to run on each of its finished runs."""
+    from .stages.sanity import SANITY_CHECKS, Remine
+
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"{path}: sanity must map method names to lists of checks "
+            f"({', '.join(SANITY_CHECKS)}), got {data!r}"
+        )
+    out: dict[str, tuple[str, ...]] = {}
+    for raw, checks in data.items():
+        where = f"{path}: sanity.{raw}"
+        method = _method_name(raw, where)
+        checks = [checks] if isinstance(checks, str) else checks
+        if not isinstance(checks, list) or not checks:
+            raise ConfigError(f"{where}: give a list of checks ({', '.join(SANITY_CHECKS)})")
+        if len(set(map(str, checks))) < len(checks):
+            raise ConfigError(f"{where} lists a check twice: {checks!r}")
+        for check in map(str, checks):
+            try:
+                spec = SANITY_CHECKS.get(check)
+            except GemMinerError as exc:
+                raise ConfigError(f"{where}: {exc}") from None
+            if isinstance(spec, Remine) and spec.method != method:
+                raise ConfigError(
+                    f"{where}: the {check} check mines again with {spec.method}; it does not "
+                    f"apply to {method} (invert-posthoc does, for a method that stores scores)"
+                )
+        out[method] = tuple(map(str, checks))
+    return out
 
 
 # -- grid points ----------------------------------------------------------------------
@@ -309,6 +415,7 @@ class SweepPoint:
     argv: tuple[str, ...]  # `gemminer ARGV` runs this point (without --out)
     config: RunConfig
     folder: Path
+    runtime: Mapping[str, Any] = field(default_factory=lambda: {"precision": DEFAULT_PRECISION})
 
     def describe(self) -> str:
         return " ".join(f"{k}={scalar_text(v)}" for k, v in self.values.items()) or "(no grid)"
@@ -316,6 +423,60 @@ class SweepPoint:
     def command(self) -> str:
         """The plain command line of this point, runnable on its own."""
         return shlex.join(["gemminer", *self.argv, "--out", str(self.folder)])
+
+
+@dataclass(frozen=True)
+class SanityJob:
+    """A sanity check of one point's run (``sanity:`` in the sweep file), into
+    ``RUN-CHECK`` beside it, finetuned when the sweep finetunes."""
+
+    source: SweepPoint
+    check: str
+
+    @property
+    def folder(self) -> Path:
+        return self.source.folder.with_name(f"{self.source.folder.name}-{self.check}")
+
+    @property
+    def config(self) -> RunConfig:
+        return self.source.config
+
+    def describe(self) -> str:
+        return f"{self.check} check of {self.source.folder.name}"
+
+    def command(self, finetune: bool) -> str:
+        """The plain command line of this check (its run must be finished first)."""
+        argv = ["gemminer", "sanity", str(self.source.folder), "--check", self.check]
+        argv += ["--finetune"] if finetune else []
+        argv += runtime_flags(self.source.runtime)
+        return shlex.join([*argv, "--out", str(self.folder)])
+
+
+#: What a sweep runs: a grid point, or a sanity check of one.
+Job = SweepPoint | SanityJob
+
+
+def runtime_flags(runtime: Mapping[str, Any]) -> list[str]:
+    """``--precision``, ``--compile``, ``--threads`` of a point's runtime options, as flags
+    (the default precision left out)."""
+    flags = []
+    if runtime.get("precision", DEFAULT_PRECISION) != DEFAULT_PRECISION:
+        flags += ["--precision", str(runtime["precision"])]
+    if runtime.get("compile"):
+        flags.append("--compile")
+    if runtime.get("threads") is not None:
+        flags += ["--threads", str(runtime["threads"])]
+    return flags
+
+
+def sanity_jobs(sweep: Sweep, point: SweepPoint) -> list[SanityJob]:
+    """The sanity checks the sweep runs on ``point``'s run, in file order."""
+    return [SanityJob(point, check) for check in sweep.sanity.get(point.config.method, ())]
+
+
+def jobs(sweep: Sweep, points: Sequence[SweepPoint]) -> list[Job]:
+    """Each point followed by its sanity checks."""
+    return [job for p in points for job in (p, *sanity_jobs(sweep, p))]
 
 
 def point_argv(sweep: Sweep, settings: dict[str, Any]) -> list[str]:
@@ -355,9 +516,12 @@ def expand(sweep: Sweep) -> tuple[list[SweepPoint], list[str]]:
     for number, combo in enumerate(itertools.product(*sweep.grid.values()), 1):
         values = dict(zip(keys, combo))
         desc = " ".join(f"{k}={scalar_text(v)}" for k, v in values.items())
-        argv = point_argv(sweep, {**sweep.base, **values})
+        method = values.get("method", sweep.base.get("method"))
+        settings = {**sweep.base, **sweep.per_method.get(str(method), {}), **values}
+        argv = point_argv(sweep, settings)
         try:
-            cfg = resolve_point(sweep, {**sweep.base, **values})
+            cfg = resolve_point(sweep, settings)
+            runtime = point_runtime(sweep, settings)
         except GemMinerError as exc:
             invalid.append(f"point {number} ({desc}): {exc}")
             continue
@@ -366,7 +530,7 @@ def expand(sweep: Sweep) -> tuple[list[SweepPoint], list[str]]:
             notes.append(f"point {number} ({desc}) is the same run as point {by_folder[folder]}")
             continue
         by_folder[folder] = number
-        points.append(SweepPoint(len(points), values, tuple(argv), cfg, folder))
+        points.append(SweepPoint(len(points), values, tuple(argv), cfg, folder, runtime))
     if invalid and (not sweep.skip_invalid or not points):
         shown = "; ".join(invalid[:5]) + (
             f"; and {len(invalid) - 5} more" if len(invalid) > 5 else ""
@@ -375,6 +539,13 @@ def expand(sweep: Sweep) -> tuple[list[SweepPoint], list[str]]:
         raise ConfigError(
             f"{sweep.path}: {len(invalid)} of {sweep.size} grid points do not apply{hint}: {shown}"
         )
+    used = {p.config.method for p in points}
+    for key, methods in (("per_method", sweep.per_method), ("sanity", sweep.sanity)):
+        for method in methods:
+            if method not in used:
+                raise ConfigError(
+                    f"{sweep.path}: {key}.{method}: no run of this sweep uses {method}"
+                )
     notes = [f"skipped {line}" for line in invalid] + notes
     return points, notes
 
@@ -434,12 +605,12 @@ def _shard_spec(text: str) -> tuple[int, int] | str:
 # -- status and running ---------------------------------------------------------------
 
 
-def _summary(point: SweepPoint) -> RunSummary:
-    """The point's summary (every figure None before it has one)."""
+def _summary(point: Job) -> RunSummary:
+    """The run's summary (every figure None before it has one)."""
     return RunDir(point.folder).summary() if point.folder.is_dir() else RunSummary()
 
 
-def point_status(point: SweepPoint, finetune: bool) -> str:
+def point_status(point: Job, finetune: bool) -> str:
     """``done`` (the final accuracy is in summary.json), ``partial`` or ``todo``."""
     summary = _summary(point)
     final = summary.post_finetune_acc if finetune else summary.pre_finetune_acc
@@ -449,11 +620,44 @@ def point_status(point: SweepPoint, finetune: bool) -> str:
 
 
 def run_point(point: SweepPoint, finetune: bool, progress: bool = True) -> RunSummary:
-    """Prune (skipped when the mask is already found) and finetune one point."""
-    summary = stages.prune_run(point.config, point.folder, progress=progress)
-    if finetune and summary.post_finetune_acc is None:
-        summary = stages.finetune_run(point.folder, progress=progress)
+    """Prune (skipped when the mask is already found) and finetune one point, with its
+    runtime options (precision, compile, threads) as its printed command would."""
+    with point_runtime_context(point) as runtime:
+        summary = stages.prune_run(point.config, point.folder, progress=progress, runtime=runtime)
+        if finetune and summary.post_finetune_acc is None:
+            summary = stages.finetune_run(point.folder, progress=progress, runtime=runtime)
     return summary
+
+
+def run_sanity(job: SanityJob, finetune: bool, progress: bool = True) -> RunSummary:
+    """Apply the check to its (finished) run and finetune the new ticket; a check whose
+    ticket is already made is skipped, a stopped one resumes (as its command would)."""
+    with point_runtime_context(job.source) as runtime:
+        summary = stages.sanity_run(
+            job.source.folder, job.check, out=job.folder, progress=progress, runtime=runtime
+        )
+        if finetune and summary.post_finetune_acc is None:
+            summary = stages.finetune_run(job.folder, progress=progress, runtime=runtime)
+    return summary
+
+
+@contextmanager
+def point_runtime_context(point: SweepPoint) -> Iterator[Runtime]:
+    """The runtime of ``point`` (its precision and compile option) with its thread count
+    set for the duration (the process's own count afterwards)."""
+    threads = point.runtime.get("threads")
+    before = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        with start_runtime(
+            point.config.device,
+            precision=point.runtime["precision"],
+            compile=bool(point.runtime.get("compile", False)),
+        ) as (runtime, _):
+            yield runtime
+    finally:
+        torch.set_num_threads(before)
 
 
 def _stops_the_sweep(exc: BaseException) -> bool:
@@ -472,20 +676,31 @@ def _extra_keys(sweep: Sweep) -> list[str]:
     return [k for k in sweep.grid if k not in _FIXED_KEYS]
 
 
+def _check_columns(sweep: Sweep) -> list[str]:
+    """``check`` (the sanity check of a row; empty for a grid point) when the sweep has any."""
+    return ["check"] if sweep.sanity else []
+
+
 def result_rows(sweep: Sweep, points: Sequence[SweepPoint]) -> list[dict[str, Any]]:
-    """One row per run: its settings, status and figures (None where not yet known)."""
+    """One row per run, each point's sanity checks after it: its settings, status and
+    figures (None where not yet known)."""
     rows = []
-    for p in points:
-        summary = _summary(p)
+    for job in jobs(sweep, points):
+        point = job.source if isinstance(job, SanityJob) else job
+        summary = _summary(job)
         row: dict[str, Any] = {
-            "run": p.folder.name,
-            "status": point_status(p, sweep.finetune),
-            "method": p.config.method,
-            "target_density": p.config.prune.density,
-            "density": summary.density,
-            "seed": p.config.seed,
+            "run": job.folder.name,
+            "status": point_status(job, sweep.finetune),
+            "method": point.config.method,
         }
-        row.update({k: p.values[k] for k in _extra_keys(sweep)})
+        if sweep.sanity:
+            row["check"] = job.check if isinstance(job, SanityJob) else ""
+        row.update(
+            target_density=point.config.prune.density,
+            density=summary.density,
+            seed=point.config.seed,
+        )
+        row.update({k: point.values[k] for k in _extra_keys(sweep)})
         row.update({k: getattr(summary, k) for k in _RESULT_COLUMNS})
         rows.append(row)
     return rows
@@ -493,7 +708,7 @@ def result_rows(sweep: Sweep, points: Sequence[SweepPoint]) -> list[dict[str, An
 
 def grouped_rows(sweep: Sweep, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """Finished runs grouped over seeds: mean and sample standard deviation (n − 1)."""
-    keys = ["method", "target_density", *_extra_keys(sweep)]
+    keys = ["method", *_check_columns(sweep), "target_density", *_extra_keys(sweep)]
     groups: dict[tuple, list[dict[str, Any]]] = {}
     for row in rows:
         groups.setdefault(tuple(repr(row[k]) for k in keys), []).append(row)
@@ -535,6 +750,11 @@ def _cell(value: Any) -> str:
     return "default" if value is None else scalar_text(value)  # a grid value left at its default
 
 
+def _method_cell(row: Mapping[str, Any]) -> str:
+    """``gem-miner``, or ``gem-miner + shuffle`` for a sanity check's row."""
+    return f"{row['method']} + {row['check']}" if row.get("check") else str(row["method"])
+
+
 def results_markdown(
     sweep: Sweep, rows: Sequence[dict[str, Any]], groups: Sequence[dict[str, Any]]
 ) -> str:
@@ -546,7 +766,7 @@ def results_markdown(
         + ["density %", "epochs to mask", "seconds"],
         [
             [
-                g["method"],
+                _method_cell(g),
                 f"{100 * g['target_density']:.4g}",
                 *(_cell(g[k]) for k in extra),
                 str(g["n"]),
@@ -566,7 +786,7 @@ def results_markdown(
             [
                 r["run"],
                 r["status"],
-                r["method"],
+                _method_cell(r),
                 f"{100 * r['target_density']:.4g}",
                 _pct(r["density"], digits=3),
                 str(r["seed"]),
@@ -594,8 +814,9 @@ def write_tables(sweep: Sweep, points: Sequence[SweepPoint]) -> tuple[list[Path]
     rows = result_rows(sweep, points)
     groups = grouped_rows(sweep, rows)
     extra = _extra_keys(sweep)
-    run_columns = [*_RUN_COLUMNS, *extra, *_RESULT_COLUMNS]
-    group_columns = ["method", "target_density", *extra, "n", "seeds"] + [
+    check = _check_columns(sweep)
+    run_columns = [*_RUN_COLUMNS[:3], *check, *_RUN_COLUMNS[3:], *extra, *_RESULT_COLUMNS]
+    group_columns = ["method", *check, "target_density", *extra, "n", "seeds"] + [
         f"{c}_{s}"
         for c in ("pre_finetune_acc", "post_finetune_acc", "density", "epochs_to_mask")
         for s in ("mean", "std")
@@ -665,16 +886,18 @@ def run_sweep(args: argparse.Namespace) -> int:
     selected = shard(points, spec)
     if args.list:
         counts = dict.fromkeys(("done", "partial", "todo"), 0)
-        for p in selected:
-            status = point_status(p, sweep.finetune)
+        for job in jobs(sweep, selected):
+            status = point_status(job, sweep.finetune)
             counts[status] += 1
-            print(f"{status:<8} {p.folder}  {p.describe()}")
-        print(", ".join(f"{n} {s}" for s, n in counts.items()) + f" of {len(selected)} runs")
+            print(f"{status:<8} {job.folder}  {job.describe()}")
+        total = len(jobs(sweep, selected))
+        print(", ".join(f"{n} {s}" for s, n in counts.items()) + f" of {total} runs")
         return 0
     if args.commands:
-        for p in selected:
-            if point_status(p, sweep.finetune) != "done":
-                print(p.command())
+        for job in jobs(sweep, selected):
+            if point_status(job, sweep.finetune) != "done":
+                finetune = sweep.finetune
+                print(job.command(finetune) if isinstance(job, SanityJob) else job.command())
         return 0
     if args.table:
         paths, markdown = write_tables(sweep, points)
@@ -685,19 +908,28 @@ def run_sweep(args: argparse.Namespace) -> int:
     sweep.out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(sweep.out / "sweep.yaml", sweep.path.read_text(encoding="utf-8"))
     failed: list[str] = []
-    for n, p in enumerate(selected, 1):
-        tag = f"[{n}/{len(selected)}] {p.folder}"
-        status = point_status(p, sweep.finetune)
+    todo = jobs(sweep, selected)
+    broken: set[Path] = set()  # points that failed: their checks cannot run
+    for n, job in enumerate(todo, 1):
+        tag = f"[{n}/{len(todo)}] {job.folder}"
+        status = point_status(job, sweep.finetune)
         if status == "done":
             _log(f"{tag}: done, skipping")
             continue
-        _log(f"{tag}: {p.describe()}{' (resuming)' if status == 'partial' else ''}")
+        if isinstance(job, SanityJob) and job.source.folder in broken:
+            _log(f"{tag}: skipped, its run failed")
+            continue
+        _log(f"{tag}: {job.describe()}{' (resuming)' if status == 'partial' else ''}")
         try:
-            run_point(p, sweep.finetune, progress=not args.no_progress)
+            if isinstance(job, SanityJob):
+                run_sanity(job, sweep.finetune, progress=not args.no_progress)
+            else:
+                run_point(job, sweep.finetune, progress=not args.no_progress)
         except Exception as exc:
             if not args.keep_going or _stops_the_sweep(exc):
                 raise
-            failed.append(f"{p.folder}: {type(exc).__name__}: {exc}")
+            broken.add(job.folder)
+            failed.append(f"{job.folder}: {type(exc).__name__}: {exc}")
             _log(f"{tag}: failed: {exc}")
     paths, markdown = write_tables(sweep, points)
     print(markdown.split("\n## Runs")[0].rstrip())  # the table over seeds; all in results.md

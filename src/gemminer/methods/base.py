@@ -104,6 +104,9 @@ class MethodSpec:
     #: ``None``: the target's. Defaults that depend on density (the finetuning row of
     #: Table 15) follow this one.
     fixed_density: float | None = None
+    #: Whether finding the mask trains (Gem-Miner, Edge-Popup, IMP); False for one-shot
+    #: scorers and dense, whose ``--epochs`` only scale other defaults.
+    trains: bool = True
 
     def build_settings(self, values: Mapping[str, Any] | None = None) -> Any:
         """The method's settings from a dict of overrides; unknown keys are errors."""
@@ -128,6 +131,7 @@ def register_method(
     lr: float = 0.1,
     lr_epochs: int = 0,
     fixed_density: float | None = None,
+    trains: bool = True,
 ) -> Callable[
     [Callable[[PruneContext, Any], PruneResult]], Callable[[PruneContext, Any], PruneResult]
 ]:
@@ -139,6 +143,7 @@ def register_method(
     ``lr_epochs``: shorter runs scale the lr up to the same summed learning rate
     (:func:`gemminer.config.budget_scaled_lr`), as scores must travel the same distance.
     ``fixed_density``: the density of every mask of a method that ignores the target.
+    ``trains``: False for a method that finds its mask without training (one shot).
     """
     from . import METHODS
 
@@ -154,6 +159,7 @@ def register_method(
                 lr,
                 lr_epochs,
                 fixed_density,
+                trains,
             )
         )
         return run

@@ -19,6 +19,7 @@ from .base import NoSettings, PruneContext, PruneResult, register_method
     default_init="kaiming_normal",
     description="Dense weight training (no pruning; the target density is ignored).",
     fixed_density=1.0,
+    trains=False,
 )
 def dense(ctx: PruneContext, settings: NoSettings) -> PruneResult:
     """Keep every prunable weight, whatever ``ctx.density`` says."""

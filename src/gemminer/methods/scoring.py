@@ -151,7 +151,7 @@ def register_scorer(name: str, **spec: Any) -> Callable[[Scorer], Scorer]:
             )
 
         run.__doc__ = score.__doc__
-        register_method(name, **spec)(run)
+        register_method(name, trains=False, **spec)(run)
         return score
 
     return decorate

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from ..config import FinetuneConfig, RunConfig
+from ..explain import epochs_text
 from ..masking import format_density
 from ..runs import RunDir
 from ..seeds import derive_seed
@@ -118,7 +119,7 @@ def _finetune(
             f"({start_state.resumed_epochs} epochs done)"
         )
     log(
-        f"finetuning {run.path}: {format_density(mask.density)}, {ft.epochs} epochs on "
+        f"finetuning {run.path}: {format_density(mask.density)}, {epochs_text(ft.epochs)} on "
         f"{where(dev, runtime)}"
     )
     start = time.perf_counter()

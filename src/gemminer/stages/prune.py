@@ -294,7 +294,8 @@ def _describe_start(
 ) -> str:
     """What runs where: model, data (images, classes, size), device, threads."""
     shape = tuple(splits.train.images.shape[1:])
-    threads = f", {torch.get_num_threads()} threads" if device.type == "cpu" else ""
+    n = torch.get_num_threads()
+    threads = f", {n} thread{'s' if n > 1 else ''}" if device.type == "cpu" else ""
     return (
         f"{cfg.method}: {cfg.model} on {cfg.dataset} ({len(splits.train)} training images, "
         f"{splits.num_classes} classes, {shape[-2]}×{shape[-1]}×{shape[0]}), "
