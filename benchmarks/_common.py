@@ -23,9 +23,11 @@ def machine() -> str:
     except OSError:
         pass
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    threads = torch.get_num_threads()
     return (
         f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} "
-        f"({torch.get_num_threads()} threads), {device}, Python {platform.python_version()}"
+        f"({threads} thread{'s' if threads > 1 else ''}), {device}, "
+        f"Python {platform.python_version()}"
     )
 
 

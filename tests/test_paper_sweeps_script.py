@@ -1,0 +1,53 @@
+"""benchmarks/paper_sweeps.py: the sanity checks as accuracy drops, paired by seed."""
+
+import importlib.util
+import sys
+from pathlib import Path
+
+SCRIPT = Path(__file__).parents[1] / "benchmarks" / "paper_sweeps.py"
+
+
+def _module():
+    spec = importlib.util.spec_from_file_location("paper_sweeps", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.path.insert(0, str(SCRIPT.parent))
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(SCRIPT.parent))
+    return module
+
+
+def _row(method, check, seed, acc, status="done"):
+    return {
+        "method": method,
+        "check": check,
+        "seed": str(seed),
+        "target_density": "0.05",
+        "status": status,
+        "post_finetune_acc": "" if acc is None else str(acc),
+    }
+
+
+def test_sanity_drops_are_paired_by_seed():
+    rows = [
+        _row("gem-miner", "", 0, 0.60),
+        _row("gem-miner", "", 1, 0.50),
+        _row("gem-miner", "shuffle", 0, 0.40),
+        _row("gem-miner", "shuffle", 1, 0.45),
+        _row("gem-miner", "reinit", 2, 0.30),  # no ticket of seed 2: nothing to pair
+        _row("prospr", "", 0, 0.40),
+        _row("prospr", "shuffle", 0, 0.41),
+        _row("prospr", "reinit", 0, None, status="partial"),
+    ]
+    table = _module().sanity_table(rows).splitlines()
+    assert table[2] == (
+        "| gem-miner | 5 % | 55.00 ± 7.07 % | shuffle | 42.50 ± 3.54 % | +12.50 | 2 |"
+    )
+    assert table[3] == "| gem-miner | 5 % | 55.00 ± 7.07 % | reinit | 30.00 % | — | 0 |"
+    assert table[4] == "| prospr | 5 % | 40.00 % | shuffle | 41.00 % | -1.00 | 1 |"
+    assert len(table) == 5  # the unfinished check is left out
+
+
+def test_no_finished_check_says_so():
+    assert _module().sanity_table([_row("snip", "", 0, 0.3)]) == "No finished sanity check yet."
