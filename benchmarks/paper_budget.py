@@ -21,7 +21,7 @@ from pathlib import Path
 
 from _common import command_line, machine, markdown_table, pct, today
 
-from gemminer.cli import build_parser, config_from_args
+from gemminer.cli import EXIT_INTERRUPTED, build_parser, config_from_args
 from gemminer.cli import main as gemminer
 from gemminer.runs import RunDir, default_run_name
 
@@ -64,7 +64,10 @@ def main() -> None:
     for method, argv in commands(args).items():
         out = run_folder(argv)
         finished = RunDir(out).read_summary().get("post_finetune_acc") is not None
-        if not args.report_only and not finished and gemminer(argv) != 0:
+        status = 0 if args.report_only or finished else gemminer(argv)
+        if status == EXIT_INTERRUPTED:
+            raise SystemExit(f"{method} stopped; run this again to resume it from {out}")
+        if status != 0:
             raise SystemExit(f"{method} failed; its folder {out} keeps what was done")
         rows.append(_row(method, out, argv))
         per_epoch += [{"method": method, **r} for r in RunDir(out).read_metrics()]
