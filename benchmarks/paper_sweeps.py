@@ -46,17 +46,25 @@ def _pct(values: list[float]) -> str:
     return f"{100 * statistics.mean(values):.2f} ± {100 * statistics.stdev(values):.2f} %"
 
 
+def _settings(row: dict[str, str]) -> str:
+    """The grid values of a row beyond method, density and seed (``lambda=0.0001``)."""
+    columns = list(row)
+    extra = columns[columns.index("seed") + 1 : columns.index("pre_finetune_acc")]
+    return ", ".join(f"{k}={row[k] or 'default'}" for k in extra)
+
+
 def sanity_table(rows: list[dict[str, str]]) -> str:
-    """Per method and target density: post-finetune accuracy of the runs and of each
-    sanity check, and the drop in points (mean over the seeds that have both)."""
+    """Per method, target density and other grid values: post-finetune accuracy of the
+    runs and of each sanity check, and the drop in points (mean over the seeds that have
+    both)."""
     finished = [r for r in rows if r["status"] == "done" and r["post_finetune_acc"]]
-    groups: dict[tuple[str, str], dict[str, dict[str, float]]] = {}
+    groups: dict[tuple[str, str, str], dict[str, dict[str, float]]] = {}
     for r in finished:
-        key = (r["method"], r["target_density"])
+        key = (r["method"], r["target_density"], _settings(r))
         check = r.get("check", "")
         groups.setdefault(key, {}).setdefault(check, {})[r["seed"]] = float(r["post_finetune_acc"])
     table = []
-    for (method, density), checks in groups.items():
+    for (method, density, settings), checks in groups.items():
         base = checks.get("", {})
         for check, by_seed in checks.items():
             if not check:
@@ -65,7 +73,7 @@ def sanity_table(rows: list[dict[str, str]]) -> str:
             drop = _mean(paired)
             table.append(
                 [
-                    method,
+                    method + (f" ({settings})" if settings else ""),
                     f"{100 * float(density):.4g} %",
                     _pct(list(base.values())),
                     check,

@@ -256,7 +256,7 @@ def test_prune_any_method_with_settings_and_a_training_subset(data_dir, tmp_path
         (["--method", "snip", "--set", "batches=two"], "batches='two' is not a valid int"),
         (["--method", "snip", "--set", "nope=1"], "has no setting nope; its settings: batches"),
         (["--method", "snip", "--set", "batches"], "--set takes KEY=VALUE"),
-        (["--method", "snip", "--lambda", "1e-4"], "--lambda only apply to gem-miner"),
+        (["--method", "snip", "--lambda", "1e-4"], "--lambda only applies to gem-miner"),
         (["--method", "magic"], "unknown method 'magic'; valid methods: dense, edge-popup"),
     ],
 )

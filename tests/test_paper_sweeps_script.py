@@ -18,15 +18,14 @@ def _module():
     return module
 
 
-def _row(method, check, seed, acc, status="done"):
-    return {
-        "method": method,
-        "check": check,
-        "seed": str(seed),
-        "target_density": "0.05",
-        "status": status,
-        "post_finetune_acc": "" if acc is None else str(acc),
-    }
+def _row(method, check, seed, acc, status="done", lam=None):
+    """A row as results.csv has it (grid values between seed and the figures)."""
+    row = {"run": "r", "status": status, "method": method, "check": check}
+    row.update(target_density="0.05", density="0.05", seed=str(seed))
+    if lam is not None:
+        row["lambda"] = lam
+    row.update(pre_finetune_acc="0.1", post_finetune_acc="" if acc is None else str(acc))
+    return row
 
 
 def test_sanity_drops_are_paired_by_seed():
@@ -51,3 +50,16 @@ def test_sanity_drops_are_paired_by_seed():
 
 def test_no_finished_check_says_so():
     assert _module().sanity_table([_row("snip", "", 0, 0.3)]) == "No finished sanity check yet."
+
+
+def test_other_grid_values_are_separate_groups():
+    rows = [
+        _row("gem-miner", "", 0, 0.60, lam=""),
+        _row("gem-miner", "shuffle", 0, 0.50, lam=""),
+        _row("gem-miner", "", 0, 0.70, lam="0.0001"),
+        _row("gem-miner", "shuffle", 0, 0.40, lam="0.0001"),
+    ]
+    table = _module().sanity_table(rows).splitlines()
+    assert table[2].startswith("| gem-miner (lambda=default) | 5 % | 60.00 % | shuffle | 50.00 %")
+    assert table[3].startswith("| gem-miner (lambda=0.0001) | 5 % | 70.00 % | shuffle | 40.00 %")
+    assert "+30.00" in table[3]

@@ -225,7 +225,7 @@ def test_values_may_be_text_or_plain_values():
         ({"epochs": 2.5}, "argument --epochs: must be a whole number, got 2.5"),
         ({"lr": "fast"}, "argument --lr: invalid float value: 'fast'"),
         ({"optimizer": "adamw"}, "invalid choice: 'adamw' (choose from 'sgd', 'adam'); did you"),
-        ({"method": "snip", "lambda": 1e-4}, "--lambda only apply to gem-miner, not snip"),
+        ({"method": "snip", "lambda": 1e-4}, "--lambda only applies to gem-miner, not snip"),
         ({"set": ["lam"]}, "--set takes KEY=VALUE, got 'lam'"),
         ({"model_arg": ["=1"]}, "--model-arg takes KEY=VALUE, got '=1'"),
         ({"no_download": 1}, "argument --no-download: true or false, got 1"),

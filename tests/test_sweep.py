@@ -131,7 +131,7 @@ def test_points_that_do_not_apply_are_errors_or_skipped(tmp_path):
     message = str(err.value)
     assert "1 of 4 grid points do not apply" in message
     assert "point 4 (method=snip lambda=5.0e-05)" in message
-    assert "--lambda only apply to gem-miner, not snip" in message
+    assert "--lambda only applies to gem-miner, not snip" in message
     assert "skip_invalid: true" in message
     points, notes = expand(sweep_of(tmp_path, grid, skip_invalid=True))
     assert [p.describe() for p in points] == [

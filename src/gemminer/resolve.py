@@ -148,7 +148,8 @@ def _flagged_settings(
     if wrong:
         methods = ", ".join(sorted({o.method for o in wrong}))
         flags = ", ".join(o.flag for o in wrong)
-        raise ConfigError(f"{flags} only apply to {methods}, not {spec.name}")
+        verb = "applies" if len(wrong) == 1 else "apply"
+        raise ConfigError(f"{flags} only {verb} to {methods}, not {spec.name}")
     row = {"period": mining.period, "lam": mining.lam, "regularizer": DEFAULT_REGULARIZER}
     for o in flagged:
         if o.method != spec.name:
