@@ -112,7 +112,7 @@ def main() -> None:
     about = " ".join(line.removeprefix("#").strip() for line in header.splitlines())
     report = (results / "report.md").read_text() if (results / "report.md").is_file() else ""
     text = [
-        f"# {about.split(':')[0]}: measured",
+        f"# {args.sweep.stem}: measured",
         "",
         f"- date: {today()}",
         f"- machine: {machine()}",
