@@ -128,20 +128,15 @@ def point_options(settings: dict[str, Any]) -> dict[str, Any]:
     return options
 
 
-def resolve_point(sweep: Sweep, settings: dict[str, Any]) -> RunConfig:
-    """The RunConfig of one point: its values checked as the command's flags are (its
-    runtime ones too, such as ``precision``), then resolved by
-    :func:`gemminer.resolve.resolve` over its recipe, if any."""
-    run, _ = _point_values(sweep, settings)
+def resolve_point(sweep: Sweep, settings: dict[str, Any]) -> tuple[RunConfig, dict[str, Any]]:
+    """The RunConfig of one point, and how it runs: its values checked as the command's
+    flags are, the run settings resolved by :func:`gemminer.resolve.resolve` over its
+    recipe, if any; the runtime options (``precision``, default ``auto``, ``compile``,
+    ``threads``), which do not name its folder, apart."""
+    run, runtime = _point_values(sweep, settings)
     recipe = settings.get("recipe")
-    return resolve(run, load_recipe(str(recipe)) if recipe is not None else None)
-
-
-def point_runtime(sweep: Sweep, settings: dict[str, Any]) -> dict[str, Any]:
-    """How one point runs, as its printed command would: ``precision`` (default
-    ``auto``), ``compile`` and ``threads`` where given. They do not name its folder."""
-    _, runtime = _point_values(sweep, settings)
-    return {"precision": DEFAULT_PRECISION, **runtime}
+    config = resolve(run, load_recipe(str(recipe)) if recipe is not None else None)
+    return config, {"precision": DEFAULT_PRECISION, **runtime}
 
 
 def _point_values(sweep: Sweep, settings: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -437,10 +432,6 @@ class SanityJob:
     def folder(self) -> Path:
         return self.source.folder.with_name(f"{self.source.folder.name}-{self.check}")
 
-    @property
-    def config(self) -> RunConfig:
-        return self.source.config
-
     def describe(self) -> str:
         return f"{self.check} check of {self.source.folder.name}"
 
@@ -520,8 +511,7 @@ def expand(sweep: Sweep) -> tuple[list[SweepPoint], list[str]]:
         settings = {**sweep.base, **sweep.per_method.get(str(method), {}), **values}
         argv = point_argv(sweep, settings)
         try:
-            cfg = resolve_point(sweep, settings)
-            runtime = point_runtime(sweep, settings)
+            cfg, runtime = resolve_point(sweep, settings)
         except GemMinerError as exc:
             invalid.append(f"point {number} ({desc}): {exc}")
             continue
@@ -886,12 +876,12 @@ def run_sweep(args: argparse.Namespace) -> int:
     selected = shard(points, spec)
     if args.list:
         counts = dict.fromkeys(("done", "partial", "todo"), 0)
-        for job in jobs(sweep, selected):
+        listed = jobs(sweep, selected)
+        for job in listed:
             status = point_status(job, sweep.finetune)
             counts[status] += 1
             print(f"{status:<8} {job.folder}  {job.describe()}")
-        total = len(jobs(sweep, selected))
-        print(", ".join(f"{n} {s}" for s, n in counts.items()) + f" of {total} runs")
+        print(", ".join(f"{n} {s}" for s, n in counts.items()) + f" of {len(listed)} runs")
         return 0
     if args.commands:
         for job in jobs(sweep, selected):
