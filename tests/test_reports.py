@@ -455,3 +455,36 @@ def test_density_axis_has_readable_ticks(tmp_path, drawn, densities):
     assert len(set(texts)) == len(texts)
     values = [float(t) for t in texts]
     assert min(values) <= 100 * min(densities) * 1.2 and max(values) >= 100 * max(densities) / 1.2
+
+
+def test_a_setting_that_follows_the_target_density_does_not_split_a_curve(tmp_path, drawn):
+    """The paper's λ per density row: one curve, each table row naming its λ; a grid over λ
+    at each density still draws a curve per λ."""
+    paths = [
+        make_run(tmp_path, "gm-10", "gem-miner", density=0.1, settings={"lam": 3e-5}),
+        make_run(tmp_path, "gm-2", "gem-miner", density=0.02, settings={"lam": 1e-4}),
+        make_run(tmp_path, "gm-2-s1", "gem-miner", density=0.02, seed=1, settings={"lam": 1e-4}),
+        make_run(tmp_path, "snip-10", "snip", density=0.1),
+        make_run(tmp_path, "snip-2", "snip", density=0.02),
+    ]
+    groups = collect_runs(paths).groups
+    gm = [g for g in groups if g.method == "gem-miner"]
+    assert len({g.series for g in gm}) == 1
+    assert sorted(g.label for g in gm) == ["gem-miner (lam=0.0001)", "gem-miner (lam=3e-05)"]
+    write_report(paths, tmp_path / "out")
+    fig = drawn["accuracy_vs_density_post.png"]
+    assert sorted(_legend(fig)) == ["gem-miner (n=2)", "snip"]
+    assert len(fig.axes[0].containers) == 2
+
+    grid = [
+        *paths[:2],
+        make_run(tmp_path, "gm-10-b", "gem-miner", density=0.1, settings={"lam": 1e-4}),
+        make_run(tmp_path, "gm-2-b", "gem-miner", density=0.02, settings={"lam": 3e-5}),
+    ]
+    gm = collect_runs(grid).groups
+    assert len({g.series for g in gm}) == 2
+    assert sorted({g.label for g in gm}) == ["gem-miner (lam=0.0001)", "gem-miner (lam=3e-05)"]
+    write_report(grid, tmp_path / "out-grid")
+    assert sorted(_legend(drawn["accuracy_vs_density_post.png"])) == sorted(
+        ["gem-miner (lam=0.0001)", "gem-miner (lam=3e-05)"]
+    )

@@ -7,7 +7,10 @@ damaged file is skipped with a warning naming it.
 Runs are grouped by method, sanity check, target density and every config setting except
 the seeds and the settings that cannot change a result (:data:`IGNORED_SETTINGS`), so the
 seeds of one experiment land in one :class:`Group` and are reported as mean ± standard
-deviation.
+deviation. The groups of one method at several target densities form one curve
+(:attr:`Group.series`); a setting that follows the target density — one value at each
+target, not the same at all of them, as the paper's λ per density row — does not split it
+(:func:`per_target_settings`).
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from ..notices import PREFIX, notice
 from ..runs import RunDir, check_keys, load_mask, parse_config, read_json_object, read_jsonl
 from ..summary import RunSummary
 from .format import Stat, flatten
-from .labels import distinguishing_labels
+from .labels import distinguishing_labels, setting_text
 
 #: Config settings left out of the grouping key: the seeds (averaged over) and the settings
 #: that do not change a run's results (where data lives, the device, whether to download,
@@ -46,6 +49,8 @@ IGNORED_SETTINGS = frozenset(
 #: Methods that ignore the target density (dense training keeps every weight): their runs
 #: are grouped and reported without one.
 UNTARGETED_METHODS = frozenset({"dense"})
+#: What a curve's key holds for a setting that follows the target density.
+PER_TARGET = json.dumps("per target")
 
 
 @dataclass(frozen=True)
@@ -114,6 +119,9 @@ class Group:
 
     label: str
     runs: tuple[RunRecord, ...]
+    #: What one curve is drawn over: method, sanity check, model, data set and settings,
+    #: those that follow the target density as :data:`PER_TARGET`.
+    series: tuple = ()
 
     @property
     def first(self) -> RunRecord:
@@ -126,11 +134,6 @@ class Group:
     @property
     def sanity_check(self) -> str:
         return self.first.sanity_check
-
-    @property
-    def series(self) -> tuple:
-        """What one curve is drawn over: method, sanity check, model, data set, settings."""
-        return _series_key(self.first)
 
     @property
     def targeted(self) -> bool:
@@ -292,9 +295,44 @@ def _find_run(runs: Sequence[RunRecord], source: str) -> RunRecord | None:
     return None
 
 
-def _series_key(run: RunRecord) -> tuple:
-    """What a curve is drawn over: runs sharing it differ only in seed and target."""
-    return (run.method, run.sanity_check, run.model, run.dataset, run.settings)
+def _family(run: RunRecord) -> tuple:
+    return (run.method, run.sanity_check, run.model, run.dataset)
+
+
+def per_target_settings(runs: Sequence[RunRecord]) -> dict[tuple, frozenset[str]]:
+    """The settings that follow the target density, per (method, sanity check, model, data
+    set): those with one value at each target density of its runs and not the same one at
+    all of them (e.g. λ from the paper's row for each density). A setting with two values
+    at one target (a grid over it) is not among them."""
+    families: dict[tuple, dict[float, list[dict[str, str]]]] = {}
+    for run in runs:
+        if run.method not in UNTARGETED_METHODS:
+            by_target = families.setdefault(_family(run), {})
+            by_target.setdefault(run.target_density, []).append(dict(run.settings))
+    out: dict[tuple, frozenset[str]] = {}
+    for family, by_target in families.items():
+        if len(by_target) < 2:
+            continue
+        names = {n for members in by_target.values() for s in members for n in s}
+        values = {
+            name: [{s.get(name) for s in members} for members in by_target.values()]
+            for name in names
+        }
+        bound = frozenset(
+            name
+            for name, per in values.items()
+            if all(len(v) == 1 for v in per) and len(set().union(*per)) > 1
+        )
+        if bound:
+            out[family] = bound
+    return out
+
+
+def _series_key(run: RunRecord, bound: frozenset[str] = frozenset()) -> tuple:
+    """What a curve is drawn over: runs sharing it differ only in seed and target (and in
+    the settings ``bound`` to the target, held as :data:`PER_TARGET`)."""
+    settings = tuple((n, PER_TARGET if n in bound else v) for n, v in run.settings)
+    return (*_family(run), settings)
 
 
 def _target_key(run: RunRecord) -> float | None:
@@ -302,11 +340,11 @@ def _target_key(run: RunRecord) -> float | None:
     return None if run.method in UNTARGETED_METHODS else run.target_density
 
 
-def series_labels(runs: Sequence[RunRecord]) -> dict[tuple, str]:
-    """A label per series of ``runs`` (by :attr:`Group.series`): method (+ sanity check),
-    then what tells it apart from the other series of ``runs``
+def series_labels(series: Sequence[tuple]) -> dict[tuple, str]:
+    """A label per series key (:attr:`Group.series`): method (+ sanity check), then what
+    tells it apart from the other ``series`` given
     (:func:`~gemminer.reports.labels.distinguishing_labels`)."""
-    keys = list(dict.fromkeys(_series_key(run) for run in runs))
+    keys = list(dict.fromkeys(series))
     named = [
         (
             f"{method} + {check}" if check else method,
@@ -321,19 +359,39 @@ def group_runs(runs: Sequence[RunRecord]) -> list[Group]:
     """Group runs differing only in seeds (and, for dense training, in the target it
     ignores); ordered by target density, then method order of first appearance, sanity
     checks after their methods."""
-    labels = series_labels(runs)
+    bound = per_target_settings(runs)
     grouped: dict[tuple, list[RunRecord]] = {}
     for run in runs:
-        grouped.setdefault((_series_key(run), _target_key(run)), []).append(run)
+        key = _series_key(run, bound.get(_family(run), frozenset()))
+        grouped.setdefault((key, _target_key(run)), []).append(run)
+    labels = series_labels([series for series, _ in grouped])
     groups = [
         Group(
-            label=labels[series],
+            label=_group_label(labels[series], members[0], bound.get(_family(members[0]), ())),
             runs=tuple(sorted(members, key=lambda r: (r.seed, str(r.path)))),
+            series=series,
         )
         for (series, _), members in grouped.items()
     ]
     order = {series: i for i, series in enumerate(labels)}
     return sorted(groups, key=lambda g: (-g.target_density, bool(g.sanity_check), order[g.series]))
+
+
+def _group_label(series_label: str, run: RunRecord, bound: Iterable[str]) -> str:
+    """The series label with the values its group holds of the settings that follow the
+    target density (``gem-miner (lam=3e-05)``): a table row names them, a curve does not."""
+    values = dict(run.settings)
+    label = series_label
+    for name in sorted(bound):
+        text = setting_text(name, values.get(name))
+        placeholder = setting_text(name, PER_TARGET)
+        if placeholder in label:
+            label = label.replace(placeholder, text)
+        elif label.endswith(")"):
+            label = f"{label[:-1]}, {text})"
+        else:
+            label = f"{label} ({text})"
+    return label
 
 
 def run_folders(path: Path) -> list[Path]:

@@ -55,7 +55,7 @@ def _method_colors(collection: Collection) -> dict[tuple, tuple]:
 
 def _labels(groups: Sequence[Group]) -> dict[tuple, str]:
     """The legend label of each series drawn: what tells it apart from the others drawn."""
-    return series_labels([g.first for g in groups])
+    return series_labels([g.series for g in groups])
 
 
 def _target_text(group: Group) -> str:
