@@ -46,11 +46,25 @@ def _pct(values: list[float]) -> str:
     return f"{100 * statistics.mean(values):.2f} ± {100 * statistics.stdev(values):.2f} %"
 
 
-def _settings(row: dict[str, str]) -> str:
-    """The grid values of a row beyond method, density and seed (``lambda=0.0001``)."""
+def _grid_keys(row: dict[str, str]) -> list[str]:
+    """The grid columns of a results row beyond method, density and seed."""
     columns = list(row)
-    extra = columns[columns.index("seed") + 1 : columns.index("pre_finetune_acc")]
-    return ", ".join(f"{k}={row[k] or 'default'}" for k in extra)
+    return columns[columns.index("seed") + 1 : columns.index("pre_finetune_acc")]
+
+
+def _settings(row: dict[str, str], shown: set[str]) -> str:
+    """The grid values of ``row`` among ``shown`` (``lambda=0.0001``; unset: ``default``)."""
+    return ", ".join(f"{k}={row[k] or 'default'}" for k in _grid_keys(row) if k in shown)
+
+
+def _varying(rows: list[dict[str, str]]) -> dict[str, set[str]]:
+    """Per method, the grid columns its rows take more than one value of: only those tell
+    its rows apart (a value the grid skipped for a method is not named on it)."""
+    values: dict[str, dict[str, set[str]]] = {}
+    for r in rows:
+        for k in _grid_keys(r):
+            values.setdefault(r["method"], {}).setdefault(k, set()).add(r[k])
+    return {m: {k for k, v in cols.items() if len(v) > 1} for m, cols in values.items()}
 
 
 def sanity_table(rows: list[dict[str, str]]) -> str:
@@ -59,8 +73,9 @@ def sanity_table(rows: list[dict[str, str]]) -> str:
     both)."""
     finished = [r for r in rows if r["status"] == "done" and r["post_finetune_acc"]]
     groups: dict[tuple[str, str, str], dict[str, dict[str, float]]] = {}
+    shown = _varying(finished)
     for r in finished:
-        key = (r["method"], r["target_density"], _settings(r))
+        key = (r["method"], r["target_density"], _settings(r, shown.get(r["method"], set())))
         check = r.get("check", "")
         groups.setdefault(key, {}).setdefault(check, {})[r["seed"]] = float(r["post_finetune_acc"])
     table = []

@@ -58,8 +58,12 @@ def test_other_grid_values_are_separate_groups():
         _row("gem-miner", "shuffle", 0, 0.50, lam=""),
         _row("gem-miner", "", 0, 0.70, lam="0.0001"),
         _row("gem-miner", "shuffle", 0, 0.40, lam="0.0001"),
+        # λ skipped for ProsPr (one value): not named on its rows
+        _row("prospr", "", 0, 0.40, lam=""),
+        _row("prospr", "shuffle", 0, 0.45, lam=""),
     ]
     table = _module().sanity_table(rows).splitlines()
     assert table[2].startswith("| gem-miner (lambda=default) | 5 % | 60.00 % | shuffle | 50.00 %")
     assert table[3].startswith("| gem-miner (lambda=0.0001) | 5 % | 70.00 % | shuffle | 40.00 %")
     assert "+30.00" in table[3]
+    assert table[4] == "| prospr | 5 % | 40.00 % | shuffle | 45.00 % | -5.00 | 1 |"
