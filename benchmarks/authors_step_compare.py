@@ -214,8 +214,18 @@ def main() -> None:
     what = (f"the first {args.steps} unaugmented batches of a seeded shuffle" if args.data ==
             "fixed" else "gemminer's augmented training loader, whole epochs")  # fmt: skip
     out.parent.mkdir(parents=True, exist_ok=True)
+    if args.only == "both":
+        title = "Gem-Miner's mining loop beside the authors', step for step"
+        how = (
+            "their ResNet-20's initial weights and scores copied into gemminer's; both loops; "
+            "scores compared on the weights active in both, the authors' clamped into [0, 1] "
+            "as their next step does"
+        )
+    else:
+        title = "The authors' mining loop on gemminer's data pipeline"
+        how = "their own initialization (their seed); the authors' loop only"
     out.write_text(
-        f"""# Gem-Miner's mining loop beside the authors', step for step
+        f"""# {title}
 
 - date: {today()}
 - machine: {machine()}
@@ -223,10 +233,9 @@ def main() -> None:
 - the authors' code: ksreenivasan/pruning_is_enough{f" at commit {commit}" if commit else ""},
   unchanged (this script makes `.cuda()` a no-op on a CPU and maps a renamed matplotlib
   style), config `{args.config}` with `--epochs {args.epochs} --lr {args.lr} --iter-period 1
-  --seed {args.seed}`; their ResNet-20's initial weights and scores copied into gemminer's
-- batches: {what} of the {args.train_size or "full"}-image CIFAR-10 training set, NCHW;
-  {"both loops" if args.only == "both" else "the authors' loop only"}; scores compared on
-  the weights active in both, the authors' clamped into [0, 1] as their next step does
+  --seed {args.seed}`
+- batches: {what} of the {args.train_size or "full"}-image CIFAR-10 training set, NCHW
+- {how}
 
 {markdown_table(list(records[0]), [list(r.values()) for r in records])}
 """
