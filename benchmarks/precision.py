@@ -48,6 +48,7 @@ def main() -> None:
         "--reuse", default="", help="a fidelity.py --runs folder whose all-changes-s<seed> are fp32"
     )
     p.add_argument("--report", default="benchmarks/results/precision_resnet20_cifar10")
+    p.add_argument("--note", action="append", default=[], help="a line for the report's notes")
     args = p.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
 
@@ -128,13 +129,14 @@ def write_report(records: list[dict], report: Path, args: argparse.Namespace) ->
     header = ["precision", "seed", *COLUMNS, "seconds (mining)", "seconds (all)", "ran by"]
     density = f"{float(args.density):.2%}"
     commands = "\n".join(f"- {r['precision']}, seed {r['seed']}: `{r['command']}`" for r in records)
+    notes = "".join(f"- note: {line}\n" for line in args.note)
     report.with_suffix(".md").write_text(
         f"""# Precision: bf16 autocast vs fp32, Gem-Miner, ResNet-20, CIFAR-10, density {density}
 
 - date: {today()}
 - machine: {machine()}
 - script: `{command_line()}`
-- budget: {args.train_size or 50000} training images (seeded subset), the full 10,000-image
+{notes}- budget: {args.train_size or 50000} training images (seeded subset), the full 10,000-image
   test set; {args.epochs} mining + {args.finetune_epochs} finetune epochs, today's defaults.
 - bf16: autocast of the forward and backward passes; scores, weights, gradients and the
   optimizer stay fp32.
