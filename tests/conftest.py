@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
 import numpy as np
 import pytest
 import torch
@@ -114,3 +119,19 @@ def write_image_folder(root, n_train: int = 30, n_test: int = 12, size: int = 32
             Image.fromarray(np.ascontiguousarray(img.permute(1, 2, 0).numpy())).save(
                 folder / f"{i:04d}.png"
             )
+
+
+BENCHMARKS = Path(__file__).parents[1] / "benchmarks"
+
+
+def benchmark_script(name: str) -> ModuleType:
+    """The module of ``benchmarks/<name>.py`` (importing its ``_common`` helpers)."""
+    path = BENCHMARKS / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    return module

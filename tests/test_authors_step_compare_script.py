@@ -1,25 +1,14 @@
 """benchmarks/authors_step_compare.py: how two mining states are compared (the authors' code
 itself is not needed for these)."""
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 
-SCRIPT = Path(__file__).parents[1] / "benchmarks" / "authors_step_compare.py"
+from .conftest import benchmark_script
 
 
 def _module():
-    spec = importlib.util.spec_from_file_location("authors_step_compare", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.path.insert(0, str(SCRIPT.parent))
-    try:
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(SCRIPT.parent))
-    return module
+    return benchmark_script("authors_step_compare")
 
 
 def _state(scores, flags):

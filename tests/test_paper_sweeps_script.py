@@ -1,21 +1,10 @@
 """benchmarks/paper_sweeps.py: the sanity checks as accuracy drops, paired by seed."""
 
-import importlib.util
-import sys
-from pathlib import Path
-
-SCRIPT = Path(__file__).parents[1] / "benchmarks" / "paper_sweeps.py"
+from .conftest import benchmark_script
 
 
 def _module():
-    spec = importlib.util.spec_from_file_location("paper_sweeps", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.path.insert(0, str(SCRIPT.parent))
-    try:
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(SCRIPT.parent))
-    return module
+    return benchmark_script("paper_sweeps")
 
 
 def _row(method, check, seed, acc, status="done", lam=None):
