@@ -121,7 +121,7 @@ class Group:
     runs: tuple[RunRecord, ...]
     #: What one curve is drawn over: method, sanity check, model, data set and settings,
     #: those that follow the target density as :data:`PER_TARGET`.
-    series: tuple = ()
+    series: tuple
 
     @property
     def first(self) -> RunRecord:
