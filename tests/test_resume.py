@@ -72,6 +72,15 @@ def metrics(run):
     return [{k: v for k, v in json.loads(x).items() if k not in TIMING} for x in lines]
 
 
+def spent_before(checkpoint, seconds):
+    """Make ``checkpoint`` say its stage has already run ``seconds`` (as if the killed process
+    had been slow); returns them."""
+    state = torch.load(checkpoint, weights_only=True)
+    assert state["seconds"] > 0  # the killed process saved its time
+    torch.save({**state, "seconds": seconds}, checkpoint)
+    return seconds
+
+
 def tensors(path):
     return torch.load(path, weights_only=True)
 
@@ -103,10 +112,13 @@ def test_mining_killed_with_sigkill_resumes_to_the_same_result(data_dir, referen
     assert not (out / "summary.json").exists()  # it really died in the middle
     done = torch.load(out / "checkpoint-prune.pt", weights_only=True)["epoch"]
     assert 1 <= done < 8
+    earlier = spent_before(out / "checkpoint-prune.pt", 10_000.0)
     resumed = gemminer([*mine_cmd(data_dir, out), "--finetune"])
     assert resumed.returncode == 0, resumed.stderr
     assert f"resuming from its checkpoint ({done} epochs done)" in resumed.stderr
     assert not (out / "checkpoint-prune.pt").exists()
+    summary = json.loads((out / "summary.json").read_text())
+    assert earlier < summary["seconds_mask"] < earlier + 600  # the killed process's time too
     assert_same_files(out, reference, ["mask.pt", "scores.pt", "ticket.pt", "finetuned.pt"])
 
 
@@ -173,9 +185,12 @@ def test_finetuning_killed_resumes_to_the_same_weights(data_dir, reference, tmp_
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not (out / "finetuned.pt").exists()
+    earlier = spent_before(out / "checkpoint-finetune.pt", 20_000.0)
     resumed = gemminer(["finetune", str(out), "--no-progress"])
     assert resumed.returncode == 0, resumed.stderr
     assert "resuming finetuning from its checkpoint" in resumed.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert earlier < summary["seconds_finetune"] < earlier + 600
     assert_same_files(out, reference, ["finetuned.pt"])
 
 

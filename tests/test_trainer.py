@@ -92,6 +92,35 @@ def test_offset_numbers_epochs_on_and_false_ignores_the_checkpoint(user_net, tmp
     assert checkpoint.load()["epoch"] == 4
 
 
+def test_a_resumed_stage_clock_counts_the_earlier_processes_seconds(tmp_path, monkeypatch):
+    """The stage's seconds (a run's ``seconds_mask``/``seconds_finetune``) cover every
+    process that worked on it, not only the one that finished it."""
+    from gemminer.training import checkpoint as module
+
+    now = [1000.0]
+    monkeypatch.setattr(module.time, "perf_counter", lambda: now[0])
+    first = Checkpoint(tmp_path / "ck.pt", {"a": 1})
+    with pytest.raises(RuntimeError, match="start_clock"):
+        first.elapsed()
+    first.start_clock()  # no checkpoint yet: from zero
+    now[0] += 30.0
+    first.save({"history": [{"epoch": 1, "seconds": 25.0}]})
+    assert first.load()["seconds"] == 30.0
+    now[0] += 500.0  # the process dies; a later one resumes
+    second = Checkpoint(tmp_path / "ck.pt", {"a": 1})
+    second.start_clock()
+    now[0] += 12.0
+    assert second.elapsed() == 42.0
+    other = Checkpoint(tmp_path / "ck.pt", {"a": 2})  # other settings: not resumed, from zero
+    other.start_clock()
+    assert other.elapsed() == 0.0
+    # a checkpoint written before the seconds were saved counts its finished epochs
+    Checkpoint(tmp_path / "old.pt").save({"history": [{"seconds": 7.0}, {"seconds": 8.0}]})
+    old = Checkpoint(tmp_path / "old.pt")
+    old.start_clock()
+    assert old.elapsed() == 15.0
+
+
 def test_a_stop_mid_epoch_continues_to_the_same_weights(tmp_path):
     def net():
         torch.manual_seed(0)

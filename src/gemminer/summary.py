@@ -10,8 +10,10 @@ and ``gem_acc_running_bn`` (the statistics left by mining: the authors' protocol
 ``finetune_mask`` saying which mask was finetuned (``flags`` or ``rounded``).
 
 Compute spent and saved: ``epochs_to_mask`` (training epochs to find the mask),
-``seconds_mask`` (wall-clock seconds to find it), and ``dense_flops`` / ``ticket_flops``
-(forward multiply-adds per image of the dense network and of the ticket,
+``seconds_mask`` (wall-clock seconds to find it; a run resumed from its checkpoint adds
+the seconds of the processes before, so it is the whole stage's time), ``seconds_finetune``
+(likewise) and ``seconds`` (their sum), and ``dense_flops`` / ``ticket_flops`` (forward
+multiply-adds per image of the dense network and of the ticket,
 :mod:`gemminer.masking.flops`).
 
 Which keys a ``summary.json`` holds: the core figures (:data:`SUMMARY_KEYS`) always, ``null``

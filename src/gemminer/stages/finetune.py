@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import time
 from pathlib import Path
 
 import torch
@@ -122,7 +121,7 @@ def _finetune(
         f"finetuning {run.path}: {format_density(mask.density)}, {epochs_text(ft.epochs)} on "
         f"{where(dev, runtime)}"
     )
-    start = time.perf_counter()
+    checkpoint.start_clock()  # a resumed run counts its earlier processes' seconds too
     history = diverged_hint(
         lambda: finetune(
             model,
@@ -147,7 +146,7 @@ def _finetune(
         "Lower the learning rate (--lr) and finetune again",
     )
     last = history[-1]
-    seconds = time.perf_counter() - start
+    seconds = checkpoint.elapsed()
     # the finetuning is done: replace the previous one's files (the checkpoint stays until
     # the caller removes it, so a stop between these writes resumes to the same result)
     run.save_tensors("finetuned.pt", model.state_dict())

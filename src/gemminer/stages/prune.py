@@ -9,7 +9,6 @@ scores.pt (score-based methods) and summary.json written.
 from __future__ import annotations
 
 import math
-import time
 from pathlib import Path
 
 import torch
@@ -111,13 +110,13 @@ def _prune(
     log(_describe_start(cfg, splits, device, runtime))
     for line in explain_settings(cfg):
         log(f"  {line}")
-    start = time.perf_counter()
+    checkpoint.start_clock()  # a resumed run counts its earlier processes' seconds too
     result = diverged_hint(
         lambda: spec.run(ctx, settings),
         checkpoint,
         "Lower the learning rate (or λ) and run with --overwrite",
     )
-    seconds = time.perf_counter() - start
+    seconds = checkpoint.elapsed()
     result.mask.check(model)
     runtime.broadcast_(list(result.mask.values()))  # one mask on every rank: rank 0's
 

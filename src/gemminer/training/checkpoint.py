@@ -5,7 +5,9 @@ A checkpoint holds everything the rest of a stage depends on: the model (scores,
 weights, BatchNorm buffers), optimizer and LR-scheduler state, the generators of the data
 loaders (so the data order and augmentation continue exactly), the global RNG states
 (CPU, CUDA, NumPy, Python), the epoch, the step inside the epoch with the running loss
-and accuracy sums, and the records of the finished epochs. It is written atomically
+and accuracy sums, the records of the finished epochs, and the seconds the stage has run
+so far (over every process that worked on it, see :meth:`Checkpoint.start_clock`). It is
+written atomically
 (temporary file + rename) after every epoch, and at the next step boundary when the
 process receives SIGTERM or SIGINT; a run killed outright (SIGKILL, power loss) loses at
 most the epoch in progress. Resumed on CPU, a stage ends with the same mask, scores,
@@ -20,6 +22,7 @@ from __future__ import annotations
 import random
 import signal
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -139,6 +142,25 @@ class Checkpoint:
         self.settings = dict(settings or {})
         self.should_stop = should_stop or (lambda: False)
         self.writable = writable  # False on torchrun ranks other than 0: they only read
+        self._origin: float | None = None
+
+    def start_clock(self) -> None:
+        """Start timing the stage. A stage resumed from this checkpoint goes on from the
+        seconds its earlier processes spent (saved with every checkpoint; a checkpoint
+        from before they were saved counts its finished epochs' seconds), so
+        :meth:`elapsed` is the stage's whole time, not only this process's."""
+        state = self.load()
+        before = 0.0
+        if state is not None:
+            epochs = sum(float(r.get("seconds", 0.0)) for r in state["history"])
+            before = float(state.get("seconds", epochs))
+        self._origin = time.perf_counter() - before
+
+    def elapsed(self) -> float:
+        """Seconds since :meth:`start_clock`, plus those of the processes before it."""
+        if self._origin is None:
+            raise RuntimeError("Checkpoint.elapsed() before start_clock()")
+        return time.perf_counter() - self._origin
 
     def load(self) -> dict[str, Any] | None:
         """The saved state, or ``None`` when there is none for these settings."""
@@ -167,8 +189,10 @@ class Checkpoint:
             return
         from ..runs import atomic_torch_save
 
+        timing = {} if self._origin is None else {"seconds": self.elapsed()}
         atomic_torch_save(
-            {"version": CHECKPOINT_VERSION, "settings": self.settings, **state}, self.path
+            {"version": CHECKPOINT_VERSION, "settings": self.settings, **timing, **state},
+            self.path,
         )
 
     def remove(self) -> None:
