@@ -259,6 +259,17 @@ def test_figures_without_data_are_skipped_with_a_note(runs, tmp_path):
     assert "Unfinished" not in text
 
 
+def test_a_test_set_evaluated_every_few_epochs_is_one_line_through_its_points():
+    """--eval-every 5 leaves 4 epochs of 5 without a test accuracy (NaN): the figure joins
+    the measured points instead of drawing them as isolated markers."""
+    from gemminer.reports.figures import _measured
+
+    nan = float("nan")
+    assert _measured([nan, nan, 0.25, nan, 0.5]) == ([3, 5], [25.0, 50.0])
+    assert _measured([0.1, 0.2]) == ([1, 2], [10.0, 20.0])
+    assert _measured([nan, nan]) == ([], [])
+
+
 @pytest.mark.parametrize("kind", ["missing", "file", "not-a-run"])
 def test_a_path_that_is_not_a_run_folder_is_named(tmp_path, kind):
     bad = tmp_path / "bad-path"

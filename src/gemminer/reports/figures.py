@@ -324,8 +324,16 @@ def _mean_by_index(runs: Sequence[RunRecord], phases: Sequence[str], key: str) -
     return out
 
 
+def _measured(values: Sequence[float]) -> tuple[list[int], list[float]]:
+    """The epochs (from 1) at which ``values`` were measured, and those values in %: a test
+    set evaluated every few epochs (``--eval-every``) is one line through its points."""
+    points = [(i, 100 * v) for i, v in enumerate(values, start=1) if v == v]
+    return [x for x, _ in points], [y for _, y in points]
+
+
 def density_over_epochs(collection: Collection, path: Path) -> bool:
-    """Density of the rounded mask per mining epoch and the exponential bound (Fig. 2)."""
+    """Density of the rounded mask per mining epoch, of the weights not yet frozen (the
+    flags, which the freezing keeps under the bound) and the exponential bound (Fig. 2)."""
     groups = [
         g
         for g in _methods(collection)
@@ -349,6 +357,9 @@ def density_over_epochs(collection: Collection, path: Path) -> bool:
             label=label,
         )
         ax.plot(epochs, [100 * b for b in bound], ls=":", lw=1.8, color=color)
+        flags = _measured(_mean_by_index(g.runs, ("mine",), "flag_density"))
+        if flags[0]:
+            ax.plot(*flags, ls="--", lw=1, color=color)
     for target in sorted({g.target_density for g in groups if g.targeted}):
         ax.axhline(100 * target, color="0.5", lw=0.8, ls="--")
     ax.set_yscale("log")
@@ -361,6 +372,7 @@ def density_over_epochs(collection: Collection, path: Path) -> bool:
         ax,
         {
             "density of the rounded mask": Line2D([], [], color="0.3", marker="o", ms=4),
+            "not yet frozen (dashed)": Line2D([], [], color="0.3", ls="--", lw=1),
             "bound (dotted)": Line2D([], [], color="0.3", ls=":", lw=1.8),
             "target density": Line2D([], [], color="0.5", ls="--", lw=0.8),
         },
@@ -394,10 +406,10 @@ def accuracy_over_epochs(collection: Collection, path: Path) -> bool:
         switches.add(switch)
         xs = list(range(1, len(train) + 1))
         ax.plot(xs, [100 * v for v in train], color=color, lw=1.4, label=label)
-        if any(v == v for v in test):  # NaN (no test accuracy that epoch) breaks the line
+        tested = _measured(test)  # NaN: no test accuracy that epoch
+        if tested[0]:
             ax.plot(
-                range(1, len(test) + 1),
-                [100 * v for v in test],
+                *tested,
                 color=color,
                 ls="--",
                 marker=marker,
