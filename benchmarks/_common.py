@@ -12,8 +12,9 @@ import sys
 import torch
 
 
-def machine() -> str:
-    """A one-line description of where the benchmark ran."""
+def machine(threads: int | None = None) -> str:
+    """A one-line description of where the benchmark ran (``threads``: the runs' CPU
+    threads, when they were not this process's)."""
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as f:
@@ -23,7 +24,7 @@ def machine() -> str:
     except OSError:
         pass
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    threads = torch.get_num_threads()
+    threads = torch.get_num_threads() if threads is None else threads
     return (
         f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} "
         f"({threads} thread{'s' if threads > 1 else ''}), {device}, "

@@ -8,8 +8,13 @@ density with 150 finetuning epochs. Then writes benchmarks/results/paper_budget_
 has not finished yet is reported as far as it got, so the script can be run at any time.
 
     make data
-    .venv/bin/python benchmarks/paper_budget.py --precision bf16 --eval-every 5
-    .venv/bin/python benchmarks/paper_budget.py --precision bf16 --eval-every 5 --report-only
+    .venv/bin/python benchmarks/paper_budget.py --precision bf16 --eval-every 5 --threads 2
+    .venv/bin/python benchmarks/paper_budget.py --precision bf16 --eval-every 5 --threads 2 \
+        --report-only
+
+Times are the sums of the epochs' own seconds (training and the epoch's evaluation; a run
+resumed across sessions adds its processes' epochs), with the median epoch beside them: an
+epoch run while other jobs shared the CPU is slower, the median is the machine alone.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import statistics
 from pathlib import Path
 
 from _common import command_line, machine, markdown_table, pct, today
@@ -34,6 +40,8 @@ COLUMNS = ("phase", "epoch", "loss", "train_acc", "test_acc", "density", "bound"
 def commands(args: argparse.Namespace) -> dict[str, list[str]]:
     common = ["--dataset", "cifar10", "--data-dir", args.data_dir, "--density", "0.0144"]
     common += ["--precision", args.precision, "--eval-every", str(args.eval_every)]
+    if args.threads:
+        common += ["--threads", str(args.threads)]  # not part of the run folder's name
     runs = {
         "gem-miner": ["mine", "--model", "resnet20", *common, "--epochs", "150", "--finetune"],
     }
@@ -57,6 +65,8 @@ def main() -> None:
     p.add_argument("--eval-every", type=int, default=1)
     p.add_argument("--smart-ratio", action="store_true", help="also run Smart Ratio (150 epochs)")
     p.add_argument("--report-only", action="store_true", help="report what the folders hold")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads (default: PyTorch's)")
+    p.add_argument("--note", action="append", default=[], help="a line for the report")
     p.add_argument("--report", default="benchmarks/results/paper_budget_resnet20_cifar10")
     args = p.parse_args()
 
@@ -71,7 +81,7 @@ def main() -> None:
             raise SystemExit(f"{method} failed; its folder {out} keeps what was done")
         rows.append(_row(method, out, argv))
         per_epoch += [{"method": method, **r} for r in RunDir(out).read_metrics()]
-    write_report(rows, per_epoch, Path(args.report))
+    write_report(rows, per_epoch, Path(args.report), machine(args.threads or None), args.note)
     finished = [r["folder"] for r in rows if r["post"] is not None]
     if finished:
         gemminer(["report", *finished, "--out", str(Path(args.report))])
@@ -92,13 +102,24 @@ def _row(method: str, out: Path, argv: list[str]) -> dict:
         "pre": s.get("gem_acc") if s.get("gem_acc") is not None else s.get("pre_finetune_acc"),
         "pre_running_bn": s.get("gem_acc_running_bn"),
         "post": s.get("post_finetune_acc"),
-        "seconds": s.get("seconds"),
+        "mining time": phase_time(mined),
+        "finetuning time": phase_time([r for r in metrics if r.get("phase") == "finetune"]),
         "precision": s.get("precision"),
         "last": mined[-1] if mined else None,
     }
 
 
-def write_report(rows: list[dict], per_epoch: list[dict], report: Path) -> None:
+def phase_time(records: list[dict]) -> str:
+    """``1.23 h (45.6 s/epoch)``: the epochs' seconds summed, and the median epoch's."""
+    seconds = [r["seconds"] for r in records if r.get("seconds") is not None]
+    if not seconds:
+        return "—"
+    return f"{sum(seconds) / 3600:.2f} h ({statistics.median(seconds):.1f} s/epoch)"
+
+
+def write_report(
+    rows: list[dict], per_epoch: list[dict], report: Path, where: str, notes: list[str]
+) -> None:
     report.mkdir(parents=True, exist_ok=True)
     with open(report / "per_epoch.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=["method", *COLUMNS], extrasaction="ignore")
@@ -107,7 +128,7 @@ def write_report(rows: list[dict], per_epoch: list[dict], report: Path) -> None:
     table = [
         [r["method"], r["epochs done"], pct(r["ticket"]), pct(r["gem"]), pct(r["pre"]),
          pct(r["pre_running_bn"]), pct(r["post"]), pct(PAPER[r["method"]]),
-         "—" if r["seconds"] is None else f"{r['seconds'] / 3600:.2f} h", r["precision"] or "—"]
+         r["mining time"], r["finetuning time"], r["precision"] or "—"]
         for r in rows
     ]  # fmt: skip
     progress = [
@@ -116,14 +137,14 @@ def write_report(rows: list[dict], per_epoch: list[dict], report: Path) -> None:
         for r in rows
         if r["post"] is None and r["last"]
     ]
-    header = ["method", "epochs done", "ticket density", "rare gem density",
+    header = ["method", "epochs done", "ticket density", "rounded mask (rare gem) density",
               "pre-finetune acc (rare gem)", "(mining's BN)", "post-finetune acc",
-              "paper", "time", "precision"]  # fmt: skip
+              "paper", "mining time", "finetuning time", "precision"]  # fmt: skip
     Path(f"{report}.md").write_text(
         f"""# The paper's budget: ResNet-20, CIFAR-10, density 1.44 %, 150 + 150 epochs
 
 - date: {today()}
-- machine: {machine()}
+- machine: {where}
 - script: `{command_line()}`
 - the full 50,000 training images, the 10,000-image test set (the JPEG copy in
   ../shared/datasets: the paper used the PNG-exact original), today's defaults.
@@ -132,8 +153,10 @@ def write_report(rows: list[dict], per_epoch: list[dict], report: Path) -> None:
 
 "paper": Gem-Miner 77.89 % (Fig. 3, Table 4), Smart Ratio 65.61 % (Table 16). Per-epoch
 records: [per_epoch.csv]({report.name}/per_epoch.csv); figures (density against the bound,
-accuracy over epochs): [report]({report.name}/report.md) once a run has finished.
+accuracy over epochs): [report]({report.name}/report.md) once a run has finished. Times:
+the epochs' seconds summed (median epoch in brackets).
 {chr(10).join(progress)}
+{chr(10).join(f"- {note}" for note in notes)}
 
 ## Commands
 

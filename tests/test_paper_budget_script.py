@@ -1,0 +1,77 @@
+"""benchmarks/paper_budget.py: the headline run's report, finished or not."""
+
+import json
+
+from .conftest import benchmark_script
+
+
+def _module():
+    return benchmark_script("paper_budget")
+
+
+def _folder(path, metrics, **summary):
+    path.mkdir()
+    (path / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in metrics))
+    if summary:
+        (path / "summary.json").write_text(json.dumps(summary))
+    return path
+
+
+def _epoch(phase, epoch, seconds, **figures):
+    return {"phase": phase, "epoch": epoch, "train_acc": 0.5, "seconds": seconds, **figures}
+
+
+def test_a_finished_and_an_unfinished_run_are_reported(tmp_path):
+    module = _module()
+    times = [(1, 40.0), (2, 3600.0), (3, 50.0)]  # epoch 2 shared the CPU: the median is 50 s
+    mined = [_epoch("mine", e, s, density=0.02, bound=0.5) for e, s in times]
+    tuned = [_epoch("finetune", e, 30.0, test_acc=0.7) for e in (1, 2)]
+    gem = _folder(
+        tmp_path / "gm", mined + tuned, density=0.0144, gem_density=0.0121, gem_acc=0.6,
+        gem_acc_running_bn=0.55, post_finetune_acc=0.7712, epochs_finetune=2, precision="bf16",
+        seconds=10.0,  # one process's time: not what the report shows
+    )  # fmt: skip
+    smart = _folder(tmp_path / "sr", [])  # started, nothing finished
+    rows = [
+        module._row("gem-miner", gem, ["mine", "--density", "0.0144"]),
+        module._row("smart-ratio", smart, ["prune", "--method", "smart-ratio"]),
+    ]
+    report = tmp_path / "results" / "budget"
+    module.write_report(rows, [], report, "a CPU (2 threads)", ["resumed twice"])
+    lines = (tmp_path / "results" / "budget.md").read_text().splitlines()
+    table = [line for line in lines if line.startswith("| ")]
+    assert table[1] == (
+        "| gem-miner | 3 mining + 2 finetuning | 1.44 % | 1.21 % | 60.00 % | 55.00 % | 77.12 % "
+        "| 77.89 % | 1.02 h (50.0 s/epoch) | 0.02 h (30.0 s/epoch) | bf16 |"
+    )
+    assert table[2] == "| smart-ratio | 0 mining | — | — | — | — | — | 65.61 % | — | — | — |"
+    assert "- machine: a CPU (2 threads)" in lines and "- resumed twice" in lines
+    assert "- gem-miner: `gemminer mine --density 0.0144` → `" + str(gem) + "`" in lines
+
+
+def test_an_unfinished_run_names_its_last_mining_epoch(tmp_path):
+    module = _module()
+    folder = _folder(tmp_path / "gm", [_epoch("mine", 1, 40.0, density=0.5, bound=0.9)])
+    row = module._row("gem-miner", folder, ["mine"])
+    assert row["post"] is None and row["epochs done"] == "1 mining"
+    module.write_report([row], [{"method": "gem-miner", **row["last"]}], tmp_path / "r", "cpu", [])
+    text = (tmp_path / "r.md").read_text()
+    assert '- gem-miner: not finished; last mining epoch {"phase": "mine", "epoch": 1' in text
+    csv = (tmp_path / "r" / "per_epoch.csv").read_text().splitlines()
+    assert csv == [
+        "method,phase,epoch,loss,train_acc,test_acc,density,bound,lr,seconds",
+        "gem-miner,mine,1,,0.5,,0.5,0.9,,40.0",
+    ]
+
+
+def test_threads_are_passed_on_without_renaming_the_run_folder():
+    module = _module()
+    args = module.argparse.Namespace(
+        data_dir="d", precision="bf16", eval_every=5, threads=2, smart_ratio=True
+    )
+    runs = module.commands(args)
+    assert runs["gem-miner"][-5:] == ["--threads", "2", "--epochs", "150", "--finetune"]
+    assert "--finetune-epochs" in runs["smart-ratio"]
+    unthreaded = module.commands(module.argparse.Namespace(**{**vars(args), "threads": 0}))
+    assert "--threads" not in unthreaded["gem-miner"]
+    assert module.run_folder(runs["gem-miner"]) == module.run_folder(unthreaded["gem-miner"])
