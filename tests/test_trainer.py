@@ -132,11 +132,17 @@ def test_a_stop_mid_epoch_continues_to_the_same_weights(tmp_path):
     stopping = Checkpoint(tmp_path / "ck.pt", should_stop=lambda: next(polls) >= 5)
     with pytest.raises(TrainingInterrupted, match="stopped in epoch 2 after 2 steps"):
         trainer(net(), Recorder(), epochs=3, checkpoint=stopping).fit()
+    saved = torch.load(tmp_path / "ck.pt", weights_only=True)
+    assert saved["progress"]["seconds"] > 0  # the part of epoch 2 before the stop
+    # as if that part had been slow: the resumed epoch's seconds add it to its own
+    saved["progress"]["seconds"] = 1000.0
+    torch.save(saved, tmp_path / "ck.pt")
     hooks, model = Recorder(), net()
     torch.manual_seed(99)  # the checkpoint restores the global RNGs
     history = trainer(model, hooks, epochs=3, checkpoint=Checkpoint(tmp_path / "ck.pt")).fit()
     assert hooks.steps == 9 and hooks.calls[0] == "before_epoch 2"
     assert drop_seconds(history) == drop_seconds(expected)
+    assert 1000.0 < history[1]["seconds"] < 1100.0 and history[2]["seconds"] < 100.0
     for a, b in zip(model.state_dict().values(), reference.state_dict().values()):
         assert torch.equal(a, b)
 

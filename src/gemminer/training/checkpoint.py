@@ -5,10 +5,9 @@ A checkpoint holds everything the rest of a stage depends on: the model (scores,
 weights, BatchNorm buffers), optimizer and LR-scheduler state, the generators of the data
 loaders (so the data order and augmentation continue exactly), the global RNG states
 (CPU, CUDA, NumPy, Python), the epoch, the step inside the epoch with the running loss
-and accuracy sums, the records of the finished epochs, and the seconds the stage has run
-so far (over every process that worked on it, see :meth:`Checkpoint.start_clock`). It is
-written atomically
-(temporary file + rename) after every epoch, and at the next step boundary when the
+and accuracy sums and its seconds so far, the records of the finished epochs, and the
+seconds the stage has run so far (over every process that worked on it, see
+:meth:`Checkpoint.start_clock`). It is written atomically (temporary file + rename) after every epoch, and at the next step boundary when the
 process receives SIGTERM or SIGINT; a run killed outright (SIGKILL, power loss) loses at
 most the epoch in progress. Resumed on CPU, a stage ends with the same mask, scores,
 weights and metrics as an uninterrupted one (tested).
@@ -44,12 +43,14 @@ class TrainingInterrupted(GemMinerError):
 
 @dataclass(frozen=True)
 class EpochProgress:
-    """How far an interrupted epoch got: steps done and the running sums of its statistics."""
+    """How far an interrupted epoch got: steps done, the running sums of its statistics and
+    the seconds it had run (0 in checkpoints from before they were saved)."""
 
     steps: int
     loss_sum: float
     correct: int
     samples: int
+    seconds: float = 0.0
 
 
 def rng_state() -> dict[str, Any]:

@@ -19,6 +19,7 @@ A method says what is its own in :class:`Hooks`, called in this order every epoc
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -164,11 +165,14 @@ class Trainer:
             where=f"{hooks.where} epoch {epoch}",
             runtime=self.runtime,
         )
+        before = inside.seconds if inside is not None else 0.0  # the interrupted part's
         if stats.stopped is not None:
-            raise state.interrupted(epoch, stats.stopped, records, hooks.state())
+            spent = before + time.perf_counter() - start
+            stopped = dataclasses.replace(stats.stopped, seconds=spent)
+            raise state.interrupted(epoch, stopped, records, hooks.state())
         self.scheduler.step()
         record = hooks.after_epoch(epoch, stats, lr)
-        record["seconds"] = time.perf_counter() - start
+        record["seconds"] = before + time.perf_counter() - start
         records.append(record)
         log_epoch(record, total, self.runtime)
         state.epoch_done(epoch, records, hooks.state())
