@@ -32,8 +32,14 @@ def machine(threads: int | None = None) -> str:
     )
 
 
-def command_line() -> str:
-    return "python " + " ".join(shlex.quote(a) for a in sys.argv)
+def command_line(elide: tuple[str, ...] = ()) -> str:
+    """This script's command line; the values of the flags in ``elide`` (e.g. long notes that
+    the report prints anyway) shown as ``...``."""
+    args = list(sys.argv)
+    for i in range(1, len(args)):
+        if args[i - 1] in elide:
+            args[i] = "..."
+    return "python " + " ".join(a if a == "..." else shlex.quote(a) for a in args)
 
 
 def today() -> str:

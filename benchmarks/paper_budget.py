@@ -29,7 +29,9 @@ from _common import command_line, machine, markdown_table, pct, today
 
 from gemminer.cli import EXIT_INTERRUPTED, build_parser, config_from_args
 from gemminer.cli import main as gemminer
+from gemminer.files import safe_torch_load
 from gemminer.runs import RunDir, default_run_name
+from gemminer.stages.folder import FINETUNE_CHECKPOINT
 
 #: The paper's figures for this setting: Gem-Miner (Fig. 3, Table 4) and Smart Ratio
 #: (Table 16), post-finetune test accuracy at density 1.44 %.
@@ -80,7 +82,7 @@ def main() -> None:
         if status != 0:
             raise SystemExit(f"{method} failed; its folder {out} keeps what was done")
         rows.append(_row(method, out, argv))
-        per_epoch += [{"method": method, **r} for r in RunDir(out).read_metrics()]
+        per_epoch += [{"method": method, **r} for r in rows[-1]["records"]]
     write_report(rows, per_epoch, Path(args.report), machine(args.threads or None), args.note)
     finished = [r["folder"] for r in rows if r["post"] is not None]
     if finished:
@@ -91,22 +93,34 @@ def _row(method: str, out: Path, argv: list[str]) -> dict:
     s = RunDir(out).read_summary()
     metrics = RunDir(out).read_metrics()
     mined = [r for r in metrics if r.get("phase") == "mine"]
+    tuned = [r for r in metrics if r.get("phase") == "finetune"] or finetuning_so_far(out)
+    finished = s.get("post_finetune_acc") is not None
     return {
         "method": method,
         "folder": str(out),
         "command": "gemminer " + " ".join(argv),
         "epochs done": f"{len(mined)} mining"
-        + (f" + {s.get('epochs_finetune')} finetuning" if s.get("post_finetune_acc") else ""),
+        + (f" + {len(tuned)} finetuning" if tuned else "")
+        + ("" if finished or not tuned else f" of {s.get('epochs_finetune') or 150}"),
         "ticket": s.get("density"),
         "gem": s.get("gem_density"),
-        "pre": s.get("gem_acc") if s.get("gem_acc") is not None else s.get("pre_finetune_acc"),
-        "pre_running_bn": s.get("gem_acc_running_bn"),
+        "pre": s.get("pre_finetune_acc"),
+        "gem_acc": s.get("gem_acc"),
+        "gem_running_bn": s.get("gem_acc_running_bn"),
         "post": s.get("post_finetune_acc"),
         "mining time": phase_time(mined),
-        "finetuning time": phase_time([r for r in metrics if r.get("phase") == "finetune"]),
+        "finetuning time": phase_time(tuned),
         "precision": s.get("precision"),
-        "last": mined[-1] if mined else None,
+        "last": (tuned or mined or [None])[-1],
+        "records": mined + tuned,
     }
+
+
+def finetuning_so_far(out: Path) -> list[dict]:
+    """The finished epochs of a finetuning still in progress (they reach metrics.jsonl only
+    when it ends; until then they are in its checkpoint)."""
+    path = out / FINETUNE_CHECKPOINT
+    return list(safe_torch_load(path).get("history", [])) if path.is_file() else []
 
 
 def phase_time(records: list[dict]) -> str:
@@ -126,26 +140,28 @@ def write_report(
         writer.writeheader()
         writer.writerows(per_epoch)
     table = [
-        [r["method"], r["epochs done"], pct(r["ticket"]), pct(r["gem"]), pct(r["pre"]),
-         pct(r["pre_running_bn"]), pct(r["post"]), pct(PAPER[r["method"]]),
+        [r["method"], r["epochs done"], pct(r["ticket"]), pct(r["pre"]), pct(r["gem"]),
+         " / ".join(pct(r[k]) for k in ("gem_acc", "gem_running_bn")) if r["gem_acc"] else "—",
+         pct(r["post"]), pct(PAPER[r["method"]]),
          r["mining time"], r["finetuning time"], r["precision"] or "—"]
         for r in rows
     ]  # fmt: skip
     progress = [
-        f"- {r['method']}: not finished; last mining epoch "
+        f"- {r['method']}: not finished; last epoch "
         f"{json.dumps({k: r['last'].get(k) for k in COLUMNS if k in r['last']})}"
         for r in rows
         if r["post"] is None and r["last"]
     ]
-    header = ["method", "epochs done", "ticket density", "rounded mask (rare gem) density",
-              "pre-finetune acc (rare gem)", "(mining's BN)", "post-finetune acc",
-              "paper", "mining time", "finetuning time", "precision"]  # fmt: skip
+    header = ["method", "epochs done", "ticket density", "ticket pre-finetune acc",
+              "rounded mask (rare gem) density", "rare gem acc (BN re-estimated / mining's)",
+              "post-finetune acc", "paper", "mining time", "finetuning time",
+              "precision"]  # fmt: skip
     Path(f"{report}.md").write_text(
         f"""# The paper's budget: ResNet-20, CIFAR-10, density 1.44 %, 150 + 150 epochs
 
 - date: {today()}
 - machine: {where}
-- script: `{command_line()}`
+- script: `{command_line(elide=("--note",))}`
 - the full 50,000 training images, the 10,000-image test set (the JPEG copy in
   ../shared/datasets: the paper used the PNG-exact original), today's defaults.
 
@@ -156,7 +172,7 @@ records: [per_epoch.csv]({report.name}/per_epoch.csv); figures (density against 
 accuracy over epochs): [report]({report.name}/report.md) once a run has finished. Times:
 the epochs' seconds summed (median epoch in brackets).
 {chr(10).join(progress)}
-{chr(10).join(f"- {note}" for note in notes)}
+{chr(10).join(f"- note: {note}" for note in notes)}
 
 ## Commands
 

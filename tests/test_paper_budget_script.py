@@ -27,8 +27,9 @@ def test_a_finished_and_an_unfinished_run_are_reported(tmp_path):
     mined = [_epoch("mine", e, s, density=0.02, bound=0.5) for e, s in times]
     tuned = [_epoch("finetune", e, 30.0, test_acc=0.7) for e in (1, 2)]
     gem = _folder(
-        tmp_path / "gm", mined + tuned, density=0.0144, gem_density=0.0121, gem_acc=0.6,
-        gem_acc_running_bn=0.55, post_finetune_acc=0.7712, epochs_finetune=2, precision="bf16",
+        tmp_path / "gm", mined + tuned, density=0.0144, pre_finetune_acc=0.61,
+        gem_density=0.0121, gem_acc=0.6, gem_acc_running_bn=0.55, post_finetune_acc=0.7712,
+        epochs_finetune=2, precision="bf16",
         seconds=10.0,  # one process's time: not what the report shows
     )  # fmt: skip
     smart = _folder(tmp_path / "sr", [])  # started, nothing finished
@@ -41,22 +42,22 @@ def test_a_finished_and_an_unfinished_run_are_reported(tmp_path):
     lines = (tmp_path / "results" / "budget.md").read_text().splitlines()
     table = [line for line in lines if line.startswith("| ")]
     assert table[1] == (
-        "| gem-miner | 3 mining + 2 finetuning | 1.44 % | 1.21 % | 60.00 % | 55.00 % | 77.12 % "
-        "| 77.89 % | 1.02 h (50.0 s/epoch) | 0.02 h (30.0 s/epoch) | bf16 |"
+        "| gem-miner | 3 mining + 2 finetuning | 1.44 % | 61.00 % | 1.21 % | 60.00 % / 55.00 % "
+        "| 77.12 % | 77.89 % | 1.02 h (50.0 s/epoch) | 0.02 h (30.0 s/epoch) | bf16 |"
     )
     assert table[2] == "| smart-ratio | 0 mining | — | — | — | — | — | 65.61 % | — | — | — |"
-    assert "- machine: a CPU (2 threads)" in lines and "- resumed twice" in lines
+    assert "- machine: a CPU (2 threads)" in lines and "- note: resumed twice" in lines
     assert "- gem-miner: `gemminer mine --density 0.0144` → `" + str(gem) + "`" in lines
 
 
-def test_an_unfinished_run_names_its_last_mining_epoch(tmp_path):
+def test_an_unfinished_run_names_its_last_epoch(tmp_path):
     module = _module()
     folder = _folder(tmp_path / "gm", [_epoch("mine", 1, 40.0, density=0.5, bound=0.9)])
     row = module._row("gem-miner", folder, ["mine"])
     assert row["post"] is None and row["epochs done"] == "1 mining"
     module.write_report([row], [{"method": "gem-miner", **row["last"]}], tmp_path / "r", "cpu", [])
     text = (tmp_path / "r.md").read_text()
-    assert '- gem-miner: not finished; last mining epoch {"phase": "mine", "epoch": 1' in text
+    assert '- gem-miner: not finished; last epoch {"phase": "mine", "epoch": 1' in text
     csv = (tmp_path / "r" / "per_epoch.csv").read_text().splitlines()
     assert csv == [
         "method,phase,epoch,loss,train_acc,test_acc,density,bound,lr,seconds",
@@ -75,3 +76,29 @@ def test_threads_are_passed_on_without_renaming_the_run_folder():
     unthreaded = module.commands(module.argparse.Namespace(**{**vars(args), "threads": 0}))
     assert "--threads" not in unthreaded["gem-miner"]
     assert module.run_folder(runs["gem-miner"]) == module.run_folder(unthreaded["gem-miner"])
+
+
+def test_finetuning_in_progress_is_read_from_its_checkpoint(tmp_path):
+    """Finetuning's epochs reach metrics.jsonl when it ends; before, the report reads them
+    from checkpoint-finetune.pt."""
+    import torch
+
+    module = _module()
+    mined = [_epoch("mine", 1, 40.0, density=0.0144, bound=0.0144)]
+    folder = _folder(tmp_path / "gm", mined, density=0.0144, epochs_finetune=0)
+    history = [_epoch("finetune", e, 44.0, test_acc=0.6) for e in (1, 2, 3)]
+    torch.save({"version": 1, "history": history}, folder / "checkpoint-finetune.pt")
+    row = module._row("gem-miner", folder, ["mine"])
+    assert row["epochs done"] == "1 mining + 3 finetuning of 150"
+    assert row["finetuning time"] == "0.04 h (44.0 s/epoch)"
+    assert row["last"]["phase"] == "finetune" and row["last"]["epoch"] == 3
+    assert [r["phase"] for r in row["records"]] == ["mine", "finetune", "finetune", "finetune"]
+
+
+def test_long_notes_are_elided_from_the_printed_command(monkeypatch):
+    common = benchmark_script("_common")
+    argv = ["benchmarks/paper_budget.py", "--report-only", "--note", "a long story", "--x", "y"]
+    monkeypatch.setattr(common.sys, "argv", argv)
+    assert common.command_line(elide=("--note",)) == (
+        "python benchmarks/paper_budget.py --report-only --note ... --x y"
+    )
