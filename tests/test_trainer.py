@@ -272,3 +272,31 @@ def test_a_model_without_prunable_layers_is_refused_before_training():
     ctx.model = nn.Sequential(nn.Flatten(), nn.BatchNorm1d(3 * 8 * 8))
     with pytest.raises(MaskError, match="no Conv2d or Linear"):
         run("edge-popup", ctx)
+
+
+def test_start_clock_reads_the_checkpoint_only_if_it_changed_since_it_was_loaded(
+    tmp_path, monkeypatch
+):
+    """Planning a resumed stage loads the checkpoint already; starting its clock does not
+    read the file again, unless it was rewritten since."""
+    import gemminer.runs as runs_module
+
+    path = tmp_path / "ck.pt"
+    Checkpoint(path, {"a": 1}).save({"history": [{"seconds": 5.0}], "seconds": 9.0})
+    real = runs_module.safe_torch_load
+    reads = []
+    monkeypatch.setattr(runs_module, "safe_torch_load", lambda p: reads.append(p) or real(p))
+    ck = Checkpoint(path, {"a": 1})
+    assert ck.load()["seconds"] == 9.0 and len(reads) == 1
+    ck.start_clock()
+    assert len(reads) == 1 and 9.0 <= ck.elapsed() < 60.0
+    Checkpoint(path, {"a": 1}).save({"history": [], "seconds": 500.0})  # rewritten
+    ck.start_clock()
+    assert len(reads) == 2 and 500.0 <= ck.elapsed() < 560.0
+    other = Checkpoint(path, {"a": 2})  # other settings: loaded once, counts from zero
+    assert other.load() is None
+    other.start_clock()
+    assert len(reads) == 3 and other.elapsed() < 60.0
+    path.unlink()
+    ck.start_clock()  # the file is gone: from zero, nothing read
+    assert len(reads) == 3 and ck.elapsed() < 60.0

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import random
 import signal
+import stat
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -145,18 +146,31 @@ class Checkpoint:
         self.should_stop = should_stop or (lambda: False)
         self.writable = writable  # False on torchrun ranks other than 0: they only read
         self._origin: float | None = None
+        # (file stamp, saved seconds or None for other settings) of the last load
+        self._loaded: tuple[tuple[int, int], float | None] | None = None
+
+    def _stamp(self) -> tuple[int, int] | None:
+        try:
+            info = self.path.stat()
+        except FileNotFoundError:
+            return None
+        return (info.st_mtime_ns, info.st_size) if stat.S_ISREG(info.st_mode) else None
 
     def start_clock(self) -> None:
         """Start timing the stage. A stage resumed from this checkpoint goes on from the
         seconds its earlier processes spent (saved with every checkpoint; a checkpoint
         from before they were saved counts its finished epochs' seconds), so
-        :meth:`elapsed` is the stage's whole time, not only this process's."""
-        state = self.load()
-        before = 0.0
-        if state is not None:
-            epochs = sum(float(r.get("seconds", 0.0)) for r in state["history"])
-            before = float(state.get("seconds", epochs))
-        self._origin = time.perf_counter() - before
+        :meth:`elapsed` is the stage's whole time, not only this process's. The file is
+        read only if it changed since this object last loaded it."""
+        stamp = self._stamp()
+        if stamp is None:
+            before = None
+        elif self._loaded is not None and self._loaded[0] == stamp:
+            before = self._loaded[1]
+        else:
+            self.load()
+            before = self._loaded[1] if self._loaded is not None else None
+        self._origin = time.perf_counter() - (before or 0.0)
 
     def elapsed(self) -> float:
         """Seconds since :meth:`start_clock`, plus those of the processes before it."""
@@ -166,7 +180,8 @@ class Checkpoint:
 
     def load(self) -> dict[str, Any] | None:
         """The saved state, or ``None`` when there is none for these settings."""
-        if not self.path.is_file():
+        stamp = self._stamp()
+        if stamp is None:
             return None
         from ..runs import safe_torch_load
 
@@ -179,7 +194,10 @@ class Checkpoint:
         if not isinstance(state, dict) or state.get("version") != CHECKPOINT_VERSION:
             raise RunError(f"{self.path} is not a gemminer checkpoint; delete it to restart")
         if state.get("settings") != self.settings:
+            self._loaded = (stamp, None)
             return None
+        epochs = sum(float(r.get("seconds", 0.0)) for r in state["history"])
+        self._loaded = (stamp, float(state.get("seconds", epochs)))
         return state
 
     def history(self) -> list[dict]:
