@@ -5,7 +5,10 @@ written by their `log_layer_sparsities.py` from their ResNet-20 runs' `model_bef
 after `round_model(model, 'all_ones')`, i.e. the flags they finetune: one column per target
 (`50`, `3_72`, `1_4`, `0_59`), one row per prunable layer in module order (19 convolutions,
 then the classifier), densities in %. This script puts a gemminer run's per-layer densities
-beside one column, with the overall densities both imply.
+beside one column, with the overall densities both imply. Other files of theirs in the same
+layout (e.g. `per_layer_sparsity_resnet20/smart_ratio.csv`, their Smart Ratio masks as
+`log_layer_sparsities_sr.py` logged them) are named with `--authors-path` and described with
+`--authors-what`.
 
     .venv/bin/python benchmarks/layerwise_vs_authors.py \\
         --run runs/gem-miner-resnet20-cifar10-d0.0144-1041721100 \\
@@ -66,6 +69,16 @@ def main() -> None:
     p.add_argument("--authors-csv", required=True, type=Path)
     p.add_argument("--column", default="1_4", help="the authors' target column (default 1_4)")
     p.add_argument("--authors-commit", default="", help="the commit the CSV was read at")
+    p.add_argument(
+        "--authors-path",
+        default="resnet20_layerwise_sparsity.csv",
+        help="the CSV's path in their repository, for the report",
+    )
+    p.add_argument(
+        "--authors-what",
+        default="their run's flags before finetuning",
+        help="what their CSV holds, for the report",
+    )
     p.add_argument("--out", required=True, type=Path)
     args = p.parse_args()
 
@@ -84,7 +97,7 @@ def main() -> None:
 - ours: `{args.run}` ({summary.method}, {summary.model}, {summary.dataset}, target
   {100 * (summary.target_density or 0):.2f} %), the mask it finetunes
 - theirs: column `{args.column}` of ksreenivasan/pruning_is_enough's
-  `resnet20_layerwise_sparsity.csv`{commit} (their run's flags before finetuning)
+  `{args.authors_path}`{commit} ({args.authors_what})
 
 Overall density: gemminer {100 * result["ours"]:.4f} %, authors {100 * result["theirs"]:.4f} %
 (their column weighted by our layer sizes). Per layer: mean |difference|

@@ -43,6 +43,11 @@ def test_the_report_reads_the_run_mask_and_the_authors_column(tmp_path, monkeypa
     assert "Overall density: gemminer 50.0000 %, authors 50.0000 %" in text
     assert "| conv1.weight | 4 | 25.00 | 25.00 | +0.00 |" in text
     assert "| fc.weight | 2 | 100.00 | 100.00 | +0.00 |" in text
+    assert "`resnet20_layerwise_sparsity.csv` (their run's flags before finetuning)" in text
+    named = [*argv, "--authors-path", "sr/smart_ratio.csv", "--authors-what", "Smart Ratio"]
+    monkeypatch.setattr(sys, "argv", named)
+    module.main()
+    assert "`sr/smart_ratio.csv` (Smart Ratio)" in out.read_text()
     monkeypatch.setattr(sys, "argv", [*argv[:-3], "no-such", "--out", str(out)])
     with pytest.raises(SystemExit, match="has no column 'no-such'"):
         module.main()
