@@ -2,6 +2,10 @@
 
 import json
 
+from gemminer.cli import build_parser, config_from_args
+from gemminer.resolve import resolve
+from gemminer.runs import RunDir
+
 from .conftest import benchmark_script
 
 
@@ -72,7 +76,12 @@ def test_threads_are_passed_on_without_renaming_the_run_folder():
     )
     runs = module.commands(args)
     assert runs["gem-miner"][-5:] == ["--threads", "2", "--epochs", "150", "--finetune"]
-    assert "--finetune-epochs" in runs["smart-ratio"]
+    as_gm = config_from_args(build_parser().parse_args(runs[module.SR_AS_GM])).finetune
+    own = config_from_args(build_parser().parse_args(runs["smart-ratio"]))
+    gem_miner = config_from_args(build_parser().parse_args(runs["gem-miner"])).finetune
+    assert as_gm == gem_miner  # Table 15's LR 0.01 for 150 epochs, × 0.1 after 80 and 120
+    assert (own.finetune.epochs, own.finetune.optim.lr) == (160, 0.1)  # the authors' SR config
+    assert own.weight_init == "kaiming_normal_fan_half"
     unthreaded = module.commands(module.argparse.Namespace(**{**vars(args), "threads": 0}))
     assert "--threads" not in unthreaded["gem-miner"]
     assert module.run_folder(runs["gem-miner"]) == module.run_folder(unthreaded["gem-miner"])
@@ -86,6 +95,9 @@ def test_finetuning_in_progress_is_read_from_its_checkpoint(tmp_path):
     module = _module()
     mined = [_epoch("mine", 1, 40.0, density=0.0144, bound=0.0144)]
     folder = _folder(tmp_path / "gm", mined, density=0.0144, epochs_finetune=0)
+    row = module._row("gem-miner", folder, ["mine"])
+    assert row["epochs done"] == "1 mining"  # no config, nothing finetuned yet
+    RunDir(folder).write_config(resolve({"density": 0.0144, "epochs": 150}))
     history = [_epoch("finetune", e, 44.0, test_acc=0.6) for e in (1, 2, 3)]
     torch.save({"version": 1, "history": history}, folder / "checkpoint-finetune.pt")
     row = module._row("gem-miner", folder, ["mine"])

@@ -22,6 +22,7 @@ from gemminer import options as options_module
 from gemminer.cli import build_parser, config_from_args, main
 from gemminer.config import RunConfig
 from gemminer.errors import ConfigError
+from gemminer.explain import explain_settings
 from gemminer.methods import METHODS
 from gemminer.methods.gem_miner import mine_config
 from gemminer.options import OPTIONS, RUNTIME, Option, options_for, sweep_options
@@ -361,3 +362,61 @@ def test_a_sweep_resolves_without_the_command_line():
     code = "import sys, gemminer.sweep; print('gemminer.cli' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def _finetune(**options):
+    ft = resolve(options).finetune
+    return ft.epochs, ft.optim.lr, ft.optim.milestones, ft.optim.weight_decay
+
+
+def test_smart_ratio_defaults_are_its_authors_configs_not_table_15():
+    """configs/sr/resnet20/resnet20_sr.yml: LR 0.1 for 160 epochs, × 0.1 after 80 and 120,
+    Kaiming normal √2 wider; Gem-Miner's ticket gets Table 15's LR 0.01 for 150."""
+    sr = {"method": "smart-ratio", "model": "resnet20", "density": 0.0144, "epochs": 0}
+    assert _finetune(**sr) == (160, 0.1, (0.5, 0.75), 1e-4)
+    assert resolve(sr).weight_init == "kaiming_normal_fan_half"
+    assert "smart-ratio's authors' finetuning" in explain_settings(resolve(sr))[1]
+    assert _finetune(**sr | {"epochs": 10}) == (11, 0.1, (0.5, 0.75), 1e-4)  # 160 × 10/150
+    assert resolve(sr | {"method": "smart-ratio-v3"}).finetune.optim.lr == 0.1
+    gm = {"model": "resnet20", "density": 0.0144, "epochs": 150}
+    assert _finetune(**gm)[:3] == (150, 0.01, (80 / 150, 120 / 150))
+    assert resolve(gm).weight_init == "signed_constant"
+    # no config of theirs for ResNet-32: Table 15's row
+    assert _finetune(**sr | {"model": "resnet32", "dataset": "cifar100"})[:2] == (150, 0.01)
+    vgg = _finetune(**sr | {"model": "vgg16"})
+    assert vgg[:3] == (200, 0.1, (0.5, 0.75))
+    # a recipe of the method itself keeps its own finetuning row
+    recipe = load_recipe("resnet20-cifar10-d1.44")
+    own = parse_recipe(
+        {**{k: getattr(recipe, k) for k in ("name", "paper", "model", "dataset", "density")},
+         "method": "smart-ratio", "epochs": 150, "finetune": {"epochs": 150, "lr": 0.02}},
+        "x.yaml",
+    )  # fmt: skip
+    assert resolve({}, own).finetune.optim.lr == 0.02
+
+
+def test_finetune_milestones_and_the_old_smart_ratio_settings_name_the_same_folder():
+    """Every finetuning setting can be given, so a run made under earlier defaults (Smart
+    Ratio finetuned like Gem-Miner's ticket) is named, resumed and reported again."""
+    old = {"method": "smart-ratio", "model": "resnet20", "density": 0.0144, "epochs": 0,
+           "finetune_epochs": 150, "finetune_lr": 0.01, "finetune_milestones": "80,120",
+           "weight_init": "kaiming_normal"}  # fmt: skip
+    cfg = resolve(old)
+    assert cfg.finetune.optim.milestones == (80 / 150, 120 / 150)
+    gm_like = resolve({"model": "resnet20", "density": 0.0144, "epochs": 150}).finetune
+    assert cfg.finetune == gm_like
+    flags = ["prune", "--method", "smart-ratio", "--model", "resnet20", "--density", "0.0144",
+             "--epochs", "0", "--finetune-epochs", "150", "--finetune-lr", "0.01",
+             "--finetune-milestones", "80,120", "--weight-init", "kaiming_normal"]  # fmt: skip
+    assert default_run_name(config_from_args(build_parser().parse_args(flags))) == (
+        default_run_name(cfg)
+    )
+    assert resolve(old | {"finetune_milestones": [100]}).finetune.optim.milestones == (100 / 150,)
+    for bad, message in [
+        ("120,80", "must increase, got 120,80"),
+        ("80,,120", "must be epochs like 80,120"),
+        ("0,80", "must be a whole number >= 1, got 0"),
+        ("80,200", "200 is past the 150 finetuning epochs"),
+    ]:
+        with pytest.raises(ConfigError, match=message):
+            resolve(old | {"finetune_milestones": bad})

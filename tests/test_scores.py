@@ -136,3 +136,11 @@ def test_the_kept_masked_weight_follows_freezing_loading_and_conversion():
     model.double()
     assert model(x.double()).dtype == torch.float64
     assert torch.equal(model(x.double()), x.double() @ (layer.weight * layer.flags).T)
+
+
+def test_kaiming_normal_fan_half_is_the_same_draw_root_two_wider(user_net):
+    """Smart Ratio's default: the authors' ``scale_fan`` at their default prune_rate 0.5."""
+    init_weights(user_net, "kaiming_normal", seed=3)
+    plain = user_net.features[0].weight.clone()
+    init_weights(user_net, "kaiming_normal_fan_half", seed=3)
+    assert torch.allclose(user_net.features[0].weight, plain * 2**0.5)

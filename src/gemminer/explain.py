@@ -84,9 +84,16 @@ def _finetune(cfg: RunConfig) -> str:
         if ft.optim.schedule == "multistep" and steps
         else f", {ft.optim.schedule} schedule"
     )
+    own = METHODS.get(cfg.method).finetune_row(cfg.model, cfg.dataset)
+    source = (
+        f" ({cfg.method}'s authors' finetuning, not Table 15's)"
+        if own is not None and _close(ft.optim.lr, own.lr)
+        else ""
+    )
     return (
         f"finetuning: {epochs_text(ft.epochs)}, {ft.optim.name.upper()} LR {_num(ft.optim.lr)}"
         f"{schedule}, weight decay {_num(ft.optim.weight_decay)}, batch {ft.batch_size}"
+        f"{source}"
     )
 
 

@@ -135,6 +135,18 @@ def density(value: Any) -> float:
     return check_density(value if isinstance(value, (int, float, str)) else _text(value))
 
 
+def milestones(value: Any) -> tuple[int, ...]:
+    """Finetuning epochs after which the LR drops ×0.1: ``80,120`` (or a list), each a
+    whole number >= 1, increasing."""
+    items = value if isinstance(value, (list, tuple)) else _text(value).split(",")
+    if not items or any(_text(i).strip() == "" for i in items):
+        raise ConfigError(f"must be epochs like 80,120, got {_text(value)!r}")
+    epochs = tuple(_positive(i.strip() if isinstance(i, str) else i) for i in items)
+    if any(b <= a for a, b in zip(epochs, epochs[1:])):
+        raise ConfigError(f"must increase, got {','.join(map(str, epochs))}")
+    return epochs
+
+
 def choice(names: Callable[[], Sequence[str]]) -> Parser:
     """One of ``names()`` (read when used, so registries may grow), else argparse's
     wording of a bad choice, naming the closest valid ones. ``parse.choices`` is
@@ -265,7 +277,10 @@ OPTIONS: tuple[Option, ...] = (
     Option("finetune_epochs", "default: the recipe's (Table 15), scaled to --epochs: "
            "--epochs itself for the paper's rows; the row's (150 for ResNet-20) after a "
            "one-shot method's --epochs 0", _positive),
-    Option("finetune_lr", "default: Table 15's row", real),
+    Option("finetune_lr", "default: Table 15's row (Smart Ratio: its authors' configs)", real),
+    Option("finetune_milestones", "finetuning epochs after which the LR drops ×0.1, e.g. "
+           "80,120 (default: the row's, scaled with the finetuning epochs)", milestones,
+           metavar="E1,E2"),
     Option("no_epoch_eval", "evaluate on the test set only at the end, not after every "
            "epoch", kind=SWITCH),
     Option("eval_every", "evaluate on the test set every N epochs and after the last "

@@ -185,15 +185,29 @@ def _prune_config(values: Mapping[str, Any], row: Recipe, mining: MiningDefaults
     )
 
 
-def _finetune_config(values: Mapping[str, Any], row: Recipe) -> FinetuneConfig:
-    """Table 15's row: ``--finetune-epochs``, else the row's scaled to the mining epochs;
-    ``--batch-size`` and ``--finetune-lr`` override the row's."""
+def _finetune_config(values: Mapping[str, Any], row: Recipe, spec: MethodSpec) -> FinetuneConfig:
+    """Table 15's row — or the method's own row for the model and data set
+    (:attr:`MethodSpec.finetune_rows`) unless ``row`` is a recipe of that method —:
+    ``--finetune-epochs``, else the row's scaled to the mining epochs; ``--batch-size``,
+    ``--finetune-lr`` and ``--finetune-milestones`` override the row's."""
+    own = spec.finetune_row(values["model"], values["dataset"])
+    if own is not None and row.method != spec.name:
+        row = dataclasses.replace(row, finetune=own)
     epochs = values.get("finetune_epochs") or row.finetune_epochs_at(values["epochs"])
     finetune = row.finetune.config(epochs, values.get("batch_size"))
+    optim = finetune.optim
     if "finetune_lr" in values:
-        optim = dataclasses.replace(finetune.optim, lr=values["finetune_lr"])
-        finetune = dataclasses.replace(finetune, optim=optim)
-    return finetune
+        optim = dataclasses.replace(optim, lr=values["finetune_lr"])
+    if "finetune_milestones" in values:
+        late = [m for m in values["finetune_milestones"] if m > epochs]
+        if late:
+            raise ConfigError(
+                f"argument --finetune-milestones: {late[0]} is past the {epochs} finetuning epochs"
+            )
+        optim = dataclasses.replace(
+            optim, milestones=tuple(m / epochs for m in values["finetune_milestones"])
+        )
+    return dataclasses.replace(finetune, optim=optim)
 
 
 def _recipe_options(recipe: Recipe | None) -> dict[str, Any]:
@@ -242,7 +256,7 @@ def resolve(options: Mapping[str, Any], recipe: Recipe | str | Path | None = Non
         method=spec.name,
         prune=prune,
         settings=settings,
-        finetune=_finetune_config(values, row),
+        finetune=_finetune_config(values, row, spec),
         eval_each_epoch=not values.get("no_epoch_eval", False),
         eval_every=values["eval_every"],
     )

@@ -29,6 +29,18 @@ def kaiming_normal(weight: torch.Tensor, generator: torch.Generator) -> None:
     weight.copy_(torch.randn(weight.shape, generator=generator) * std)
 
 
+@WEIGHT_INITS.register("kaiming_normal_fan_half")
+def kaiming_normal_fan_half(weight: torch.Tensor, generator: torch.Generator) -> None:
+    """N(0, gain²/(fan_in/2)): Kaiming normal √2 wider, Smart Ratio's default.
+
+    What the authors' Smart Ratio baseline trains (ksreenivasan/pruning_is_enough,
+    configs/sr/*: ``init: kaiming_normal``, ``scale_fan: True``): their builder divides the
+    fan by ``1 - prune_rate``, and ``main.py`` builds the model before it sets
+    ``prune_rate``, so the argument's default 0.5 applies at every density."""
+    std = _RELU_GAIN / math.sqrt(_fan_in(weight) / 2)
+    weight.copy_(torch.randn(weight.shape, generator=generator) * std)
+
+
 @WEIGHT_INITS.register("signed_constant")
 def signed_constant(weight: torch.Tensor, generator: torch.Generator) -> None:
     """±gain/√fan_in with the sign of a Kaiming draw (Ramanujan et al.), Gem-Miner's default."""

@@ -7,7 +7,8 @@ defaulting to the published method). A method that only scores registers
 instead, and shared code thresholds its scores; a method that trains runs its epochs in
 the shared loop (:class:`gemminer.training.trainer.Trainer`) with its own hooks. Shared
 code builds the model and data, evaluates the ticket before finetuning, and finetunes
-every ticket the same way.
+every ticket the same way (Table 15's row, unless the method's authors finetuned their
+baseline otherwise: ``finetune_rows``).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from torch import nn
 from ..config import OptimConfig
 from ..errors import ConfigError
 from ..masking import Mask
+from ..recipe import FinetuneRecipe
 from ..training.checkpoint import Checkpoint
 from ..training.loop import Batches
 from ..training.runtime import SINGLE, Runtime
@@ -107,6 +109,14 @@ class MethodSpec:
     #: Whether finding the mask trains (Gem-Miner, Edge-Popup, IMP); False for one-shot
     #: scorers and dense, whose ``--epochs`` only scale other defaults.
     trains: bool = True
+    #: ``((model, dataset), row)`` pairs: how the method's own authors finetuned its masks
+    #: where that is not Table 15's row (Smart Ratio, configs/sr/*); at a run's budget the
+    #: row's epochs scale like Table 15's (:meth:`gemminer.recipe.Recipe.finetune_epochs_at`).
+    finetune_rows: tuple[tuple[tuple[str, str], FinetuneRecipe], ...] = ()
+
+    def finetune_row(self, model: str, dataset: str) -> FinetuneRecipe | None:
+        """The method's own finetuning row for ``model`` on ``dataset``, if it has one."""
+        return dict(self.finetune_rows).get((model, dataset))
 
     def build_settings(self, values: Mapping[str, Any] | None = None) -> Any:
         """The method's settings from a dict of overrides; unknown keys are errors."""
@@ -132,6 +142,7 @@ def register_method(
     lr_epochs: int = 0,
     fixed_density: float | None = None,
     trains: bool = True,
+    finetune_rows: Mapping[tuple[str, str], FinetuneRecipe] | None = None,
 ) -> Callable[
     [Callable[[PruneContext, Any], PruneResult]], Callable[[PruneContext, Any], PruneResult]
 ]:
@@ -144,6 +155,8 @@ def register_method(
     (:func:`gemminer.config.budget_scaled_lr`), as scores must travel the same distance.
     ``fixed_density``: the density of every mask of a method that ignores the target.
     ``trains``: False for a method that finds its mask without training (one shot).
+    ``finetune_rows``: ``{(model, dataset): FinetuneRecipe}``, the finetuning the method's
+    authors used for its masks where it differs from Table 15's row (name the source).
     """
     from . import METHODS
 
@@ -160,6 +173,7 @@ def register_method(
                 lr_epochs,
                 fixed_density,
                 trains,
+                tuple((finetune_rows or {}).items()),
             )
         )
         return run

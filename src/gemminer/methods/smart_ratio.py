@@ -53,6 +53,18 @@ When the fixed layers alone (v1: the last layer; v2/v3: the first and last) keep
 than the target, or the others cannot make up the rest even dense, :class:`ConfigError`
 names the density that is out of reach.
 
+Training the mask (the defaults, from the authors' Smart Ratio configs, ksreenivasan/
+pruning_is_enough configs/sr/, which produced the paper's Smart Ratio figures — not Table
+15, which is Gem-Miner's): the weights start from ``kaiming_normal_fan_half``, Kaiming
+normal √2 wider (their ``scale_fan: True`` at the default ``prune_rate`` 0.5, see
+:mod:`gemminer.masking.init`), and the finetuning follows :data:`AUTHORS_FINETUNE` where
+a config exists for the model and data set, Table 15's row elsewhere. For ResNet-20 on
+CIFAR-10 (``configs/sr/resnet20/resnet20_sr.yml``, run as ``--smart_ratio 0.9856`` for
+1.44 % in ``cifar_exec_GD.sh``): SGD LR 0.1, momentum 0.9, weight decay 1e-4, batch 128,
+160 epochs, LR × 0.1 after 80 and 120 (their ``get_scheduler`` for 160 epochs); Gem-Miner's
+tickets there get LR 0.01 for 150 epochs. ``--finetune-lr``, ``--finetune-epochs``,
+``--finetune-milestones`` and ``--weight-init`` override them.
+
 Deviations from the reference code, and why:
 
 * Which rule (ResNet or VGG) applies is chosen by ``depth_rule``; ``"auto"`` (the
@@ -83,6 +95,7 @@ from torch import nn
 
 from ..errors import ConfigError, GemMinerError
 from ..masking import Mask
+from ..recipe import FinetuneRecipe
 from ._ratios import allocate_counts, target_count, weight_counts
 from .random_pruning import score_at_random
 from .scoring import register_scorer
@@ -237,18 +250,35 @@ def smart_ratio_counts(
     return counts
 
 
+#: How the authors finetuned their Smart Ratio masks, by (model, data set): their configs
+#: configs/sr/resnet20/resnet20_sr.yml (also resnet20_srV2.yml, SR-v2/v3), vgg_sr.yml,
+#: wideresnet_sr.yml, mobilenet_sr.yml and tiny_sr.yml (TinyResNet18) at commit 8c4c9e8;
+#: milestones from their utils/schedulers.py for those epochs; weight decay their
+#: ``fine_tune_wd`` (default 1e-4). Not here, so Table 15's row: cResNet18 on CIFAR-10
+#: (cifar10_resnet18_sr.yml finetunes with a cosine schedule), ResNet-50 on TinyImageNet
+#: (tiny_sr_resnet50.yml: Nesterov momentum), resnet32_double (not gemminer's ResNet-32).
+AUTHORS_FINETUNE = {
+    ("resnet20", "cifar10"): FinetuneRecipe(160, 128, 0.1, (80, 120)),
+    ("vgg16", "cifar10"): FinetuneRecipe(200, 128, 0.1, (100, 150)),
+    ("wrn28-2", "cifar10"): FinetuneRecipe(150, 128, 0.1, (80, 120)),
+    ("mobilenetv2", "cifar10"): FinetuneRecipe(300, 128, 0.01, (150, 250)),
+    ("resnet18", "tinyimagenet"): FinetuneRecipe(200, 256, 0.2, (100, 150)),
+}
+
 # Every layer random, SR-v2's first and last too: only their counts come from the reference
 # (Appendix B; SmartRatio.py shuffles those layers like the others).
 register_scorer(
     "smart-ratio",
     settings=SmartRatioSettings,
-    default_init="kaiming_normal",
+    default_init="kaiming_normal_fan_half",
+    finetune_rows=AUTHORS_FINETUNE,
     description="Smart Ratio (Su et al. 2020): random pruning at quadratically decaying "
     "layer densities; variants v2/v3 of the paper's Table 16.",
 )(score_at_random)
 register_scorer(
     "smart-ratio-v3",
     settings=SmartRatioV3Settings,
-    default_init="kaiming_normal",
+    default_init="kaiming_normal_fan_half",
+    finetune_rows=AUTHORS_FINETUNE,
     description="Smart Ratio v3 (Table 16): first and last layers dense, Smart Ratio between.",
 )(score_at_random)
