@@ -14,7 +14,10 @@ far as it got, so the script can be run at any time.
     make data
     .venv/bin/python benchmarks/paper_budget.py --precision bf16 --eval-every 5 --threads 2
     .venv/bin/python benchmarks/paper_budget.py --precision bf16 --eval-every 5 --threads 2 \
-        --report-only
+        --report-only --keep-notes
+
+`--keep-notes` keeps the notes of the report already written (a resumed run that finishes
+rewrites the report; pass it there too).
 
 Times are the sums of the epochs' own seconds (training and the epoch's evaluation; a run
 resumed across sessions adds its processes' epochs), with the median epoch beside them: an
@@ -88,6 +91,11 @@ def main() -> None:
     p.add_argument("--report-only", action="store_true", help="report what the folders hold")
     p.add_argument("--threads", type=int, default=0, help="CPU threads (default: PyTorch's)")
     p.add_argument("--note", action="append", default=[], help="a line for the report")
+    p.add_argument(
+        "--keep-notes",
+        action="store_true",
+        help="keep the notes of the report already there (then add --note's)",
+    )
     p.add_argument("--report", default="benchmarks/results/paper_budget_resnet20_cifar10")
     args = p.parse_args()
 
@@ -102,10 +110,22 @@ def main() -> None:
             raise SystemExit(f"{method} failed; its folder {out} keeps what was done")
         rows.append(_row(method, out, argv))
         per_epoch += [{"method": method, **r} for r in rows[-1]["records"]]
-    write_report(rows, per_epoch, Path(args.report), machine(args.threads or None), args.note)
+    notes = [*(kept_notes(Path(args.report)) if args.keep_notes else []), *args.note]
+    write_report(rows, per_epoch, Path(args.report), machine(args.threads or None), notes)
     finished = [r["folder"] for r in rows if r["post"] is not None]
     if finished:
         gemminer(["report", *finished, "--out", str(Path(args.report))])
+
+
+def kept_notes(report: Path) -> list[str]:
+    """The notes of the report ``report``.md already written (none if there is none)."""
+    path = Path(f"{report}.md")
+    if not path.is_file():
+        return []
+    prefix = "- note: "
+    return [
+        line[len(prefix) :] for line in path.read_text().splitlines() if line.startswith(prefix)
+    ]
 
 
 def _row(method: str, out: Path, argv: list[str]) -> dict:

@@ -114,3 +114,11 @@ def test_long_notes_are_elided_from_the_printed_command(monkeypatch):
     assert common.command_line(elide=("--note",)) == (
         "python benchmarks/paper_budget.py --report-only --note ... --x y"
     )
+
+
+def test_notes_already_in_the_report_can_be_kept(tmp_path):
+    module = _module()
+    report = tmp_path / "budget"
+    assert module.kept_notes(report) == []
+    module.write_report([], [], report, "cpu", ["first: a, b", "second"])
+    assert module.kept_notes(report) == ["first: a, b", "second"]
