@@ -37,8 +37,8 @@ def kaiming_normal_fan_half(weight: torch.Tensor, generator: torch.Generator) ->
     configs/sr/*: ``init: kaiming_normal``, ``scale_fan: True``): their builder divides the
     fan by ``1 - prune_rate``, and ``main.py`` builds the model before it sets
     ``prune_rate``, so the argument's default 0.5 applies at every density."""
-    std = _RELU_GAIN / math.sqrt(_fan_in(weight) / 2)
-    weight.copy_(torch.randn(weight.shape, generator=generator) * std)
+    kaiming_normal(weight, generator)
+    weight.mul_(math.sqrt(2.0))
 
 
 @WEIGHT_INITS.register("signed_constant")
