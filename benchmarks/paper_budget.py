@@ -17,7 +17,10 @@ far as it got, so the script can be run at any time.
         --report-only --keep-notes
 
 `--keep-notes` keeps the notes of the report already written (a resumed run that finishes
-rewrites the report; pass it there too).
+rewrites the report; pass it there too). Run folders are ignored by git, so a new checkout
+holds none: a finished run whose folder is gone keeps the row, per-epoch records and figures
+of the report already written rather than running again (delete its row to rerun it); the
+figures of runs finished since then go to a folder of their own beside them.
 
 Times are the sums of the epochs' own seconds (training and the epoch's evaluation; a run
 resumed across sessions adds its processes' epochs), with the median epoch beside them: an
@@ -29,6 +32,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import re
 import statistics
 from pathlib import Path
 
@@ -100,9 +104,16 @@ def main() -> None:
     p.add_argument("--report", default="benchmarks/results/paper_budget_resnet20_cifar10")
     args = p.parse_args()
 
+    report = Path(args.report)
+    committed = committed_rows(report)
     rows, per_epoch = [], []
     for method, argv in commands(args).items():
         out = run_folder(argv)
+        kept = committed.get(str(out))
+        if not out.is_dir() and kept and (kept["post"] is not None or args.report_only):
+            rows.append(kept)  # a new checkout holds no run folders: keep what was measured
+            per_epoch += kept["records"]
+            continue
         finished = RunDir(out).read_summary().get("post_finetune_acc") is not None
         status = 0 if args.report_only or finished else gemminer(argv)
         if status == EXIT_INTERRUPTED:
@@ -111,11 +122,21 @@ def main() -> None:
             raise SystemExit(f"{method} failed; its folder {out} keeps what was done")
         rows.append(_row(method, out, argv))
         per_epoch += [{"method": method, **r} for r in rows[-1]["records"]]
-    notes = [*(kept_notes(Path(args.report)) if args.keep_notes else []), *args.note]
-    write_report(rows, per_epoch, Path(args.report), machine(args.threads or None), notes)
-    finished = [r["folder"] for r in rows if r["post"] is not None]
+    notes = [*(kept_notes(report) if args.keep_notes else []), *args.note]
+    finished = [r["folder"] for r in rows if r["post"] is not None and not r.get("kept")]
+    figures = figures_folder(report, finished, rows)
+    write_report(rows, per_epoch, report, machine(args.threads or None), notes, figures)
     if finished:
-        gemminer(["report", *finished, "--out", str(Path(args.report))])
+        gemminer(["report", *finished, "--out", str(figures)])
+
+
+def figures_folder(report: Path, finished: list[str], rows: list[dict]) -> Path:
+    """Where `gemminer report` draws the finished runs: the report's folder, or, while rows
+    are kept from an earlier checkout (their figures are already there and their folders are
+    gone), a folder of its own beside them, named after the first new run's folder."""
+    if not finished or not any(r.get("kept") and r["post"] is not None for r in rows):
+        return report
+    return report / Path(finished[0]).name
 
 
 def kept_notes(report: Path) -> list[str]:
@@ -127,6 +148,54 @@ def kept_notes(report: Path) -> list[str]:
     return [
         line[len(prefix) :] for line in path.read_text().splitlines() if line.startswith(prefix)
     ]
+
+
+HEADER = ["method", "epochs done", "ticket density", "ticket pre-finetune acc",
+          "rounded mask (rare gem) density", "rare gem acc (BN re-estimated / mining's)",
+          "post-finetune acc", "paper", "mining time", "finetuning time",
+          "precision"]  # fmt: skip
+_COMMAND = re.compile(r"^- (?P<method>.+?): `gemminer (?P<argv>.+)` → `(?P<folder>.+)`$")
+
+
+def committed_rows(report: Path) -> dict[str, dict]:
+    """The rows of the report ``report``.md already written, by run folder, with their
+    per-epoch records from its CSV. Run folders are ignored by git, so a new checkout has
+    none: a finished run whose folder is gone keeps the figures it was reported with
+    (``"kept": True``) instead of running again for hours."""
+    path = Path(f"{report}.md")
+    lines = path.read_text().splitlines() if path.is_file() else []
+    top = "| " + " | ".join(HEADER) + " |"
+    if top not in lines:
+        return {}  # no report yet, or one written with other columns
+    cells = {}
+    for line in lines[lines.index(top) + 2 :]:
+        if not line.startswith("| "):
+            break
+        row = [c.strip() for c in line.strip()[2:-2].split(" | ")]
+        cells[row[0]] = row
+    records: dict[str, list[dict]] = {}
+    table = report / "per_epoch.csv"
+    if table.is_file():
+        with open(table, newline="") as f:
+            for r in csv.DictReader(f):
+                records.setdefault(r["method"], []).append(r)
+    rows = {}
+    for line in lines:
+        match = _COMMAND.match(line)
+        if match and match["method"] in cells:
+            row = cells[match["method"]]
+            post = row[HEADER.index("post-finetune acc")]
+            rows[match["folder"]] = {
+                "method": match["method"],
+                "folder": match["folder"],
+                "command": "gemminer " + match["argv"],
+                "cells": row,
+                "post": None if post == "—" else post,
+                "last": None,
+                "records": records.get(match["method"], []),
+                "kept": True,
+            }
+    return rows
 
 
 def _row(method: str, out: Path, argv: list[str]) -> dict:
@@ -177,31 +246,46 @@ def phase_time(records: list[dict]) -> str:
     return f"{sum(seconds) / 3600:.2f} h ({statistics.median(seconds):.1f} s/epoch)"
 
 
+def table_cells(r: dict) -> list[str]:
+    """A row of the report's table (a kept row's as it was written)."""
+    if r.get("kept"):
+        return r["cells"]
+    return [r["method"], r["epochs done"], pct(r["ticket"]), pct(r["pre"]), pct(r["gem"]),
+            " / ".join(pct(r[k]) for k in ("gem_acc", "gem_running_bn")) if r["gem_acc"] else "—",
+            pct(r["post"]), pct(PAPER[r["method"]]),
+            r["mining time"], r["finetuning time"], r["precision"] or "—"]  # fmt: skip
+
+
 def write_report(
-    rows: list[dict], per_epoch: list[dict], report: Path, where: str, notes: list[str]
+    rows: list[dict],
+    per_epoch: list[dict],
+    report: Path,
+    where: str,
+    notes: list[str],
+    figures: Path | None = None,
 ) -> None:
     report.mkdir(parents=True, exist_ok=True)
     with open(report / "per_epoch.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=["method", *COLUMNS], extrasaction="ignore")
         writer.writeheader()
         writer.writerows(per_epoch)
-    table = [
-        [r["method"], r["epochs done"], pct(r["ticket"]), pct(r["pre"]), pct(r["gem"]),
-         " / ".join(pct(r[k]) for k in ("gem_acc", "gem_running_bn")) if r["gem_acc"] else "—",
-         pct(r["post"]), pct(PAPER[r["method"]]),
-         r["mining time"], r["finetuning time"], r["precision"] or "—"]
-        for r in rows
-    ]  # fmt: skip
     progress = [
         f"- {r['method']}: not finished; last epoch "
         f"{json.dumps({k: r['last'].get(k) for k in COLUMNS if k in r['last']})}"
         for r in rows
         if r["post"] is None and r["last"]
     ]
-    header = ["method", "epochs done", "ticket density", "ticket pre-finetune acc",
-              "rounded mask (rare gem) density", "rare gem acc (BN re-estimated / mining's)",
-              "post-finetune acc", "paper", "mining time", "finetuning time",
-              "precision"]  # fmt: skip
+    kept = [f"`{r['method']}`" for r in rows if r.get("kept")]
+    if kept:
+        progress.insert(
+            0,
+            f"- measured in an earlier checkout, whose run folders this one does not hold: "
+            f"{', '.join(kept)} (row, records and figures as reported then)",
+        )
+    figures = figures or report
+    links = [f"[report]({report.name}/report.md)"]
+    if figures != report:
+        links.append(f"[{figures.name}]({report.name}/{figures.name}/report.md)")
     Path(f"{report}.md").write_text(
         f"""# The paper's budget: ResNet-20, CIFAR-10, density 1.44 %, 150 + 150 epochs
 
@@ -211,13 +295,13 @@ def write_report(
 - the full 50,000 training images, the 10,000-image test set (the JPEG copy in
   ../shared/datasets: the paper used the PNG-exact original), today's defaults.
 
-{markdown_table(header, table)}
+{markdown_table(HEADER, [table_cells(r) for r in rows])}
 
 "paper": Gem-Miner 77.89 % (Fig. 3, Table 4), Smart Ratio 65.61 % (Table 16; the authors'
 Smart Ratio runs finetuned at LR 0.1 for 160 epochs, configs/sr/resnet20/resnet20_sr.yml:
 "{SR_AS_GM}" is Table 15's LR 0.01 for 150 epochs, as Gem-Miner's ticket). Per-epoch
 records: [per_epoch.csv]({report.name}/per_epoch.csv); figures (density against the bound,
-accuracy over epochs): [report]({report.name}/report.md) once a run has finished. Times:
+accuracy over epochs): {", ".join(links)} once a run has finished. Times:
 the epochs' seconds summed (median epoch in brackets).
 {chr(10).join(progress)}
 {chr(10).join(f"- note: {note}" for note in notes)}

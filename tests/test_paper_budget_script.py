@@ -122,3 +122,66 @@ def test_notes_already_in_the_report_can_be_kept(tmp_path):
     assert module.kept_notes(report) == []
     module.write_report([], [], report, "cpu", ["first: a, b", "second"])
     assert module.kept_notes(report) == ["first: a, b", "second"]
+
+
+def _reported(module, tmp_path):
+    """A report with a finished Gem-Miner run (two epochs) and an unfinished Smart Ratio."""
+    gem = _folder(
+        tmp_path / "gm", [_epoch("mine", 1, 40.0, density=0.1, bound=0.2),
+                          _epoch("finetune", 1, 30.0, test_acc=0.7)],
+        density=0.0144, pre_finetune_acc=0.61, post_finetune_acc=0.7299, precision="bf16",
+    )  # fmt: skip
+    smart = _folder(tmp_path / "sr", [_epoch("finetune", 1, 50.0)])
+    rows = [
+        module._row("gem-miner", gem, ["mine", "--density", "0.0144"]),
+        module._row("smart-ratio", smart, ["prune", "--method", "smart-ratio"]),
+    ]
+    per_epoch = [{"method": r["method"], **e} for r in rows for e in r["records"]]
+    report = tmp_path / "results" / "budget"
+    module.write_report(rows, per_epoch, report, "cpu", ["a note"])
+    return report, rows
+
+
+def test_a_new_checkout_keeps_the_rows_of_runs_whose_folders_are_gone(tmp_path):
+    """Run folders are ignored by git: a finished run reported by an earlier checkout keeps
+    its row, records and figures instead of running again."""
+    module = _module()
+    report, rows = _reported(module, tmp_path)
+    table = (tmp_path / "results" / "budget.md").read_text()
+    records = (report / "per_epoch.csv").read_text()
+    committed = module.committed_rows(report)
+    assert sorted(committed) == [str(tmp_path / "gm"), str(tmp_path / "sr")]
+    kept = committed[str(tmp_path / "gm")]
+    assert kept["kept"] and kept["post"] == "72.99 %" and kept["command"] == rows[0]["command"]
+    assert kept["cells"] == module.table_cells(rows[0])
+    assert [r["phase"] for r in kept["records"]] == ["mine", "finetune"]
+    assert committed[str(tmp_path / "sr")]["post"] is None  # unfinished: runs again
+
+    # the Gem-Miner folder is gone, Smart Ratio has finished since
+    new = _folder(tmp_path / "sr2", [_epoch("finetune", 1, 50.0, test_acc=0.66)],
+                  density=0.0144, post_finetune_acc=0.6561)  # fmt: skip
+    rows = [kept, module._row("smart-ratio", new, ["prune", "--method", "smart-ratio"])]
+    figures = module.figures_folder(report, [str(new)], rows)
+    assert figures == report / "sr2"  # the kept run's figures stay where they were
+    assert module.figures_folder(report, [str(new)], rows[1:]) == report
+    per_epoch = [*kept["records"], *({"method": "smart-ratio", **e} for e in rows[1]["records"])]
+    module.write_report(rows, per_epoch, report, "cpu", [], figures)
+    text = (tmp_path / "results" / "budget.md").read_text()
+    line = next(x for x in table.splitlines() if x.startswith("| gem-miner |"))
+    assert line in text.splitlines()  # the same row, as reported then
+    assert "| smart-ratio | 0 mining + 1 finetuning | 1.44 % |" in text
+    assert "- measured in an earlier checkout, whose run folders this one does not hold: " \
+        "`gem-miner`" in text  # fmt: skip
+    assert "[sr2](budget/sr2/report.md)" in text
+    written = (report / "per_epoch.csv").read_text().splitlines()
+    assert written[:3] == records.splitlines()[:3]  # the header and Gem-Miner's two epochs
+    assert written[3:] == ["smart-ratio,finetune,1,,0.5,0.66,,,,50.0"]
+
+
+def test_a_report_with_other_columns_keeps_nothing(tmp_path):
+    module = _module()
+    report, _ = _reported(module, tmp_path)
+    path = tmp_path / "results" / "budget.md"
+    path.write_text(path.read_text().replace("| ticket density |", "| density |"))
+    assert module.committed_rows(report) == {}
+    assert module.committed_rows(tmp_path / "none") == {}
