@@ -2,15 +2,16 @@
 
 Times, on one model, batch size and device:
 
-* the **dense** training step (plain network, SGD on the weights),
+* the **dense** training step (plain network, SGD on the weights, decayed by 2λ),
 * the **mining** step (Gem-Miner: score layers, straight-through rounding, λ‖p‖², projection),
-* the **finetune** step (a fixed mask kept by gradient hooks and re-masking),
+* the **finetune** step (a fixed mask: gradients and weights re-masked),
 
 each on the same pre-loaded batches, and a Gem-Miner **end-to-end epoch** (uint8 images on
 the device, batched crop + flip + normalization, the step, freezing and the epoch's
 bookkeeping) against the **pure-compute epoch** (the same steps on batches prepared
-beforehand). Measurements are interleaved and repeated; medians are reported. The last line
-is ``mining/dense=R1 end_to_end/compute=R2`` (goals: ≤ 1.03 and ≤ 1.10).
+beforehand). Measurements are interleaved and repeated; medians are reported, with the
+operators each step dispatches (:func:`operators_per_step`: on a GPU, what launches kernels).
+The last line is ``mining/dense=R1 end_to_end/compute=R2`` (goals: ≤ 1.03 and ≤ 1.10).
 
     python benchmarks/throughput.py --quick                  # < 1 min on a 2-core CPU
     python benchmarks/throughput.py --out benchmarks/results/throughput_cpu.md
@@ -23,9 +24,11 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import statistics
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
@@ -99,17 +102,58 @@ def build(device: torch.device, runtime: Runtime, model: str, cfg: MineConfig) -
     )
     masked = MaskedWeights(ticket, mask)
     mining = MiningStep(scored, cfg)  # Gem-Miner's own optimizer and hooks
+    # the weights' optimizer decays them as mining decays the scores (2λ), so that the
+    # steps differ only in what the score layers add
+    decayed = dataclasses.replace(cfg.optim, weight_decay=cfg.optim.weight_decay + 2 * cfg.lam)
 
     def sgd(net: torch.nn.Module) -> torch.optim.Optimizer:
-        return build_optimizer(net.parameters(), cfg.optim)
+        return build_optimizer(net.parameters(), decayed)
 
     return {
         "dense": Setup(dense, sgd(dense), runtime, device),
         "mining": Setup(
             scored, mining.optimizer, runtime, device, mining.before_step, mining.after_step
         ),
-        "finetune": Setup(ticket, sgd(ticket), runtime, device, after=masked.enforce),
+        "finetune": Setup(
+            ticket, sgd(ticket), runtime, device, masked.mask_gradients, masked.enforce
+        ),
     }
+
+
+#: Operators that only make views, allocate or read metadata: no kernel of their own.
+_NO_KERNEL = {
+    f"aten::{name}"
+    for name in (
+        "view _unsafe_view as_strided permute reshape _reshape_alias slice narrow split "
+        "split_with_sizes expand detach detach_ t transpose unsqueeze squeeze alias empty "
+        "empty_strided empty_like select unbind resolve_conj resolve_neg lift_fresh "
+        "result_type flatten"
+    ).split()
+}
+
+
+def operators(run: Callable[[], object]) -> Counter[str]:
+    """The operators one call of ``run`` dispatches, by name: the top-level ATen operators
+    (those no other operator called), views and allocations left out. A multi-tensor
+    ``_foreach_`` operator counts once, as it launches once on a GPU. Backward operators
+    count too (autograd calls them at the top level)."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        run()
+    return Counter(
+        e.name
+        for e in prof.events()
+        if e.name.startswith("aten::")
+        and e.name not in _NO_KERNEL
+        and not (e.cpu_parent is not None and e.cpu_parent.name.startswith("aten::"))
+    )
+
+
+def operators_per_step(setup: Setup, batches: list) -> int:
+    """The operators one training step of ``setup`` dispatches: an epoch of two steps less
+    an epoch of one (so the epoch's own bookkeeping cancels out)."""
+    two = operators(lambda: setup.epoch(batches[:2]))
+    one = operators(lambda: setup.epoch(batches[:1]))
+    return sum(two.values()) - sum(one.values())
 
 
 def main(argv: list[str] | None = None) -> str:
@@ -162,6 +206,7 @@ def main(argv: list[str] | None = None) -> str:
     for setup in setups.values():  # warm-up (and compilation)
         setup.epoch(fixed[:2])
     end_to_end()
+    ops = {name: operators_per_step(setup, fixed) for name, setup in setups.items()}
 
     steps: dict[str, list[float]] = {name: [] for name in setups}
     epochs: dict[str, list[float]] = {"end-to-end": [], "compute": []}
@@ -183,13 +228,20 @@ def main(argv: list[str] | None = None) -> str:
             f"{1000 * t:.1f} ms",
             f"{args.batch_size / t:.0f}",
             f"{t / step['dense']:.3f}",
+            str(ops[name]),
         ]
         for name, t in step.items()
     ] + [
-        [f"{name} epoch", f"{t:.2f} s", f"{args.images / t:.0f}", f"{t / epoch['compute']:.3f}"]
+        [
+            f"{name} epoch",
+            f"{t:.2f} s",
+            f"{args.images / t:.0f}",
+            f"{t / epoch['compute']:.3f}",
+            "",
+        ]
         for name, t in epoch.items()
     ]
-    table = markdown_table(["measurement", "time (median)", "images/s", "ratio"], rows)
+    table = markdown_table(["measurement", "time (median)", "images/s", "ratio", "operators"], rows)
     setting = (
         f"{args.model}, batch {args.batch_size}, {args.image_size}×{args.image_size} images, "
         f"{device}, {args.precision}{', compiled' if args.compile else ''}, "

@@ -8,11 +8,16 @@ Each prunable layer keeps its random weight ``w`` frozen and gains
 The forward pass uses the effective weight ``w ⊙ q ⊙ 1[p ≥ 0.5]``. The rounding is
 differentiated with the straight-through estimator: ∂L/∂p = ∂L/∂w_eff ⊙ w ⊙ q.
 After each optimizer step :func:`project_scores` clips p back into [0, 1].
+
+A model made by :func:`to_score_model` computes these effective weights for all its layers
+at once (:class:`FusedScores`): a forward pass of the whole model adds a fixed handful of
+kernels to a dense network's, however many layers it has.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -66,7 +71,15 @@ class ScoreLayer:
         return kept[1]
 
     def effective_weight(self) -> torch.Tensor:
+        """This layer's w ⊙ q ⊙ 1[p ≥ 0.5], computed on its own."""
         return _StraightThroughMask.apply(self.masked_weight(), self.scores)
+
+    def current_weight(self) -> torch.Tensor:
+        """The weight this forward pass uses: the view :class:`FusedScores` handed out for
+        the model's forward pass, or (a layer called on its own, or compiled)
+        :meth:`effective_weight`. Both hold the same values."""
+        fused = None if torch.compiler.is_compiling() else self.__dict__.get(_FUSED)
+        return fused if fused is not None else self.effective_weight()
 
     def rounded_mask(self) -> torch.Tensor:
         """The layer's current mask 1[p ≥ 0.5] ⊙ q as booleans."""
@@ -75,12 +88,158 @@ class ScoreLayer:
 
 class ScoreConv2d(ScoreLayer, nn.Conv2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._conv_forward(x, self.effective_weight(), self.bias)
+        return self._conv_forward(x, self.current_weight(), self.bias)
 
 
 class ScoreLinear(ScoreLayer, nn.Linear):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return nn.functional.linear(x, self.effective_weight(), self.bias)
+        return nn.functional.linear(x, self.current_weight(), self.bias)
+
+
+#: The attribute under which :class:`FusedScores` hands a layer its effective weight.
+_FUSED = "_fused_weight"
+
+
+def _layout(t: torch.Tensor) -> str | None:
+    """How ``t`` lies in memory, if as a whole (``"rows"``: contiguous; ``"channels_last"``:
+    a 4-D tensor contiguous in N, H, W, C order); None otherwise."""
+    if t.is_contiguous():
+        return "rows"
+    if t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last):
+        return "channels_last"
+    return None
+
+
+def _flat(t: torch.Tensor, layout: str) -> torch.Tensor:
+    """``t`` as a 1-D view in its memory order (no copy)."""
+    return t.view(-1) if layout == "rows" else t.permute(0, 2, 3, 1).reshape(-1)
+
+
+def _shaped(flat: torch.Tensor, like: torch.Tensor, layout: str) -> torch.Tensor:
+    """The inverse of :func:`_flat`: ``flat`` viewed with ``like``'s shape and strides."""
+    if layout == "rows":
+        return flat.view(like.shape)
+    o, i, h, w = like.shape
+    return flat.view(o, h, w, i).permute(0, 3, 1, 2)
+
+
+@dataclass
+class _Plan:
+    """What :class:`FusedScores` keeps between forward passes: the state it was made for
+    (``key``), each layer's layout, and w ⊙ q of every layer in one buffer (None: the
+    layers' tensors cannot be laid side by side, so each layer works on its own)."""
+
+    key: tuple
+    layouts: list[str]
+    sizes: list[int]
+    masked: torch.Tensor | None
+
+
+class FusedScores:
+    """Every score layer's effective weight ``w ⊙ q ⊙ 1[p ≥ 0.5]`` in a fixed number of
+    kernels, whatever the number of layers.
+
+    Registered by :func:`to_score_model` as forward hooks of the model. Before the model's
+    forward pass it concatenates the scores (one kernel; its backward only takes views),
+    compares them with 0.5 and selects w ⊙ q (two kernels) for all layers at once, and hands
+    each layer its weight as a view of the result; under bf16 autocast the weights are cast
+    once, not layer by layer. In the backward pass the layers' weight gradients become the
+    score gradients with one concatenation and one multiplication (the straight-through
+    rule g ⊙ w ⊙ q), and reach the scores as views of one buffer. w ⊙ q of every layer sits
+    in one buffer, refreshed in place only when a weight or flag changed (freezing, loading,
+    a move to another device or dtype). After the forward pass the views are dropped.
+
+    The values are those of each layer's own :meth:`ScoreLayer.effective_weight`, which a
+    layer called on its own uses, as do compiled models (the compiler fuses these
+    element-wise operations itself) and layers whose tensors differ in device, dtype or
+    memory layout.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        self.layers: list[ScoreLayer] = list(score_layers(model).values())
+        self._plan: _Plan | None = None
+
+    @classmethod
+    def attach(cls, model: nn.Module) -> FusedScores:
+        """The instance hooked on ``model``, made and registered if it has none."""
+        for hook in model._forward_pre_hooks.values():
+            fused = getattr(hook, "__self__", None)
+            if isinstance(fused, cls):
+                fused.layers = list(score_layers(model).values())
+                fused._plan = None
+                return fused
+        fused = cls(model)
+        model.register_forward_pre_hook(fused.before_forward)
+        model.register_forward_hook(fused.after_forward, always_call=True)
+        return fused
+
+    def _key(self) -> tuple:
+        """What the plan depends on: where each tensor lives, and when w or q last changed."""
+        return tuple(
+            (w._version, q._version, w.data_ptr(), q.data_ptr(), m.scores.data_ptr())
+            for m in self.layers
+            for w, q in ((m.weight, m.flags),)
+        )
+
+    @torch.no_grad()
+    def plan(self) -> _Plan:
+        """The plan for the layers' current tensors, w ⊙ q refreshed if they changed."""
+        key = self._key()
+        plan = self._plan
+        if plan is not None and plan.key == key:
+            return plan
+        first = self.layers[0].weight
+        layouts = [_layout(m.weight) for m in self.layers]
+        fits = all(
+            layout is not None
+            and _layout(m.flags) == layout
+            and _layout(m.scores) == layout
+            and m.weight.stride() == m.flags.stride() == m.scores.stride()
+            and all(t.device == first.device for t in (m.weight, m.flags, m.scores))
+            and all(t.dtype == first.dtype for t in (m.weight, m.flags, m.scores))
+            for m, layout in zip(self.layers, layouts)
+        )
+        sizes = [m.weight.numel() for m in self.layers]
+        if not fits:
+            self._plan = _Plan(key, [], sizes, None)
+            return self._plan
+        masked = plan.masked if plan is not None else None
+        wanted = (sum(sizes), first.dtype, first.device)
+        if masked is None or (masked.numel(), masked.dtype, masked.device) != wanted:
+            masked = torch.empty(wanted[0], dtype=first.dtype, device=first.device)
+        # in place, so that a captured graph replaying this step reads the new values
+        torch.cat([_flat(m.weight, lay) for m, lay in zip(self.layers, layouts)], out=masked)
+        masked.mul_(torch.cat([_flat(m.flags, lay) for m, lay in zip(self.layers, layouts)]))
+        self._plan = _Plan(key, layouts, sizes, masked)
+        return self._plan
+
+    def weights(self) -> list[torch.Tensor] | None:
+        """Every layer's effective weight (views of one tensor), or None where the layers
+        work on their own."""
+        plan = self.plan()
+        if plan.masked is None:
+            return None
+        scores = torch.cat([_flat(m.scores, lay) for m, lay in zip(self.layers, plan.layouts)])
+        weight = _StraightThroughMask.apply(plan.masked, scores)
+        kind = weight.device.type
+        if torch.is_autocast_enabled(kind):
+            weight = weight.to(torch.get_autocast_dtype(kind))
+        return [
+            _shaped(part, m.weight, lay)
+            for part, m, lay in zip(weight.split(plan.sizes), self.layers, plan.layouts)
+        ]
+
+    def before_forward(self, module: nn.Module, args: tuple) -> None:
+        if not self.layers or torch.compiler.is_compiling():
+            return
+        weights = self.weights()
+        if weights is not None:
+            for m, w in zip(self.layers, weights):
+                m.__dict__[_FUSED] = w
+
+    def after_forward(self, module: nn.Module, args: tuple, output: object) -> None:
+        for m in self.layers:
+            m.__dict__.pop(_FUSED, None)
 
 
 _SCORE_CLASS: dict[type[nn.Module], type[nn.Module]] = {
@@ -123,9 +282,12 @@ def to_score_model(model: nn.Module, generator: torch.Generator | None = None) -
 
     Weights (and biases) keep their values and are frozen; every other parameter of the
     model is frozen too, so that only the scores are optimized. Scores are drawn
-    U[0, 1] from ``generator`` (in module order, so a seed fixes them).
+    U[0, 1] from ``generator`` (in module order, so a seed fixes them). The model computes
+    its layers' effective weights together (:class:`FusedScores`, hooked on it).
     """
-    return convert_layers(model, _SCORE_CLASS, lambda m: m._add_scores(generator))
+    convert_layers(model, _SCORE_CLASS, lambda m: m._add_scores(generator))
+    FusedScores.attach(model)
+    return model
 
 
 def score_layers(model: nn.Module) -> dict[str, ScoreLayer]:

@@ -323,26 +323,23 @@ def _train_round(
 ) -> list[dict]:
     """Train one round with a fresh optimizer and schedule; returns the records so far."""
     epochs = hooks.epochs
-    try:
-        optimizer = build_optimizer(hooks.model.parameters(), ctx.optim)
-        trainer = Trainer(
-            hooks.model,
-            optimizer,
-            build_scheduler(optimizer, ctx.optim, epochs),
-            batches,
-            ctx.device,
-            epochs,
-            hooks,
-            checkpoint=ctx.checkpoint,
-            on_epoch=ctx.on_epoch,
-            progress=ctx.progress,
-            runtime=ctx.runtime,
-            offset=hooks.offset,
-            total=rounds * epochs,
-        )
-        return trainer.fit(resume, history)
-    finally:
-        hooks.remove()
+    optimizer = build_optimizer(hooks.model.parameters(), ctx.optim)
+    trainer = Trainer(
+        hooks.model,
+        optimizer,
+        build_scheduler(optimizer, ctx.optim, epochs),
+        batches,
+        ctx.device,
+        epochs,
+        hooks,
+        checkpoint=ctx.checkpoint,
+        on_epoch=ctx.on_epoch,
+        progress=ctx.progress,
+        runtime=ctx.runtime,
+        offset=hooks.offset,
+        total=rounds * epochs,
+    )
+    return trainer.fit(resume, history)
 
 
 def _prune(model: nn.Module, mask: Mask, density: float) -> tuple[Mask, dict[str, torch.Tensor]]:

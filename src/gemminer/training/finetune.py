@@ -17,38 +17,43 @@ from .trainer import EpochCallback, Hooks, Trainer
 
 
 class MaskedWeights:
-    """Keeps pruned weights at zero under any optimizer.
+    """Keeps pruned weights at zero under any optimizer, in two multi-tensor kernels a step.
 
-    Gradients of pruned entries are zeroed by a hook (so momentum and Adam statistics of
-    pruned weights stay zero), and :meth:`enforce` multiplies the weights by the mask
-    after each step (so weight decay or any optimizer rule cannot revive them).
+    :meth:`mask_gradients` (between backward and the optimizer step) zeroes the gradients of
+    pruned entries, so momentum and Adam statistics of pruned weights stay zero, and
+    :meth:`enforce` (after the step) multiplies the weights by the mask, so weight decay or
+    any optimizer rule cannot revive them. The masks are kept in each weight's own memory
+    layout, so both are single ``torch._foreach_mul_`` calls over every layer.
     """
 
     def __init__(self, model: nn.Module, mask: Mask) -> None:
         apply_mask(model, mask)
-        self._pairs: list[tuple[nn.Parameter, torch.Tensor]] = []
-        self._hooks = []
-        for name, w in prunable_weights(model).items():
-            m = mask[name].to(device=w.device, dtype=w.dtype)
-            self._pairs.append((w, m))
-            self._hooks.append(w.register_hook(lambda g, m=m: g * m))
+        self.weights = list(prunable_weights(model).values())
+        self.masks = [
+            torch.empty_like(w).copy_(mask[name])  # empty_like keeps w's strides
+            for name, w in prunable_weights(model).items()
+        ]
+
+    @torch.no_grad()
+    def mask_gradients(self) -> None:
+        grads = [w.grad for w in self.weights]
+        if any(g is None for g in grads):
+            pairs = [(g, m) for g, m in zip(grads, self.masks) if g is not None]
+            grads, masks = [g for g, _ in pairs], [m for _, m in pairs]
+        else:
+            masks = self.masks
+        if grads:
+            torch._foreach_mul_(grads, masks)
 
     @torch.no_grad()
     def enforce(self) -> None:
-        for w, m in self._pairs:
-            w.mul_(m)
-
-    def remove(self) -> None:
-        for h in self._hooks:
-            h.remove()
-        self._hooks.clear()
+        torch._foreach_mul_(self.weights, self.masks)
 
 
 class MaskedTraining(Hooks):
     """Weight training with ``mask`` fixed (finetuning, and every round of IMP): pruned
     weights are kept at zero after each step (:class:`MaskedWeights`); each epoch's
-    record holds its density and, when due, the accuracy on each of ``eval_batches``.
-    Call :meth:`remove` when done."""
+    record holds its density and, when due, the accuracy on each of ``eval_batches``."""
 
     stage = "finetune"
     where = "finetuning"
@@ -72,6 +77,7 @@ class MaskedTraining(Hooks):
         self.eval_every = eval_every
         self.runtime = runtime
         self.masked = MaskedWeights(model, mask)
+        self.before_step = self.masked.mask_gradients
         self.after_step = self.masked.enforce
 
     def after_epoch(self, epoch: int, stats: EpochStats, lr: float) -> dict:
@@ -91,9 +97,6 @@ class MaskedTraining(Hooks):
         if self.eval_batches is None or not evaluation_due(epoch, self.epochs, self.eval_every):
             return {}
         return evaluate_splits(self.model, self.eval_batches, self.device, self.runtime)
-
-    def remove(self) -> None:
-        self.masked.remove()
 
 
 def finetune(
@@ -129,21 +132,18 @@ def finetune(
         eval_every=eval_every,
         runtime=runtime,
     )
-    try:
-        optimizer = build_optimizer(model.parameters(), cfg.optim)
-        trainer = Trainer(
-            model,
-            optimizer,
-            build_scheduler(optimizer, cfg.optim, cfg.epochs),
-            train_batches,
-            device,
-            cfg.epochs,
-            hooks,
-            checkpoint=checkpoint,
-            on_epoch=on_epoch,
-            progress=progress,
-            runtime=runtime,
-        )
-        return trainer.fit()
-    finally:
-        hooks.remove()
+    optimizer = build_optimizer(model.parameters(), cfg.optim)
+    trainer = Trainer(
+        model,
+        optimizer,
+        build_scheduler(optimizer, cfg.optim, cfg.epochs),
+        train_batches,
+        device,
+        cfg.epochs,
+        hooks,
+        checkpoint=checkpoint,
+        on_epoch=on_epoch,
+        progress=progress,
+        runtime=runtime,
+    )
+    return trainer.fit()
