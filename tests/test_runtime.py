@@ -14,6 +14,7 @@ from gemminer.data.loader import BatchLoader
 from gemminer.errors import ConfigError
 from gemminer.masking import score_layers, to_score_model
 from gemminer.methods.gem_miner import mine_scores
+from gemminer.stages.progress import where
 from gemminer.training import finetune
 from gemminer.training import runtime as runtime_module
 from gemminer.training.runtime import Runtime, resolve_precision, start_runtime
@@ -115,12 +116,12 @@ def test_cli_precision_flag_reaches_the_run(tmp_path, capsys):
     [
         ("cpu", False, True, "bf16"),  # AMX / AVX512-BF16
         ("cpu", False, False, "fp32"),  # bf16 would be emulated, slower
-        ("cuda", True, False, "bf16"),
+        ("cuda", True, False, "fp32"),  # measured faster than bf16 (launch-bound steps)
         ("cuda:0", False, True, "fp32"),  # a GPU without bf16
         ("mps", False, True, "fp32"),
     ],
 )
-def test_auto_precision_is_bf16_only_where_the_device_runs_it_fast(
+def test_auto_precision_is_bf16_only_where_it_was_measured_faster(
     monkeypatch, device, cuda_bf16, cpu_bf16, expected
 ):
     monkeypatch.setattr(runtime_module, "cpu_has_fast_bf16", lambda: cpu_bf16)
@@ -137,6 +138,12 @@ def test_auto_precision_on_auto_device_and_bad_names(monkeypatch):
     assert resolve_precision("auto", "auto") == "bf16"  # auto device → this CPU
     with start_runtime("cpu", precision="auto") as (runtime, _):
         assert runtime.precision == "bf16"
+        assert runtime.precision_reason == "auto: this CPU has bf16 matrix instructions"
+        assert where(torch.device("cpu"), runtime) == (
+            "cpu, bf16 (auto: this CPU has bf16 matrix instructions)"
+        )
+    with start_runtime("cpu", precision="fp32") as (runtime, _):
+        assert runtime.precision_reason == "" and where(torch.device("cpu"), runtime) == "cpu"
     with pytest.raises(ConfigError, match="unknown precision 'fp8'; choose from auto, fp32, bf16"):
         resolve_precision("fp8", "cpu")
 

@@ -56,8 +56,8 @@ RUN, RUNTIME, COMMAND = "run", "runtime", "command"
 #: The commands that find a ticket, and those that also train a run folder's ticket.
 RUN_COMMANDS = ("mine", "prune", "run")
 TRAIN_COMMANDS = (*RUN_COMMANDS, "finetune", "sanity")
-#: ``--precision`` when not given: bf16 where the device runs it fast, else fp32
-#: (:func:`gemminer.training.runtime.resolve_precision`).
+#: ``--precision`` when not given: what was measured fastest on the device, bf16 on CPUs
+#: with bf16 matrix instructions, else fp32 (:func:`gemminer.training.runtime.auto_precision`).
 DEFAULT_PRECISION = "auto"
 
 
@@ -288,9 +288,9 @@ OPTIONS: tuple[Option, ...] = (
            metavar="N"),
     Option("no_progress", "no progress bars", kind=SWITCH, commands=TRAIN_COMMANDS,
            group=RUNTIME, sweep="pass --no-progress to `gemminer sweep`"),
-    Option("precision", "auto (default): bf16 where the device runs it fast (CUDA GPUs with "
-           "bf16, CPUs with AMX/AVX512-BF16), else fp32; bf16: bfloat16 autocast, scores, "
-           "weights and the optimizer kept in fp32", choice(_precisions),
+    Option("precision", "auto (default): what was measured fastest on the device: bf16 on "
+           "CPUs with AMX/AVX512-BF16, fp32 on CUDA GPUs and elsewhere; bf16: bfloat16 "
+           "autocast, scores, weights and the optimizer kept in fp32", choice(_precisions),
            default=DEFAULT_PRECISION, commands=TRAIN_COMMANDS, group=RUNTIME),
     Option("compile", "torch.compile the training step (GPUs)", kind=SWITCH,
            commands=TRAIN_COMMANDS, group=RUNTIME),

@@ -59,13 +59,16 @@ def metrics_writer(
 
 
 def where(device: torch.device, runtime: Runtime) -> str:
-    """``cpu``, or e.g. ``cuda:0 × 4 processes, bf16``."""
+    """``cpu``, or e.g. ``cuda:0 × 4 processes, bf16``; a precision ``auto`` chose is
+    named with the reason, e.g. ``cpu, bf16 (auto: this CPU has bf16 matrix instructions)``."""
     parts = [
         str(device)
         if not runtime.distributed
         else f"{device.type} × {runtime.world_size} processes"
     ]
-    if runtime.precision != "fp32":
+    if runtime.precision_reason:
+        parts.append(f"{runtime.precision} ({runtime.precision_reason})")
+    elif runtime.precision != "fp32":
         parts.append(runtime.precision)
     if runtime.compile:
         parts.append("compiled")

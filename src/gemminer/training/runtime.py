@@ -25,7 +25,7 @@ from torch import nn
 from ..errors import ConfigError
 
 PRECISIONS = ("fp32", "bf16")
-#: What ``--precision`` accepts: a precision, or ``auto`` (see :func:`resolve_precision`).
+#: What ``--precision`` accepts: a precision, or ``auto`` (see :func:`auto_precision`).
 PRECISION_CHOICES = ("auto", *PRECISIONS)
 
 #: Under DDP a stop signal is agreed on every this many steps (one tiny all-reduce), so
@@ -38,13 +38,15 @@ class Runtime:
     """``precision``: ``fp32``, or ``bf16`` autocast (scores, weights, gradients and the
     optimizer stay fp32); ``compile``: ``torch.compile`` the training module;
     ``rank``/``world_size``: this process in the torchrun group (1 process: no group).
-    ``comm_device``: where collectives run (``cuda`` for NCCL, ``cpu`` for gloo)."""
+    ``comm_device``: where collectives run (``cuda`` for NCCL, ``cpu`` for gloo).
+    ``precision_reason``: why ``--precision auto`` chose ``precision`` ("" if it was given)."""
 
     precision: str = "fp32"
     compile: bool = False
     rank: int = 0
     world_size: int = 1
     comm_device: str = "cpu"
+    precision_reason: str = ""
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
@@ -201,30 +203,49 @@ def cpu_has_fast_bf16() -> bool:
     return "amx_bf16" in flags or "avx512_bf16" in flags
 
 
-def resolve_precision(precision: str, device: str | torch.device) -> str:
-    """``precision`` itself, or for ``auto`` the one that trains fastest on ``device``:
-    ``bf16`` on CUDA GPUs that support it and on CPUs with bf16 matrix instructions
-    (:func:`cpu_has_fast_bf16`), ``fp32`` elsewhere. bf16 autocast keeps scores, weights,
-    gradients and the optimizer in fp32. Measured on ResNet-20 (10 + 10 epochs, 10k CIFAR-10
-    images, 3 seeds): post-finetune 53.89 ± 1.42 % in bf16 against 51.79 ± 1.41 % in fp32,
-    at 1.6–1.8× the step speed on an AMX CPU
-    (benchmarks/results/precision_resnet20_cifar10.md, throughput_resnet20_cpu_bf16.md)."""
-    if precision not in PRECISION_CHOICES:
-        raise ConfigError(
-            f"unknown precision {precision!r}; choose from {', '.join(PRECISION_CHOICES)}"
-        )
-    if precision != "auto":
-        return precision
+def auto_precision(device: str | torch.device) -> tuple[str, str]:
+    """What ``--precision auto`` picks on ``device`` (``"auto"``: CUDA when present, else the
+    CPU), and why in a few words (shown on a run's first lines). Chosen by measurement:
+
+    * CUDA: fp32 (with PyTorch's default TF32 convolutions). On an NVIDIA H200, ResNet-20 at
+      batch 128 took 8.3 ms a dense step in fp32 against 9.6 ms under bf16 autocast, mining
+      12.7 against 12.9 ms, finetuning 8.9 against 10.5 ms (issue 25, gemminer at 4f33cf0):
+      the step is bound by kernel launches, and autocast adds a cast per layer; fp32 is
+      also the authors' precision.
+    * CPUs with bf16 matrix instructions (AMX-BF16 or AVX512-BF16, :func:`cpu_has_fast_bf16`):
+      bf16, 1.6–1.8× fp32's step (benchmarks/results/throughput_resnet20_cpu_bf16.md) with
+      the accuracy within the seed spread: 54.71 ± 1.54 % against 53.87 ± 2.72 % after
+      finetuning, 6 seeds (benchmarks/results/precision_resnet20_cifar10.md).
+    * Other CPUs and devices: fp32 (bf16 would be emulated, slower).
+    """
     kind = (
         torch.device(device).type
         if str(device) != "auto"
         else ("cuda" if torch.cuda.is_available() else "cpu")
     )
     if kind == "cuda":
-        return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32"
+        return "fp32", "auto: measured faster than bf16 on CUDA"
+    if kind == "cpu" and cpu_has_fast_bf16():
+        return "bf16", "auto: this CPU has bf16 matrix instructions"
     if kind == "cpu":
-        return "bf16" if cpu_has_fast_bf16() else "fp32"
-    return "fp32"
+        return "fp32", "auto: this CPU has no bf16 matrix instructions"
+    return "fp32", f"auto: on {kind}"
+
+
+def precision_choice(precision: str, device: str | torch.device) -> tuple[str, str]:
+    """The precision a run on ``device`` uses and, when ``precision`` is ``auto``, why
+    :func:`auto_precision` picked it (else ""). bf16 autocast keeps scores, weights,
+    gradients and the optimizer in fp32."""
+    if precision not in PRECISION_CHOICES:
+        raise ConfigError(
+            f"unknown precision {precision!r}; choose from {', '.join(PRECISION_CHOICES)}"
+        )
+    return auto_precision(device) if precision == "auto" else (precision, "")
+
+
+def resolve_precision(precision: str, device: str | torch.device) -> str:
+    """``precision`` itself, or for ``auto`` what :func:`auto_precision` picks on ``device``."""
+    return precision_choice(precision, device)[0]
 
 
 def launched_by_torchrun() -> bool:
@@ -237,14 +258,15 @@ def start_runtime(
     device: str = "auto", *, precision: str = "fp32", compile: bool = False
 ) -> Iterator[tuple[Runtime, str]]:
     """The runtime of this process and the device it trains on (``precision`` may be
-    ``auto``: :func:`resolve_precision` for that device).
+    ``auto``: :func:`auto_precision` for that device).
 
     Outside torchrun: one process on ``device``. Under torchrun (``WORLD_SIZE`` > 1): joins
     the default process group for the duration (NCCL with one GPU per local rank when
     CUDA is used, gloo otherwise) and leaves it afterwards.
     """
     if not launched_by_torchrun():
-        yield Runtime(precision=resolve_precision(precision, device), compile=compile), device
+        chosen, why = precision_choice(precision, device)
+        yield Runtime(precision=chosen, compile=compile, precision_reason=why), device
         return
     rank = int(os.environ["RANK"])
     world = int(os.environ["WORLD_SIZE"])
@@ -264,15 +286,10 @@ def start_runtime(
     started = not dist.is_initialized()
     if started:
         dist.init_process_group(backend, rank=rank, world_size=world)
+    chosen, why = precision_choice(precision, device)
     try:
         yield (
-            Runtime(
-                resolve_precision(precision, device),
-                compile,
-                rank,
-                world,
-                "cuda" if cuda else "cpu",
-            ),
+            Runtime(chosen, compile, rank, world, "cuda" if cuda else "cpu", why),
             device,
         )
     finally:
