@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -28,6 +29,32 @@ def separable_arrays(n: int, size: int = 8, seed: int = 0) -> ImageArrays:
     images = torch.randint(0, 100, (n, 3, size, size), generator=g, dtype=torch.int64)
     images[torch.arange(n), labels] += 150
     return ImageArrays(images.to(torch.uint8), labels, CLASSES)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``gpu`` need CUDA: skipped on machines without it."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if item.get_closest_marker("gpu") is not None:
+            item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def _cpu_unless_marked_gpu(request, monkeypatch):
+    """Tests run on the CPU on a GPU machine too (where the device ``auto`` would be CUDA),
+    and so do the processes they start (:func:`child_env`), so that their figures do not
+    depend on the machine; tests marked ``gpu`` get the GPU."""
+    if request.node.get_closest_marker("gpu") is None:
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    """The environment of a process a test starts: the test's own (on a GPU machine
+    without its GPUs, see :func:`_cpu_unless_marked_gpu`), plus ``extra``."""
+    return {**os.environ, **extra}
 
 
 @pytest.fixture(autouse=True)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -15,10 +14,9 @@ import torch.distributed as dist
 from gemminer.data.loader import BatchLoader
 from gemminer.errors import ConfigError
 
-from .conftest import separable_arrays, write_image_folder
+from .conftest import child_env, separable_arrays, write_image_folder
 
 WORKER = Path(__file__).with_name("ddp_worker.py")
-ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
 def _can_spawn() -> str:
@@ -35,7 +33,12 @@ needs_processes = pytest.mark.skipif(bool(_can_spawn()), reason=_can_spawn() or 
 def torchrun(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
     done = subprocess.run(
-        [*cmd, *args], env=ENV, cwd=cwd, capture_output=True, text=True, timeout=300
+        [*cmd, *args],
+        env=child_env(OMP_NUM_THREADS="1"),
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return done
@@ -44,7 +47,11 @@ def torchrun(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess
 def _worker(out: Path, kind: str, ranks: int) -> list[dict]:
     out.mkdir()
     if ranks == 1:
-        subprocess.run([sys.executable, str(WORKER), str(out), kind], env=ENV, check=True)
+        subprocess.run(
+            [sys.executable, str(WORKER), str(out), kind],
+            env=child_env(OMP_NUM_THREADS="1"),
+            check=True,
+        )
     else:
         torchrun(str(WORKER), str(out), kind)
     return [torch.load(out / f"rank{r}.pt", weights_only=True) for r in range(ranks)]

@@ -6,7 +6,6 @@ tests/test_trainer.py stops every training method at chosen steps in-process.
 """
 
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -18,9 +17,8 @@ import torch
 
 from gemminer.cli import main
 
-from .conftest import write_image_folder
+from .conftest import child_env, write_image_folder
 
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 TIMING = {"seconds"}
 
 pytestmark = pytest.mark.skipif(
@@ -44,14 +42,18 @@ def mine_cmd(data_dir, out, epochs=8):
 
 def gemminer(args, **kw):
     return subprocess.run(
-        [sys.executable, "-m", "gemminer", *args], env=ENV, capture_output=True, text=True, **kw
+        [sys.executable, "-m", "gemminer", *args],
+        env=child_env(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1"),
+        capture_output=True,
+        text=True,
+        **kw,
     )
 
 
 def start(args):
     return subprocess.Popen(
         [sys.executable, "-m", "gemminer", *args],
-        env=ENV,
+        env=child_env(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1"),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -415,9 +415,14 @@ class SweepPoint:
     def describe(self) -> str:
         return " ".join(f"{k}={scalar_text(v)}" for k, v in self.values.items()) or "(no grid)"
 
-    def command(self) -> str:
+    def cli_args(self, finetune: bool) -> list[str]:
+        """The ``gemminer`` arguments that run this point on its own (``finetune`` is
+        already in :attr:`argv`)."""
+        return [*self.argv, "--out", str(self.folder)]
+
+    def command(self, finetune: bool = True) -> str:
         """The plain command line of this point, runnable on its own."""
-        return shlex.join(["gemminer", *self.argv, "--out", str(self.folder)])
+        return shlex.join(["gemminer", *self.cli_args(finetune)])
 
 
 @dataclass(frozen=True)
@@ -435,12 +440,16 @@ class SanityJob:
     def describe(self) -> str:
         return f"{self.check} check of {self.source.folder.name}"
 
-    def command(self, finetune: bool) -> str:
-        """The plain command line of this check (its run must be finished first)."""
-        argv = ["gemminer", "sanity", str(self.source.folder), "--check", self.check]
+    def cli_args(self, finetune: bool) -> list[str]:
+        """The ``gemminer`` arguments of this check (its run must be finished first)."""
+        argv = ["sanity", str(self.source.folder), "--check", self.check]
         argv += ["--finetune"] if finetune else []
         argv += runtime_flags(self.source.runtime)
-        return shlex.join([*argv, "--out", str(self.folder)])
+        return [*argv, "--out", str(self.folder)]
+
+    def command(self, finetune: bool) -> str:
+        """The plain command line of this check (its run must be finished first)."""
+        return shlex.join(["gemminer", *self.cli_args(finetune)])
 
 
 #: What a sweep runs: a grid point, or a sanity check of one.
@@ -862,8 +871,28 @@ def add_sweep_parser(subparsers: Any) -> argparse.ArgumentParser:
         action="store_true",
         help="when a run fails, go on with the next (exit status 1 at the end)",
     )
+    p.add_argument(
+        "--jobs",
+        type=_jobs_count,
+        default=1,
+        metavar="N",
+        help="run N points at once, each its own process, spread over the visible GPUs "
+        "(on a CPU: the cores shared out); each prints a progress line, tagged, and keeps "
+        "a log in FOLDER/logs/; Ctrl-C stops them all, checkpointed (default 1: in turn, "
+        "in this process)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
+
+
+def _jobs_count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"--jobs takes a whole number >= 1, not {text!r}")
+    return value
 
 
 def run_sweep(args: argparse.Namespace) -> int:
@@ -886,8 +915,7 @@ def run_sweep(args: argparse.Namespace) -> int:
     if args.commands:
         for job in jobs(sweep, selected):
             if point_status(job, sweep.finetune) != "done":
-                finetune = sweep.finetune
-                print(job.command(finetune) if isinstance(job, SanityJob) else job.command())
+                print(job.command(sweep.finetune))
         return 0
     if args.table:
         paths, markdown = write_tables(sweep, points)
@@ -897,8 +925,51 @@ def run_sweep(args: argparse.Namespace) -> int:
 
     sweep.out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(sweep.out / "sweep.yaml", sweep.path.read_text(encoding="utf-8"))
-    failed: list[str] = []
     todo = jobs(sweep, selected)
+    if args.jobs > 1:
+        failed = _run_parallel(sweep, todo, args)
+    else:
+        failed = _run_in_turn(sweep, todo, args)
+    paths, markdown = write_tables(sweep, points)
+    print(markdown.split("\n## Runs")[0].rstrip())  # the table over seeds; all in results.md
+    _log(f"gemminer sweep: wrote {', '.join(map(str, paths))}")
+    if failed:
+        _log(f"gemminer sweep: {len(failed)} runs failed:\n  " + "\n  ".join(failed))
+        return 1
+    return 0
+
+
+def _run_parallel(sweep: Sweep, todo: Sequence[Job], args: argparse.Namespace) -> list[str]:
+    """Run the unfinished jobs as ``--jobs`` processes at once (:mod:`gemminer.sweep_jobs`);
+    returns the failures. A failed run stops the others (they checkpoint) unless
+    ``--keep-going``."""
+    from .sweep_jobs import JobRunner, Task
+
+    tasks = []
+    for n, job in enumerate(todo, 1):
+        tag = f"[{n}/{len(todo)}] {job.folder.name}"
+        status = point_status(job, sweep.finetune)
+        if status == "done":
+            _log(f"{tag}: done, skipping")
+            continue
+        argv = job.cli_args(sweep.finetune) + (["--no-progress"] if args.no_progress else [])
+        after = job.source.folder if isinstance(job, SanityJob) else None
+        tasks.append(Task(tag, job.folder, argv, after))
+    _log(f"gemminer sweep: {len(tasks)} runs to do, {args.jobs} at a time")
+    outcome = JobRunner(
+        tasks, args.jobs, sweep.out / "logs", keep_going=args.keep_going, log=_log
+    ).run()
+    if outcome.stopped:
+        _log(
+            f"gemminer sweep: {len(outcome.stopped)} runs stopped after the failure, "
+            "checkpointed; the same command resumes them"
+        )
+    return outcome.failed + outcome.skipped
+
+
+def _run_in_turn(sweep: Sweep, todo: Sequence[Job], args: argparse.Namespace) -> list[str]:
+    """Run the unfinished jobs one after another in this process; returns the failures."""
+    failed: list[str] = []
     broken: set[Path] = set()  # points that failed: their checks cannot run
     for n, job in enumerate(todo, 1):
         tag = f"[{n}/{len(todo)}] {job.folder}"
@@ -921,10 +992,4 @@ def run_sweep(args: argparse.Namespace) -> int:
             broken.add(job.folder)
             failed.append(f"{job.folder}: {type(exc).__name__}: {exc}")
             _log(f"{tag}: failed: {exc}")
-    paths, markdown = write_tables(sweep, points)
-    print(markdown.split("\n## Runs")[0].rstrip())  # the table over seeds; all in results.md
-    _log(f"gemminer sweep: wrote {', '.join(map(str, paths))}")
-    if failed:
-        _log(f"gemminer sweep: {len(failed)} runs failed:\n  " + "\n  ".join(failed))
-        return 1
-    return 0
+    return failed
