@@ -2,6 +2,7 @@
 (:class:`gemminer.masking.scores.FusedScores`, :class:`gemminer.training.MaskedWeights`)."""
 
 import copy
+from collections import Counter
 
 import pytest
 import torch
@@ -217,3 +218,51 @@ def test_masked_weights_keep_pruned_weights_and_their_momentum_at_zero():
     for name, w in prunable_weights(model).items():
         assert not w[~mask[name]].any() and w[mask[name]].all(), name
         assert not opt.state[w]["momentum_buffer"][~mask[name]].any(), name
+
+
+def test_training_works_after_an_evaluation_under_inference_mode():
+    """The kept w ⊙ q (fused and per layer) made during an evaluation under
+    torch.inference_mode is usable by training afterwards."""
+    from gemminer.training.loop import evaluate
+
+    for model in (_resnet20(), _unfused(_resnet20())):
+        batches = _batches(2)
+        stats = evaluate(model, batches, CPU)
+        assert 0 <= stats.accuracy <= 1 and stats.samples == 16
+        model.train()
+        x, y = batches[0]
+        nn.functional.cross_entropy(model(x), y).backward()
+        assert all(m.scores.grad is not None for m in score_layers(model).values())
+
+
+def _step_operator_names(setup, batches) -> Counter:
+    throughput = benchmark_script("throughput")
+    setup.epoch(batches)  # warm-up
+    return throughput.operators(lambda: setup.epoch(batches[:2])) - throughput.operators(
+        lambda: setup.epoch(batches[:1])
+    )
+
+
+def test_mining_and_finetune_steps_never_wait_for_the_host():
+    """No operator inside a step reads a value back (.item(), bool(tensor)): on a GPU the
+    host never waits for the device until the epoch ends."""
+    throughput = benchmark_script("throughput")
+    cfg = MineConfig(density=0.1, epochs=1, period=1, lam=1e-4, optim=OptimConfig(lr=0.1))
+    setups = throughput.build(CPU, Runtime(), "conv4", cfg)
+    reads = {"aten::item", "aten::_local_scalar_dense", "aten::is_nonzero", "aten::equal"}
+    for name, setup in setups.items():
+        ops = _step_operator_names(setup, _batches(2, size=32))
+        assert sum(ops.values()) > 20, name
+        assert not reads & set(ops), (name, reads & set(ops))
+
+
+def test_evaluation_batches_are_large_on_a_gpu():
+    from gemminer.data import DataSplits
+    from gemminer.stages.assemble import EVAL_BATCH, EVAL_BATCH_GPU, eval_batch_size
+
+    from .conftest import separable_arrays
+
+    arrays = separable_arrays(12)
+    splits = DataSplits("tiny", arrays, arrays, (0.5,) * 3, (0.25,) * 3)
+    assert eval_batch_size(splits, "cuda:1") == EVAL_BATCH_GPU == 2000
+    assert eval_batch_size(splits, CPU) == EVAL_BATCH == 500

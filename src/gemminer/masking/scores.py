@@ -66,7 +66,8 @@ class ScoreLayer:
         key = (w._version, q._version, w.data_ptr(), q.data_ptr(), w.dtype, w.device, w.shape)
         kept = self.__dict__.get("_masked")
         if kept is None or kept[0] != key:
-            kept = (key, (w * q).detach(), w.detach(), q.detach())
+            with torch.inference_mode(False):  # kept for training too, even if made in eval
+                kept = (key, (w * q).detach(), w.detach(), q.detach())
             self.__dict__["_masked"] = kept
         return kept[1]
 
@@ -206,7 +207,8 @@ class FusedScores:
         masked = plan.masked if plan is not None else None
         wanted = (sum(sizes), first.dtype, first.device)
         if masked is None or (masked.numel(), masked.dtype, masked.device) != wanted:
-            masked = torch.empty(wanted[0], dtype=first.dtype, device=first.device)
+            with torch.inference_mode(False):  # kept for training too, even if made in eval
+                masked = torch.empty(wanted[0], dtype=first.dtype, device=first.device)
         # in place, so that a captured graph replaying this step reads the new values
         torch.cat([_flat(m.weight, lay) for m, lay in zip(self.layers, layouts)], out=masked)
         masked.mul_(torch.cat([_flat(m.flags, lay) for m, lay in zip(self.layers, layouts)]))

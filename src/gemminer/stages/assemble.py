@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from ..config import RunConfig
-from ..data import DataSplits, load_dataset
+from ..data import DataSplits, ImageArrays, load_dataset
 from ..data.loader import BatchLoader, eval_batches, training_batches
 from ..masking import init_weights
 from ..models import create_model
@@ -36,19 +36,32 @@ def load_data(cfg: RunConfig) -> DataSplits:
     )
 
 
+#: Images per evaluation batch: on a GPU a few large batches (the images held in memory,
+#: i.e. not streamed from disk), elsewhere what fits a CPU's caches.
+EVAL_BATCH = 500
+EVAL_BATCH_GPU = 2000
+
+
+def eval_batch_size(splits: DataSplits, device: torch.device | str) -> int:
+    """:data:`EVAL_BATCH_GPU` on CUDA for data sets held in memory, else :data:`EVAL_BATCH`."""
+    in_memory = isinstance(splits.test, ImageArrays)
+    return EVAL_BATCH_GPU if torch.device(device).type == "cuda" and in_memory else EVAL_BATCH
+
+
 def eval_loaders(
     splits: DataSplits,
     device: torch.device,
-    batch_size: int = 500,
+    batch_size: int | None = None,
     runtime: Runtime = SINGLE,
 ) -> dict[str, BatchLoader]:
-    """In-order, unaugmented loaders for the test split (and the validation split, if any);
-    under torchrun each rank reads its share."""
+    """In-order, unaugmented loaders for the test split (and the validation split, if any),
+    of ``batch_size`` images (default :func:`eval_batch_size`); under torchrun each rank
+    reads its share."""
     named = {"test": splits.test} | ({"val": splits.val} if splits.val is not None else {})
     return {
         name: eval_batches(
             data,
-            batch_size=batch_size,
+            batch_size=batch_size or eval_batch_size(splits, device),
             mean=splits.mean,
             std=splits.std,
             device=device,

@@ -156,12 +156,12 @@ def _check_finite(first_bad: torch.Tensor, where: str, runtime: Runtime) -> None
         )
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def evaluate(
     model: nn.Module, batches: Batches, device: torch.device, runtime: Runtime = SINGLE
 ) -> EpochStats:
-    """Loss and accuracy of ``model`` in eval mode (under torchrun: over every rank's
-    share of the data, each rank reading its own)."""
+    """Loss and accuracy of ``model`` in eval mode, under :func:`torch.inference_mode`
+    (under torchrun: over every rank's share of the data, each rank reading its own)."""
     model.eval()
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
