@@ -213,7 +213,7 @@ def auto_precision(device: str | torch.device) -> tuple[str, str]:
       the step is bound by kernel launches, and autocast adds a cast per layer; fp32 is
       also the authors' precision.
     * CPUs with bf16 matrix instructions (AMX-BF16 or AVX512-BF16, :func:`cpu_has_fast_bf16`):
-      bf16, 1.6–1.8× fp32's step (benchmarks/results/throughput_resnet20_cpu_bf16.md) with
+      bf16, 1.5–1.8× fp32's step (benchmarks/results/throughput_resnet20_cpu*.md) with
       the accuracy within the seed spread: 54.71 ± 1.54 % against 53.87 ± 2.72 % after
       finetuning, 6 seeds (benchmarks/results/precision_resnet20_cifar10.md).
     * Other CPUs and devices: fp32 (bf16 would be emulated, slower).
