@@ -34,45 +34,59 @@ def _unfused(model: nn.Module) -> nn.Module:
     return model
 
 
-def _batches(n: int, size: int = 16, seed: int = 0) -> list:
+def _batches(n: int, size: int = 16, seed: int = 0, device: torch.device = CPU) -> list:
     g = torch.Generator().manual_seed(seed)
     return [
         (
-            torch.randn(8, 3, size, size, generator=g).contiguous(
-                memory_format=torch.channels_last
-            ),
-            torch.randint(0, 10, (8,), generator=g),
+            torch.randn(8, 3, size, size, generator=g)
+            .to(device)
+            .contiguous(memory_format=torch.channels_last),
+            torch.randint(0, 10, (8,), generator=g).to(device),
         )
         for _ in range(n)
     ]
 
 
-def _mine(model: nn.Module, batches: list, precision: str) -> list[float]:
+def mine_steps(
+    model: nn.Module, batches: list, precision: str, check_sync: bool = False
+) -> list[torch.Tensor]:
+    """Gem-Miner's steps on ``batches`` with a freeze after the third; the losses.
+    ``check_sync`` (CUDA): any host synchronisation in a step after the first raises."""
     cfg = MineConfig(density=0.1, epochs=1, period=1, lam=1e-3, optim=OptimConfig(lr=0.5))
     step = MiningStep(model, cfg)
     runtime, losses = Runtime(precision=precision), []
     for i, (x, y) in enumerate(batches):
-        with runtime.autocast(CPU):
-            loss = nn.functional.cross_entropy(model(x), y)
-        step.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        step.optimizer.step()
-        step.after_step()
+        if check_sync and i > 0:  # the first step builds the fused plan
+            torch.cuda.set_sync_debug_mode("error")
+        try:
+            with runtime.autocast(x.device):
+                loss = nn.functional.cross_entropy(model(x), y)
+            step.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            step.optimizer.step()
+            step.after_step()
+        finally:
+            if check_sync:
+                torch.cuda.set_sync_debug_mode("default")
         if i == 2:  # a freeze between steps: w ⊙ q must follow
             freeze_scores(model, 20_000)
-        losses.append(loss.item())
+        losses.append(loss.detach())
     return losses
+
+
+def assert_same_mining(fused: nn.Module, alone: nn.Module, batches: list, precision: str):
+    """The fused model and the per-layer one take bit-identical steps."""
+    a, b = mine_steps(fused, batches, precision), mine_steps(alone, batches, precision)
+    assert torch.equal(torch.stack(a), torch.stack(b))
+    for (name, x), y in zip(score_layers(fused).items(), score_layers(alone).values()):
+        assert torch.equal(x.scores, y.scores), name
+        assert torch.equal(x.flags, y.flags), name
+    assert any(int(m.flags.sum()) < m.flags.numel() for m in score_layers(fused).values())
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_fused_mining_steps_equal_the_per_layer_ones_bit_for_bit(precision):
-    fused, alone = _resnet20(), _unfused(_resnet20())
-    batches = _batches(6)
-    assert _mine(fused, batches, precision) == _mine(alone, batches, precision)
-    for (name, a), b in zip(score_layers(fused).items(), score_layers(alone).values()):
-        assert torch.equal(a.scores, b.scores), name
-        assert torch.equal(a.flags, b.flags), name
-    assert any(int(m.flags.sum()) < m.flags.numel() for m in score_layers(fused).values())
+    assert_same_mining(_resnet20(), _unfused(_resnet20()), _batches(6), precision)
 
 
 def test_layers_get_views_of_one_tensor_and_score_grads_share_one_buffer():

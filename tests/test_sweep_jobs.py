@@ -15,20 +15,13 @@ import yaml
 from gemminer.masking import Mask
 from gemminer.sweep_jobs import JobRunner, Task, slots
 
+from . import test_sweep
 from .conftest import child_env, write_image_folder
 from .test_sweep import sweep_main
 
-FAST = {
-    "model": "resnet20",
-    "dataset": "cifar10",
-    "no_download": True,
-    "batch_size": 16,
-    "epochs": 1,
-    "train_size": 12,
-    "no_epoch_eval": True,
-    "precision": "fp32",
-    "threads": 1,
-}
+#: tests/test_sweep.py's fast flags, in fp32 on one thread, so that a run gives the same
+#: figures in a process of its own as in the sweep's.
+FAST = {**test_sweep.FAST, "precision": "fp32", "threads": 1}
 
 
 @pytest.fixture(scope="module")

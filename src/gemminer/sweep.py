@@ -939,6 +939,20 @@ def run_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+def _unfinished(
+    sweep: Sweep, todo: Sequence[Job], short: bool = False
+) -> Iterator[tuple[str, Job, str]]:
+    """(tag, job, status) of each job not done yet, saying which finished ones are skipped;
+    the tag numbers the job among all and names its folder (``short``: by name only)."""
+    for n, job in enumerate(todo, 1):
+        tag = f"[{n}/{len(todo)}] {job.folder.name if short else job.folder}"
+        status = point_status(job, sweep.finetune)
+        if status == "done":
+            _log(f"{tag}: done, skipping")
+        else:
+            yield tag, job, status
+
+
 def _run_parallel(sweep: Sweep, todo: Sequence[Job], args: argparse.Namespace) -> list[str]:
     """Run the unfinished jobs as ``--jobs`` processes at once (:mod:`gemminer.sweep_jobs`);
     returns the failures. A failed run stops the others (they checkpoint) unless
@@ -946,12 +960,7 @@ def _run_parallel(sweep: Sweep, todo: Sequence[Job], args: argparse.Namespace) -
     from .sweep_jobs import JobRunner, Task
 
     tasks = []
-    for n, job in enumerate(todo, 1):
-        tag = f"[{n}/{len(todo)}] {job.folder.name}"
-        status = point_status(job, sweep.finetune)
-        if status == "done":
-            _log(f"{tag}: done, skipping")
-            continue
+    for tag, job, _ in _unfinished(sweep, todo, short=True):
         argv = job.cli_args(sweep.finetune) + (["--no-progress"] if args.no_progress else [])
         after = job.source.folder if isinstance(job, SanityJob) else None
         tasks.append(Task(tag, job.folder, argv, after))
@@ -971,12 +980,7 @@ def _run_in_turn(sweep: Sweep, todo: Sequence[Job], args: argparse.Namespace) ->
     """Run the unfinished jobs one after another in this process; returns the failures."""
     failed: list[str] = []
     broken: set[Path] = set()  # points that failed: their checks cannot run
-    for n, job in enumerate(todo, 1):
-        tag = f"[{n}/{len(todo)}] {job.folder}"
-        status = point_status(job, sweep.finetune)
-        if status == "done":
-            _log(f"{tag}: done, skipping")
-            continue
+    for tag, job, status in _unfinished(sweep, todo):
         if isinstance(job, SanityJob) and job.source.folder in broken:
             _log(f"{tag}: skipped, its run failed")
             continue
