@@ -47,9 +47,10 @@ def test_a_finished_and_an_unfinished_run_are_reported(tmp_path):
     table = [line for line in lines if line.startswith("| ")]
     assert table[1] == (
         "| gem-miner | 3 mining + 2 finetuning | 1.44 % | 61.00 % | 1.21 % | 60.00 % / 55.00 % "
-        "| 77.12 % | 77.89 % | 1.02 h (50.0 s/epoch) | 0.02 h (30.0 s/epoch) | bf16 |"
+        "| 77.12 % | 70.00 % (epoch 1) | 77.89 % | 1.02 h (50.0 s/epoch) | 0.02 h (30.0 s/epoch) "
+        "| bf16 |"
     )
-    assert table[2] == "| smart-ratio | 0 mining | — | — | — | — | — | 65.61 % | — | — | — |"
+    assert table[2] == "| smart-ratio | 0 mining | — | — | — | — | — | — | 65.61 % | — | — | — |"
     assert "- machine: a CPU (2 threads)" in lines and "- note: resumed twice" in lines
     assert "- gem-miner: `gemminer mine --density 0.0144` → `" + str(gem) + "`" in lines
 
@@ -185,3 +186,26 @@ def test_a_report_with_other_columns_keeps_nothing(tmp_path):
     path.write_text(path.read_text().replace("| ticket density |", "| density |"))
     assert module.committed_rows(report) == {}
     assert module.committed_rows(tmp_path / "none") == {}
+
+
+def test_a_report_from_before_the_best_column_gets_it_from_its_records(tmp_path):
+    """A report written before "best post-finetune acc" keeps its rows, with the best
+    evaluated finetuning epoch read from its per-epoch records."""
+    module = _module()
+    report, rows = _reported(module, tmp_path)
+    path = tmp_path / "results" / "budget.md"
+    old = [c for c in module.HEADER if c != module.BEST]
+    text = path.read_text().replace(" | ".join(module.HEADER), " | ".join(old))
+    text = text.replace("| 72.99 % | 70.00 % (epoch 1) |", "| 72.99 % |")
+    text = text.replace("|---" * len(module.HEADER), "|---" * len(old))
+    path.write_text(text)
+    kept = module.committed_rows(report)[str(tmp_path / "gm")]
+    assert kept["cells"] == module.table_cells(rows[0])
+    assert kept["cells"][module.HEADER.index(module.BEST)] == "70.00 % (epoch 1)"
+    unfinished = module.committed_rows(report)[str(tmp_path / "sr")]
+    assert unfinished["last"] == {
+        "phase": "finetune",
+        "epoch": 1,
+        "train_acc": 0.5,
+        "seconds": 50.0,
+    }

@@ -38,6 +38,7 @@ from .reports import add_report_parser, run_report
 from .resolve import parse_settings, resolve
 from .runs import default_run_name
 from .stages import SANITY_CHECKS
+from .summary import BestEpoch, RunSummary
 from .sweep import add_sweep_parser, run_sweep
 from .training.checkpoint import TrainingInterrupted
 from .training.runtime import Runtime, start_runtime
@@ -233,7 +234,7 @@ def _train(args: argparse.Namespace, runtime: Runtime, device: str) -> int:
     """mine, prune, run, finetune and sanity: one process, or every rank under torchrun."""
     progress = not getattr(args, "no_progress", False)
     tb = getattr(args, "tensorboard", False)
-    show = (lambda o, s: _print_summary(o, s.to_dict())) if runtime.is_main else lambda *_: None
+    show = _print_summary if runtime.is_main else lambda *_: None
     if args.command in RUN_COMMANDS:
         cfg = config_from_args(args)
         if args.print_config:
@@ -287,7 +288,9 @@ def _train(args: argparse.Namespace, runtime: Runtime, device: str) -> int:
     return 0
 
 
-def _print_summary(run_dir: Path, summary: dict) -> None:
+def _print_summary(run_dir: Path, figures: RunSummary) -> None:
+    summary = figures.to_dict()
+
     def pct(v: float | None) -> str:
         return "—" if v is None else f"{100 * v:.2f} %"
 
@@ -298,11 +301,13 @@ def _print_summary(run_dir: Path, summary: dict) -> None:
         if summary.get("gem_density") is not None
         else ""
     )
+    best_epoch = BestEpoch.of(figures)
+    best = f" (last epoch; {best_epoch.describe()})" if best_epoch is not None else ""
     print(
         f"{run_dir}: {summary['method']}{check}, {format_density(summary['density'])} "
         f"(target {100 * summary['target_density']:.2f} %), "
         f"pre-finetune accuracy {pct(summary['pre_finetune_acc'])}, {gem}"
-        f"post-finetune accuracy {pct(summary.get('post_finetune_acc'))}, "
+        f"post-finetune accuracy {pct(summary.get('post_finetune_acc'))}{best}, "
         f"{summary['epochs_to_mask']:g} epochs to the mask, {summary['seconds']:.0f} s"
     )
     print(f"  {next_step(run_dir, summary)}")

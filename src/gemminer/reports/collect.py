@@ -24,7 +24,7 @@ from typing import Any
 from ..errors import RunError
 from ..notices import PREFIX, notice
 from ..runs import RunDir, check_keys, load_mask, parse_config, read_json_object, read_jsonl
-from ..summary import RunSummary
+from ..summary import BestEpoch, RunSummary, best_epoch
 from .format import Stat, flatten
 from .labels import distinguishing_labels, setting_text
 
@@ -91,6 +91,13 @@ class RunRecord:
     seconds_mask: float | None = None
     dense_flops: int | None = None
     ticket_flops: int | None = None
+    #: the best finetuning epoch (:func:`gemminer.summary.best_epoch`); ``post_acc`` is the
+    #: last epoch's
+    best: BestEpoch | None = None
+
+    @property
+    def best_post_acc(self) -> float | None:
+        return self.best.test_acc if self.best is not None else None
 
     @property
     def before_density(self) -> float:
@@ -254,7 +261,12 @@ def read_run(path: str | Path, *, layers: bool = True) -> RunRecord | None:
         for k, v in flatten(config).items()
         if k not in IGNORED_SETTINGS
     }
-    metrics = path / "metrics.jsonl"
+    metrics_file = path / "metrics.jsonl"
+    metrics = tuple(read_jsonl(metrics_file)) if metrics_file.is_file() else ()
+    # older runs' summaries lack the best epoch: their metrics hold it
+    best = BestEpoch.of(summary) or (
+        best_epoch(metrics) if summary.post_finetune_acc is not None else None
+    )
     return RunRecord(
         path=path,
         method=_known(summary.method, cfg.method),
@@ -269,7 +281,7 @@ def read_run(path: str | Path, *, layers: bool = True) -> RunRecord | None:
         post_acc=summary.post_finetune_acc,
         epochs_to_mask=summary.epochs_to_mask,
         settings=tuple(sorted(settings.items())),
-        metrics=tuple(read_jsonl(path / "metrics.jsonl")) if metrics.is_file() else (),
+        metrics=metrics,
         layers=_read_layers(path / "mask.pt", summary) if layers else (),
         gem_density=summary.gem_density,
         gem_acc=summary.gem_acc,
@@ -277,6 +289,7 @@ def read_run(path: str | Path, *, layers: bool = True) -> RunRecord | None:
         seconds_mask=summary.seconds_mask,
         dense_flops=summary.dense_flops,
         ticket_flops=summary.ticket_flops,
+        best=best,
     )
 
 

@@ -13,7 +13,7 @@ from ..explain import epochs_text
 from ..masking import format_density
 from ..runs import RunDir
 from ..seeds import derive_seed
-from ..summary import RunSummary
+from ..summary import RunSummary, best_epoch
 from ..training import finetune, resolve_device
 from ..training.checkpoint import Checkpoint, stop_on_signals
 from ..training.runtime import SINGLE, Runtime
@@ -152,14 +152,19 @@ def _finetune(
     run.save_tensors("finetuned.pt", model.state_dict())
     run.replace_metrics(start_state.metrics + history)
     mask_seconds = start_state.summary.seconds_mask
+    best = best_epoch(history)
     summary = start_state.summary.updated(
         post_finetune_acc=last["test_acc"],
         post_finetune_val_acc=last.get("val_acc"),
+        **(best.summary_values() if best is not None else {}),
         epochs_finetune=ft.epochs,
         seconds_finetune=seconds,
         seconds=(0.0 if mask_seconds is None else mask_seconds) + seconds,
     )
     run.write_summary(summary)
     run.write_config(cfg)
-    log(f"finetuned {run.path}: post-finetune test accuracy {100 * last['test_acc']:.2f}%")
+    log(
+        f"finetuned {run.path}: post-finetune test accuracy {100 * last['test_acc']:.2f}% "
+        f"(last epoch){'; ' + best.describe() if best is not None else ''}"
+    )
     return summary
