@@ -16,6 +16,13 @@ far as it got, so the script can be run at any time.
     .venv/bin/python benchmarks/paper_budget.py --precision bf16 --eval-every 5 --threads 2 \
         --report-only --keep-notes
 
+`--also fp32:1` adds a Gem-Miner run of another seed and precision (repeatable), and the
+report the mean ± std of the finished Gem-Miner runs' last and best epochs. A run longer
+than a working session travels to the next checkout: `--carry-out` copies each unfinished
+run's small files (config, records, mining's outputs, the stage's checkpoint: ~6 MiB for
+ResNet-20) into `benchmarks/carry/` to commit, and the next run of the script puts them back
+and resumes; a run that finishes drops its carried copy.
+
 `--keep-notes` keeps the notes of the report already written (a resumed run that finishes
 rewrites the report; pass it there too). Run folders are ignored by git, so a new checkout
 holds none: a finished run whose folder is gone keeps the row, per-epoch records and figures
@@ -33,10 +40,11 @@ import argparse
 import csv
 import json
 import re
+import shutil
 import statistics
 from pathlib import Path
 
-from _common import command_line, machine, markdown_table, pct, today
+from _common import command_line, machine, markdown_table, mean_std, pct, today
 
 from gemminer.cli import EXIT_INTERRUPTED, build_parser, config_from_args
 from gemminer.cli import main as gemminer
@@ -62,6 +70,14 @@ def commands(args: argparse.Namespace) -> dict[str, list[str]]:
     runs = {
         "gem-miner": ["mine", "--model", "resnet20", *common, "--epochs", "150", "--finetune"],
     }
+    for spec in args.also:  # more Gem-Miner runs: other seeds and precisions
+        precision, seed = spec
+        other = [*common[: common.index("--precision")], "--precision", precision]
+        other += common[common.index("--precision") + 2 :]
+        runs[f"gem-miner, seed {seed}, {precision}"] = [
+            "mine", "--model", "resnet20", *other, "--seed", str(seed), "--epochs", "150",
+            "--finetune",
+        ]  # fmt: skip
     if args.smart_ratio:
         smart = [
             "prune",
@@ -79,6 +95,46 @@ def commands(args: argparse.Namespace) -> dict[str, list[str]]:
         ]  # fmt: skip
         runs["smart-ratio"] = [*smart, "--finetune"]
     return runs
+
+
+def _precision_seed(text: str) -> tuple[str, int]:
+    precision, _, seed = text.partition(":")
+    if precision not in ("fp32", "bf16") or not seed.isdigit():
+        raise argparse.ArgumentTypeError(f"expected PRECISION:SEED such as fp32:1, not {text!r}")
+    return precision, int(seed)
+
+
+#: What an unfinished run needs to resume in another checkout: its settings, its records so
+#: far, what mining left (for a run in finetuning) and the stage's checkpoint.
+CARRIED = ("config.json", "metrics.jsonl", "summary.json", "mask.pt", "ticket.pt",
+           "scores.pt", "density.txt", "checkpoint-prune.pt", FINETUNE_CHECKPOINT)  # fmt: skip
+
+
+def carry_out(folder: Path, carry: Path) -> str:
+    """Copy an unfinished run's folder into ``carry`` (replacing an older copy); drop the
+    copy of a finished one. Returns what was done."""
+    target = carry / folder.name
+    if not folder.is_dir():
+        return "no run folder"
+    if RunDir(folder).read_summary().get("post_finetune_acc") is not None:
+        shutil.rmtree(target, ignore_errors=True)
+        return "finished, nothing carried"
+    shutil.rmtree(target, ignore_errors=True)
+    target.mkdir(parents=True)
+    files = [folder / name for name in CARRIED if (folder / name).is_file()]
+    for path in files:
+        shutil.copy2(path, target / path.name)
+    size = sum(p.stat().st_size for p in files) / 2**20
+    return f"carried {len(files)} files ({size:.1f} MiB) into {target}"
+
+
+def carry_in(folder: Path, carry: Path) -> None:
+    """Put a carried run back where its command resumes it (a new checkout has no run
+    folders); a folder already there is left alone."""
+    source = carry / folder.name
+    if not folder.exists() and source.is_dir():
+        shutil.copytree(source, folder)
+        print(f"resuming {folder} from {source}")
 
 
 def run_folder(argv: list[str]) -> Path:
@@ -102,14 +158,39 @@ def main() -> None:
         action="store_true",
         help="keep the notes of the report already there (then add --note's)",
     )
+    p.add_argument(
+        "--also",
+        type=_precision_seed,
+        action="append",
+        default=[],
+        metavar="PRECISION:SEED",
+        help="another Gem-Miner run, e.g. fp32:1 (repeatable; rows 'gem-miner, seed 1, fp32')",
+    )
+    p.add_argument(
+        "--carry",
+        type=Path,
+        default=Path("benchmarks/carry"),
+        help="where unfinished runs travel between checkouts (small files, committed)",
+    )
+    p.add_argument(
+        "--carry-out",
+        action="store_true",
+        help="run nothing: copy each unfinished run's folder (checkpoint, config, metrics, "
+        "mask) into --carry, and drop the carried copies of runs that have finished",
+    )
     p.add_argument("--report", default="benchmarks/results/paper_budget_resnet20_cifar10")
     args = p.parse_args()
+    if args.carry_out:
+        for method, argv in commands(args).items():
+            print(f"{method}: {carry_out(run_folder(argv), args.carry)}")
+        return
 
     report = Path(args.report)
     committed = committed_rows(report)
     rows, per_epoch = [], []
     for method, argv in commands(args).items():
         out = run_folder(argv)
+        carry_in(out, args.carry)
         kept = committed.get(str(out))
         if not out.is_dir() and kept and (kept["post"] is not None or args.report_only):
             rows.append(kept)  # a new checkout holds no run folders: keep what was measured
@@ -122,6 +203,8 @@ def main() -> None:
         if status != 0:
             raise SystemExit(f"{method} failed; its folder {out} keeps what was done")
         rows.append(_row(method, out, argv))
+        if rows[-1]["post"] is not None:
+            shutil.rmtree(args.carry / out.name, ignore_errors=True)  # finished: nothing to carry
         per_epoch += [{"method": method, **r} for r in rows[-1]["records"]]
     notes = [*(kept_notes(report) if args.keep_notes else []), *args.note]
     finished = [r["folder"] for r in rows if r["post"] is not None and not r.get("kept")]
@@ -274,13 +357,34 @@ def phase_time(records: list[dict]) -> str:
     return f"{sum(seconds) / 3600:.2f} h ({statistics.median(seconds):.1f} s/epoch)"
 
 
+def _fraction(cell: str) -> float | None:
+    """``"72.99 %"`` or ``"73.10 % (epoch 115)"`` → 0.7299 / 0.731; ``"—"`` → None."""
+    return None if cell.startswith("—") else float(cell.split(" %")[0]) / 100
+
+
+def gem_miner_spread(rows: list[dict]) -> str:
+    """The finished Gem-Miner runs' last and best accuracies, mean ± std, beside the paper
+    ("" with fewer than two)."""
+    last, best = [], []
+    for r in rows:
+        if not r["method"].startswith("gem-miner") or r["post"] is None:
+            continue
+        cells = table_cells(r)
+        last.append(_fraction(cells[HEADER.index("post-finetune acc")]))
+        best.append(_fraction(cells[HEADER.index(BEST)]))
+    if len(last) < 2:
+        return ""
+    shown = mean_std(last) + ", best epoch " + mean_std([b for b in best if b is not None])
+    return f"- Gem-Miner over its {len(last)} finished runs: last epoch {shown} (paper 77.89 %)"
+
+
 def table_cells(r: dict) -> list[str]:
     """A row of the report's table (a kept row's as it was written)."""
     if r.get("kept"):
         return r["cells"]
     return [r["method"], r["epochs done"], pct(r["ticket"]), pct(r["pre"]), pct(r["gem"]),
             " / ".join(pct(r[k]) for k in ("gem_acc", "gem_running_bn")) if r["gem_acc"] else "—",
-            pct(r["post"]), best_cell(r["best"]), pct(PAPER[r["method"]]),
+            pct(r["post"]), best_cell(r["best"]), pct(PAPER[r["method"].split(",")[0]]),
             r["mining time"], r["finetuning time"], r["precision"] or "—"]  # fmt: skip
 
 
@@ -311,6 +415,9 @@ def write_report(
             f"{', '.join(kept)} (row, records and figures as reported then)",
         )
     figures = figures or report
+    seeds = gem_miner_spread(rows)
+    if seeds:
+        progress.insert(0, seeds)
     links = [f"[report]({report.name}/report.md)"]
     if figures != report:
         links.append(f"[{figures.name}]({report.name}/{figures.name}/report.md)")

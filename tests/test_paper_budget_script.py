@@ -1,6 +1,9 @@
 """benchmarks/paper_budget.py: the headline run's report, finished or not."""
 
 import json
+import shutil
+
+import pytest
 
 from gemminer.cli import build_parser, config_from_args
 from gemminer.resolve import resolve
@@ -73,7 +76,7 @@ def test_an_unfinished_run_names_its_last_epoch(tmp_path):
 def test_threads_are_passed_on_without_renaming_the_run_folder():
     module = _module()
     args = module.argparse.Namespace(
-        data_dir="d", precision="bf16", eval_every=5, threads=2, smart_ratio=True
+        data_dir="d", precision="bf16", eval_every=5, threads=2, smart_ratio=True, also=[]
     )
     runs = module.commands(args)
     assert runs["gem-miner"][-5:] == ["--threads", "2", "--epochs", "150", "--finetune"]
@@ -209,3 +212,56 @@ def test_a_report_from_before_the_best_column_gets_it_from_its_records(tmp_path)
         "train_acc": 0.5,
         "seconds": 50.0,
     }
+
+
+def test_more_gem_miner_runs_are_other_seeds_and_precisions_in_folders_of_their_own():
+    module = _module()
+    args = module.argparse.Namespace(
+        data_dir="d", precision="bf16", eval_every=5, threads=2, smart_ratio=False,
+        also=[module._precision_seed("fp32:1"), module._precision_seed("bf16:2")],
+    )  # fmt: skip
+    runs = module.commands(args)
+    assert list(runs) == ["gem-miner", "gem-miner, seed 1, fp32", "gem-miner, seed 2, bf16"]
+    cfg = config_from_args(build_parser().parse_args(runs["gem-miner, seed 1, fp32"]))
+    base = config_from_args(build_parser().parse_args(runs["gem-miner"]))
+    assert cfg.seed == 1 and base.seed == 0 and "fp32" in runs["gem-miner, seed 1, fp32"]
+    assert cfg.prune == base.prune and cfg.finetune == base.finetune
+    folders = {module.run_folder(argv) for argv in runs.values()}
+    assert len(folders) == 3
+    with pytest.raises(module.argparse.ArgumentTypeError, match="PRECISION:SEED"):
+        module._precision_seed("fp16:1")
+
+
+def test_an_unfinished_run_travels_to_the_next_checkout_and_back(tmp_path):
+    module = _module()
+    run = tmp_path / "runs" / "gm"
+    run.mkdir(parents=True)
+    for name, data in [("config.json", "{}"), ("checkpoint-prune.pt", "x" * 100)]:
+        (run / name).write_text(data)
+    (run / "tensorboard").mkdir()  # not carried
+    carry = tmp_path / "carry"
+    assert "carried 2 files" in module.carry_out(run, carry)
+    assert sorted(p.name for p in (carry / "gm").iterdir()) == [
+        "checkpoint-prune.pt",
+        "config.json",
+    ]
+    shutil.rmtree(run)  # a new checkout
+    module.carry_in(run, carry)
+    assert (run / "checkpoint-prune.pt").read_text() == "x" * 100
+    (run / "summary.json").write_text(json.dumps({"post_finetune_acc": 0.7}))
+    assert module.carry_out(run, carry) == "finished, nothing carried"
+    assert not (carry / "gm").exists()
+
+
+def test_the_spread_of_finished_gem_miner_runs_is_reported(tmp_path):
+    module = _module()
+    row = {"method": "gem-miner", "post": 0.7299, "best": module.BestEpoch(0.731, 115, "test")}
+    full = {"epochs done": "150 mining + 150 finetuning", "ticket": 0.0144, "pre": 0.59,
+            "gem": None, "gem_acc": None, "mining time": "—", "finetuning time": "—",
+            "precision": "bf16"}  # fmt: skip
+    rows = [row | full, row | full | {"method": "gem-miner, seed 1, bf16", "post": 0.7501}]
+    rows[1]["best"] = module.BestEpoch(0.7521, 140, "test")
+    text = module.gem_miner_spread(rows)
+    assert text.startswith("- Gem-Miner over its 2 finished runs: last epoch 74.00 ± 1.43 %")
+    assert "best epoch 74.15 ± 1.49 % (paper 77.89 %)" in text
+    assert module.gem_miner_spread(rows[:1]) == ""
