@@ -1,0 +1,211 @@
+"""The authors' own ResNet-20 ticket, finetuned by gemminer on the JPEG copy of CIFAR-10.
+
+Separates the data from the method (issue 26, 3a). The authors' repository keeps, at
+commit 6c135221, one full-budget run (results/SGD_finetune_L2/..._idx_10/): its initial
+weights, the mined model before finetuning (scores, flags, BatchNorm statistics) and the
+log of its finetuning on the exact CIFAR-10 pixels (acc_and_sparsity.csv: rare gem 74.00 %,
+79.35 % after 150 epochs). This script
+
+1. reads those files from a clone of ksreenivasan/pruning_is_enough (`git show`; nothing of
+   theirs is copied into this repository),
+2. makes a gemminer run folder holding their ticket — their weights and BatchNorm
+   statistics, their mask exactly as their code rounds it, ``(scores > 0.5) * flag``
+   (4,687 of 268,336 weights) — by making a folder with ``gemminer prune --method random
+   --epochs 0`` and replacing its ticket, mask and figures,
+3. finetunes it with ``gemminer finetune`` for 150 epochs at the authors' finetuning recipe
+   (gemminer's default for this density: SGD 0.01, momentum 0.9, weight decay 1e-4, ×0.1
+   after epochs 80 and 120, batch 128), resumable like any run,
+4. writes benchmarks/results/authors_ticket_finetune.md: our curve on the copy beside
+   theirs on the exact pixels.
+
+The same ticket through both codes: what is left between the curves is the data (and
+seed noise). gemminer's finetuning starts from fresh BatchNorm statistics, theirs from
+mining's; the script says so in the report.
+
+    git clone https://github.com/ksreenivasan/pruning_is_enough .authors/pruning_is_enough
+    make data
+    .venv/bin/python benchmarks/authors_ticket_finetune.py --authors-repo \\
+        .authors/pruning_is_enough --threads 2 --eval-every 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+from _common import command_line, machine, markdown_table, pct, today
+
+from gemminer.cli import main as gemminer
+from gemminer.masking import Mask
+from gemminer.models import create_model
+from gemminer.runs import RunDir
+from gemminer.stages.evaluate import eval_run
+from gemminer.stages.ticket import save_ticket
+from gemminer.summary import best_epoch
+
+COMMIT = "6c135221"
+RUN = (
+    "results/SGD_finetune_L2/results_pruning_CIFAR10_resnet20_hc_iter_0_2_8_reg_L2_5e-05_sgd_"
+    "cosine_lr_0_1_0_1_50_finetune_0_01_fan_False_signed_constant_unif_width_1_0_seed_42_idx_10"
+)
+#: Their log's rows: 150 mining epochs (0–149), then finetuning epoch 0 (the rare gem,
+#: again numbered 149) and finetuning epochs 1–150 (numbered 150–299).
+MINING_ROWS = 150
+
+
+def authors_file(repo: Path, name: str, commit: str = COMMIT) -> bytes:
+    """A file of their run at ``commit``, read with ``git show`` from a clone."""
+    done = subprocess.run(
+        ["git", "-C", str(repo), "show", f"{commit}:{RUN}/{name}"], capture_output=True
+    )
+    if done.returncode != 0:
+        raise SystemExit(
+            f"cannot read {name} at {commit} from {repo}: {done.stderr.decode().strip()}"
+        )
+    return done.stdout
+
+
+def authors_ticket(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], Mask]:
+    """gemminer's ResNet-20 state (their weights and BatchNorm buffers: the same names) and
+    their mask, ``(scores > 0.5) * flag`` for every prunable weight, as their code rounds."""
+    model = create_model("resnet20", num_classes=10)
+    ours = model.state_dict()
+    missing = sorted(set(ours) - set(state))
+    if missing:
+        raise SystemExit(f"their model lacks {', '.join(missing)}: another architecture?")
+    # their classifier is a 1×1 convolution: the same numbers as our Linear's weight
+    weights = {k: state[k].reshape(ours[k].shape).to(ours[k].dtype).clone() for k in ours}
+    mask = Mask(
+        {
+            f"{name}.weight": (
+                (state[f"{name}.scores"] > 0.5) & (state[f"{name}.flag"] != 0)
+            ).reshape(m.weight.shape)
+            for name, m in model.named_modules()
+            if isinstance(m, torch.nn.Conv2d | torch.nn.Linear)
+        }
+    )
+    mask.check(model)
+    return weights, mask
+
+
+def their_curve(log: str) -> dict[int, float]:
+    """Finetuning epoch → their test accuracy (fractions), epoch 0 the rare gem."""
+    rows = list(csv.DictReader(io.StringIO(log)))[MINING_ROWS:]
+    return {i: float(r["test_acc"]) / 100 for i, r in enumerate(rows)}
+
+
+def make_run(args: argparse.Namespace, out: Path) -> None:
+    """A run folder holding their ticket (skipped when it is there already)."""
+    if (out / "summary.json").is_file() and (out / "authors_ticket.json").is_file():
+        return
+    state = torch.load(
+        io.BytesIO(authors_file(args.authors_repo, "model_before_finetune.pth")),
+        map_location="cpu",
+        weights_only=True,
+    )
+    weights, mask = authors_ticket(state)
+    prune = ["prune", "--method", "random", "--model", "resnet20", "--dataset", "cifar10",
+             "--data-dir", args.data_dir, "--density", f"{mask.density:.6f}", "--epochs", "0",
+             "--seed", "42", "--weight-init", "signed_constant", "--precision", args.precision,
+             "--eval-every", str(args.eval_every), "--finetune-epochs", str(args.epochs),
+             "--finetune-lr", "0.01", "--out", str(out),
+             "--overwrite", "--no-progress", *threads(args)]  # fmt: skip
+    if gemminer(prune) != 0:
+        raise SystemExit("making the run folder failed")
+    run = RunDir(out)
+    save_ticket(run, create_model("resnet20", num_classes=10), weights, mask)
+    pre = eval_run(out)["pre_finetune_acc"]  # their BatchNorm statistics, on the copy
+    run.write_summary(
+        run.summary().updated(
+            density=mask.density,
+            num_kept=mask.num_kept,
+            num_prunable=mask.num_total,
+            layer_density={row.name: row.density for row in mask.layers()},
+            pre_finetune_acc=pre,
+            ticket_flops=None,
+        )
+    )
+    (out / "authors_ticket.json").write_text(
+        json.dumps({"commit": COMMIT, "run": RUN, "kept": mask.num_kept}, indent=2) + "\n"
+    )
+
+
+def threads(args: argparse.Namespace) -> list[str]:
+    return ["--threads", str(args.threads)] if args.threads else []
+
+
+def write_report(args: argparse.Namespace, out: Path, theirs: dict[int, float]) -> str:
+    run = RunDir(out)
+    summary = run.summary()
+    records = [r for r in run.read_metrics() if r.get("phase") == "finetune"]
+    ours = {0: summary.pre_finetune_acc} | {
+        r["epoch"]: r["test_acc"] for r in records if r.get("test_acc") is not None
+    }
+    shown = sorted(e for e in ours if e in theirs)
+    rows = [
+        [str(e), pct(ours[e]), pct(theirs[e]), f"{100 * (ours[e] - theirs[e]):+.2f}"] for e in shown
+    ]
+    diffs = [ours[e] - theirs[e] for e in shown if e > 0]
+    mean = f"{100 * sum(diffs) / len(diffs):+.2f} points" if diffs else "—"
+    best = best_epoch(records)
+    theirs_best = max((a, -e) for e, a in theirs.items() if e > 0)
+    done = len(records)
+    header = ["finetuning epoch", "gemminer on the copy", "the authors on the exact pixels "
+              "(their log)", "difference (points)"]  # fmt: skip
+    table = markdown_table(header, rows)
+    text = f"""# The authors' ResNet-20 ticket finetuned by gemminer on the JPEG copy
+
+- date: {today()}
+- machine: {machine(args.threads or None)}
+- command: `{command_line()}`
+- their run: ksreenivasan/pruning_is_enough at {COMMIT}, `{RUN}` (mask `(scores > 0.5) *
+  flag`: {summary.num_kept:,} of {summary.num_prunable:,} weights, density
+  {100 * summary.density:.4f} %)
+- ours: `gemminer finetune {out}` for {args.epochs} epochs ({done} done), {args.precision},
+  the copy's 50,000 training and 10,000 test images; BatchNorm statistics reset at the
+  start of finetuning (theirs continue from mining's)
+
+{table}
+
+Epoch 0 is the ticket before finetuning, with the BatchNorm statistics mining left.
+Mean difference over the finetuning epochs shown: {mean}. Last: ours
+{pct(ours.get(done)) if done else "—"} at epoch {done}, theirs {pct(theirs[max(theirs)])} at
+epoch {max(theirs)}; best evaluated epoch: ours {best.describe() if best else "—"}, theirs
+{100 * theirs_best[0]:.2f} % at epoch {-theirs_best[1]}.
+"""
+    Path(args.report).write_text(text)
+    return table
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--authors-repo", type=Path, required=True, help="a clone of their repo")
+    p.add_argument("--data-dir", default=".data/cifar10")
+    p.add_argument("--precision", default="fp32", choices=("fp32", "bf16"))
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--eval-every", type=int, default=5)
+    p.add_argument("--epochs", type=int, default=150)
+    p.add_argument("--out", type=Path, default=Path("runs/authors-ticket-6c135221"))
+    p.add_argument("--report", default="benchmarks/results/authors_ticket_finetune.md")
+    p.add_argument("--report-only", action="store_true")
+    args = p.parse_args(argv)
+    theirs = their_curve(authors_file(args.authors_repo, "acc_and_sparsity.csv").decode())
+    if not args.report_only:
+        make_run(args, args.out)
+        summary = RunDir(args.out).summary()
+        if summary.post_finetune_acc is None or summary.epochs_finetune != args.epochs:
+            finetune = ["finetune", str(args.out), "--epochs", str(args.epochs), "--lr", "0.01"]
+            finetune += ["--precision", args.precision, "--no-progress"]
+            if gemminer([*finetune, *threads(args)]) != 0:
+                sys.exit(f"finetuning stopped or failed; run this again to resume {args.out}")
+    print(write_report(args, args.out, theirs))
+
+
+if __name__ == "__main__":
+    main()
