@@ -114,6 +114,12 @@ def _add_finetune_parser(sub: Any) -> None:
     ft.add_argument("--batch-size", type=_positive, default=None, help="default: the run's")
     ft.add_argument("--data-dir", default=None, help="read the data from here instead")
     ft.add_argument("--device", default=None)
+    ft.add_argument(
+        "--again",
+        action="store_true",
+        help="finetune again a run already finetuned with these settings (its finetuned.pt, "
+        "metrics and summary are replaced); without it such a run is left as it is",
+    )
     add_flags(ft, "finetune")
 
 
@@ -259,6 +265,7 @@ def _train(args: argparse.Namespace, runtime: Runtime, device: str) -> int:
             batch_size=args.batch_size,
             data_dir=args.data_dir,
             device=device if runtime.distributed else args.device,
+            again=args.again,
             progress=progress,
             tensorboard=tb,
             runtime=runtime,

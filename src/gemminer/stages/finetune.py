@@ -41,12 +41,17 @@ def finetune_run(
     batch_size: int | None = None,
     data_dir: str | None = None,
     device: str | None = None,
+    again: bool = False,
     progress: bool = True,
     log: Log = echo,
     tensorboard: bool = False,
     runtime: Runtime = SINGLE,
 ) -> RunSummary:
     """Finetune a run's ticket (its weights, the mask fixed); returns the summary.
+
+    A run already finetuned with these settings (``epochs``, ``lr``, ``batch_size`` as
+    given or the run's) is left as it is, unless ``again``: re-running ``mine --finetune``
+    or ``gemminer finetune`` never redoes hours of training by accident.
 
     Every file the stage needs is read and checked before it starts. The folder keeps its
     previous state (config, metrics, summary, finetuned weights) until the finetuning has
@@ -65,6 +70,13 @@ def finetune_run(
     if lr is not None:
         ft = dataclasses.replace(ft, optim=dataclasses.replace(ft.optim, lr=lr))
     ft = dataclasses.replace(ft, epochs=epochs or ft.epochs, batch_size=batch_size or ft.batch_size)
+    if summary.post_finetune_acc is not None and ft == cfg.finetune and not again:
+        log(
+            f"{run.path}: already finetuned ({epochs_text(ft.epochs)}, post-finetune test "
+            f"accuracy {100 * summary.post_finetune_acc:.2f}%); `gemminer finetune {run.path} "
+            "--again` finetunes it again"
+        )
+        return summary
     cfg = dataclasses.replace(
         cfg, finetune=ft, data_dir=data_dir or cfg.data_dir, device=device or cfg.device
     )

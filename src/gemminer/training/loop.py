@@ -161,7 +161,11 @@ def evaluate(
     model: nn.Module, batches: Batches, device: torch.device, runtime: Runtime = SINGLE
 ) -> EpochStats:
     """Loss and accuracy of ``model`` in eval mode, under :func:`torch.inference_mode`
-    (under torchrun: over every rank's share of the data, each rank reading its own)."""
+    (under torchrun: over every rank's share of the data, each rank reading its own).
+
+    Always in full precision, whatever precision trains (``runtime`` only sums over
+    ranks): every accuracy a run reports — per epoch, before and after finetuning — is the
+    one ``gemminer eval`` and the exported model give."""
     model.eval()
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
@@ -169,8 +173,7 @@ def evaluate(
     for x, y in batches:
         x = x.to(device, non_blocking=True)
         y = y.to(device, non_blocking=True)
-        with runtime.autocast(device):
-            out = model(x)
+        out = model(x)
         loss_sum += F.cross_entropy(out.float(), y, reduction="sum")
         correct += (out.argmax(1) == y).sum()
         samples += len(y)
