@@ -232,3 +232,21 @@ def test_runs_without_recorded_classes_still_export(run_dir, tmp_path):
     (old / "summary.json").write_text(json.dumps(data))
     info = export_run(old)
     assert info.num_classes == 3 and load_exported(info.path).class_names is None
+
+
+def test_a_run_without_input_normalization_is_not_exported(tmp_path):
+    """An exported ticket must say how to normalize inputs (issue 27, 3): a summary without
+    input_mean/input_std is refused, nothing written."""
+    import json
+
+    from gemminer.errors import RunError
+    from gemminer.export import export_run
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"method": "snip"}))
+    figures = {"method": "snip", "model": "resnet20", "dataset": "cifar10"}
+    (run / "summary.json").write_text(json.dumps(figures | {"target_density": 0.1, "density": 0.1}))
+    with pytest.raises(RunError, match="records no input normalization"):
+        export_run(run)
+    assert sorted(p.name for p in run.iterdir()) == ["config.json", "summary.json"]

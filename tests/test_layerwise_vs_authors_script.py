@@ -30,7 +30,7 @@ def test_the_report_reads_the_run_mask_and_the_authors_column(tmp_path, monkeypa
     torch.save({"conv1.weight": torch.tensor([1.0, 0.0, 0.0, 0.0]), "fc.weight": torch.ones(2)},
                run / "mask.pt")  # fmt: skip
     summary = {"method": "gem-miner", "model": "resnet20", "dataset": "cifar10",
-               "target_density": 0.5}  # fmt: skip
+               "target_density": 0.5, "density": 0.5}  # fmt: skip
     (run / "summary.json").write_text(json.dumps(summary))
     authors = tmp_path / "authors.csv"
     authors.write_text("50,1_4\n30.0,25.0\n90.0,100.0\n")

@@ -1,6 +1,7 @@
 """Run folders: stable names, atomic files, safe loading."""
 
 import dataclasses
+import json
 import os
 import pickle
 
@@ -109,7 +110,17 @@ def test_the_typed_summary_reads_old_files_and_keeps_unknown_keys(tmp_path):
 
 def test_a_summary_figure_of_the_wrong_type_names_the_file(tmp_path):
     run = RunDir(tmp_path)
-    run.file("summary.json").write_text('{"density": "most", "seed": 0}')
+    figures = {"method": "snip", "model": "resnet20", "dataset": "cifar10", "target_density": 0.5}
+    run.file("summary.json").write_text(json.dumps(figures | {"density": "most", "seed": 0}))
     with pytest.raises(RunError, match=r"summary\.json: density is 'most', expected a number"):
         run.summary()
-    assert run.read_summary() == {"density": "most", "seed": 0}  # the plain object, for scripts
+    assert run.read_summary()["density"] == "most"  # the plain object, for scripts
+
+
+def test_a_summary_without_what_every_run_knows_is_refused(tmp_path):
+    """Valid JSON without a finished run's figures (issue 27, 3) is refused by the one
+    checked loader, naming the file and the missing keys."""
+    run = RunDir(tmp_path)
+    run.file("summary.json").write_text('{"foo": 1, "method": "snip", "density": null}')
+    with pytest.raises(RunError, match=r"summary\.json: model, dataset, target_density, density"):
+        run.summary()

@@ -286,6 +286,11 @@ def _fake_run(point, pre, post, seconds=10.0):
     point.folder.mkdir(parents=True)
     summary = {
         "method": point.config.method,
+        "model": point.config.model,
+        "dataset": point.config.dataset,
+        "target_density": point.config.prune.density,
+        "num_kept": 101,
+        "num_prunable": 10_000,
         "density": point.config.prune.density * 1.01,
         "pre_finetune_acc": pre,
         "post_finetune_acc": post,

@@ -283,6 +283,12 @@ def export_run(
     run = RunDir(run_dir)
     cfg = run.read_config()
     summary = run.summary()
+    if summary.input_mean is None or summary.input_std is None:
+        raise RunError(
+            f"{run.file('summary.json')} records no input normalization (input_mean, "
+            "input_std; a run made by an older gemminer?): an exported ticket must say how "
+            "to normalize its inputs; make the run again with this gemminer (--overwrite)"
+        )
     source = _source(run, which)
     state = run.load_tensors(source.name)
     network = _Network.of_run(cfg, summary, state, source)

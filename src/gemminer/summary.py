@@ -144,7 +144,14 @@ class RunSummary:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], source: str | Path = "summary.json") -> RunSummary:
         """The summary held by ``data`` (a ``summary.json`` object read from ``source``);
-        a :class:`RunError` naming ``source`` when a figure has the wrong type."""
+        a :class:`RunError` naming ``source`` when a figure has the wrong type or one of
+        :data:`REQUIRED_KEYS` is missing or null."""
+        missing = [k for k in REQUIRED_KEYS if data.get(k) is None]
+        if missing:
+            raise RunError(
+                f"{source}: {', '.join(missing)} missing: not the summary of a finished "
+                "gemminer run (damaged, or written by something else?)"
+            )
         values: dict[str, Any] = {}
         extra: dict[str, Any] = {}
         for key, value in data.items():
@@ -185,6 +192,9 @@ _FIGURES = {f.name: f for f in dataclasses.fields(RunSummary) if f.name != "extr
 
 #: The keys every summary.json holds (``null`` where not known).
 SUMMARY_KEYS = tuple(name for name, f in _FIGURES.items() if f.metadata["group"] == CORE)
+#: What every stage that writes a summary has known since the first gemminer (the ticket
+#: it found): a summary.json without one of them, or with it null, is not a finished run's.
+REQUIRED_KEYS = ("method", "model", "dataset", "target_density", "density")
 
 
 @dataclass(frozen=True)
