@@ -50,8 +50,9 @@ def finetune_run(
     """Finetune a run's ticket (its weights, the mask fixed); returns the summary.
 
     A run already finetuned with these settings (``epochs``, ``lr``, ``batch_size`` as
-    given or the run's) is left as it is, unless ``again``: re-running ``mine --finetune``
-    or ``gemminer finetune`` never redoes hours of training by accident.
+    given or the run's; its finetuned.pt there, no finetuning checkpoint left) is left as it
+    is, unless ``again``: re-running ``mine --finetune`` or ``gemminer finetune`` never
+    redoes hours of training by accident.
 
     Every file the stage needs is read and checked before it starts. The folder keeps its
     previous state (config, metrics, summary, finetuned weights) until the finetuning has
@@ -70,7 +71,12 @@ def finetune_run(
     if lr is not None:
         ft = dataclasses.replace(ft, optim=dataclasses.replace(ft.optim, lr=lr))
     ft = dataclasses.replace(ft, epochs=epochs or ft.epochs, batch_size=batch_size or ft.batch_size)
-    if summary.post_finetune_acc is not None and ft == cfg.finetune and not again:
+    finished = (
+        summary.post_finetune_acc is not None
+        and run.file("finetuned.pt").is_file()
+        and not run.file(FINETUNE_CHECKPOINT).is_file()  # else a finetuning to resume
+    )
+    if finished and ft == cfg.finetune and not again:
         log(
             f"{run.path}: already finetuned ({epochs_text(ft.epochs)}, post-finetune test "
             f"accuracy {100 * summary.post_finetune_acc:.2f}%); `gemminer finetune {run.path} "
