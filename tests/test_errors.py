@@ -204,3 +204,25 @@ def test_api_one_shot_data_is_refused_up_front(user_net):
     gray = [(torch.zeros(4, 1, 8, 8), torch.zeros(4, dtype=torch.int64))]  # the net takes RGB
     with pytest.raises(DataError, match=r"cannot run on the inputs of train_data \(shape \(4, 1"):
         gemminer.mine(user_net, gray, density=0.5, **API_MINE)
+
+
+def test_a_device_this_pytorch_cannot_use_is_one_line(data_dir, tmp_path, capsys, monkeypatch):
+    """Issue 27, 4: CUDA asked of a PyTorch without it (the tests' CPU view), a GPU index
+    past the visible ones, a device name PyTorch does not know: one line, exit 2, nothing
+    written; the Python API raises a GemMinerError."""
+    import gemminer
+    from gemminer.errors import GemMinerError
+
+    from .conftest import separable_arrays
+
+    out = tmp_path / "r"
+    base = [*mine_args(data_dir, out)]
+    fails([*base, "--device", "cuda"], capsys, "device 'cuda'", "sees no CUDA GPU")
+    fails([*base, "--device", "gpu0"], capsys, "unknown device 'gpu0'")
+    assert not out.exists()
+    with pytest.raises(GemMinerError, match="sees no CUDA GPU"):
+        model = gemminer.create_model("conv4", num_classes=3)
+        gemminer.mine(model, separable_arrays(8), density=0.5, epochs=1, device="cuda")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    fails([*base, "--device", "cuda:3"], capsys, "only 1 CUDA GPU(s) visible")

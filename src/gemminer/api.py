@@ -296,6 +296,7 @@ def mine(
     check_density(density)
     check_whole(epochs, 1, "epochs")
     check_whole(batch_size, 1, "batch size")
+    dev = resolve_device(device)  # a device this PyTorch cannot use fails first
     _check_model(model)
     _check_data(model, train_data, "train_data")
     _check_data(model, test_data, "test_data")
@@ -318,7 +319,6 @@ def mine(
             schedule=MINING_SCHEDULE,
         ),
     )
-    dev = resolve_device(device)
     scores_seed = torch.Generator().manual_seed(derive_seed(seed, "scores"))
     scored = to_score_model(copy.deepcopy(model), scores_seed)
     scored.to(device=dev, memory_format=torch.channels_last)  # as the loader's batches
@@ -394,6 +394,7 @@ def finetune(
             "wrap a dict of 0/1 tensors keyed by weight name: gemminer.Mask(tensors)"
         )
     mask.check(model)
+    dev = resolve_device(device)  # a device this PyTorch cannot use fails first
     _check_data(model, train_data, "train_data")
     _check_data(model, test_data, "test_data")
     runtime = runtime or Runtime(precision=resolve_precision(precision, device), compile=compile)
@@ -408,7 +409,6 @@ def finetune(
             milestones=milestones,
         ),
     )
-    dev = resolve_device(device)
     train = _batches(
         train_data,
         batch_size=batch_size,

@@ -14,7 +14,7 @@ from torch.nn import functional as F
 from ..errors import GemMinerError
 from .checkpoint import EpochProgress
 from .progress import Stage, epoch_reporter
-from .runtime import SINGLE, STOP_POLL_STEPS, Runtime
+from .runtime import SINGLE, STOP_POLL_STEPS, Runtime, check_device
 
 Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
 
@@ -38,11 +38,12 @@ def evaluation_due(epoch: int, epochs: int, every: int) -> bool:
     return epoch == epochs or (every > 0 and epoch % every == 0)
 
 
-def resolve_device(name: str = "auto") -> torch.device:
-    """``"auto"`` → CUDA when present, else CPU; anything else is passed to ``torch.device``."""
-    if name == "auto":
+def resolve_device(name: str | torch.device = "auto") -> torch.device:
+    """``"auto"`` → CUDA when present, else CPU; any other name is checked
+    (:func:`~gemminer.training.runtime.check_device`) and passed to ``torch.device``."""
+    if str(name) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    return check_device(name)
 
 
 def train_epoch(

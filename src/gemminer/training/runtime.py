@@ -248,6 +248,30 @@ def resolve_precision(precision: str, device: str | torch.device) -> str:
     return precision_choice(precision, device)[0]
 
 
+def check_device(name: str | torch.device) -> torch.device:
+    """``name`` as a :class:`torch.device`, or a :class:`ConfigError` saying why it cannot
+    be used: not a device name, CUDA asked of a PyTorch without it (or with fewer GPUs),
+    MPS where there is none."""
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError) as exc:
+        raise ConfigError(
+            f"unknown device {str(name)!r} ({exc}); use auto, cpu, cuda or cuda:N"
+        ) from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(
+                f"device {str(name)!r}: this PyTorch ({torch.__version__}) sees no CUDA GPU; "
+                "use --device cpu (or auto), or install a CUDA build of PyTorch"
+            )
+        count = torch.cuda.device_count()
+        if device.index is not None and device.index >= count:
+            raise ConfigError(f"device {str(name)!r}: only {count} CUDA GPU(s) visible")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"device {str(name)!r}: MPS is not available on this machine")
+    return device
+
+
 def launched_by_torchrun() -> bool:
     """True inside a process that torchrun started with more than one process."""
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
@@ -264,6 +288,8 @@ def start_runtime(
     the default process group for the duration (NCCL with one GPU per local rank when
     CUDA is used, gloo otherwise) and leaves it afterwards.
     """
+    if device != "auto":
+        check_device(device)
     if not launched_by_torchrun():
         chosen, why = precision_choice(precision, device)
         yield Runtime(precision=chosen, compile=compile, precision_reason=why), device
