@@ -124,3 +124,19 @@ def test_a_summary_without_what_every_run_knows_is_refused(tmp_path):
     run.file("summary.json").write_text('{"foo": 1, "method": "snip", "density": null}')
     with pytest.raises(RunError, match=r"summary\.json: model, dataset, target_density, density"):
         run.summary()
+
+
+def test_run_files_get_the_permissions_of_the_umask(tmp_path):
+    """Issue 27, 7: atomically written files are not private (mkstemp's 0600) but what the
+    umask allows, as a plain open would make them."""
+    from gemminer.files import atomic_write_text
+
+    before = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "a.json", "{}")
+        os.umask(0o077)
+        atomic_write_text(tmp_path / "b.json", "{}")
+    finally:
+        os.umask(before)
+    assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "b.json").stat().st_mode & 0o777 == 0o600

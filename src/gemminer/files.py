@@ -14,10 +14,21 @@ import torch
 from .errors import RunError
 
 
+def _umask() -> int:
+    """This process's file-creation mask (read by setting it, and set back at once)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def _atomic_write(path: Path, write: Any) -> None:
+    """Write through a temporary file renamed over ``path``, with the permissions a plain
+    ``open`` would give (0666 less the umask: the temporary file is private until then, so
+    that run files on shared file systems stay readable by other users and jobs)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.chmod(tmp, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()

@@ -272,12 +272,21 @@ def density_shortfall(cfg: RunConfig, density: float) -> str:
         f"warning: the ticket kept {density:.2%} of the weights, {1 - density / target:.0%} "
         f"below the target {target:.2%}."
     )
-    if cfg.method == "gem-miner":
-        lam = cfg.settings.get("lam")
+    if cfg.method != "gem-miner":
+        return text
+    settings = METHODS.get(cfg.method).build_settings(cfg.settings)
+    if settings.finetune_mask == "rounded":
         text += (
-            f" {'λ' if lam is None else f'λ = {lam:g}'} pushed more scores below 0.5 than "
-            "freezing removed: lower --lambda, "
-            "or finetune the flags (--set finetune_mask=flags), which hold the target exactly."
+            f" λ = {settings.lam:g} pushed more scores below 0.5 than freezing removed: lower "
+            "--lambda, or finetune the flags (the default, --set finetune_mask=flags), which "
+            "stop at the freezing schedule's count."
+        )
+    elif settings.freeze_schedule == "authors":
+        text += (
+            " The flags fell below the target: each freeze of the authors' schedule removes "
+            "every score tied at its threshold (scores held at 0 by the projection tie), so "
+            "short runs overshoot. More epochs spread the freezing, or --set "
+            "freeze_schedule=algorithm1 freezes exact counts."
         )
     return text
 
