@@ -55,3 +55,11 @@ def test_density_shortfall_warns_beyond_ten_percent_with_advice_that_applies():
     assert density_shortfall(exact, 0.0146).endswith("below the target 2.50%.")
     dense = dataclasses.replace(cfg, prune=dataclasses.replace(cfg.prune, density=1.0))
     assert density_shortfall(dense, 0.5) == ""
+
+
+def test_finetuning_names_only_the_lr_steps_that_happen():
+    """Issue 27, 11: a step at or after the last epoch never applies."""
+    lines = explain_settings(resolved("--epochs", "150"))
+    assert any("LR ×0.1 after epochs 80, 120" in line for line in lines)
+    one = [line for line in explain_settings(resolved("--epochs", "1")) if "finetuning" in line]
+    assert one and "constant LR" in one[0] and "after epoch" not in one[0]

@@ -315,7 +315,8 @@ def _print_summary(run_dir: Path, figures: RunSummary) -> None:
         f"(target {100 * summary['target_density']:.2f} %), "
         f"pre-finetune accuracy {pct(summary['pre_finetune_acc'])}, {gem}"
         f"post-finetune accuracy {pct(summary.get('post_finetune_acc'))}{best}, "
-        f"{summary['epochs_to_mask']:g} epochs to the mask, {summary['seconds']:.0f} s"
+        f"{summary['epochs_to_mask']:g} epoch{'' if summary['epochs_to_mask'] == 1 else 's'} "
+        f"to the mask, {summary['seconds']:.0f} s"
     )
     print(f"  {next_step(run_dir, summary)}")
 

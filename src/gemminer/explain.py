@@ -14,6 +14,7 @@ from .config import RunConfig, budget_scaled_lr
 from .errors import ConfigError
 from .methods import METHODS
 from .recipe import Recipe, paper_recipe
+from .training.optim import milestone_epochs
 
 
 def _num(x: float) -> str:
@@ -77,13 +78,18 @@ def _lam(cfg: RunConfig, row: Recipe | None) -> str:
 
 def _finetune(cfg: RunConfig) -> str:
     ft = cfg.finetune
-    steps = sorted({round(m * ft.epochs) for m in ft.optim.milestones})
-    schedule = (
-        f", LR ×{_num(ft.optim.gamma)} after epoch{'s' if len(steps) > 1 else ''} "
-        f"{', '.join(map(str, steps))}"
-        if ft.optim.schedule == "multistep" and steps
-        else f", {ft.optim.schedule} schedule"
-    )
+    # the steps the scheduler takes; one after the last epoch never applies
+    steps = [e for e in milestone_epochs(ft.optim, ft.epochs) if e < ft.epochs]
+    if ft.optim.schedule != "multistep":
+        schedule = f", {ft.optim.schedule} schedule"
+    elif steps:
+        schedule = (
+            f", LR ×{_num(ft.optim.gamma)} after epoch{'s' if len(steps) > 1 else ''} "
+            f"{', '.join(map(str, steps))}"
+        )
+    else:
+        schedule = ", constant LR"
+
     own = METHODS.get(cfg.method).finetune_row(cfg.model, cfg.dataset)
     source = (
         f" ({cfg.method}'s authors' finetuning, not Table 15's)"

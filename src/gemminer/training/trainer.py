@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -170,7 +171,11 @@ class Trainer:
             spent = before + time.perf_counter() - start
             stopped = dataclasses.replace(stats.stopped, seconds=spent)
             raise state.interrupted(epoch, stopped, records, hooks.state())
-        self.scheduler.step()
+        with warnings.catch_warnings():
+            # an epoch resumed after its last step steps the schedule with no optimizer step
+            # in this process, which PyTorch mistakes for the wrong order
+            warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step")
+            self.scheduler.step()
         record = hooks.after_epoch(epoch, stats, lr)
         record["seconds"] = before + time.perf_counter() - start
         records.append(record)
