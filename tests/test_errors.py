@@ -226,3 +226,23 @@ def test_a_device_this_pytorch_cannot_use_is_one_line(data_dir, tmp_path, capsys
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     fails([*base, "--device", "cuda:3"], capsys, "only 1 CUDA GPU(s) visible")
+
+
+def test_inputs_that_used_to_pass_unnoticed(data_dir, tmp_path, capsys, caplog):
+    """Issue 27, 9: float labels are refused with one line; a --train-size or batch size
+    beyond the data is told about, and the run goes on."""
+    import gemminer
+    from gemminer.errors import DataError
+
+    from .conftest import UserNet, separable_arrays
+
+    arrays = separable_arrays(12)
+    batches = [(arrays.images.float() / 255, arrays.labels.float())]  # (inputs, labels) pairs
+    with pytest.raises(DataError, match="train_data's labels are float32: they must be integer"):
+        gemminer.mine(UserNet(), batches, density=0.5, epochs=1)
+    out = tmp_path / "r"
+    argv = [*mine_args(data_dir, out), "--train-size", "500", "--batch-size", "64"]
+    assert main([*argv, "--epochs", "1"]) == 0
+    said = " | ".join(told(caplog)) + capsys.readouterr().err
+    assert "--train-size 500 is more than the 24 training images: training uses all 24" in said
+    assert "the pruning batch size 64 is larger than the 24 training images" in said

@@ -152,8 +152,9 @@ def _output_count(model: nn.Module, inputs: torch.Tensor, what: str) -> int | No
 
 
 def _check_data(model: nn.Module, data: Data | None, what: str) -> None:
-    """Refuse ``data`` training would fail on later: one-shot iterators, no batch, and
-    labels outside the model's outputs (all labels of ImageArrays, else the first batch's)."""
+    """Refuse ``data`` training would fail on later: one-shot iterators, no batch, labels
+    that are no class indices, and labels outside the model's outputs (all labels of
+    ImageArrays, else the first batch's)."""
     _check_reiterable(data, what)
     if data is None:
         return
@@ -163,9 +164,14 @@ def _check_data(model: nn.Module, data: Data | None, what: str) -> None:
         inputs, labels = data.images[:1].float() / 255, data.labels
     else:
         inputs, labels = _peek(data, what)
+    if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+        raise DataError(
+            f"{what}'s labels are {str(labels.dtype).removeprefix('torch.')}: they must be "
+            "integer class indices 0, 1, ... (e.g. labels.long())"
+        )
     outputs = _output_count(model, inputs, what)
-    if outputs is None or labels.is_floating_point() or not labels.numel():
-        return  # soft labels, or an output that is not one score per class
+    if outputs is None or not labels.numel():
+        return  # an output that is not one score per class
     low, high = int(labels.min()), int(labels.max())
     bad = low if low < 0 else high if high >= outputs else None
     if bad is not None:

@@ -8,6 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from ..errors import ConfigError, DataError
+from ..notices import notice
 from ..registry import Registry
 from .base import AUGMENTATIONS, DataSplits, ImageArrays, check_data_dir, split_validation
 from .stream import ImageFiles
@@ -61,6 +62,12 @@ def load_dataset(
     if train_size and train_size < len(splits.train):
         _, subset = split_validation(splits.train, train_size, seed + 1)
         splits = replace(splits, train=subset)
+    elif train_size > len(splits.train):
+        left = " left after the validation split" if val_size else ""
+        notice(
+            f"--train-size {train_size} is more than the {len(splits.train)} training "
+            f"images{left}: training uses all {len(splits.train)}"
+        )
     return splits
 
 

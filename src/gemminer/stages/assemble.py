@@ -18,13 +18,15 @@ from ..masking import init_weights
 from ..models import create_model
 from ..models.hub import resolve_weights
 from ..models.pretrained import load_pretrained
+from ..notices import notice
 from ..seeds import derive_seed
 from ..training.runtime import SINGLE, Runtime
 
 
 def load_data(cfg: RunConfig) -> DataSplits:
-    """The run's data set, split and subset as ``cfg`` says."""
-    return load_dataset(
+    """The run's data set, split and subset as ``cfg`` says; a batch larger than the
+    training set is told about (each epoch is then one step over every image)."""
+    splits = load_dataset(
         cfg.dataset,
         cfg.data_dir,
         download=cfg.download,
@@ -34,6 +36,17 @@ def load_data(cfg: RunConfig) -> DataSplits:
         image_size=cfg.image_size,
         **cfg.data_args,
     )
+    images = len(splits.train)
+    for stage, batch in (
+        ("pruning", cfg.prune.batch_size),
+        ("finetuning", cfg.finetune.batch_size),
+    ):
+        if batch > images:
+            notice(
+                f"the {stage} batch size {batch} is larger than the {images} training images: "
+                f"each epoch is one step of {images} images"
+            )
+    return splits
 
 
 #: Images per evaluation batch: on a GPU a few large batches (the images held in memory,
