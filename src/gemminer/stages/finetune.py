@@ -6,7 +6,6 @@ import dataclasses
 from pathlib import Path
 
 import torch
-from torch import nn
 
 from ..config import FinetuneConfig, RunConfig
 from ..explain import epochs_text
@@ -124,10 +123,10 @@ def _finetune(
     """Load the data and the ticket, train it, then replace the previous finetuning's files."""
     dev = resolve_device(cfg.device)
     splits = load_data(cfg)
+    # weight training starts from the ticket's BatchNorm statistics (re-estimated for its
+    # mask), as the authors' finetune() continues from mining's (main_utils.py): statistics
+    # reset to 0 and 1 made the first evaluations of a short epoch read one class
     model, mask = ticket_model(run, cfg, splits.num_classes)
-    for module in model.modules():  # weight training starts with fresh BatchNorm statistics
-        if isinstance(module, nn.modules.batchnorm._BatchNorm):
-            module.reset_running_stats()
     model.to(device=dev, memory_format=torch.channels_last)
 
     if start_state.resumed_epochs:
