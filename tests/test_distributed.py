@@ -225,3 +225,31 @@ def test_torchrun_prints_each_notice_once_and_no_torch_warning(tmp_path):
     assert len(notices) == 1 and "skipped 1 unreadable image(s) of 32" in notices[0], err
     for torch_warning in ("Warning:", "broadcast_buffers", "Grad strides", "bucket view"):
         assert torch_warning not in err, err
+
+
+@needs_processes
+def test_torchrun_user_errors_say_one_line_before_any_file(tmp_path):
+    """Issue 27, 5: settings are checked before the process group, only rank 0 says what
+    is wrong, every rank exits 2 (torchrun itself then reports the failed workers and exits
+    1), and no file is written."""
+    data = tmp_path / "data"
+    write_image_folder(data, n_train=16, n_test=4, size=16)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    base = ["-m", "gemminer", "mine", "--dataset", "folder", "--data-dir", str(data)]
+    base += ["--epochs", "1", "--device", "cpu", "--no-progress"]
+    for flags, needle in (
+        (["--batch-size", "127"], "the batch size 127 must be a multiple of the 2 processes"),
+        (["--model", "nosuch"], "nosuch"),
+    ):
+        out = tmp_path / flags[1]
+        done = subprocess.run(
+            [*cmd, *base, *flags, "--out", str(out)],
+            env=child_env(OMP_NUM_THREADS="1"),
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        said = [line for line in done.stderr.splitlines() if line.startswith("gemminer: error:")]
+        assert len(said) == 1 and needle in said[0], done.stderr[-2000:]
+        assert "exitcode  : 2" in done.stderr  # every rank ended as a user error
+        assert not out.exists()

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 import typing
 from collections.abc import Sequence
@@ -28,10 +29,12 @@ import torch
 from . import stages
 from .config import DEFAULT_DEVICE, RunConfig
 from .data import DATASETS
+from .data.loader import check_batching
 from .errors import GemMinerError
 from .masking import WEIGHT_INITS, format_density
 from .methods import METHODS
 from .models import MODELS
+from .notices import is_main_process
 from .options import RUN_COMMANDS, add_flags, flag_type, given, whole_number
 from .recipe import closest_names, list_recipes, load_recipe
 from .reports import add_report_parser, run_report
@@ -222,6 +225,9 @@ def _run(args: argparse.Namespace) -> int:
         print(info.describe())
         return 0
     if args.command in ("mine", "prune", "run", "finetune", "sanity"):
+        # settings are resolved and checked before any process-group work, so that under
+        # torchrun a user mistake ends every rank at once, before a file is written
+        cfg = _checked_config(args) if args.command in RUN_COMMANDS else None
         threads = getattr(args, "threads", None)
         if threads is not None:
             torch.set_num_threads(threads)
@@ -230,19 +236,31 @@ def _run(args: argparse.Namespace) -> int:
         with start_runtime(
             device, precision=precision, compile=getattr(args, "compile", False)
         ) as (runtime, device):
-            return _train(args, runtime, device)
+            return _train(args, runtime, device, cfg)
     result = stages.eval_run(args.run_dir, data_dir=args.data_dir, device=args.device)
     print(json.dumps(result, indent=2))
     return 0
 
 
-def _train(args: argparse.Namespace, runtime: Runtime, device: str) -> int:
+def _checked_config(args: argparse.Namespace) -> RunConfig:
+    """The resolved settings of ``mine``/``prune``/``run``, with what the process count
+    decides checked too (the batch sizes must divide over torchrun's processes)."""
+    cfg = config_from_args(args)
+    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    for batch in (cfg.prune.batch_size, cfg.finetune.batch_size):
+        check_batching(batch, (0, world), train=True)
+    return cfg
+
+
+def _train(
+    args: argparse.Namespace, runtime: Runtime, device: str, cfg: RunConfig | None = None
+) -> int:
     """mine, prune, run, finetune and sanity: one process, or every rank under torchrun."""
     progress = not getattr(args, "no_progress", False)
     tb = getattr(args, "tensorboard", False)
     show = _print_summary if runtime.is_main else lambda *_: None
     if args.command in RUN_COMMANDS:
-        cfg = config_from_args(args)
+        cfg = cfg if cfg is not None else config_from_args(args)
         if args.print_config:
             if runtime.is_main:
                 print(json.dumps(cfg.to_dict(), indent=2))
@@ -337,14 +355,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return _run(args)
     except TrainingInterrupted as exc:
-        print(f"gemminer: interrupted: {exc}", file=sys.stderr)
+        _say(f"gemminer: interrupted: {exc}")
         return EXIT_INTERRUPTED
     except GemMinerError as exc:
-        print(f"gemminer: error: {exc}", file=sys.stderr)
+        _say(f"gemminer: error: {exc}")
         return EXIT_USAGE
     except KeyboardInterrupt:
-        print("gemminer: interrupted", file=sys.stderr)
+        _say("gemminer: interrupted")
         return EXIT_INTERRUPTED
+
+
+def _say(line: str) -> None:
+    """One line on stderr, from rank 0 alone under torchrun (every rank ends the same way)."""
+    if is_main_process():
+        print(line, file=sys.stderr)
 
 
 if __name__ == "__main__":
