@@ -35,7 +35,9 @@ def test_a_validation_split_picks_the_epoch_and_the_test_accuracy_is_reported():
 
 def test_summary_round_trip_of_the_best_epoch():
     best = BestEpoch(0.7312, 141, "test")
-    summary = RunSummary(post_finetune_acc=0.7299).updated(**best.summary_values())
+    ticket = {"method": "gem-miner", "model": "resnet20", "dataset": "cifar10"}
+    ticket |= {"target_density": 0.0144, "density": 0.0144}
+    summary = RunSummary(**ticket, post_finetune_acc=0.7299).updated(**best.summary_values())
     data = summary.to_dict()
     assert data["best_post_finetune_acc"] == 0.7312 and data["best_post_finetune_epoch"] == 141
     assert BestEpoch.of(RunSummary.from_dict(data)) == best

@@ -46,13 +46,13 @@ def test_density_shortfall_warns_beyond_ten_percent_with_advice_that_applies():
     cfg = resolved("--density", "0.025", "--epochs", "10", "--set", "finetune_mask=rounded")
     assert density_shortfall(cfg, 0.0230) == ""  # 8 % below: no warning
     text = density_shortfall(cfg, 0.0146)
-    assert text.startswith("warning: the ticket kept 1.46% of the weights, 42% below the target")
+    assert text.startswith("warning: the ticket kept 1.46 % of the weights, 42 % below the target")
     assert f"λ = {cfg.settings['lam']:g} pushed" in text and "lower --lambda" in text
     flags = density_shortfall(resolved("--density", "0.025", "--epochs", "10"), 0.0146)
     assert "tied at its threshold" in flags and "freeze_schedule=algorithm1" in flags
     assert "finetune_mask" not in flags and "--lambda" not in flags
     exact = resolved("--density", "0.025", "--set", "freeze_schedule=algorithm1")
-    assert density_shortfall(exact, 0.0146).endswith("below the target 2.50%.")
+    assert density_shortfall(exact, 0.0146).endswith("below the target 2.50 %.")
     dense = dataclasses.replace(cfg, prune=dataclasses.replace(cfg.prune, density=1.0))
     assert density_shortfall(dense, 0.5) == ""
 

@@ -502,3 +502,31 @@ def test_a_setting_that_follows_the_target_density_does_not_split_a_curve(tmp_pa
     assert sorted(_legend(drawn["accuracy_vs_density_post.png"])) == sorted(
         ["gem-miner (lam=0.0001)", "gem-miner (lam=3e-05)"]
     )
+
+
+def test_small_report_wording():
+    """Issue 27, 10: the whole training set reads "full"; a dense run names no target."""
+    from gemminer.methods import targets_density
+    from gemminer.reports.labels import setting_text
+
+    assert setting_text("train_size", "0") == "train_size=full"
+    assert setting_text("train_size", "10000") == "train_size=10000"
+    assert not targets_density("dense") and targets_density("gem-miner")
+    assert targets_density("a-method-of-an-older-gemminer")
+
+
+def test_the_layer_density_figure_widens_with_its_legend(tmp_path):
+    """Issue 27, 10: long legend labels widen the figure instead of squeezing the plot."""
+    from PIL import Image
+
+    short = [make_run(tmp_path / "a", f"r{i}", "snip", seed=i) for i in range(2)]
+    long = [
+        make_run(tmp_path / "b", f"r{i}", "snip", settings={"a_very_long_setting_name": i * 1e-5})
+        for i in range(5)
+    ]
+    sizes = []
+    for runs, out in ((short, tmp_path / "ra"), (long, tmp_path / "rb")):
+        write_report(runs, out)
+        with Image.open(out / "layer_density.png") as img:
+            sizes.append(img.size[0])
+    assert sizes[1] > sizes[0]

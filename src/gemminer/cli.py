@@ -32,7 +32,7 @@ from .data import DATASETS
 from .data.loader import check_batching
 from .errors import GemMinerError
 from .masking import WEIGHT_INITS, format_density
-from .methods import METHODS
+from .methods import METHODS, targets_density
 from .models import MODELS
 from .notices import is_main_process
 from .options import RUN_COMMANDS, add_flags, flag_type, given, whole_number
@@ -326,11 +326,15 @@ def _print_summary(run_dir: Path, figures: RunSummary) -> None:
         if summary.get("gem_density") is not None
         else ""
     )
+    target = (
+        f" (target {100 * summary['target_density']:.2f} %)"
+        if targets_density(summary["method"])
+        else ""
+    )
     best_epoch = BestEpoch.of(figures)
     best = f" (last epoch; {best_epoch.describe()})" if best_epoch is not None else ""
     print(
-        f"{run_dir}: {summary['method']}{check}, {format_density(summary['density'])} "
-        f"(target {100 * summary['target_density']:.2f} %), "
+        f"{run_dir}: {summary['method']}{check}, {format_density(summary['density'])}{target}, "
         f"pre-finetune accuracy {pct(summary['pre_finetune_acc'])}, {gem}"
         f"post-finetune accuracy {pct(summary.get('post_finetune_acc'))}{best}, "
         f"{summary['epochs_to_mask']:g} epoch{'' if summary['epochs_to_mask'] == 1 else 's'} "

@@ -24,4 +24,19 @@ from . import smart_ratio as _smart_ratio  # noqa: E402,F401
 from . import snip as _snip  # noqa: E402,F401
 from . import synflow as _synflow  # noqa: E402,F401
 
-__all__ = ["METHODS", "MethodSpec", "NoSettings", "PruneContext", "PruneResult", "register_method"]
+
+def targets_density(method: str) -> bool:
+    """Whether ``method``'s masks follow the target density (False for one that ignores it,
+    like dense training; an unknown name counts as targeting it)."""
+    return method not in METHODS or METHODS.get(method).fixed_density is None
+
+
+__all__ = [
+    "METHODS",
+    "MethodSpec",
+    "NoSettings",
+    "PruneContext",
+    "PruneResult",
+    "register_method",
+    "targets_density",
+]

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import RunError
+from ..methods import targets_density
 from ..notices import PREFIX, notice
 from ..runs import RunDir, check_keys, load_mask, parse_config, read_json_object, read_jsonl
 from ..summary import BestEpoch, RunSummary, best_epoch
@@ -46,9 +47,6 @@ IGNORED_SETTINGS = frozenset(
         "prune.density",
     }
 )
-#: Methods that ignore the target density (dense training keeps every weight): their runs
-#: are grouped and reported without one.
-UNTARGETED_METHODS = frozenset({"dense"})
 #: What a curve's key holds for a setting that follows the target density.
 PER_TARGET = json.dumps("per target")
 
@@ -145,7 +143,7 @@ class Group:
     @property
     def targeted(self) -> bool:
         """False for a method that ignores the target density (dense training)."""
-        return self.method not in UNTARGETED_METHODS
+        return targets_density(self.method)
 
     @property
     def target_density(self) -> float:
@@ -319,7 +317,7 @@ def per_target_settings(runs: Sequence[RunRecord]) -> dict[tuple, frozenset[str]
     at one target (a grid over it) is not among them."""
     families: dict[tuple, dict[float, list[dict[str, str]]]] = {}
     for run in runs:
-        if run.method not in UNTARGETED_METHODS:
+        if targets_density(run.method):
             by_target = families.setdefault(_family(run), {})
             by_target.setdefault(run.target_density, []).append(dict(run.settings))
     out: dict[tuple, frozenset[str]] = {}
@@ -350,7 +348,7 @@ def _series_key(run: RunRecord, bound: frozenset[str] = frozenset()) -> tuple:
 
 def _target_key(run: RunRecord) -> float | None:
     """The target density a run is grouped on; None where the method ignores it."""
-    return None if run.method in UNTARGETED_METHODS else run.target_density
+    return run.target_density if targets_density(run.method) else None
 
 
 def series_labels(series: Sequence[tuple]) -> dict[tuple, str]:

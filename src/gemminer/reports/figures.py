@@ -205,11 +205,11 @@ def _accuracy_vs_density(collection: Collection, path: Path, which: str) -> bool
     ax.set_xlabel(DENSITY_LABEL)
     ax.set_ylabel(ACC_LABEL)
     title = (
-        "after finetuning"
+        "after finetuning, mean ± std over seeds"
         if which == "post"
-        else "before finetuning (Gem-Miner: its rounded mask, the rare gem)"
+        else "before finetuning, mean ± std over seeds (Gem-Miner: its rounded mask, the rare gem)"
     )
-    ax.set_title(f"Accuracy {title} (mean ± std over seeds)", fontsize=11)
+    ax.set_title(f"Accuracy {title}", fontsize=11)
     ax.grid(True, which="both", alpha=0.3)
     _legend_outside(ax)
     _save(fig, path)
@@ -255,7 +255,10 @@ def layer_density(collection: Collection, path: Path) -> bool:
     keys = list(panels)[:_MAX_PANELS]
     colors = _method_colors(collection)
     n_layers = max(len(next(r for r in g.runs if r.layers).layers) for g in groups)
-    width = min(16.0, max(8.5, 0.32 * n_layers + 4))
+    # the legend sits right of the plot: the figure widens by its longest label, so that
+    # the plot keeps its width however many series and settings the legend names
+    longest = max(len(label) for key in panels for label in _labels(panels[key]).values())
+    width = min(16.0, max(8.5, 0.32 * n_layers + 4)) + 0.07 * max(longest, 26)
     fig = Figure(figsize=(width, 4.2 * len(keys)))
     axes = fig.subplots(len(keys), 1, squeeze=False)[:, 0]
     for ax, key in zip(axes, keys):

@@ -18,11 +18,14 @@ CONTEXT = ("model", "dataset")
 
 
 def setting_text(name: str, value: str | None) -> str:
-    """``settings.lam``, ``"0.0001"`` → ``lam=0.0001``; a missing value reads ``default``."""
+    """``settings.lam``, ``"0.0001"`` → ``lam=0.0001``; a missing value reads ``default``,
+    a training subset of 0 images (the whole training set) ``full``."""
     name = name.removeprefix("settings.")
     if value is None:
         return f"{name}=default"
     text = json.loads(value)
+    if name == "train_size" and text == 0:
+        return f"{name}=full"
     return f"{name}={text if isinstance(text, str) else value}"
 
 

@@ -78,7 +78,7 @@ def finetune_run(
     if finished and ft == cfg.finetune and not again:
         log(
             f"{run.path}: already finetuned ({epochs_text(ft.epochs)}, post-finetune test "
-            f"accuracy {100 * summary.post_finetune_acc:.2f}%); `gemminer finetune {run.path} "
+            f"accuracy {100 * summary.post_finetune_acc:.2f} %); `gemminer finetune {run.path} "
             "--again` finetunes it again"
         )
         return summary
@@ -181,7 +181,7 @@ def _finetune(
     run.write_summary(summary)
     run.write_config(cfg)
     log(
-        f"finetuned {run.path}: post-finetune test accuracy {100 * last['test_acc']:.2f}% "
+        f"finetuned {run.path}: post-finetune test accuracy {100 * last['test_acc']:.2f} % "
         f"(last epoch){'; ' + best.describe() if best is not None else ''}"
     )
     return summary

@@ -33,8 +33,8 @@ def quiet(message: str) -> None:
 
 def epoch_line(record: dict) -> str:
     """One epoch's record as a line: loss, accuracies, density, the bound, seconds."""
-    accs = " ".join(f"{k[:-4]} {100 * v:.2f}%" for k, v in record.items() if k.endswith("_acc"))
-    bound = f" bound {100 * record['bound']:.2f}%" if "bound" in record else ""
+    accs = " ".join(f"{k[:-4]} {100 * v:.2f} %" for k, v in record.items() if k.endswith("_acc"))
+    bound = f" bound {100 * record['bound']:.2f} %" if "bound" in record else ""
     where = f"round {record['round']} " if "round" in record else ""
     return (
         f"{record['phase']} {where}epoch {record['epoch']}: loss {record['loss']:.4f} {accs} "

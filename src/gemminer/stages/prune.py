@@ -19,7 +19,7 @@ from ..data import DataSplits
 from ..explain import explain_settings
 from ..masking import format_density
 from ..masking.flops import FlopCount, count_flops, weight_uses
-from ..methods import METHODS, MethodSpec, PruneContext, PruneResult
+from ..methods import METHODS, MethodSpec, PruneContext, PruneResult, targets_density
 from ..runs import RunDir
 from ..seeds import derive_seed
 from ..summary import RunSummary
@@ -244,10 +244,10 @@ def _summary(
 def _log_ticket(log: Log, run: RunDir, cfg: RunConfig, summary: RunSummary) -> None:
     """The ticket found: its density and accuracy (and Gem-Miner's rare gem), and a warning
     when it fell short of the target."""
+    target = f" (target {100 * cfg.prune.density:.2f} %)" if targets_density(cfg.method) else ""
     log(
-        f"{cfg.method} → {run.path}: {format_density(summary.density)} "
-        f"(target {cfg.prune.density:.2%}), "
-        f"pre-finetune test accuracy {100 * summary.pre_finetune_acc:.2f}%"
+        f"{cfg.method} → {run.path}: {format_density(summary.density)}{target}, "
+        f"pre-finetune test accuracy {100 * summary.pre_finetune_acc:.2f} %"
     )
     shortfall = density_shortfall(cfg, summary.density)
     if shortfall:
@@ -256,8 +256,8 @@ def _log_ticket(log: Log, run: RunDir, cfg: RunConfig, summary: RunSummary) -> N
         running_bn = math.nan if summary.gem_acc_running_bn is None else summary.gem_acc_running_bn
         log(
             f"  rare gem (rounded mask, not finetuned): {format_density(summary.gem_density)}, "
-            f"test accuracy {100 * summary.gem_acc:.2f}% (BatchNorm re-estimated), "
-            f"{100 * running_bn:.2f}% (mining's statistics); "
+            f"test accuracy {100 * summary.gem_acc:.2f} % (BatchNorm re-estimated), "
+            f"{100 * running_bn:.2f} % (mining's statistics); "
             f"finetuning the {summary.finetune_mask or 'rounded'} mask"
         )
 
@@ -269,8 +269,9 @@ def density_shortfall(cfg: RunConfig, density: float) -> str:
     if target >= 1 or density >= (1 - SHORTFALL_WARNING) * target:
         return ""
     text = (
-        f"warning: the ticket kept {density:.2%} of the weights, {1 - density / target:.0%} "
-        f"below the target {target:.2%}."
+        f"warning: the ticket kept {100 * density:.2f} % of the weights, "
+        f"{100 * (1 - density / target):.0f} % "
+        f"below the target {100 * target:.2f} %."
     )
     if cfg.method != "gem-miner":
         return text

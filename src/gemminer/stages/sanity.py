@@ -197,7 +197,7 @@ def sanity_run(
     )
     target.write_summary(summary)
     acc = 100 * accs["test_acc"]
-    log(f"{check} of {source.path} → {target.path}: pre-finetune accuracy {acc:.2f}%")
+    log(f"{check} of {source.path} → {target.path}: pre-finetune accuracy {acc:.2f} %")
     return summary
 
 
