@@ -36,14 +36,9 @@ class MaskedWeights:
 
     @torch.no_grad()
     def mask_gradients(self) -> None:
-        grads = [w.grad for w in self.weights]
-        if any(g is None for g in grads):
-            pairs = [(g, m) for g, m in zip(grads, self.masks) if g is not None]
-            grads, masks = [g for g, _ in pairs], [m for _, m in pairs]
-        else:
-            masks = self.masks
-        if grads:
-            torch._foreach_mul_(grads, masks)
+        pairs = [(w.grad, m) for w, m in zip(self.weights, self.masks) if w.grad is not None]
+        if pairs:
+            torch._foreach_mul_([g for g, _ in pairs], [m for _, m in pairs])
 
     @torch.no_grad()
     def enforce(self) -> None:
