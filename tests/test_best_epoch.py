@@ -63,5 +63,5 @@ def test_a_finetuned_run_records_last_and_best(tmp_path, capsys, val_size):
     assert summary["best_post_finetune_epoch"] == best["epoch"]
     assert summary["best_picked_on"] == split
     on = "the validation split" if val_size else "the test set"
-    assert f"(last epoch; best {100 * best['test_acc']:.2f} % at epoch {best['epoch']} " in printed
+    assert f"(last epoch), best {100 * best['test_acc']:.2f} % at epoch {best['epoch']} " in printed
     assert f"(picked on {on})" in printed

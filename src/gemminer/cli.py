@@ -332,7 +332,7 @@ def _print_summary(run_dir: Path, figures: RunSummary) -> None:
         else ""
     )
     best_epoch = BestEpoch.of(figures)
-    best = f" (last epoch; {best_epoch.describe()})" if best_epoch is not None else ""
+    best = f" (last epoch), {best_epoch.describe()}" if best_epoch is not None else ""
     print(
         f"{run_dir}: {summary['method']}{check}, {format_density(summary['density'])}{target}, "
         f"pre-finetune accuracy {pct(summary['pre_finetune_acc'])}, {gem}"
