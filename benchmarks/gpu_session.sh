@@ -9,7 +9,7 @@
 # On the device (the checkout as it is, torch preinstalled, no package index):
 #   run(command="OUT=$OUT bash benchmarks/gpu_session.sh", carry=[".data/cifar10-jpeg.tar.gz"])
 # after `cp ../shared/datasets/cifar10-jpeg.tar.gz .data/` here. Try it on the CPU first:
-#   DEVICE=cpu QUICK=1 OUT=/tmp/gpu-session bash benchmarks/gpu_session.sh
+#   PY=.venv/bin/python DEVICE=cpu QUICK=1 OUT=/tmp/gpu-session bash benchmarks/gpu_session.sh
 set -u
 DEVICE=${DEVICE:-cuda}
 OUT=${OUT:-benchmarks/results/gpu-session}
