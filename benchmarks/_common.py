@@ -8,6 +8,7 @@ import platform
 import shlex
 import statistics
 import sys
+from pathlib import Path
 
 import torch
 
@@ -32,10 +33,27 @@ def machine(threads: int | None = None) -> str:
     )
 
 
+#: The repository root: committed results name paths relative to it.
+REPO = Path(__file__).resolve().parents[1]
+
+
+def portable(arg: str) -> str:
+    """A command-line argument as a committed result shows it: an absolute path inside the
+    repository relative to its root, one elsewhere on the machine as ``.../<its name>``
+    (the machine's own folders are no one else's)."""
+    if not arg.startswith("/"):
+        return arg
+    path = Path(arg)
+    try:
+        return str(path.resolve().relative_to(REPO))
+    except ValueError:
+        return f".../{path.name}"
+
+
 def command_line(elide: tuple[str, ...] = ()) -> str:
-    """This script's command line; the values of the flags in ``elide`` (e.g. long notes that
-    the report prints anyway) shown as ``...``."""
-    args = list(sys.argv)
+    """This script's command line, its paths made :func:`portable`; the values of the flags
+    in ``elide`` (e.g. long notes that the report prints anyway) shown as ``...``."""
+    args = [portable(a) for a in sys.argv]
     for i in range(1, len(args)):
         if args[i - 1] in elide:
             args[i] = "..."

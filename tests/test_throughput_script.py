@@ -28,3 +28,18 @@ def test_throughput_script_reports_both_ratios(tmp_path, capsys):
     for row in ("dense step", "mining step", "finetune step", "end-to-end epoch", "compute epoch"):
         assert f"| {row} |" in text
     assert last in text
+
+
+def test_committed_results_name_no_folder_of_the_machine(monkeypatch):
+    """Issue 28, 5: a result's command shows paths inside the repository relative to it and
+    others by their name only."""
+    sys.path.insert(0, str(SCRIPT.parent))
+    try:
+        import _common
+    finally:
+        sys.path.remove(str(SCRIPT.parent))
+    inside = str(_common.REPO / "benchmarks" / "throughput.py")
+    monkeypatch.setattr(sys, "argv", [inside, "--authors-code", "/work/pie", "--x", "rel/y"])
+    assert _common.command_line() == (
+        "python benchmarks/throughput.py --authors-code .../pie --x rel/y"
+    )
