@@ -74,13 +74,26 @@ def mine_steps(
     return losses
 
 
-def assert_same_mining(fused: nn.Module, alone: nn.Module, batches: list, precision: str):
-    """The fused model and the per-layer one take bit-identical steps."""
+def assert_same_mining(
+    fused: nn.Module, alone: nn.Module, batches: list, precision: str, exact: bool = True
+):
+    """The fused model and the per-layer one take bit-identical steps (``exact``), or, on a
+    GPU, where the kernels a library picks may depend on where a weight lies in memory,
+    steps equal to float tolerance with at most 0.1 % of the flags apart."""
     a, b = mine_steps(fused, batches, precision), mine_steps(alone, batches, precision)
-    assert torch.equal(torch.stack(a), torch.stack(b))
-    for (name, x), y in zip(score_layers(fused).items(), score_layers(alone).values()):
-        assert torch.equal(x.scores, y.scores), name
-        assert torch.equal(x.flags, y.flags), name
+    pairs = list(zip(score_layers(fused).items(), score_layers(alone).values()))
+    if exact:
+        assert torch.equal(torch.stack(a), torch.stack(b))
+        for (name, x), y in pairs:
+            assert torch.equal(x.scores, y.scores), name
+            assert torch.equal(x.flags, y.flags), name
+    else:
+        assert torch.allclose(torch.stack(a), torch.stack(b), rtol=1e-3, atol=1e-4)
+        apart = sum(int((x.flags != y.flags).sum()) for (_, x), y in pairs)
+        assert apart <= 0.001 * sum(x.flags.numel() for (_, x), _ in pairs)
+        for (name, x), y in pairs:
+            both = (x.flags * y.flags).bool()
+            assert torch.allclose(x.scores[both], y.scores[both], atol=1e-3), name
     assert any(int(m.flags.sum()) < m.flags.numel() for m in score_layers(fused).values())
 
 

@@ -41,7 +41,7 @@ def _model(fused: bool) -> nn.Module:
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_fused_mining_on_cuda_equals_the_per_layer_steps(deterministic, precision):
     batches = _batches(6, size=32, device=CUDA)
-    assert_same_mining(_model(True), _model(False), batches, precision)
+    assert_same_mining(_model(True), _model(False), batches, precision, exact=False)
 
 
 def test_a_mining_step_on_cuda_never_synchronizes_with_the_host():
