@@ -18,7 +18,7 @@ from pathlib import Path
 
 from _common import command_line, machine, markdown_table, pct, today, train_size_flags
 
-from gemminer import pipeline
+from gemminer import stages
 from gemminer.cli import build_parser, config_from_args
 from gemminer.masking import format_density
 from gemminer.runs import RunDir
@@ -45,9 +45,9 @@ def main() -> None:
             *train_size_flags(args.train_size), "--no-epoch-eval", *extra, "--out", str(out),
         ]  # fmt: skip
         cfg = config_from_args(build_parser().parse_args(argv))
-        pipeline.prune_run(cfg, out)
+        stages.prune_run(cfg, out)
         if RunDir(out).read_summary().get("post_finetune_acc") is None:
-            pipeline.finetune_run(out)
+            stages.finetune_run(out)
         s = RunDir(out).read_summary()
         mined = [r for r in RunDir(out).read_metrics() if r["phase"] == "mine"]
         rows.append([

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from _common import command_line, machine, markdown_table, pct, today
 
-from gemminer import pipeline
+from gemminer import stages
 from gemminer.cli import build_parser, config_from_args
 from gemminer.masking import format_density
 from gemminer.runs import RunDir
@@ -57,9 +57,9 @@ def main() -> None:
     cfg = config_from_args(parsed)
     precision = resolve_precision(parsed.precision, cfg.device)  # --extra flags
     runtime = Runtime(precision=precision, compile=parsed.compile)
-    pipeline.prune_run(cfg, out, runtime=runtime)
+    stages.prune_run(cfg, out, runtime=runtime)
     if RunDir(out).read_summary().get("post_finetune_acc") is None:
-        pipeline.finetune_run(out, runtime=runtime)
+        stages.finetune_run(out, runtime=runtime)
     RunDir(out).update_summary(
         command=f"{command_line()}  # = gemminer {' '.join(mine_args)} --finetune"
     )

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from _common import command_line, machine, markdown_table, pct, today, train_size_flags
 
-from gemminer import pipeline
+from gemminer import stages
 from gemminer.cli import resolve_run
 from gemminer.masking import format_density
 from gemminer.recipe import load_recipe
@@ -54,9 +54,9 @@ def main() -> None:
             "--out", str(out),
         ]  # fmt: skip
         _, cfg = resolve_run(argv)
-        pipeline.prune_run(cfg, out)
+        stages.prune_run(cfg, out)
         if RunDir(out).read_summary().get("post_finetune_acc") is None:
-            pipeline.finetune_run(out)
+            stages.finetune_run(out)
         s = RunDir(out).read_summary()
         rows.append([
             name, load_recipe(name).paper, format_density(s["density"]),

@@ -30,8 +30,8 @@ from safetensors.torch import save as save_safetensors
 from torch import nn
 
 from gemminer.export import export_run, load_exported
-from gemminer.pipeline import eval_loaders, load_data
 from gemminer.runs import RunDir
+from gemminer.stages import eval_loaders, load_data
 from gemminer.training import evaluate
 
 RUN = "benchmarks/runs/r20-d0.0144-e10-s0-default"
