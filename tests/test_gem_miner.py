@@ -278,14 +278,17 @@ def test_evaluation_schedule_always_includes_the_last_epoch():
 
 
 def test_paper_defaults_scale_period_and_lr_to_short_runs():
-    from gemminer.recipe import paper_mining_defaults
+    from gemminer.recipe import paper_recipe
 
-    assert paper_mining_defaults("resnet20", 0.0144, 150) == (5, 0.1, 1e-4)
-    assert paper_mining_defaults("resnet20", 0.0144, 300) == (10, 0.1, 1e-4)
-    period, lr, lam = paper_mining_defaults("resnet20", 0.0144, 10)
+    def defaults(density: float, epochs: int) -> tuple:
+        return paper_recipe("resnet20", "cifar10", density).mining_at(epochs)
+
+    assert defaults(0.0144, 150) == (5, 0.1, 1e-4)
+    assert defaults(0.0144, 300) == (10, 0.1, 1e-4)
+    period, lr, lam = defaults(0.0144, 10)
     assert (period, lam) == (1, 1e-4) and lr == pytest.approx(1.5)  # same summed lr as 150 x 0.1
-    assert paper_mining_defaults("resnet20", 0.5, 150) == (8, 0.05, 1e-8)
-    assert paper_mining_defaults("resnet20", 0.04, 150)[2] == 3e-5
+    assert defaults(0.5, 150) == (8, 0.05, 1e-8)
+    assert defaults(0.04, 150)[2] == 3e-5
 
 
 def test_collapse_guard_keeps_every_layer_alive_under_an_aggressive_lambda(tiny_data, caplog):

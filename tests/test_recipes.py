@@ -15,7 +15,6 @@ from gemminer.recipe import (
     RECIPE_DIR,
     list_recipes,
     load_recipe,
-    paper_mining_defaults,
     paper_recipe,
     parse_recipe,
 )
@@ -240,7 +239,7 @@ def test_nearest_row_and_fallback():
     assert paper_recipe("resnet50", "tinyimagenet", 0.6).name == "resnet50-tinyimagenet-d50"
     assert paper_recipe("vgg16", "cifar100", 0.05).name == "vgg16-cifar10-d5"  # same model
     assert paper_recipe("conv4", "cifar10", 0.0144).name == "resnet20-cifar10-d1.44"
-    period, lr, lam = paper_mining_defaults("resnet50", 0.014, 15, "tinyimagenet")
+    period, lr, lam = paper_recipe("resnet50", "tinyimagenet", 0.014).mining_at(15)
     assert (period, lam) == (1, 1e-6) and lr == pytest.approx(0.01)  # Adam: unscaled
 
 

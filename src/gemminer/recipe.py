@@ -332,17 +332,3 @@ def paper_recipe(model: str, dataset: str, density: float) -> Recipe:
         if rows:
             return min(rows, key=lambda r: abs(math.log(r.density) - math.log(density)))
     raise ConfigError("no shipped recipe found; the installation is incomplete")
-
-
-def paper_mining_defaults(
-    model: str,
-    density: float,
-    epochs: int,
-    dataset: str = DEFAULT_DATASET,
-    optimizer: str | None = None,
-) -> tuple[int, float, float]:
-    """(period, lr, λ) of the paper's nearest row for ``epochs`` with ``optimizer``
-    (default: the row's), see :meth:`Recipe.mining_at`."""
-    period, lr, lam = paper_recipe(model, dataset, density).mining_at(epochs, optimizer)
-    assert period is not None and lr is not None and lam is not None
-    return period, lr, lam
