@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from gemminer.cli import main
-from gemminer.runs import SUMMARY_KEYS
+from gemminer.summary import SUMMARY_KEYS
 
 from .conftest import write_image_folder
 

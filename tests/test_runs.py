@@ -9,7 +9,8 @@ import pytest
 
 from gemminer.config import PruneConfig, RunConfig
 from gemminer.errors import RunError
-from gemminer.runs import RunDir, config_hash, default_run_name, safe_torch_load
+from gemminer.files import safe_torch_load
+from gemminer.runs import RunDir, config_hash, default_run_name
 
 
 def test_default_run_name_and_hash_are_pinned():

@@ -279,13 +279,13 @@ def test_start_clock_reads_the_checkpoint_only_if_it_changed_since_it_was_loaded
 ):
     """Planning a resumed stage loads the checkpoint already; starting its clock does not
     read the file again, unless it was rewritten since."""
-    import gemminer.runs as runs_module
+    import gemminer.files as files_module
 
     path = tmp_path / "ck.pt"
     Checkpoint(path, {"a": 1}).save({"history": [{"seconds": 5.0}], "seconds": 9.0})
-    real = runs_module.safe_torch_load
+    real = files_module.safe_torch_load
     reads = []
-    monkeypatch.setattr(runs_module, "safe_torch_load", lambda p: reads.append(p) or real(p))
+    monkeypatch.setattr(files_module, "safe_torch_load", lambda p: reads.append(p) or real(p))
     ck = Checkpoint(path, {"a": 1})
     assert ck.load()["seconds"] == 9.0 and len(reads) == 1
     ck.start_clock()

@@ -58,9 +58,10 @@ from torch import nn
 
 from .config import RunConfig
 from .errors import ConfigError, MaskError, RunError, UnknownNameError
+from .files import atomic_write_bytes
 from .masking import Mask, count_prunable, prunable_weights
 from .models import create_model
-from .runs import RunDir, atomic_write_bytes, check_keys, check_tensors
+from .runs import RunDir, check_keys, check_tensors
 from .summary import RunSummary
 from .version import __version__
 

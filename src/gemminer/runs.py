@@ -31,12 +31,8 @@ import torch
 
 from .config import RunConfig
 from .errors import MaskError, RunError
-from .files import atomic_torch_save as atomic_torch_save
-from .files import atomic_write_bytes as atomic_write_bytes
-from .files import atomic_write_text as atomic_write_text
-from .files import safe_torch_load as safe_torch_load
+from .files import atomic_torch_save, atomic_write_text, safe_torch_load
 from .masking import Mask
-from .summary import SUMMARY_KEYS as SUMMARY_KEYS
 from .summary import RunSummary
 
 #: Settings that do not change a run's results, left out of its hash.

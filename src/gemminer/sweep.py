@@ -72,6 +72,7 @@ import yaml
 from . import stages
 from .config import RunConfig
 from .errors import ConfigError, GemMinerError
+from .files import atomic_write_text
 from .options import (
     DEFAULT_PRECISION,
     PAIRS,
@@ -87,7 +88,7 @@ from .options import (
 from .recipe import load_recipe
 from .reports.format import Stat, markdown_table
 from .resolve import resolve
-from .runs import RunDir, atomic_write_text, default_run_name
+from .runs import RunDir, default_run_name
 from .summary import RunSummary
 from .training.checkpoint import TrainingInterrupted
 from .training.runtime import Runtime, start_runtime
