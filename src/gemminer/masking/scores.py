@@ -177,9 +177,9 @@ class FusedScores:
     def _key(self) -> tuple:
         """What the plan depends on: where each tensor lives, and when w or q last changed."""
         return tuple(
-            (w._version, q._version, w.data_ptr(), q.data_ptr(), m.scores.data_ptr())
+            (m.weight._version, m.flags._version)
+            + (m.weight.data_ptr(), m.flags.data_ptr(), m.scores.data_ptr())
             for m in self.layers
-            for w, q in ((m.weight, m.flags),)
         )
 
     @torch.no_grad()
@@ -202,7 +202,7 @@ class FusedScores:
         )
         sizes = [m.weight.numel() for m in self.layers]
         if not fits:
-            self._plan = _Plan(key, [], sizes, None)
+            self._plan = _Plan(key, [], [], None)
             return self._plan
         masked = plan.masked if plan is not None else None
         wanted = (sum(sizes), first.dtype, first.device)
