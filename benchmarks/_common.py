@@ -1,4 +1,5 @@
-"""Helpers shared by the benchmark scripts: machine description and result tables."""
+"""Helpers shared by the benchmark scripts: machine description, command line, and result
+tables (the formatting of :mod:`gemminer.reports.format`)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,9 @@ import sys
 from pathlib import Path
 
 import torch
+
+from gemminer.reports.format import markdown_table as report_table
+from gemminer.reports.format import percent
 
 
 def machine(threads: int | None = None) -> str:
@@ -65,20 +69,21 @@ def today() -> str:
 
 
 def markdown_table(header: list[str], rows: list[list[object]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines)
+    """:func:`gemminer.reports.format.markdown_table` with the tight separator line
+    (``|---|---|``) that the committed results have."""
+    return report_table(header, rows, tight=True)
 
 
 def pct(value: float | None) -> str:
-    return "—" if value is None else f"{100 * value:.2f} %"
+    """``"54.79 %"`` of a fraction; ``"—"`` unknown (:func:`gemminer.reports.format.percent`)."""
+    return percent(value)
 
 
 def mean_std(values: list[float]) -> str:
     """``a ± b %`` (mean ± sample std) of fractions; one value as :func:`pct`."""
     if len(values) < 2:
         return pct(values[0]) if values else "—"
-    return f"{100 * statistics.mean(values):.2f} ± {100 * statistics.stdev(values):.2f} %"
+    return percent(statistics.mean(values), statistics.stdev(values))
 
 
 def train_size_flags(train_size: int) -> list[str]:

@@ -15,10 +15,10 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).parent))
 from conftest import UserNet, separable_arrays  # noqa: E402
 
-from gemminer.config import FinetuneConfig, MineConfig, OptimConfig  # noqa: E402
+from gemminer.config import FinetuneConfig, OptimConfig  # noqa: E402
 from gemminer.data.loader import BatchLoader  # noqa: E402
 from gemminer.masking import score_layers, to_score_model, weight_name  # noqa: E402
-from gemminer.methods.gem_miner import mine_scores  # noqa: E402
+from gemminer.methods.gem_miner import MineConfig, mine_scores  # noqa: E402
 from gemminer.training import finetune  # noqa: E402
 from gemminer.training.runtime import start_runtime  # noqa: E402
 
@@ -35,7 +35,7 @@ def network(kind: str) -> nn.Module:
 
 def main(out: Path, kind: str) -> None:
     torch.set_num_threads(1)
-    with start_runtime("cpu") as (runtime, name):
+    with start_runtime("cpu", precision="fp32") as (runtime, name):  # exact sums
         device = torch.device(name)
         shard = (runtime.rank, runtime.world_size)
         data = separable_arrays(64)

@@ -295,6 +295,7 @@ def test_eval_every_evaluates_every_n_epochs_and_after_the_last(data_dir, tmp_pa
     assert config["eval_every"] == 2
     # A different cadence is a different folder name; the default leaves names unchanged.
     from gemminer.config import RunConfig
+    from gemminer.resolve import resolve
     from gemminer.runs import config_hash
 
     cfg = RunConfig.from_dict(config)
@@ -303,8 +304,13 @@ def test_eval_every_evaluates_every_n_epochs_and_after_the_last(data_dir, tmp_pa
     assert config_hash(RunConfig.from_dict(without)) == config_hash(
         RunConfig.from_dict({**config, "eval_every": 1})
     )
-    assert main([*mine_args(data_dir, tmp_path / "bad"), "--eval-every", "0"]) == 2
-    assert "--eval-every must be >= 1, got 0" in capsys.readouterr().err
+    # 0 is --no-epoch-eval: one setting, stored as config.json always had it
+    zero = resolve({"eval_every": 0})
+    assert zero == resolve({"no_epoch_eval": True}) and zero.eval_every == 0
+    assert zero.to_dict()["eval_each_epoch"] is False and zero.to_dict()["eval_every"] == 1
+    assert RunConfig.from_dict(zero.to_dict()) == zero
+    assert main([*mine_args(data_dir, tmp_path / "bad"), "--eval-every", "-1"]) == 2
+    assert "--eval-every must be a whole number >= 0, got -1" in capsys.readouterr().err
 
 
 def _make_demo_argv(*variables: str) -> list[str]:

@@ -2,13 +2,8 @@ import pytest
 import torch
 
 from gemminer.data import ImageArrays
-from gemminer.data.loader import (
-    BatchLoader,
-    random_crop_flip,
-    random_flip,
-    random_rotate_flip,
-    rotate_flip,
-)
+from gemminer.data.augment import random_crop_flip, random_flip, random_rotate_flip, rotate_flip
+from gemminer.data.loader import BatchLoader
 from gemminer.errors import ConfigError
 
 
@@ -207,7 +202,7 @@ def reference_crop_flip(image: torch.Tensor, pad: int, dy: int, dx: int, flip: b
 
 
 def test_batched_crop_flip_equals_the_per_image_reference():
-    from gemminer.data.loader import crop_flip, draw_crop_flip
+    from gemminer.data.augment import crop_flip, draw_crop_flip
 
     images = torch.randint(1, 256, (300, 3, 10, 7), dtype=torch.uint8)
     dy, dx, flipped = draw_crop_flip(300, 4, torch.Generator().manual_seed(5))

@@ -187,13 +187,13 @@ def test_the_python_api_mines_with_the_resolved_settings(mapping, monkeypatch):
     assert seen["cfg"] == expected
 
 
-def test_the_apis_public_defaults_are_unchanged():
-    """The API's keyword defaults come from the same constants, with the same values."""
+def test_the_apis_unset_arguments_are_left_to_the_resolver():
+    """No default is chosen in the API's signature: what is not given is ``None`` and
+    resolved as the command line resolves it; only run-time values have plain defaults."""
     mine = inspect.signature(gemminer.mine).parameters
-    assert {k: mine[k].default for k in ("lam", "period", "lr", "optimizer", "regularizer")} == {
-        "lam": None, "period": None, "lr": None, "optimizer": "sgd", "regularizer": "l2",
-    }  # fmt: skip
-    assert (mine["freeze_schedule"].default, mine["finetune_mask"].default) == ("authors", "flags")
+    for key in ("lam", "period", "lr", "optimizer", "regularizer", "freeze_schedule"):
+        assert mine[key].default is None, key
+    assert mine["finetune_mask"].default is None
     assert (mine["batch_size"].default, mine["device"].default, mine["seed"].default) == (
         128,
         "auto",
@@ -201,10 +201,37 @@ def test_the_apis_public_defaults_are_unchanged():
     )
     assert mine["precision"].default == "auto"
     ft = inspect.signature(gemminer.finetune).parameters
-    assert {k: ft[k].default for k in ("lr", "optimizer", "weight_decay", "schedule")} == {
-        "lr": 0.01, "optimizer": "sgd", "weight_decay": 1e-4, "schedule": "multistep",
-    }  # fmt: skip
-    assert ft["milestones"].default == (80 / 150, 120 / 150) and ft["batch_size"].default == 128
+    for key in ("lr", "optimizer", "weight_decay", "schedule", "milestones"):
+        assert ft[key].default is None, key
+
+
+@pytest.mark.parametrize("density, lr", [(0.0144, 0.01), (0.5, 0.1)])
+def test_the_python_api_finetunes_with_table_15s_row_for_the_masks_density(
+    density, lr, monkeypatch
+):
+    """`gemminer.finetune(...)` without an LR takes Table 15's row nearest to the mask's
+    density (0.01 below 50 %, 0.1 at it), milestones at 80/150 and 120/150; a given
+    value replaces only itself."""
+    seen = []
+
+    def capture(model, mask, train, cfg, device, **kwargs):
+        seen.append(cfg)
+        return []
+
+    monkeypatch.setattr(gemminer.api, "_finetune", capture)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(100, 10))
+    kept = torch.zeros(1000)
+    kept[: round(1000 * density)] = 1.0
+    mask = gemminer.Mask({"1.weight": kept.view(10, 100)})
+    batches = [(torch.zeros(2, 100), torch.zeros(2, dtype=torch.long))]
+    gemminer.finetune(net, mask, batches, epochs=15, device="cpu")
+    gemminer.finetune(net, mask, batches, epochs=15, device="cpu", lr=0.3, milestones=(0.5,))
+    default, given = seen
+    assert default.optim.lr == lr and default.optim.name == "sgd"
+    assert default.optim.milestones == pytest.approx((80 / 150, 120 / 150))
+    assert default.optim.weight_decay == 1e-4 and default.epochs == 15
+    assert given.optim.lr == 0.3 and given.optim.milestones == (0.5,)
+    assert given.optim.weight_decay == default.optim.weight_decay
 
 
 def test_values_may_be_text_or_plain_values():

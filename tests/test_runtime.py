@@ -9,11 +9,11 @@ import torch
 from torch import nn
 
 from gemminer.cli import main
-from gemminer.config import FinetuneConfig, MineConfig, OptimConfig
+from gemminer.config import FinetuneConfig, OptimConfig
 from gemminer.data.loader import BatchLoader
 from gemminer.errors import ConfigError
 from gemminer.masking import score_layers, to_score_model
-from gemminer.methods.gem_miner import mine_scores
+from gemminer.methods.gem_miner import MineConfig, mine_scores
 from gemminer.stages.progress import where
 from gemminer.training import finetune
 from gemminer.training import runtime as runtime_module

@@ -11,7 +11,9 @@ from gemminer.data.loader import BatchLoader
 from gemminer.errors import ConfigError
 from gemminer.masking.threshold import global_mask, layerwise_mask
 from gemminer.methods import METHODS, PruneContext
-from gemminer.methods.scoring import DISTRIBUTIONS, layer_counts
+from gemminer.methods.distributions import DISTRIBUTIONS
+from gemminer.methods.scoring import layer_counts
+from gemminer.methods.smart_ratio import SmartRatioSettings, smart_ratio_counts
 
 from .conftest import separable_arrays
 
@@ -140,3 +142,29 @@ def test_thresholding_settings_from_the_command_line():
     assert spec.build_settings(values).layer_counts(Net(), 0.2, "snip") == layer_counts(
         Net(), 0.2, "erk", "snip"
     )
+
+
+def test_every_distribution_is_reached_through_the_registry_and_unknown_names_are_refused():
+    # importing gemminer.methods registers all of them, in the order errors list them
+    assert DISTRIBUTIONS.names() == ("uniform", "erk", "smart-ratio")
+    assert len(DISTRIBUTIONS) == 3 and "erk" in DISTRIBUTIONS and "rigl" not in DISTRIBUTIONS
+    smart_ratio = smart_ratio_counts(Net(), 0.2, SmartRatioSettings())
+    for name in DISTRIBUTIONS:
+        counts = DISTRIBUTIONS.get(name)(Net(), 0.2, "random")
+        assert sum(counts.values()) == round(0.2 * 996), name
+        assert counts == layer_counts(Net(), 0.2, name, "random"), name
+        settings = METHODS.get("random").build_settings({"distribution": name})
+        assert settings.layer_counts(Net(), 0.2, "random") == counts, name
+        if name == "smart-ratio":
+            assert counts == smart_ratio
+    assert DISTRIBUTIONS.get("uniform")(Net(), 0.2, "random") != smart_ratio
+    message = "unknown distribution 'rigl'; valid distributions: uniform, erk, smart-ratio"
+    refusals = (
+        lambda: DISTRIBUTIONS.get("rigl"),
+        lambda: layer_counts(Net(), 0.2, "rigl", "snip"),
+        lambda: METHODS.get("snip").build_settings({"scope": "layer", "distribution": "rigl"}),
+    )
+    for refuse in refusals:
+        with pytest.raises(ConfigError) as info:
+            refuse()
+        assert str(info.value) == message

@@ -13,7 +13,7 @@ import torch
 import yaml
 
 from gemminer.masking import Mask
-from gemminer.sweep_jobs import JobRunner, Task, slots
+from gemminer.sweep.parallel import JobRunner, Task, slots
 
 from . import test_sweep
 from .conftest import child_env, write_image_folder

@@ -32,6 +32,7 @@ def train_loader() -> BatchLoader:
 # The loop ---------------------------------------------------------------------------------
 class Recorder(Hooks):
     stage = "test"
+    phase = "test"
     where = "testing"
 
     def __init__(self) -> None:

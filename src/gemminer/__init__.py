@@ -11,7 +11,7 @@ Public API::
 """
 
 from .api import finetune, mine
-from .config import FinetuneConfig, MineConfig, OptimConfig, RunConfig
+from .config import FinetuneConfig, OptimConfig, RunConfig
 from .data import load_dataset
 from .errors import GemMinerError
 from .export import export_run, load_exported
@@ -26,7 +26,7 @@ from .masking import (
     rounded_mask,
     to_score_model,
 )
-from .methods.gem_miner import FreezeSchedule, MiningResult
+from .methods.gem_miner import FreezeSchedule, MineConfig, MiningResult
 from .models import create_model, list_models
 from .version import __version__
 

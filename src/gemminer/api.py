@@ -26,6 +26,7 @@ layers, labels the model has no output for, one-shot data) raise a
 from __future__ import annotations
 
 import copy
+import dataclasses
 import inspect
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
@@ -35,27 +36,18 @@ from torch import nn
 
 from .config import (
     DEFAULT_BATCH_SIZE,
-    DEFAULT_DENSITY,
     DEFAULT_DEVICE,
-    DEFAULT_OPTIMIZER,
-    DEFAULT_REGULARIZER,
-    MINING_SCHEDULE,
-    FinetuneConfig,
-    MineConfig,
-    OptimConfig,
+    DEFAULT_PRECISION,
     check_density,
     check_whole,
-    default_finetune_optim,
 )
 from .data.base import ImageArrays
 from .data.loader import BatchLoader, eval_batches, training_batches
 from .errors import DataError, MaskError, ModelError
 from .masking import Mask, prunable_modules, to_score_model
 from .methods import METHODS
-from .methods.gem_miner import GemMinerSettings, MiningResult, mine_scores
-from .options import DEFAULT_PRECISION
-from .recipe import FALLBACK
-from .resolve import mining_defaults, paper_row
+from .methods.gem_miner import MineConfig, MiningResult, mine_config, mine_scores
+from .resolve import finetune_defaults, resolve
 from .seeds import derive_seed
 from .training import finetune as _finetune
 from .training import resolve_device
@@ -63,8 +55,6 @@ from .training.progress import show_epochs
 from .training.runtime import Runtime, resolve_precision
 
 Data = ImageArrays | Iterable[tuple[torch.Tensor, torch.Tensor]]
-#: Finetuning's defaults: Table 15's row for ResNet-20 at the default density.
-_FINETUNE = default_finetune_optim(DEFAULT_DENSITY)
 
 
 def _check_model(model: nn.Module) -> None:
@@ -243,6 +233,21 @@ def _test_batches(
     return {"test": batches} if batches is not None else None
 
 
+def _given(**values: Any) -> dict[str, Any]:
+    return {key: value for key, value in values.items() if value is not None}
+
+
+def _mine_config(**values: Any) -> MineConfig:
+    """Gem-Miner's configuration of :func:`mine`'s arguments (``None``: not given), chosen
+    by the command line's resolver, so ``mine(...)`` and ``gemminer mine`` agree."""
+    settings = ("freeze_schedule", "finetune_mask")
+    options = _given(**{k: v for k, v in values.items() if k not in (*settings, "lam")})
+    options.update(_given(**{"lambda": values["lam"]}), method="gem-miner")
+    options["set"] = _given(**{k: values[k] for k in settings})
+    run = resolve(options)
+    return mine_config(run.prune, METHODS.get(run.method).build_settings(run.settings))
+
+
 def mine(
     model: nn.Module,
     train_data: Data,
@@ -252,10 +257,10 @@ def mine(
     lam: float | None = None,
     period: int | None = None,
     lr: float | None = None,
-    optimizer: str = DEFAULT_OPTIMIZER,
-    regularizer: str = DEFAULT_REGULARIZER,
-    freeze_schedule: str = GemMinerSettings.freeze_schedule,
-    finetune_mask: str = GemMinerSettings.finetune_mask,
+    optimizer: str | None = None,
+    regularizer: str | None = None,
+    freeze_schedule: str | None = None,
+    finetune_mask: str | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
     test_data: Data | None = None,
     mean: Sequence[float] | None = None,
@@ -269,18 +274,17 @@ def mine(
 ) -> MiningResult:
     """Find a ``density`` ticket in ``model``'s current weights with Gem-Miner.
 
-    ``model`` is not modified: a copy is converted to score layers. ``lam``, ``period``
-    and ``lr`` default to the paper's ResNet-20 values (Table 8) for the nearest density,
-    with the period scaled to ``epochs`` and, as ``gemminer mine`` does, the LR per
-    ``optimizer``: SGD takes Table 8's LR × 150/``epochs`` for shorter runs (the same
-    summed LR); Adam takes 0.01 (the authors' Adam LR) at any ``epochs``
-    (:meth:`gemminer.recipe.Recipe.mining_at`), chosen by the command line's resolver
-    (:func:`gemminer.resolve.mining_defaults`). An explicit ``lr`` always wins.
-    ``freeze_schedule`` and ``finetune_mask`` default to the authors' runs (see
-    :mod:`gemminer.methods.gem_miner`). Returns the ticket to finetune as ``result.mask``
-    (the flags q by default; keyed by ``model``'s weight names), the rounded mask — the
-    "rare gem", accurate before finetuning — as ``result.gem``, the per-epoch history,
-    and the trained score model as ``result.model``.
+    ``model`` is not modified: a copy is converted to score layers. The settings are
+    resolved as ``gemminer mine`` resolves its flags (:func:`gemminer.resolve.resolve`):
+    what is ``None`` takes the paper's ResNet-20 row (Table 8) nearest to ``density`` —
+    its optimizer, λ and regularizer, the period scaled to ``epochs`` and, for SGD, the
+    LR × 150/``epochs`` for shorter runs (the same summed LR; Adam's LR is never scaled,
+    :meth:`gemminer.recipe.Recipe.mining_at`). ``freeze_schedule`` and ``finetune_mask``
+    default to the authors' runs (see :mod:`gemminer.methods.gem_miner`). Returns the
+    ticket to finetune as ``result.mask`` (the flags q by default; keyed by ``model``'s
+    weight names), the rounded mask — the "rare gem", accurate before finetuning — as
+    ``result.gem``, the per-epoch history, and the trained score model as
+    ``result.model``.
     Only the weights of ``model``'s Conv2d and Linear layers are pruned; biases and
     normalization parameters (and any other parameter) are not pruned and not counted in
     ``density`` — ``result.mask.report()`` ends with how many values stay dense.
@@ -307,23 +311,17 @@ def mine(
     _check_data(model, train_data, "train_data")
     _check_data(model, test_data, "test_data")
     runtime = runtime or Runtime(precision=resolve_precision(precision, device), compile=compile)
-    spec = METHODS.get("gem-miner")  # the rows of the paper's main table (no model name)
-    defaults = mining_defaults(spec, paper_row(spec, *FALLBACK, density), epochs, optimizer)
-    cfg = MineConfig(
+    cfg = _mine_config(
         density=density,
         epochs=epochs,
-        period=period if period is not None else defaults.period,
-        lam=lam if lam is not None else defaults.lam,
+        batch_size=batch_size,
+        optimizer=optimizer,
+        lr=lr,
+        lam=lam,
+        period=period,
         regularizer=regularizer,
         freeze_schedule=freeze_schedule,
         finetune_mask=finetune_mask,
-        batch_size=batch_size,
-        optim=OptimConfig(
-            name=defaults.optimizer,
-            lr=lr if lr is not None else defaults.lr,
-            weight_decay=defaults.weight_decay,
-            schedule=MINING_SCHEDULE,
-        ),
     )
     scores_seed = torch.Generator().manual_seed(derive_seed(seed, "scores"))
     scored = to_score_model(copy.deepcopy(model), scores_seed)
@@ -367,11 +365,11 @@ def finetune(
     train_data: Data,
     *,
     epochs: int,
-    lr: float = _FINETUNE.lr,
-    optimizer: str = _FINETUNE.name,
-    weight_decay: float = _FINETUNE.weight_decay,
-    schedule: str = _FINETUNE.schedule,
-    milestones: tuple[float, ...] = _FINETUNE.milestones,
+    lr: float | None = None,
+    optimizer: str | None = None,
+    weight_decay: float | None = None,
+    schedule: str | None = None,
+    milestones: tuple[float, ...] | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
     test_data: Data | None = None,
     mean: Sequence[float] | None = None,
@@ -385,7 +383,10 @@ def finetune(
 ) -> list[dict]:
     """Train ``model`` in place with ``mask`` fixed (pruned weights stay exactly zero).
 
-    Defaults are Table 15's for ResNet-20 below 50 % density. Returns per-epoch records.
+    What is ``None`` takes Table 15's ResNet-20 row nearest to the mask's density
+    (:func:`gemminer.resolve.finetune_defaults`: SGD, LR 0.01 below 50 % density and 0.1
+    at it, × 0.1 after 80/150 and 120/150 of the epochs, weight decay 1e-4). Returns
+    per-epoch records.
     Biases and normalization parameters are trained too (they were never pruned).
     The mask, ``epochs`` and the data are checked first, as in :func:`mine`; ``seed``
     (the batch order and augmentation of ImageArrays, as ``gemminer finetune`` derives
@@ -404,17 +405,15 @@ def finetune(
     _check_data(model, train_data, "train_data")
     _check_data(model, test_data, "test_data")
     runtime = runtime or Runtime(precision=resolve_precision(precision, device), compile=compile)
-    cfg = FinetuneConfig(
-        epochs=epochs,
-        batch_size=batch_size,
-        optim=OptimConfig(
-            name=optimizer,
-            lr=lr,
-            weight_decay=weight_decay,
-            schedule=schedule,
-            milestones=milestones,
-        ),
+    row = finetune_defaults(mask.density, epochs, batch_size)
+    given = _given(
+        name=optimizer,
+        lr=lr,
+        weight_decay=weight_decay,
+        schedule=schedule,
+        milestones=milestones,
     )
+    cfg = dataclasses.replace(row, optim=dataclasses.replace(row.optim, **given))
     train = _batches(
         train_data,
         batch_size=batch_size,

@@ -24,12 +24,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from . import stages
-from .config import DEFAULT_DEVICE, RunConfig
+from .config import RunConfig
 from .data import DATASETS
-from .data.loader import check_batching
+from .data.base import check_batching
 from .errors import GemMinerError
 from .masking import WEIGHT_INITS, format_density
 from .methods import METHODS, targets_density
@@ -228,13 +226,11 @@ def _run(args: argparse.Namespace) -> int:
         # settings are resolved and checked before any process-group work, so that under
         # torchrun a user mistake ends every rank at once, before a file is written
         cfg = _checked_config(args) if args.command in RUN_COMMANDS else None
-        threads = getattr(args, "threads", None)
-        if threads is not None:
-            torch.set_num_threads(threads)
-        device = getattr(args, "device", None) or DEFAULT_DEVICE
-        precision = getattr(args, "precision", "fp32")
         with start_runtime(
-            device, precision=precision, compile=getattr(args, "compile", False)
+            getattr(args, "device", None),  # sanity: the default device
+            precision=args.precision,
+            compile=args.compile,
+            threads=args.threads,
         ) as (runtime, device):
             return _train(args, runtime, device, cfg)
     result = stages.eval_run(args.run_dir, data_dir=args.data_dir, device=args.device)

@@ -44,6 +44,9 @@ DEFAULT_BATCH_SIZE = 128
 DEFAULT_OPTIMIZER = "sgd"
 DEFAULT_REGULARIZER = "l2"
 DEFAULT_DEVICE = "auto"
+#: ``--precision`` when not given: what was measured fastest on the device, bf16 on CPUs
+#: with bf16 matrix instructions, else fp32 (:func:`gemminer.training.runtime.auto_precision`).
+DEFAULT_PRECISION = "auto"
 #: The LR schedule that finds a mask (Table 8: cosine); finetuning's is multistep.
 MINING_SCHEDULE = "cosine"
 #: The LR that finds a mask with an optimizer other than the one a recipe row (or a
@@ -129,60 +132,6 @@ class OptimConfig:
         object.__setattr__(self, "milestones", tuple(float(m) for m in self.milestones))
 
 
-@dataclass(frozen=True)
-class MineConfig:
-    """Gem-Miner (Algorithm 1, by default on the authors' freezing schedule).
-
-    ``density`` is the target fraction of weights kept; the flag density falls
-    geometrically to it, frozen every ``period`` epochs.
-    ``density=1`` with ``lam=0`` is Gem-Miner(0): no freezing, no regularization.
-    ``collapse_guard`` keeps every layer connected (at least one weight per output unit,
-    or ``min_layer_density`` of the layer); ``auto_lambda`` adapts λ after every epoch so
-    the rounded density meets the freezing bound; ``freeze_schedule``, ``finetune_mask``
-    and ``freeze_order`` choose between the authors' code and the printed Algorithm 1
-    (see :mod:`gemminer.methods.gem_miner`).
-    """
-
-    density: float = DEFAULT_DENSITY
-    epochs: int = DEFAULT_EPOCHS
-    period: int = 5
-    lam: float = 1e-4
-    regularizer: str = DEFAULT_REGULARIZER
-    batch_size: int = DEFAULT_BATCH_SIZE
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    bn_recalibration_batches: int = CALIBRATION_BATCHES
-    collapse_guard: bool = True
-    min_layer_density: float = 0.0
-    auto_lambda: bool = False
-    freeze_schedule: str = "authors"
-    finetune_mask: str = "flags"
-    freeze_order: str = "lowest"
-
-    def __post_init__(self) -> None:
-        check_density(self.density)
-        check_choice(self.freeze_schedule, FREEZE_SCHEDULES, "freeze_schedule")
-        check_choice(self.finetune_mask, FINETUNE_MASKS, "finetune_mask")
-        check_choice(self.freeze_order, FREEZE_ORDERS, "freeze_order")
-        require(
-            0 <= self.min_layer_density <= 1,
-            f"min_layer_density must lie in [0, 1], got {self.min_layer_density}",
-        )
-        require(
-            not self.auto_lambda or self.lam > 0,
-            "auto_lambda adapts a positive lambda; give --lambda > 0",
-        )
-        check_whole(self.epochs, 1, "epochs")
-        check_whole(self.period, 1, "period")
-        require(
-            self.period <= self.epochs,
-            f"period {self.period} is longer than the {self.epochs} mining epochs",
-        )
-        require(math.isfinite(self.lam) and self.lam >= 0, f"lambda must be >= 0, got {self.lam}")
-        check_choice(self.regularizer, REGULARIZERS, "regularizer")
-        check_whole(self.batch_size, 1, "batch size")
-        check_whole(self.bn_recalibration_batches, 0, "bn_recalibration_batches")
-
-
 def default_finetune_optim(density: float) -> OptimConfig:
     """Table 15: LR 0.1 at 50 % density, 0.01 below; milestones 80 and 120 of 150 epochs."""
     return OptimConfig(
@@ -260,8 +209,9 @@ class RunConfig:
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     sanity_check: str = ""
     sanity_seed: int = 0
-    eval_each_epoch: bool = True
-    eval_every: int = 1  # with eval_each_epoch: the test set every n epochs and after the last
+    #: Evaluate the test set every this many epochs and after the last (0: only after the
+    #: last, ``--no-epoch-eval``).
+    eval_every: int = 1
     defaults_version: int = DEFAULTS_VERSION
 
     def __post_init__(self) -> None:
@@ -269,19 +219,27 @@ class RunConfig:
         check_whole(self.val_size, 0, "validation size")
         check_whole(self.train_size, 0, "training subset size")
         check_whole(self.image_size, 0, "image size")
-        require(self.eval_every >= 1, f"--eval-every must be >= 1, got {self.eval_every}")
+        check_whole(self.eval_every, 0, "--eval-every")
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @property
-    def epoch_eval_every(self) -> int:
-        """Evaluate the test set every this many epochs (0: only after the last)."""
-        return self.eval_every if self.eval_each_epoch else 0
+        """The settings as config.json stores them. ``eval_every`` is written in the layout
+        run folders have always had — ``eval_each_epoch`` (false for 0) and ``eval_every``
+        (1 for 0) — so the hashes in folder names and the checkpoints' keys, both made
+        from this dict, stay those of the runs made before the two became one setting."""
+        out: dict[str, Any] = {}
+        for key, value in asdict(self).items():
+            if key == "eval_every":
+                out["eval_each_epoch"] = value != 0
+                value = value or 1
+            out[key] = value
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunConfig:
-        return _build(cls, {"defaults_version": 1, **data})
+        data = {"defaults_version": 1, **data}
+        if not data.pop("eval_each_epoch", True):  # see to_dict
+            data["eval_every"] = 0
+        return _build(cls, data)
 
 
 def _build(cls: type, data: dict[str, Any]) -> Any:

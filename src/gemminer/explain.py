@@ -2,18 +2,18 @@
 
 ``gemminer mine --density 0.0144 --epochs 10`` trains at LR 1.5 with period 1: values the
 user never wrote. :func:`explain_settings` says which values a run uses and, where they
-are the paper's row adjusted to the budget, how they were derived, so nobody has to read
-``config.json`` to learn it. It describes; it never chooses a value.
+are the paper's row adjusted to the budget, how they were derived
+(:func:`gemminer.resolve.derivation`), so nobody has to read ``config.json`` to learn it.
+It describes; it never chooses or derives a value.
 """
 
 from __future__ import annotations
 
 import math
 
-from .config import RunConfig, budget_scaled_lr
-from .errors import ConfigError
+from .config import RunConfig
 from .methods import METHODS
-from .recipe import Recipe, paper_recipe
+from .resolve import Derivation, derivation
 from .training.optim import milestone_epochs
 
 
@@ -30,49 +30,38 @@ def _close(a: float | None, b: float | None) -> bool:
     return a is not None and b is not None and math.isclose(a, b, rel_tol=1e-9)
 
 
-def _row(cfg: RunConfig) -> Recipe | None:
-    try:
-        return paper_recipe(cfg.model, cfg.dataset, cfg.prune.density)
-    except ConfigError:
-        return None
-
-
-def _mining_lr(cfg: RunConfig, row: Recipe | None) -> str:
+def _mining_lr(cfg: RunConfig, how: Derivation) -> str:
     optim = cfg.prune.optim
     text = f"{optim.name.upper() if optim.name == 'sgd' else optim.name.capitalize()} LR "
     text += _num(optim.lr)
-    if row is None or row.lr is None or optim.name != row.optimizer:
+    row = how.row
+    if row is None or row.lr is None or not how.lr:
         return text
-    epochs = cfg.prune.epochs
-    if _close(optim.lr, row.lr):
+    if how.lr == "row":
         return text + f" (recipe {row.name})"
-    if _close(optim.lr, budget_scaled_lr(row.lr, row.epochs, epochs, optim.name)):
-        return text + (
-            f" = {_num(row.lr)} × {row.epochs}/{epochs} epochs (recipe {row.name}: the same "
-            "summed LR for a shorter run)"
-        )
-    return text
+    return text + (
+        f" = {_num(row.lr)} × {row.epochs}/{cfg.prune.epochs} epochs (recipe {row.name}: "
+        "the same summed LR for a shorter run)"
+    )
 
 
-def _period(cfg: RunConfig, row: Recipe | None) -> str:
+def _period(cfg: RunConfig, how: Derivation) -> str:
     period = cfg.settings.get("period")
     if period is None:
         return ""
     text = f"period {period}"
-    if row is not None and row.period is not None and row.epochs != cfg.prune.epochs:
-        scaled = max(1, min(cfg.prune.epochs, round(row.period * cfg.prune.epochs / row.epochs)))
-        if scaled == period:
-            text += f" (= {row.period} × {cfg.prune.epochs}/{row.epochs}, at least 1)"
+    if how.period and how.row is not None:
+        text += f" (= {how.row.period} × {cfg.prune.epochs}/{how.row.epochs}, at least 1)"
     return text
 
 
-def _lam(cfg: RunConfig, row: Recipe | None) -> str:
+def _lam(cfg: RunConfig, how: Derivation) -> str:
     lam = cfg.settings.get("lam", cfg.settings.get("lambda"))
     if lam is None:
         return ""
     text = f"λ {_num(lam)}"
-    if row is not None and _close(lam, row.lam):
-        text += f" (recipe {row.name})"
+    if how.lam and how.row is not None:
+        text += f" (recipe {how.row.name})"
     return text
 
 
@@ -105,14 +94,14 @@ def _finetune(cfg: RunConfig) -> str:
 
 def explain_settings(cfg: RunConfig) -> list[str]:
     """Lines naming the mining and finetuning settings of ``cfg`` and where they came from."""
-    row = _row(cfg) if cfg.method == "gem-miner" else None
     if cfg.prune.epochs > 0 and METHODS.get(cfg.method).trains:
+        how = derivation(cfg)
         parts = [
             epochs_text(cfg.prune.epochs),
-            _mining_lr(cfg, row),
+            _mining_lr(cfg, how),
             f"{cfg.prune.optim.schedule} schedule",
-            _period(cfg, row),
-            _lam(cfg, row),
+            _period(cfg, how),
+            _lam(cfg, how),
             f"batch {cfg.prune.batch_size}",
         ]
         mining = f"{cfg.method}: " + ", ".join(p for p in parts if p)

@@ -35,6 +35,7 @@ from .config import (
     DEFAULT_LR,
     DEFAULT_METHOD,
     DEFAULT_MODEL,
+    DEFAULT_PRECISION,
     DEFAULT_REGULARIZER,
     OPTIMIZERS,
     REGULARIZERS,
@@ -56,9 +57,6 @@ RUN, RUNTIME, COMMAND = "run", "runtime", "command"
 #: The commands that find a ticket, and those that also train a run folder's ticket.
 RUN_COMMANDS = ("mine", "prune", "run")
 TRAIN_COMMANDS = (*RUN_COMMANDS, "finetune", "sanity")
-#: ``--precision`` when not given: what was measured fastest on the device, bf16 on CPUs
-#: with bf16 matrix instructions, else fp32 (:func:`gemminer.training.runtime.auto_precision`).
-DEFAULT_PRECISION = "auto"
 
 
 # -- values -------------------------------------------------------------------------------
@@ -284,7 +282,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("no_epoch_eval", "evaluate on the test set only at the end, not after every "
            "epoch", kind=SWITCH),
     Option("eval_every", "evaluate on the test set every N epochs and after the last "
-           f"(default {RunConfig.eval_every})", integer, default=RunConfig.eval_every,
+           f"(0: only after the last; default {RunConfig.eval_every})", integer,
+           default=RunConfig.eval_every,
            metavar="N"),
     Option("no_progress", "no progress bars", kind=SWITCH, commands=TRAIN_COMMANDS,
            group=RUNTIME, sweep="pass --no-progress to `gemminer sweep`"),

@@ -2,8 +2,8 @@
 
 ``gemminer mine|prune|run`` turn their flags into a mapping of options
 (:mod:`gemminer.options`), ``gemminer sweep`` each grid point, and both call
-:func:`resolve`; the Python API (:func:`gemminer.mine`) takes its mining defaults from
-:func:`paper_row` and :func:`mining_defaults`. So the same inputs resolve to the same
+:func:`resolve`, and so does the Python API (:func:`gemminer.mine`; :func:`gemminer.finetune`
+takes Table 15's row through :func:`finetune_defaults`). So the same inputs resolve to the same
 RunConfig — and the same run folder, named by its hash — whichever way they were given.
 
 Where a setting comes from, first that applies:
@@ -24,12 +24,15 @@ themselves on every shipped row; the row's own after a one-shot method's 0 epoch
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from .config import (
+    DEFAULT_DATASET,
+    DEFAULT_MODEL,
     DEFAULT_OPTIMIZER,
     DEFAULT_REGULARIZER,
     MINING_SCHEDULE,
@@ -97,12 +100,58 @@ def mining_defaults(
     )
 
 
-def check_epochs(method: str, epochs: int) -> None:
-    """Gem-Miner trains to find its mask (>= 1 epoch); one-shot methods may take 0."""
-    minimum = 1 if method == "gem-miner" else 0
-    if epochs < minimum:
+@dataclasses.dataclass(frozen=True)
+class Derivation:
+    """Where a resolved run's mining values came from, as far as its config shows:
+    ``row`` is the paper's row its method's defaults come from (``None`` when the method
+    has no row of its own, or none fits); ``lr`` is ``"row"`` (the row's LR), ``"budget"``
+    (the row's LR scaled to the epochs) or ``""`` (given, or the method's own);
+    ``period`` is ``"budget"`` when the row's period was scaled to the epochs; ``lam`` is
+    ``"row"`` when λ is the row's. :mod:`gemminer.explain` puts it in words."""
+
+    row: Recipe | None = None
+    lr: str = ""
+    period: str = ""
+    lam: str = ""
+
+
+def _close(a: float | None, b: float | None) -> bool:
+    return a is not None and b is not None and math.isclose(a, b, rel_tol=1e-9)
+
+
+def derivation(cfg: RunConfig) -> Derivation:
+    """How :func:`resolve` derived ``cfg``'s mining LR, period and λ from the paper's row
+    (the same :func:`paper_row` and :func:`mining_defaults` that chose them)."""
+    spec = METHODS.get(cfg.method)
+    try:
+        row = paper_row(spec, cfg.model, cfg.dataset, cfg.prune.density)
+    except ConfigError:
+        return Derivation()
+    if row.method != spec.name:
+        return Derivation()
+    optim, epochs = cfg.prune.optim, cfg.prune.epochs
+    defaults = mining_defaults(spec, row, epochs, optim.name)
+    lr = ""
+    if row.lr is not None and optim.name == row.optimizer:
+        lr = (
+            "row" if _close(optim.lr, row.lr) else "budget" if _close(optim.lr, defaults.lr) else ""
+        )
+    period = cfg.settings.get("period")
+    scaled = row.period is not None and row.epochs != epochs and period == defaults.period
+    return Derivation(
+        row=row,
+        lr=lr,
+        period="budget" if scaled else "",
+        lam="row" if _close(cfg.settings.get("lam"), row.lam) else "",
+    )
+
+
+def check_epochs(spec: MethodSpec, epochs: int) -> None:
+    """At least the method's :attr:`~MethodSpec.min_epochs` (Gem-Miner and Edge-Popup
+    train to find their mask: 1; one-shot methods may take 0)."""
+    if epochs < spec.min_epochs:
         flag = OPTIONS_BY_KEY["epochs"].flag
-        raise ConfigError(f"argument {flag}: {whole_number_message(minimum, epochs)}")
+        raise ConfigError(f"argument {flag}: {whole_number_message(spec.min_epochs, epochs)}")
 
 
 def _coerce(value: Any, kind: Any, key: str) -> Any:
@@ -161,14 +210,11 @@ def _flagged_settings(
 
 
 def _check_settings(spec: MethodSpec, prune: PruneConfig, settings: Mapping[str, Any]) -> None:
-    """Validate the method's settings with the budget: Gem-Miner's whole Algorithm 1 now
-    (e.g. its period no longer than the epochs), so no run starts to fail later."""
-    if spec.name == "gem-miner":
-        from .methods.gem_miner import mine_config
-
-        mine_config(prune, spec.build_settings(settings))
-    else:
-        spec.build_settings(settings)
+    """Validate the method's settings with the budget (its registered ``validate``, e.g.
+    Gem-Miner's period no longer than the epochs), so no run starts to fail later."""
+    built = spec.build_settings(settings)
+    if spec.validate is not None:
+        spec.validate(prune, built)
 
 
 def _prune_config(values: Mapping[str, Any], row: Recipe, mining: MiningDefaults) -> PruneConfig:
@@ -187,27 +233,53 @@ def _prune_config(values: Mapping[str, Any], row: Recipe, mining: MiningDefaults
 
 def _finetune_config(values: Mapping[str, Any], row: Recipe, spec: MethodSpec) -> FinetuneConfig:
     """Table 15's row — or the method's own row for the model and data set
-    (:attr:`MethodSpec.finetune_rows`) unless ``row`` is a recipe of that method —:
-    ``--finetune-epochs``, else the row's scaled to the mining epochs; ``--batch-size``,
-    ``--finetune-lr`` and ``--finetune-milestones`` override the row's."""
+    (:attr:`MethodSpec.finetune_rows`) unless ``row`` is a recipe of that method —, its
+    epochs scaled to the mining epochs, then the finetuning flags (:func:`finetune_overrides`)."""
     own = spec.finetune_row(values["model"], values["dataset"])
     if own is not None and row.method != spec.name:
         row = dataclasses.replace(row, finetune=own)
-    epochs = values.get("finetune_epochs") or row.finetune_epochs_at(values["epochs"])
-    finetune = row.finetune.config(epochs, values.get("batch_size"))
+    finetune = row.finetune.config(row.finetune_epochs_at(values["epochs"]))
+    return finetune_overrides(finetune, values)
+
+
+def finetune_overrides(finetune: FinetuneConfig, values: Mapping[str, Any]) -> FinetuneConfig:
+    """``finetune`` with the finetuning options of ``values`` that are given (not ``None``):
+    ``finetune_epochs`` (the milestones keep their fractions), ``batch_size``,
+    ``finetune_lr`` and ``finetune_milestones`` (epochs, each before the last). Used for a
+    new run's settings and for ``gemminer finetune RUN --epochs/--lr/--batch-size``."""
+    given = {key: value for key, value in values.items() if value is not None}
+    epochs = given.get("finetune_epochs") or finetune.epochs
     optim = finetune.optim
-    if "finetune_lr" in values:
-        optim = dataclasses.replace(optim, lr=values["finetune_lr"])
-    if "finetune_milestones" in values:
-        late = [m for m in values["finetune_milestones"] if m > epochs]
+    if "finetune_lr" in given:
+        optim = dataclasses.replace(optim, lr=given["finetune_lr"])
+    if "finetune_milestones" in given:
+        late = [m for m in given["finetune_milestones"] if m > epochs]
         if late:
             raise ConfigError(
                 f"argument --finetune-milestones: {late[0]} is past the {epochs} finetuning epochs"
             )
         optim = dataclasses.replace(
-            optim, milestones=tuple(m / epochs for m in values["finetune_milestones"])
+            optim, milestones=tuple(m / epochs for m in given["finetune_milestones"])
         )
-    return dataclasses.replace(finetune, optim=optim)
+    return dataclasses.replace(
+        finetune,
+        epochs=epochs,
+        batch_size=given.get("batch_size", finetune.batch_size),
+        optim=optim,
+    )
+
+
+def finetune_defaults(
+    density: float,
+    epochs: int,
+    batch_size: int | None = None,
+    model: str = DEFAULT_MODEL,
+    dataset: str = DEFAULT_DATASET,
+) -> FinetuneConfig:
+    """Table 15's finetuning for a ticket of ``density`` (the row of ``model`` on
+    ``dataset`` nearest to it) over ``epochs``, the milestones keeping their fractions:
+    what the Python API's :func:`gemminer.finetune` uses where it is not told."""
+    return paper_recipe(model, dataset, density).finetune.config(epochs, batch_size)
 
 
 def _recipe_options(recipe: Recipe | None) -> dict[str, Any]:
@@ -234,7 +306,7 @@ def resolve(options: Mapping[str, Any], recipe: Recipe | str | Path | None = Non
     settings = dict(recipe.settings) if recipe else {}
     settings.update(parse_settings(spec, given.get("set", {})))
     row = recipe or paper_row(spec, values["model"], values["dataset"], values["density"])
-    check_epochs(spec.name, values["epochs"])
+    check_epochs(spec, values["epochs"])
     mining = mining_defaults(spec, row, values["epochs"], given.get("optimizer"))
     _flagged_settings(spec, given, settings, mining)
     prune = _prune_config(values, row, mining)
@@ -257,6 +329,5 @@ def resolve(options: Mapping[str, Any], recipe: Recipe | str | Path | None = Non
         prune=prune,
         settings=settings,
         finetune=_finetune_config(values, row, spec),
-        eval_each_epoch=not values.get("no_epoch_eval", False),
-        eval_every=values["eval_every"],
+        eval_every=0 if values.get("no_epoch_eval") else values["eval_every"],
     )

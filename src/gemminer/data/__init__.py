@@ -10,7 +10,9 @@ from pathlib import Path
 from ..errors import ConfigError, DataError
 from ..notices import notice
 from ..registry import Registry
-from .base import AUGMENTATIONS, DataSplits, ImageArrays, check_data_dir, split_validation
+from .augment import AUGMENTATIONS
+from .base import ImageArrays, check_data_dir
+from .splits import DataSplits, split_validation
 from .stream import ImageFiles
 
 #: A dataset factory takes the data folder, whether it may download and an image size

@@ -1,34 +1,17 @@
-"""Data set types shared by every reader: decoded images as one uint8 tensor."""
+"""Decoded images as one uint8 tensor, and the helpers that readers and loaders share.
+
+:class:`ImageArrays` is a split held in memory; the helpers check a data folder and a
+loader's batching, resize images, compute channel statistics and hold out part of a split.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 
 from ..errors import ConfigError, DataError
-
-if TYPE_CHECKING:
-    from .stream import ImageFiles
-
-#: Training augmentations the batch loader implements (see :mod:`gemminer.data.loader`):
-#: ``crop-flip`` (4-pixel zero-padded random crop and horizontal flip, CIFAR),
-#: ``rotate-flip`` (random rotation and horizontal flip, TinyImageNet),
-#: ``flip`` (horizontal flip only), ``none``, and ``random-resized-crop`` (Inception-style
-#: random-resized crop and horizontal flip, ImageNet: streamed data sets only, as it needs
-#: the full-size image, see :mod:`gemminer.data.stream`).
-AUGMENTATIONS = ("crop-flip", "rotate-flip", "flip", "none", "random-resized-crop")
-
-
-def check_augmentation(name: str) -> str:
-    """``name`` if it is one of :data:`AUGMENTATIONS`; a :class:`ConfigError` otherwise."""
-    if name not in AUGMENTATIONS:
-        raise ConfigError(
-            f"unknown augmentation {name!r}; valid augmentations: {', '.join(AUGMENTATIONS)}"
-        )
-    return name
 
 
 @dataclass(frozen=True)
@@ -58,72 +41,6 @@ class ImageArrays:
         return ImageArrays(self.images[index], self.labels[index], self.classes)
 
 
-@dataclass(frozen=True)
-class DataSplits:
-    """Everything training needs from a data set.
-
-    ``val`` is a validation split when there is one, else ``None``: a held-out part of the
-    training set asked for with ``val_size`` (Appendix A.1: 45k/5k for CIFAR-10), or the
-    data set's own (Caltech-101's seeded 20 %, an image folder's ``val/``). ``mean``/``std``
-    are per-channel statistics in [0, 1] pixel units used for normalization.
-    ``augmentation`` names the training augmentation (one of :data:`AUGMENTATIONS`).
-    ``descriptions`` are human-readable class names aligned with ``train.classes`` where the
-    data set ships them (TinyImageNet's ``words.txt``), else empty. ``skipped`` lists the
-    image files left out as unreadable (only when a reader was told to skip them).
-    Splits are :class:`ImageArrays` (decoded, in memory) or, for data too large for memory,
-    :class:`~gemminer.data.stream.ImageFiles` (read from disk batch by batch); the batch
-    loaders (:func:`~gemminer.data.loader.training_batches`) take either.
-    """
-
-    name: str
-    train: ImageArrays | ImageFiles
-    test: ImageArrays | ImageFiles
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    augmentation: str = "crop-flip"
-    val: ImageArrays | ImageFiles | None = None
-    descriptions: tuple[str, ...] = ()
-    skipped: tuple[str, ...] = ()
-
-    def __post_init__(self) -> None:
-        check_augmentation(self.augmentation)
-        channels = self.train.images.shape[1]
-        if len(self.mean) != channels or len(self.std) != channels:
-            raise DataError(
-                f"{self.name}: mean {self.mean} and std {self.std} must have one value per "
-                f"image channel ({channels})"
-            )
-        for split in (self.test, self.val):
-            if split is not None and split.classes != self.train.classes:
-                raise DataError(f"{self.name}: the splits disagree on the classes")
-        if self.descriptions and len(self.descriptions) != len(self.train.classes):
-            raise DataError(
-                f"{self.name}: {len(self.descriptions)} class descriptions "
-                f"for {len(self.train.classes)} classes"
-            )
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.train.classes)
-
-    @property
-    def image_shape(self) -> tuple[int, int, int]:
-        c, h, w = self.train.images.shape[1:]
-        return int(c), int(h), int(w)
-
-
-def split_validation(
-    train: ImageArrays | ImageFiles, val_size: int, seed: int
-) -> tuple[ImageArrays | ImageFiles, ImageArrays | ImageFiles]:
-    """A seeded random split of ``train`` into (train minus ``val_size``, ``val_size``)."""
-    if not 0 < val_size < len(train):
-        raise DataError(f"validation size {val_size} must lie in (0, {len(train)})")
-    order = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))
-    return train.subset(order[val_size:].sort().values), train.subset(
-        order[:val_size].sort().values
-    )
-
-
 def check_data_dir(data_dir: Path) -> None:
     """A :class:`DataError` if ``data_dir`` exists but is not a folder (a missing folder is
     each reader's to explain: it may be downloaded into)."""
@@ -132,6 +49,19 @@ def check_data_dir(data_dir: Path) -> None:
         raise DataError(
             f"--data-dir {data_dir} is {what}: pass the folder that holds the data set "
             "(or an empty folder to download it into)"
+        )
+
+
+def check_batching(batch_size: int, shard: tuple[int, int], train: bool) -> None:
+    """A loader's batch size and its shard ``(rank, world)`` of every global batch."""
+    if batch_size < 1:
+        raise ValueError(f"batch size must be >= 1, got {batch_size}")
+    rank, world = shard
+    if not 0 <= rank < world:
+        raise ValueError(f"shard {rank} of {world} does not exist")
+    if train and batch_size % world:
+        raise ConfigError(
+            f"the batch size {batch_size} must be a multiple of the {world} processes"
         )
 
 

@@ -16,7 +16,7 @@ import torch
 
 from ..errors import DataError
 from . import DATASETS
-from .base import DataSplits, check_data_dir, square_size, stratified_split
+from .base import check_data_dir, square_size, stratified_split
 from .download import (
     check_md5,
     extract_zip,
@@ -26,6 +26,7 @@ from .download import (
     unpack_folder,
 )
 from .folder import list_images, read_image_list, scan_split
+from .splits import DataSplits
 
 CALTECH101_URL = "https://data.caltech.edu/records/mzrjq-6wc02/files/caltech-101.zip"
 #: md5 of caltech-101.zip (CaltechDATA record mzrjq-6wc02, about 137 MB).

@@ -14,9 +14,10 @@ import torch
 
 from ..errors import DataError
 from . import DATASETS
-from .base import DataSplits, ImageArrays, check_data_dir, resize_arrays, square_size
+from .base import ImageArrays, check_data_dir, resize_arrays, square_size
 from .download import missing_data, obtain_archive, unpack_folder
 from .folder import IMAGE_EXTENSIONS, read_image_folder
+from .splits import DataSplits
 
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"

@@ -21,15 +21,9 @@ from PIL import Image
 from ..errors import DataError
 from ..notices import notice
 from . import DATASETS
-from .base import (
-    DataSplits,
-    ImageArrays,
-    channel_stats,
-    check_augmentation,
-    check_data_dir,
-    square_size,
-    stratified_split,
-)
+from .augment import check_augmentation
+from .base import ImageArrays, channel_stats, check_data_dir, square_size, stratified_split
+from .splits import DataSplits
 
 T = TypeVar("T", bound=Any)  # a split: ImageArrays, or stream.ImageFiles
 

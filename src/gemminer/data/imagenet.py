@@ -20,9 +20,10 @@ from pathlib import Path
 
 from ..errors import DataError
 from . import DATASETS
-from .base import DataSplits, check_data_dir, square_size
+from .base import check_data_dir, square_size
 from .caltech101 import IMAGENET_MEAN, IMAGENET_STD
 from .folder import class_folders, is_image_file, list_images, scan_split
+from .splits import DataSplits
 from .stream import ImageFiles
 
 DEFAULT_SIZE = 224

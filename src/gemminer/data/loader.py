@@ -2,8 +2,9 @@
 
 The decoded split lives on the device once; every batch is an index gather, a batched
 augmentation done as one more gather (random crop with zero padding, as torchvision pads
-the raw image, and/or random rotation, and horizontal flips), then per-channel
-normalization. No per-image Python and no worker processes.
+the raw image, and/or random rotation, and horizontal flips; see
+:mod:`gemminer.data.augment`), then per-channel normalization. No per-image Python and no
+worker processes.
 
 Data sets too large for memory are :class:`~gemminer.data.stream.ImageFiles` splits;
 :func:`training_batches` and :func:`eval_batches` give them a
@@ -18,145 +19,18 @@ from collections.abc import Iterator, Sequence
 import torch
 
 from ..errors import ConfigError
-from .base import ImageArrays, check_augmentation
+from .augment import (
+    ROTATION_DEGREES,
+    check_augmentation,
+    crop_flip,
+    draw_crop_flip,
+    draw_flip,
+    draw_rotate_flip,
+    flip_where,
+    rotate_flip,
+)
+from .base import ImageArrays, check_batching
 from .stream import ImageFiles, StreamingLoader
-
-#: Largest rotation (degrees, either way) of ``rotate-flip``: the paper's code uses
-#: torchvision's ``RandomRotation(20)`` for TinyImageNet.
-ROTATION_DEGREES = 20.0
-
-
-def draw_crop_flip(
-    batch: int, padding: int, generator: torch.Generator, flip: bool = True
-) -> tuple[torch.Tensor, ...]:
-    """The random part of :func:`random_crop_flip` for ``batch`` images (CPU tensors):
-    row and column offsets of shape (batch, 1) in [0, 2·padding], and flips (batch, 1)."""
-    dy = torch.randint(0, 2 * padding + 1, (batch, 1), generator=generator)
-    dx = torch.randint(0, 2 * padding + 1, (batch, 1), generator=generator)
-    if flip:
-        flipped = torch.rand(batch, 1, generator=generator) < 0.5
-    else:
-        flipped = torch.zeros(batch, 1, dtype=torch.bool)
-    return dy, dx, flipped
-
-
-def crop_flip(
-    images: torch.Tensor, padding: int, dy: torch.Tensor, dx: torch.Tensor, flipped: torch.Tensor
-) -> torch.Tensor:
-    """Crops of the zero-padded ``images`` (B, C, H, W) at offsets ``dy``, ``dx`` (B, 1)
-    into the padded image, mirrored left-right where ``flipped``; one index gather."""
-    b, c, h, w = images.shape
-    device = images.device
-    padded = torch.nn.functional.pad(images, (padding, padding, padding, padding))
-    rows = dy + torch.arange(h)
-    cols = dx + torch.arange(w)
-    cols = torch.where(flipped, cols.flip(1), cols)
-    rows, cols = _to(rows, device), _to(cols, device)
-    return padded[
-        torch.arange(b, device=device)[:, None, None, None],
-        torch.arange(c, device=device)[None, :, None, None],
-        rows[:, None, :, None],
-        cols[:, None, None, :],
-    ]
-
-
-def check_batching(batch_size: int, shard: tuple[int, int], train: bool) -> None:
-    """A loader's batch size and its shard ``(rank, world)`` of every global batch."""
-    if batch_size < 1:
-        raise ValueError(f"batch size must be >= 1, got {batch_size}")
-    rank, world = shard
-    if not 0 <= rank < world:
-        raise ValueError(f"shard {rank} of {world} does not exist")
-    if train and batch_size % world:
-        raise ConfigError(
-            f"the batch size {batch_size} must be a multiple of the {world} processes"
-        )
-
-
-def _to(t: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """A small CPU tensor on ``device``; staged in pinned memory for a non-blocking copy
-    to a GPU, so the host never waits for the device."""
-    if device.type == "cuda" and t.device.type == "cpu":
-        return t.pin_memory().to(device, non_blocking=True)
-    return t.to(device)
-
-
-def random_crop_flip(
-    images: torch.Tensor, padding: int, generator: torch.Generator, flip: bool = True
-) -> torch.Tensor:
-    """Random ``padding``-pixel-padded crops (same size as the input) and flips of a batch.
-
-    ``images`` has shape (B, C, H, W) and any dtype; the padding is filled with 0. Offsets
-    are drawn uniformly from [−padding, padding] per image and axis, flips with probability
-    1/2, from the CPU ``generator``.
-    """
-    return crop_flip(images, padding, *draw_crop_flip(len(images), padding, generator, flip))
-
-
-def draw_flip(batch: int, generator: torch.Generator) -> torch.Tensor:
-    """Which of ``batch`` images to mirror (probability 1/2 each), on the CPU."""
-    return torch.rand(batch, generator=generator) < 0.5
-
-
-def flip_where(images: torch.Tensor, flipped: torch.Tensor) -> torch.Tensor:
-    """The images (B, C, H, W) mirrored left-right where ``flipped`` (B,) is true."""
-    flipped = _to(flipped, images.device).view(-1, 1, 1, 1)
-    return torch.where(flipped, images.flip(3), images)
-
-
-def random_flip(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Each image of the batch (B, C, H, W) mirrored left-right with probability 1/2."""
-    return flip_where(images, draw_flip(images.shape[0], generator))
-
-
-def rotate_flip(images: torch.Tensor, angles: torch.Tensor, flips: torch.Tensor) -> torch.Tensor:
-    """Each image rotated by ``angles`` (degrees, counter-clockwise, about its centre), then
-    mirrored left-right where ``flips`` is true; pixels from outside the image are 0.
-
-    Nearest-neighbour sampling (torchvision's default for rotation) done as one index
-    gather, so any dtype works and values are never blended; an angle of 0 without a flip
-    returns the image unchanged.
-    """
-    b, c, h, w = images.shape
-    device = images.device
-    theta = torch.deg2rad(angles.to(device="cpu", dtype=torch.float64))  # exact for 0
-    cos = _to(theta.cos().float(), device).view(b, 1, 1)
-    sin = _to(theta.sin().float(), device).view(b, 1, 1)
-    cy, cx = (h - 1) / 2, (w - 1) / 2
-    y = (torch.arange(h, device=device, dtype=torch.float32) - cy).view(1, h, 1)
-    x = (torch.arange(w, device=device, dtype=torch.float32) - cx).view(1, 1, w)
-    # Flipping the output is reading its mirrored column; the source pixel of each output
-    # pixel is the output position rotated back by the angle.
-    x = torch.where(_to(flips, device).view(b, 1, 1), -x, x)
-    src_x = torch.round(x * cos - y * sin + cx).long()
-    src_y = torch.round(x * sin + y * cos + cy).long()
-    inside = (src_x >= 0) & (src_x < w) & (src_y >= 0) & (src_y < h)
-    index = (src_y.clamp(0, h - 1) * w + src_x.clamp(0, w - 1)).view(b, 1, h * w)
-    out = images.reshape(b, c, h * w).gather(2, index.expand(b, c, h * w)).view(b, c, h, w)
-    return out.masked_fill(~inside.view(b, 1, h, w), 0)
-
-
-def draw_rotate_flip(
-    batch: int, degrees: float, generator: torch.Generator, flip: bool = True
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Angles uniform in [−``degrees``, ``degrees``] (float64) and flips for ``batch`` images."""
-    angles = (torch.rand(batch, generator=generator, dtype=torch.float64) * 2 - 1) * degrees
-    if flip:
-        return angles, draw_flip(batch, generator)
-    return angles, torch.zeros(batch, dtype=torch.bool)
-
-
-def random_rotate_flip(
-    images: torch.Tensor,
-    degrees: float,
-    generator: torch.Generator,
-    flip: bool = True,
-) -> torch.Tensor:
-    """Random rotations by an angle uniform in [−``degrees``, ``degrees``] and flips (each
-    with probability 1/2) of a batch (B, C, H, W), drawn from the CPU ``generator``; the
-    corners rotated in are filled with 0 (before normalization, like torchvision's
-    ``RandomRotation`` with ``fill=0``). See :func:`rotate_flip`."""
-    return rotate_flip(images, *draw_rotate_flip(images.shape[0], degrees, generator, flip))
 
 
 class BatchLoader:

@@ -13,8 +13,9 @@ import torch
 
 from ..errors import DataError
 from . import DATASETS
-from .base import DataSplits, ImageArrays, check_data_dir, resize_arrays, square_size
+from .base import ImageArrays, check_data_dir, resize_arrays, square_size
 from .download import download_file, missing_data
+from .splits import DataSplits
 
 #: The mirror torchvision downloads from (the original yann.lecun.com site is gone).
 MNIST_URL = "https://ossci-datasets.s3.amazonaws.com/mnist/"

@@ -13,7 +13,8 @@ Geometry (Pillow, bilinear with antialiasing, as torchvision on PIL images):
 * training with ``random-resized-crop``: torchvision's ``RandomResizedCrop(size,
   scale=(0.08, 1), ratio=(3/4, 4/3))`` and a horizontal flip with probability 1/2.
   ``flip``: the evaluation geometry and a flip; ``crop-flip`` and ``rotate-flip``: the
-  evaluation geometry, then the batched tensor augmentations of the in-memory loader.
+  evaluation geometry, then the batched tensor augmentations of the in-memory loader
+  (:mod:`gemminer.data.augment`).
 
 Determinism: each epoch draws one seed from the loader's generator (so
 :meth:`StreamingLoader.state_dict` is the generator state, as for ``BatchLoader``); the
@@ -43,7 +44,15 @@ import torch
 from PIL import Image
 
 from ..errors import ConfigError, DataError
-from .base import channel_stats, check_augmentation
+from .augment import (
+    ROTATION_DEGREES,
+    check_augmentation,
+    crop_flip,
+    draw_crop_flip,
+    draw_rotate_flip,
+    rotate_flip,
+)
+from .base import channel_stats, check_batching
 
 #: ImageNet's evaluation resize: the short side to size × 256/224 before the centre crop.
 RESIZE_RATIO = 256 / 224
@@ -302,7 +311,8 @@ class StreamingLoader:
 
     Same arguments, length rules and sharding as
     :class:`~gemminer.data.loader.BatchLoader` (see the module docstring);
-    ``augmentation`` is one of ``AUGMENTATIONS`` and applies only with ``train=True``.
+    ``augmentation`` is one of :data:`~gemminer.data.augment.AUGMENTATIONS` and applies only
+    with ``train=True``.
     """
 
     def __init__(
@@ -323,8 +333,6 @@ class StreamingLoader:
         shard: tuple[int, int] = (0, 1),
         workers: int | None = None,
     ) -> None:
-        from .loader import ROTATION_DEGREES, check_batching
-
         check_batching(batch_size, shard, train)
         rank, world = shard
         check_augmentation(augmentation)
@@ -417,8 +425,6 @@ class StreamingLoader:
     def _batched(self, x: torch.Tensor, epoch_seed: int | None, k: int) -> torch.Tensor:
         """``crop-flip`` / ``rotate-flip`` of batch ``k`` as in ``BatchLoader``: drawn for the
         global batch from a generator seeded by (epoch seed, k), this rank's slice applied."""
-        from .loader import crop_flip, draw_crop_flip, draw_rotate_flip, rotate_flip
-
         rank, world = self.shard
         gen = torch.Generator().manual_seed(((epoch_seed or 0) + (k + 1) * _GOLDEN) % 2**63)
         size = self.batch_size if world > 1 else len(x)

@@ -11,9 +11,10 @@ from pathlib import Path
 
 from ..errors import DataError
 from . import DATASETS
-from .base import DataSplits, ImageArrays, check_data_dir, square_size
+from .base import ImageArrays, check_data_dir, square_size
 from .download import missing_data, obtain_archive, unpack_folder
 from .folder import class_folders, list_images, read_image_list
+from .splits import DataSplits
 
 TINYIMAGENET_URL = "http://cs231n.stanford.edu/tiny-imagenet-200.zip"
 #: md5 of tiny-imagenet-200.zip as published by torchvision-style loaders (248,100,043 bytes).

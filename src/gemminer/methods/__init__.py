@@ -11,7 +11,8 @@ from .base import MethodSpec, NoSettings, PruneContext, PruneResult, register_me
 
 METHODS: Registry[MethodSpec] = Registry("method")
 
-# one module per method (or family); importing registers it
+# one module per method (or family); importing registers it (smart_ratio also registers
+# its layer distribution, which Thresholding checks its names against)
 from . import dense as _dense  # noqa: E402,F401
 from . import edge_popup as _edge_popup  # noqa: E402,F401
 from . import gem_miner as _gem_miner  # noqa: E402,F401

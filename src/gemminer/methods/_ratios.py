@@ -1,8 +1,8 @@
 """Layer-wise keep ratios → exact keep counts, and random scores to fill them.
 
-Shared by the layer distributions of :mod:`gemminer.methods.scoring` (uniform, ERK, Smart
-Ratio): each gives every layer a *relative* keep ratio w_l (its density is s · w_l for one
-common scale s), and possibly a few layers a fixed keep count. :func:`allocate_counts`
+Shared by the layer distributions of :mod:`gemminer.methods.distributions` (uniform, ERK,
+Smart Ratio): each gives every layer a *relative* keep ratio w_l (its density is s · w_l
+for one common scale s), and possibly a few layers a fixed keep count. :func:`allocate_counts`
 solves for s so that the kept counts add up to the target, caps layers whose density would
 exceed 1 (they become dense and s is solved again for the rest, until no layer exceeds 1),
 and rounds to integers by largest remainder, so the total is *exact* and every layer is

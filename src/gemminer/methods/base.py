@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..config import OptimConfig
+from ..config import OptimConfig, PruneConfig
 from ..errors import ConfigError
 from ..masking import Mask
 from ..recipe import FinetuneRecipe
@@ -113,6 +113,16 @@ class MethodSpec:
     #: where that is not Table 15's row (Smart Ratio, configs/sr/*); at a run's budget the
     #: row's epochs scale like Table 15's (:meth:`gemminer.recipe.Recipe.finetune_epochs_at`).
     finetune_rows: tuple[tuple[tuple[str, str], FinetuneRecipe], ...] = ()
+    #: The fewest ``--epochs`` the method runs with (Gem-Miner and Edge-Popup train: 1);
+    #: checked when the settings are resolved, before any data is loaded.
+    min_epochs: int = 0
+    #: ``validate(prune, settings)``: checks of the settings against the run's budget
+    #: (e.g. Gem-Miner's period no longer than its epochs), raising a ConfigError when
+    #: the run is resolved, so that no run starts only to fail later.
+    validate: Callable[[PruneConfig, Any], None] | None = None
+    #: ``shortfall_hint(settings)``: why a ticket may keep fewer weights than the target
+    #: and what to do, appended to the density-shortfall warning ("" for nothing to add).
+    shortfall_hint: Callable[[Any], str] | None = None
 
     def finetune_row(self, model: str, dataset: str) -> FinetuneRecipe | None:
         """The method's own finetuning row for ``model`` on ``dataset``, if it has one."""
@@ -143,6 +153,9 @@ def register_method(
     fixed_density: float | None = None,
     trains: bool = True,
     finetune_rows: Mapping[tuple[str, str], FinetuneRecipe] | None = None,
+    min_epochs: int = 0,
+    validate: Callable[[PruneConfig, Any], None] | None = None,
+    shortfall_hint: Callable[[Any], str] | None = None,
 ) -> Callable[
     [Callable[[PruneContext, Any], PruneResult]], Callable[[PruneContext, Any], PruneResult]
 ]:
@@ -157,6 +170,7 @@ def register_method(
     ``trains``: False for a method that finds its mask without training (one shot).
     ``finetune_rows``: ``{(model, dataset): FinetuneRecipe}``, the finetuning the method's
     authors used for its masks where it differs from Table 15's row (name the source).
+    ``min_epochs``, ``validate`` and ``shortfall_hint``: see :class:`MethodSpec`.
     """
     from . import METHODS
 
@@ -174,6 +188,9 @@ def register_method(
                 fixed_density,
                 trains,
                 tuple((finetune_rows or {}).items()),
+                min_epochs,
+                validate,
+                shortfall_hint,
             )
         )
         return run

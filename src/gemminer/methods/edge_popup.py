@@ -44,7 +44,7 @@ from ..masking import Mask, weight_name
 from ..masking.scores import convert_layers
 from ..masking.threshold import global_mask, keep_count, layerwise_mask
 from ..training.loop import EpochStats, evaluate_splits, evaluation_due, recalibrate_batchnorm
-from ..training.optim import build_optimizer, build_scheduler
+from ..training.optim import build_optimizer
 from ..training.trainer import Hooks, Trainer
 from .base import PruneContext, PruneResult, register_method
 
@@ -247,6 +247,7 @@ class PopupHooks(Hooks):
 
     stage = "edge-popup"
     where = "edge-popup training"
+    phase = "prune"
 
     def __init__(self, model: nn.Module, ctx: PruneContext, settings: EdgePopupSettings) -> None:
         self.model = model
@@ -272,15 +273,8 @@ class PopupHooks(Hooks):
 
     def after_epoch(self, epoch: int, stats: EpochStats, lr: float) -> dict:
         kept = int(sum(m.mask().sum() for m in self.layers.values()))
-        record = {
-            "phase": "prune",
-            "epoch": epoch,
-            "loss": stats.loss,
-            "train_acc": stats.accuracy,
-            "lr": lr,
-            "density": kept / self.total,
-            "target_density": self.density,
-        }
+        record = super().after_epoch(epoch, stats, lr)
+        record.update(density=kept / self.total, target_density=self.density)
         ctx = self.ctx
         if ctx.eval_batches is not None and evaluation_due(epoch, ctx.epochs, ctx.eval_every):
             if ctx.calibration_batches is not None:
@@ -309,11 +303,10 @@ def train_scores(ctx: PruneContext, settings: EdgePopupSettings) -> PopupTrainin
     if not popup_layers(model):
         raise MaskError("the model has no Conv2d or Linear layer to prune")
     hooks = PopupHooks(model, ctx, settings)
-    optimizer = build_optimizer([m.scores for m in hooks.layers.values()], ctx.optim)
-    trainer = Trainer(
+    trainer = Trainer.scheduled(
         model,
-        optimizer,
-        build_scheduler(optimizer, ctx.optim, ctx.epochs),
+        build_optimizer([m.scores for m in hooks.layers.values()], ctx.optim),
+        ctx.optim,
         ctx.train_batches,
         ctx.device,
         ctx.epochs,
@@ -330,7 +323,12 @@ def train_scores(ctx: PruneContext, settings: EdgePopupSettings) -> PopupTrainin
 
 #: Shared by the Edge-Popup variants: hidden-networks trains scores with SGD, LR 0.1,
 #: weight decay 5e-4 over 100 cosine epochs, from signed-constant weights.
-_TRAINING = {"default_init": "signed_constant", "weight_decay": 5e-4, "lr_epochs": 100}
+_TRAINING = {
+    "default_init": "signed_constant",
+    "weight_decay": 5e-4,
+    "lr_epochs": 100,
+    "min_epochs": 1,
+}
 
 
 @register_method(

@@ -50,12 +50,13 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..config import PruneConfig
 from ..errors import ConfigError, GemMinerError
 from ..masking import Mask, prunable_weights
 from ..masking.threshold import global_mask
 from ..training.finetune import MaskedTraining
 from ..training.loop import Batches, EpochStats
-from ..training.optim import build_optimizer, build_scheduler
+from ..training.optim import build_optimizer
 from ..training.trainer import Trainer
 from .base import PruneContext, PruneResult, register_method
 
@@ -202,11 +203,18 @@ def round_densities(density: float, prune_fraction: float, rounds: int = 0) -> t
     return (*out, density)
 
 
-def resolve_round_epochs(round_epochs: int, ctx: PruneContext) -> int:
-    epochs = round_epochs or ctx.epochs
+def resolve_round_epochs(round_epochs: int, epochs: int) -> int:
+    """The training epochs of each round: ``round_epochs``, else the method's budget."""
+    epochs = round_epochs or epochs
     if not isinstance(epochs, int) or epochs < 1:
         raise ConfigError(f"a pruning round needs >= 1 training epoch, got {epochs!r}")
     return epochs
+
+
+def check_rounds(prune: PruneConfig, settings: Any) -> None:
+    """The registered ``validate`` of the iterative methods: each round trains >= 1 epoch
+    (``--epochs 0`` only with ``--set round_epochs=N``)."""
+    resolve_round_epochs(settings.round_epochs, prune.epochs)
 
 
 # The loop ----------------------------------------------------------------------------------
@@ -292,18 +300,11 @@ class PruningRound(MaskedTraining):
         self.stage = f"prune round {round_}"
         self.where = f"pruning round {round_}"
 
+    phase = "prune"
+
     def after_epoch(self, epoch: int, stats: EpochStats, lr: float) -> dict:
-        record = {
-            "phase": "prune",
-            "epoch": epoch,
-            "round": self.round,
-            "round_epoch": epoch - self.offset,
-            "loss": stats.loss,
-            "train_acc": stats.accuracy,
-            "lr": lr,
-            "density": self.mask.density,
-        }
-        record.update(self.evaluation(epoch - self.offset))
+        record = super().after_epoch(epoch, stats, lr)
+        record.update(round=self.round, round_epoch=epoch - self.offset)
         return record
 
     def state(self) -> dict[str, Any]:
@@ -323,11 +324,10 @@ def _train_round(
 ) -> list[dict]:
     """Train one round with a fresh optimizer and schedule; returns the records so far."""
     epochs = hooks.epochs
-    optimizer = build_optimizer(hooks.model.parameters(), ctx.optim)
-    trainer = Trainer(
+    trainer = Trainer.scheduled(
         hooks.model,
-        optimizer,
-        build_scheduler(optimizer, ctx.optim, epochs),
+        build_optimizer(hooks.model.parameters(), ctx.optim),
+        ctx.optim,
         batches,
         ctx.device,
         epochs,
@@ -449,10 +449,11 @@ def prune_iteratively(
     default_init="kaiming_normal",
     description="iterative magnitude pruning with weight rewinding (Frankle et al. 2019, 2020)",
     weight_decay=1e-4,
+    validate=check_rounds,
 )
 def run_imp(ctx: PruneContext, settings: ImpSettings) -> PruneResult:
     """IMP: train, prune ``prune_fraction`` of the remaining weights globally by |w|, rewind."""
-    epochs = resolve_round_epochs(settings.round_epochs, ctx)
+    epochs = resolve_round_epochs(settings.round_epochs, ctx.epochs)
     densities = round_densities(ctx.density, settings.prune_fraction, settings.rounds)
     step = resolve_rewind_step(settings, epochs, ctx.batches_per_epoch)
     return prune_iteratively(ctx, densities, epochs, rewind_step=step)

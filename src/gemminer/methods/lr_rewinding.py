@@ -21,6 +21,7 @@ from .base import PruneContext, PruneResult, register_method
 from .imp import (
     check_count,
     check_fraction,
+    check_rounds,
     prune_iteratively,
     resolve_round_epochs,
     round_densities,
@@ -53,9 +54,10 @@ class LrRewindingSettings:
     default_init="kaiming_normal",
     description="learning-rate rewinding (Renda et al. 2020): prune after training, no ticket",
     weight_decay=1e-4,
+    validate=check_rounds,
 )
 def run_lr_rewinding(ctx: PruneContext, settings: LrRewindingSettings) -> PruneResult:
     """Train, prune globally by |w|, keep the trained weights, replay the LR schedule."""
-    epochs = resolve_round_epochs(settings.round_epochs, ctx)
+    epochs = resolve_round_epochs(settings.round_epochs, ctx.epochs)
     densities = round_densities(ctx.density, settings.prune_fraction, settings.rounds)
     return prune_iteratively(ctx, densities, epochs, rewind_step=None)

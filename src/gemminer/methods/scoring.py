@@ -6,12 +6,13 @@ method keeps the highest scores by :func:`threshold`, as the method's settings s
 
 * ``scope="global"``: one top-k over all layers together (``round(density · total)``
   weights, within one weight of the target);
-* ``scope="layer"``: every layer keeps its own count, set by ``distribution``: the same
-  fraction everywhere (``"uniform"``), the Erdős–Rényi-Kernel densities of RigL
-  (``"erk"``), or Smart Ratio's quadratically decaying ones (``"smart-ratio"``, SR-v1
-  with its published defaults; the ``smart-ratio`` method sets its variants). Counts are
-  whole numbers that add up exactly to ``round(density · total)``
-  (:func:`~gemminer.methods._ratios.allocate_counts`).
+* ``scope="layer"``: every layer keeps its own count, set by ``distribution``, a name
+  looked up in :data:`~gemminer.methods.distributions.DISTRIBUTIONS`: the same fraction
+  everywhere (``"uniform"``), the Erdős–Rényi-Kernel densities of RigL (``"erk"``), or
+  Smart Ratio's quadratically decaying ones (``"smart-ratio"``, registered by
+  :mod:`gemminer.methods.smart_ratio`: SR-v1 with its published defaults; the
+  ``smart-ratio`` method sets its variants). Counts are whole numbers that add up exactly
+  to ``round(density · total)`` (:func:`~gemminer.methods._ratios.allocate_counts`).
 
 So ``random-erk`` is ``random`` with ``distribution="erk"``, and ``smart-ratio`` is random
 scores with Smart Ratio's counts; the old names stay registered (with those defaults), so
@@ -20,7 +21,6 @@ their run folders keep their names.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -29,13 +29,13 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-from ..masking import Mask, prunable_weights
+from ..masking import Mask
 from ..masking.threshold import global_mask, layerwise_mask
-from ._ratios import allocate_counts, target_count, weight_counts
+from ._ratios import target_count, weight_counts
 from .base import PruneContext, PruneResult, register_method
+from .distributions import DISTRIBUTIONS
 
 SCOPES = ("global", "layer")
-DISTRIBUTIONS = ("uniform", "erk", "smart-ratio")
 
 
 @dataclass
@@ -61,9 +61,10 @@ class Thresholding:
     """Where a scorer's mask keeps the highest scores (base of its settings).
 
     ``scope``: ``"global"`` (one top-k over all layers) or ``"layer"`` (each layer its
-    own count). ``distribution`` (``scope="layer"`` only): the layers' counts, ``"uniform"``
-    (every layer at the target density), ``"erk"`` (Erdős–Rényi-Kernel) or
-    ``"smart-ratio"`` (Smart Ratio v1).
+    own count). ``distribution`` (``scope="layer"`` only): the layers' counts, a name in
+    :data:`~gemminer.methods.distributions.DISTRIBUTIONS`: ``"uniform"`` (every layer at
+    the target density), ``"erk"`` (Erdős–Rényi-Kernel) or ``"smart-ratio"`` (Smart
+    Ratio v1).
     """
 
     scope: str = "global"
@@ -72,11 +73,7 @@ class Thresholding:
     def __post_init__(self) -> None:
         if self.scope not in SCOPES:
             raise ConfigError(f"unknown scope {self.scope!r}; valid scopes: {', '.join(SCOPES)}")
-        if self.distribution not in DISTRIBUTIONS:
-            raise ConfigError(
-                f"unknown distribution {self.distribution!r}; "
-                f"valid distributions: {', '.join(DISTRIBUTIONS)}"
-            )
+        DISTRIBUTIONS.get(self.distribution)  # an unknown name: ConfigError listing them
         if self.scope == "global" and self.distribution != "uniform":
             raise ConfigError(
                 f"distribution {self.distribution!r} sets each layer's count, so it needs "
@@ -89,31 +86,14 @@ class Thresholding:
         return layer_counts(model, density, self.distribution, method)
 
 
-def erk_ratio(shape: tuple[int, ...]) -> float:
-    """The ERK relative density of a weight: the sum of its dimensions over their product."""
-    return sum(shape) / math.prod(shape)
-
-
 def layer_counts(
     model: nn.Module, density: float, distribution: str, method: str
 ) -> dict[str, int]:
-    """Each prunable layer's kept count under ``distribution`` (see the module docstring),
-    summing to ``round(density · total)``; errors name ``method``."""
-    sizes = weight_counts(model)
-    target = target_count(method, density, sum(sizes.values()))
-    if distribution == "uniform":
-        return allocate_counts(method, sizes, dict.fromkeys(sizes, 1.0), target)
-    if distribution == "erk":
-        ratios = {n: erk_ratio(tuple(w.shape)) for n, w in prunable_weights(model).items()}
-        return allocate_counts(method, sizes, ratios, target)
-    if distribution == "smart-ratio":
-        # imported here: smart_ratio registers its method through this module
-        from .smart_ratio import SmartRatioSettings, smart_ratio_counts
-
-        return smart_ratio_counts(model, density, SmartRatioSettings())
-    raise ConfigError(
-        f"unknown distribution {distribution!r}; valid distributions: {', '.join(DISTRIBUTIONS)}"
-    )
+    """Each prunable layer's kept count under the registered ``distribution`` (see the
+    module docstring), summing to ``round(density · total)``; errors name ``method``."""
+    # the density first, whatever the distribution: its error names the scorer
+    target_count(method, density, sum(weight_counts(model).values()))
+    return DISTRIBUTIONS.get(distribution)(model, density, method)
 
 
 def threshold(
@@ -162,7 +142,6 @@ __all__ = [
     "SCOPES",
     "Scores",
     "Thresholding",
-    "erk_ratio",
     "layer_counts",
     "register_scorer",
     "threshold",

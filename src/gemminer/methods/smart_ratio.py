@@ -42,7 +42,8 @@ Within each layer the kept weights are random: the scores are U[0, 1) per weight
 from ``ctx.seed``, in every layer and every variant, and each layer keeps its highest
 scores — the ``random`` method's scores, kept by the shared thresholding
 (:mod:`gemminer.methods.scoring`) at Smart Ratio's counts, so SR-v1 is also
-``random`` with ``distribution="smart-ratio"``. No training is spent (0 epochs, 0
+``random`` with ``distribution="smart-ratio"`` (this module registers that distribution,
+:mod:`gemminer.methods.distributions`). No training is spent (0 epochs, 0
 iterations).
 
 Clipping: when γ · w_l would exceed 1 (dense targets, or the first layers of a deep
@@ -97,6 +98,7 @@ from ..errors import ConfigError, GemMinerError
 from ..masking import Mask
 from ..recipe import FinetuneRecipe
 from ._ratios import allocate_counts, target_count, weight_counts
+from .distributions import register_distribution
 from .random_pruning import score_at_random
 from .scoring import register_scorer
 
@@ -248,6 +250,13 @@ def smart_ratio_counts(
     counts = allocate_counts("smart-ratio", sizes, ratios, target, v1_fixed)
     counts.update(ends)
     return counts
+
+
+@register_distribution("smart-ratio")
+def smart_ratio_v1_counts(model: nn.Module, density: float, method: str) -> dict[str, int]:
+    """SR-v1 with its published defaults, the ``"smart-ratio"`` distribution of every
+    scorer (errors name "smart-ratio", not ``method``)."""
+    return smart_ratio_counts(model, density, SmartRatioSettings())
 
 
 #: How the authors finetuned their Smart Ratio masks, by (model, data set): their configs

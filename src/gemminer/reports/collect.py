@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,7 @@ from ..methods import targets_density
 from ..notices import PREFIX, notice
 from ..runs import RunDir, check_keys, load_mask, parse_config, read_json_object, read_jsonl
 from ..summary import BestEpoch, RunSummary, best_epoch
-from .format import Stat, flatten
+from .format import Stat, flatten, over_seeds
 from .labels import distinguishing_labels, setting_text
 
 #: Config settings left out of the grouping key: the seeds (averaged over) and the settings
@@ -165,13 +166,9 @@ class Group:
 
     def stat(self, field: str) -> Stat:
         """Mean ± std of a :class:`RunRecord` figure (e.g. ``"gem_acc"``) over the distinct
-        seeds; the runs of one seed are averaged first."""
-        by_seed: dict[int, list[float]] = {}
-        for r in self.runs:
-            value = getattr(r, field)
-            if value is not None:
-                by_seed.setdefault(r.seed, []).append(float(value))
-        return Stat.of(sum(v) / len(v) for v in by_seed.values())
+        seeds; the runs of one seed are averaged first
+        (:func:`~gemminer.reports.format.over_seeds`)."""
+        return over_seeds(self.runs, attrgetter(field), attrgetter("seed"))
 
     @property
     def density(self) -> Stat:

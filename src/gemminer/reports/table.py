@@ -9,17 +9,13 @@ from pathlib import Path
 from ..masking import format_density
 from ..masking.flops import format_flops
 from .collect import Collection, Group
-from .format import Stat, markdown_table
+from .format import Stat, markdown_table, percent
 from .paper import PaperValue, paper_values
 
 
 def format_accuracy(stat: Stat) -> str:
     """``"54.79 ± 0.12 %"`` over several seeds, ``"54.79 %"`` for one, ``"—"`` for none."""
-    if stat.mean is None:
-        return "—"
-    if stat.std is None:
-        return f"{100 * stat.mean:.2f} %"
-    return f"{100 * stat.mean:.2f} ± {100 * stat.std:.2f} %"
+    return percent(stat.mean, stat.std)
 
 
 def format_epochs(stat: Stat) -> str:

@@ -10,6 +10,7 @@ import torch
 from ..config import FinetuneConfig, RunConfig
 from ..explain import epochs_text
 from ..masking import format_density
+from ..resolve import finetune_overrides
 from ..runs import RunDir
 from ..seeds import derive_seed
 from ..summary import RunSummary, best_epoch
@@ -66,10 +67,9 @@ def finetune_run(
     require_ticket(run)
     summary = run.summary()
     kept = [r for r in run.read_metrics() if r.get("phase") != "finetune"]
-    ft = cfg.finetune
-    if lr is not None:
-        ft = dataclasses.replace(ft, optim=dataclasses.replace(ft.optim, lr=lr))
-    ft = dataclasses.replace(ft, epochs=epochs or ft.epochs, batch_size=batch_size or ft.batch_size)
+    ft = finetune_overrides(
+        cfg.finetune, {"finetune_epochs": epochs, "finetune_lr": lr, "batch_size": batch_size}
+    )
     finished = (
         summary.post_finetune_acc is not None
         and run.file("finetuned.pt").is_file()
@@ -153,7 +153,7 @@ def _finetune(
             ft,
             dev,
             eval_batches=eval_loaders(splits, dev, runtime=runtime),
-            eval_every=cfg.epoch_eval_every,
+            eval_every=cfg.eval_every,
             on_epoch=metrics_writer(run, log, tensorboard, append=False),
             progress=progress,
             checkpoint=checkpoint,

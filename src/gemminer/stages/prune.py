@@ -158,7 +158,7 @@ def _context(
         optim=cfg.prune.optim,
         seed=derive_seed(cfg.seed, "scores"),
         eval_batches=eval_loaders(splits, device, runtime=runtime),
-        eval_every=cfg.epoch_eval_every,
+        eval_every=cfg.eval_every,
         calibration_batches=train_loader(
             splits,
             cfg.prune.batch_size,
@@ -273,22 +273,9 @@ def density_shortfall(cfg: RunConfig, density: float) -> str:
         f"{100 * (1 - density / target):.0f} % "
         f"below the target {100 * target:.2f} %."
     )
-    if cfg.method != "gem-miner":
-        return text
-    settings = METHODS.get(cfg.method).build_settings(cfg.settings)
-    if settings.finetune_mask == "rounded":
-        text += (
-            f" λ = {settings.lam:g} pushed more scores below 0.5 than freezing removed: lower "
-            "--lambda, or finetune the flags (the default, --set finetune_mask=flags), which "
-            "stop at the freezing schedule's count."
-        )
-    elif settings.freeze_schedule == "authors":
-        text += (
-            " The flags fell below the target: each freeze of the authors' schedule removes "
-            "every score tied at its threshold (scores held at 0 by the projection tie), so "
-            "short runs overshoot. More epochs spread the freezing, or --set "
-            "freeze_schedule=algorithm1 freezes exact counts."
-        )
+    spec = METHODS.get(cfg.method)
+    if spec.shortfall_hint is not None:
+        text += spec.shortfall_hint(spec.build_settings(cfg.settings))
     return text
 
 

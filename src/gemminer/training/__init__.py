@@ -8,10 +8,10 @@ from .loop import (
     evaluate_splits,
     evaluation_due,
     recalibrate_batchnorm,
-    resolve_device,
     train_epoch,
 )
 from .optim import build_optimizer, build_scheduler, milestone_epochs
+from .runtime import resolve_device
 from .trainer import Hooks, Trainer
 
 __all__ = [

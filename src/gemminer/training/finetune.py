@@ -11,7 +11,7 @@ from ..config import FinetuneConfig
 from ..masking import Mask, apply_mask, prunable_weights
 from .checkpoint import Checkpoint
 from .loop import Batches, EpochStats, evaluate_splits, evaluation_due
-from .optim import build_optimizer, build_scheduler
+from .optim import build_optimizer
 from .runtime import SINGLE, Runtime
 from .trainer import EpochCallback, Hooks, Trainer
 
@@ -52,6 +52,9 @@ class MaskedTraining(Hooks):
 
     stage = "finetune"
     where = "finetuning"
+    phase = "finetune"
+    #: Epochs before this run's first (an IMP round's), left out when evaluation is due.
+    offset = 0
 
     def __init__(
         self,
@@ -76,15 +79,9 @@ class MaskedTraining(Hooks):
         self.after_step = self.masked.enforce
 
     def after_epoch(self, epoch: int, stats: EpochStats, lr: float) -> dict:
-        record = {
-            "phase": "finetune",
-            "epoch": epoch,
-            "loss": stats.loss,
-            "train_acc": stats.accuracy,
-            "lr": lr,
-            "density": self.mask.density,
-        }
-        record.update(self.evaluation(epoch))
+        record = super().after_epoch(epoch, stats, lr)
+        record["density"] = self.mask.density
+        record.update(self.evaluation(epoch - self.offset))
         return record
 
     def evaluation(self, epoch: int) -> dict[str, float]:
@@ -127,11 +124,10 @@ def finetune(
         eval_every=eval_every,
         runtime=runtime,
     )
-    optimizer = build_optimizer(model.parameters(), cfg.optim)
-    trainer = Trainer(
+    trainer = Trainer.scheduled(
         model,
-        optimizer,
-        build_scheduler(optimizer, cfg.optim, cfg.epochs),
+        build_optimizer(model.parameters(), cfg.optim),
+        cfg.optim,
         train_batches,
         device,
         cfg.epochs,

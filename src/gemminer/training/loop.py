@@ -14,7 +14,7 @@ from torch.nn import functional as F
 from ..errors import GemMinerError
 from .checkpoint import EpochProgress
 from .progress import Stage, epoch_reporter
-from .runtime import SINGLE, STOP_POLL_STEPS, Runtime, check_device
+from .runtime import SINGLE, STOP_POLL_STEPS, Runtime
 
 Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
 
@@ -36,14 +36,6 @@ class EpochStats:
 def evaluation_due(epoch: int, epochs: int, every: int) -> bool:
     """Evaluate after ``epoch``? Every ``every`` epochs (0: never) and always after the last."""
     return epoch == epochs or (every > 0 and epoch % every == 0)
-
-
-def resolve_device(name: str | torch.device = "auto") -> torch.device:
-    """``"auto"`` → CUDA when present, else CPU; any other name is checked
-    (:func:`~gemminer.training.runtime.check_device`) and passed to ``torch.device``."""
-    if str(name) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return check_device(name)
 
 
 def train_epoch(

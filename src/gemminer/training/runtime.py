@@ -22,6 +22,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from ..config import DEFAULT_DEVICE, DEFAULT_PRECISION
 from ..errors import ConfigError
 
 PRECISIONS = ("fp32", "bf16")
@@ -218,11 +219,7 @@ def auto_precision(device: str | torch.device) -> tuple[str, str]:
       finetuning, 6 seeds (benchmarks/results/precision_resnet20_cifar10.md).
     * Other CPUs and devices: fp32 (bf16 would be emulated, slower).
     """
-    kind = (
-        torch.device(device).type
-        if str(device) != "auto"
-        else ("cuda" if torch.cuda.is_available() else "cpu")
-    )
+    kind = (auto_device() if str(device) == "auto" else torch.device(device)).type
     if kind == "cuda":
         return "fp32", "auto: measured faster than bf16 on CUDA"
     if kind == "cpu" and cpu_has_fast_bf16():
@@ -246,6 +243,20 @@ def precision_choice(precision: str, device: str | torch.device) -> tuple[str, s
 def resolve_precision(precision: str, device: str | torch.device) -> str:
     """``precision`` itself, or for ``auto`` what :func:`auto_precision` picks on ``device``."""
     return precision_choice(precision, device)[0]
+
+
+def auto_device() -> torch.device:
+    """What ``--device auto`` means: CUDA when this PyTorch sees a GPU, else the CPU (the
+    one place that decides it)."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def resolve_device(name: str | torch.device = DEFAULT_DEVICE) -> torch.device:
+    """``"auto"`` → :func:`auto_device`; any other name is checked (:func:`check_device`)
+    and returned as a :class:`torch.device`."""
+    if str(name) == "auto":
+        return auto_device()
+    return check_device(name)
 
 
 def check_device(name: str | torch.device) -> torch.device:
@@ -279,17 +290,37 @@ def launched_by_torchrun() -> bool:
 
 @contextlib.contextmanager
 def start_runtime(
-    device: str = "auto", *, precision: str = "fp32", compile: bool = False
+    device: str | None = None,
+    *,
+    precision: str = DEFAULT_PRECISION,
+    compile: bool = False,
+    threads: int | None = None,
 ) -> Iterator[tuple[Runtime, str]]:
-    """The runtime of this process and the device it trains on (``precision`` may be
-    ``auto``: :func:`auto_precision` for that device).
+    """The runtime of this process and the device it trains on: the one resolver of the
+    run-time settings — ``device`` (checked; ``auto``, the default: :func:`auto_device`),
+    ``precision`` (``auto``: :func:`auto_precision` for that device) and ``threads`` (CPU
+    threads of this process, restored afterwards; ``None``: PyTorch's).
 
     Outside torchrun: one process on ``device``. Under torchrun (``WORLD_SIZE`` > 1): joins
     the default process group for the duration (NCCL with one GPU per local rank when
     CUDA is used, gloo otherwise) and leaves it afterwards.
     """
+    device = device or DEFAULT_DEVICE
     if device != "auto":
         check_device(device)
+    before = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        with _process_group(device, precision, compile) as started:
+            yield started
+    finally:
+        torch.set_num_threads(before)
+
+
+@contextlib.contextmanager
+def _process_group(device: str, precision: str, compile: bool) -> Iterator[tuple[Runtime, str]]:
+    """:func:`start_runtime` once the threads are set: one process, or a torchrun rank."""
     if not launched_by_torchrun():
         chosen, why = precision_choice(precision, device)
         yield Runtime(precision=chosen, compile=compile, precision_reason=why), device
@@ -297,7 +328,7 @@ def start_runtime(
     rank = int(os.environ["RANK"])
     world = int(os.environ["WORLD_SIZE"])
     local = int(os.environ.get("LOCAL_RANK", rank))
-    cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
+    cuda = resolve_device(device).type == "cuda"
     if cuda:
         if torch.cuda.device_count() <= local:
             raise ConfigError(
@@ -307,7 +338,7 @@ def start_runtime(
         torch.cuda.set_device(local)
         device = f"cuda:{local}"
     elif device == "auto":
-        device = "cpu"
+        device = str(auto_device())
     backend = "nccl" if cuda else "gloo"
     started = not dist.is_initialized()
     if started:

@@ -29,8 +29,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..config import OptimConfig
 from .checkpoint import Checkpoint, EpochProgress, Resumable
 from .loop import Batches, EpochStats, train_epoch
+from .optim import build_scheduler
 from .progress import Stage, log_epoch
 from .runtime import SINGLE, Runtime
 
@@ -40,8 +42,9 @@ EpochCallback = Callable[[dict], None]
 class Hooks:
     """What a method adds to the shared loop; every hook is optional.
 
-    ``stage`` names the epochs in the progress display (``"mine"`` → ``mine 3/10``) and
-    ``where`` in error messages (``"mining"`` → ``mining epoch 3``). ``before_step`` runs
+    ``stage`` names the epochs in the progress display (``"mine"`` → ``mine 3/10``),
+    ``where`` in error messages (``"mining"`` → ``mining epoch 3``) and ``phase`` in the
+    epoch records (metrics.jsonl). ``before_step`` runs
     between ``backward`` and the optimizer step (e.g. a regularizer's gradient),
     ``after_step`` after it (projection, thresholds, mask enforcement); None skips them.
     :meth:`state` and :meth:`load_state` carry the hooks' own state (e.g. λ) through a
@@ -50,6 +53,7 @@ class Hooks:
 
     stage: str = "train"
     where: str = "training"
+    phase: str = "train"
     before_step: Callable[[], None] | None = None
     after_step: Callable[[], None] | None = None
 
@@ -58,9 +62,9 @@ class Hooks:
 
     def after_epoch(self, epoch: int, stats: EpochStats, lr: float) -> dict:
         """The epoch's own work after the schedule step, and its record (``lr``: the
-        learning rate it trained with)."""
+        learning rate it trained with). A method extends this record with its own."""
         return {
-            "phase": self.stage,
+            "phase": self.phase,
             "epoch": epoch,
             "loss": stats.loss,
             "train_acc": stats.accuracy,
@@ -102,6 +106,24 @@ class Trainer:
     runtime: Runtime = SINGLE
     offset: int = 0
     total: int | None = None
+
+    @classmethod
+    def scheduled(
+        cls,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        optim: OptimConfig,
+        train_batches: Batches,
+        device: torch.device,
+        epochs: int,
+        hooks: Hooks,
+        **options: Any,
+    ) -> Trainer:
+        """A trainer whose LR schedule is ``optim``'s over ``epochs``
+        (:func:`~gemminer.training.optim.build_scheduler`); ``options`` are the other
+        fields (checkpoint, loaders, on_epoch, progress, runtime, offset, total)."""
+        scheduler = build_scheduler(optimizer, optim, epochs)
+        return cls(model, optimizer, scheduler, train_batches, device, epochs, hooks, **options)
 
     def fit(
         self, resume: bool | Mapping[str, Any] = True, history: Sequence[dict] = ()

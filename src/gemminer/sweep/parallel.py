@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
-from .errors import ConfigError
-from .training.checkpoint import TrainingInterrupted
+from ..errors import ConfigError
+from ..training.checkpoint import TrainingInterrupted
 
 #: The exit status of a gemminer process stopped by a signal after checkpointing.
 EXIT_STOPPED = 130

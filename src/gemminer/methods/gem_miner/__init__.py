@@ -1,0 +1,132 @@
+"""Gem-Miner (the paper's Algorithm 1, run as the authors ran it).
+
+Scores p ∈ [0, 1] are trained by SGD on ``task loss + λ·reg(p)`` through the
+straight-through rounding of the score layers, projected back into [0, 1] after every
+step. Periodically the still-active scores with the globally smallest values are frozen
+out (flag q = 0, score 0), so that the flag density falls geometrically to the target s.
+
+Two freezing schedules (``freeze_schedule``):
+
+* ``"authors"`` (default; what produced the published numbers — the authors' code,
+  ksreenivasan/pruning_is_enough, ``main.py`` with ``utils/net_utils.py:prune`` and
+  ``get_prune_rate``): freeze after the epochs whose 0-based index is a positive multiple
+  of T, i.e. N = ⌊(E−1)/T⌋ times (E = 150, T = 5: 29 times, the last after epoch 146),
+  each time ``ceil((1 − r)·active)`` scores with r = s^(1/N), ties at the threshold
+  frozen together. The last epochs train the final flags without freezing. With N = 0
+  (a run shorter than T + 1 epochs) it freezes once, to the target, after the last epoch.
+* ``"algorithm1"`` (the paper's printed Algorithm 1): freeze every T epochs and after the
+  last one, down to ``round(d·e^(−c·j))`` active flags with c = ln(1/s)/E — exactly
+  ``round(d·s)`` at epoch E, right after the last epoch.
+
+Two output masks (``finetune_mask``): the mined "rare gem" is 1[p ≥ 0.5] ⊙ q (the
+rounded mask, at or below the target); the authors' paper configs set
+``unflag_before_finetune: True`` and finetune the flags q (the target density), which is
+the default here. Both are reported (``gem_*`` keys for the rounded mask).
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+
+from ...config import PruneConfig
+from ...masking import score_layers, to_score_model, weight_name
+from ..base import PruneContext, PruneResult, register_method
+from .freezing import FreezeSchedule, adapt_lambda, freeze_scores, guard_collapse
+from .mining import MiningHooks, MiningResult, MiningStep, mine_scores
+from .settings import GemMinerSettings, MineConfig, mine_config
+
+__all__ = [
+    "FreezeSchedule",
+    "GemMinerSettings",
+    "MineConfig",
+    "MiningHooks",
+    "MiningResult",
+    "MiningStep",
+    "adapt_lambda",
+    "freeze_scores",
+    "gem_summary",
+    "guard_collapse",
+    "mine_config",
+    "mine_scores",
+    "shortfall_hint",
+]
+
+
+def gem_summary(result: MiningResult, finetune_mask: str) -> dict:
+    """Summary figures of the mined "rare gem" (the rounded mask), named apart from the
+    finetuned ticket's: its density and its accuracy before any finetuning, with BatchNorm
+    re-estimated for it (``gem_acc``) and with the statistics left by mining, the authors'
+    protocol (``gem_acc_running_bn``); ``val`` variants when there is a validation split."""
+    last = result.history[-1] if result.history else {}
+    out = {
+        "finetune_mask": finetune_mask,
+        "flag_density": last.get("flag_density"),
+        "gem_density": result.gem.density if result.gem is not None else None,
+    }
+    for split in ("test", "val"):
+        prefix = "gem" if split == "test" else "gem_val"
+        if f"{split}_acc" in last:
+            out[f"{prefix}_acc"] = last[f"{split}_acc"]
+        if f"{split}_acc_running_bn" in last:
+            out[f"{prefix}_acc_running_bn"] = last[f"{split}_acc_running_bn"]
+    return out
+
+
+def shortfall_hint(settings: GemMinerSettings) -> str:
+    """Why a Gem-Miner ticket kept fewer weights than asked, and what to do."""
+    if settings.finetune_mask == "rounded":
+        return (
+            f" λ = {settings.lam:g} pushed more scores below 0.5 than freezing removed: lower "
+            "--lambda, or finetune the flags (the default, --set finetune_mask=flags), which "
+            "stop at the freezing schedule's count."
+        )
+    if settings.freeze_schedule == "authors":
+        return (
+            " The flags fell below the target: each freeze of the authors' schedule removes "
+            "every score tied at its threshold (scores held at 0 by the projection tie), so "
+            "short runs overshoot. More epochs spread the freezing, or --set "
+            "freeze_schedule=algorithm1 freezes exact counts."
+        )
+    return ""
+
+
+@register_method(
+    "gem-miner",
+    settings=GemMinerSettings,
+    default_init="signed_constant",
+    description="Gem-Miner: scores in [0,1], rounding, L2, iterative freezing (authors' schedule)",
+    min_epochs=1,
+    validate=mine_config,
+    shortfall_hint=shortfall_hint,
+)
+def gem_miner(ctx: PruneContext, settings: GemMinerSettings) -> PruneResult:
+    cfg = mine_config(PruneConfig(ctx.density, ctx.epochs, ctx.batch_size, ctx.optim), settings)
+    model = to_score_model(copy.deepcopy(ctx.model), torch.Generator().manual_seed(ctx.seed))
+    model.to(device=ctx.device, memory_format=torch.channels_last)
+    result = mine_scores(
+        model,
+        ctx.train_batches,
+        cfg,
+        ctx.device,
+        eval_batches=ctx.eval_batches,
+        eval_every=ctx.eval_every,
+        calibration_batches=ctx.calibration_batches,
+        on_epoch=ctx.on_epoch,
+        progress=ctx.progress,
+        checkpoint=ctx.checkpoint,
+        runtime=ctx.runtime,
+    )
+    scores = {
+        weight_name(name): layer.scores.detach().cpu().clone()
+        for name, layer in score_layers(model).items()
+    }
+    return PruneResult(
+        mask=result.mask,
+        epochs_to_mask=cfg.epochs,
+        iterations_to_mask=cfg.epochs * len(ctx.train_batches),
+        scores=scores,
+        history=result.history,
+        extra=gem_summary(result, cfg.finetune_mask),
+    )

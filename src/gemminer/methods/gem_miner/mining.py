@@ -1,0 +1,321 @@
+"""Gem-Miner's training: the scores' optimizer step (λ‖p‖² as its weight decay, the
+projection into [0, 1]), the per-epoch hooks of the shared training loop (λ, freezing,
+collapse guard, record, evaluation) and :func:`mine_scores`, which runs them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from ...masking import Mask, flag_counts, flag_mask, rounded_mask, score_layers
+from ...masking.scores import project
+from ...notices import notice
+from ...training.checkpoint import Checkpoint
+from ...training.loop import (
+    Batches,
+    EpochStats,
+    evaluate_splits,
+    evaluation_due,
+    recalibrate_batchnorm,
+)
+from ...training.optim import build_optimizer
+from ...training.runtime import SINGLE, Runtime
+from ...training.trainer import EpochCallback, Hooks, Trainer
+from .freezing import FreezeSchedule, adapt_lambda, freeze_scores, guard_collapse, layer_floor
+from .settings import MineConfig
+
+
+def regularization_value(model: nn.Module, kind: str) -> float:
+    """‖p‖² (``"l2"``) or ‖p‖₁ (``"l1"``) over every score."""
+    with torch.no_grad():
+        scores = [m.scores for m in score_layers(model).values()]
+        if kind == "l2":
+            return float(sum(s.pow(2).sum() for s in scores))
+        return float(sum(s.abs().sum() for s in scores))
+
+
+@torch.no_grad()
+def add_regularization_grad(model: nn.Module, lam: float, kind: str) -> None:
+    """Add ∂(λ·reg)/∂p to the score gradients: 2λp for L2, λ·sign(p) for L1.
+
+    Equivalent to adding λ·reg(p) to the loss before ``backward``, without building
+    the extra graph on every step.
+    """
+    if lam == 0:
+        return
+    for m in score_layers(model).values():
+        if m.scores.grad is None:
+            m.scores.grad = torch.zeros_like(m.scores)
+        if kind == "l2":
+            m.scores.grad.add_(m.scores, alpha=2 * lam)
+        else:
+            m.scores.grad.add_(m.scores.sign(), alpha=lam)
+
+
+class MiningStep:
+    """Gem-Miner's optimizer and per-step hooks for the scores of ``model``.
+
+    λ‖p‖²'s gradient 2λp is the optimizer's own weight decay (the same update, fused into
+    its multi-tensor step); L1's λ·sign(p) is added to the gradients by ``before_step``.
+    ``after_step`` projects the scores into [0, 1] (frozen ones stay 0).
+    """
+
+    def __init__(self, model: nn.Module, cfg: MineConfig) -> None:
+        layers = score_layers(model).values()
+        self.model = model
+        self.scores = [m.scores for m in layers]
+        self.flags = [m.flags for m in layers]
+        self.optimizer = build_optimizer(self.scores, cfg.optim)
+        self.weight_decay = cfg.optim.weight_decay
+        self.regularizer = cfg.regularizer
+        self.set_lambda(cfg.lam)
+
+    def set_lambda(self, lam: float) -> None:
+        self.lam = lam
+        if self.regularizer == "l2":
+            for group in self.optimizer.param_groups:
+                group["weight_decay"] = self.weight_decay + 2 * lam
+
+    @property
+    def before_step(self) -> Callable[[], None] | None:
+        if self.regularizer == "l2":
+            return None
+        return lambda: add_regularization_grad(self.model, self.lam, self.regularizer)
+
+    def after_step(self) -> None:
+        project(self.scores, self.flags)
+
+
+def _collapse_notice(
+    epoch: int, guarded: Mapping[str, int], collapsed: list[str], runtime: Runtime
+) -> None:
+    if guarded:
+        layers = ", ".join(f"{name} (+{n})" for name, n in guarded.items())
+        notice(
+            f"layer collapse guard, mining epoch {epoch}: too few weights of {layers} "
+            "rounded to 1; kept their highest-scored weights (counted in the density)",
+            runtime,
+        )
+    if collapsed:
+        notice(
+            f"layer collapse, mining epoch {epoch}: no weight of {', '.join(collapsed)} "
+            "rounds to 1, so the network is disconnected (lower λ, or keep the guard on)",
+            runtime,
+        )
+
+
+@dataclass
+class MiningResult:
+    """What :func:`mine_scores` returns.
+
+    ``mask`` is the ticket to finetune (the flags q, or the rounded mask, as
+    ``finetune_mask`` says); ``gem`` the rounded mask 1[p ≥ 0.5] ⊙ q — the "rare gem",
+    accurate without finetuning; ``history`` the per-epoch records; ``model`` the trained
+    score model.
+    """
+
+    mask: Mask
+    history: list[dict] = field(default_factory=list)
+    model: nn.Module | None = None
+    gem: Mask | None = None
+
+    @property
+    def density(self) -> float:
+        return self.mask.density
+
+
+class MiningHooks(Hooks):
+    """Gem-Miner's part of the training loop (see :func:`mine_scores`): the scores' steps
+    (:class:`MiningStep`), then after each epoch λ's adaptation, the freezing of the
+    schedule, the collapse guard, the epoch's record and its evaluation."""
+
+    stage = "mine"
+    where = "mining"
+    phase = "mine"
+
+    def __init__(
+        self,
+        model: nn.Module,
+        cfg: MineConfig,
+        device: torch.device,
+        *,
+        eval_batches: Mapping[str, Batches] | None = None,
+        eval_every: int = 1,
+        calibration_batches: Batches | None = None,
+        runtime: Runtime = SINGLE,
+    ) -> None:
+        self.model = model
+        self.cfg = cfg
+        self.device = device
+        self.eval_batches = eval_batches
+        self.eval_every = eval_every
+        self.calibration_batches = calibration_batches
+        self.runtime = runtime
+        self.layers = score_layers(model)
+        self.step = MiningStep(model, cfg)
+        self.schedule = FreezeSchedule(cfg.density, cfg.epochs, cfg.period, cfg.freeze_schedule)
+        _, self.total = flag_counts(model)
+        self.floors = (
+            {name: layer_floor(m, cfg.min_layer_density) for name, m in self.layers.items()}
+            if cfg.collapse_guard
+            else {}
+        )
+        self.lam = cfg.lam  # the λ of the next epoch
+
+    @property
+    def before_step(self) -> Callable[[], None] | None:  # type: ignore[override]
+        return self.step.before_step
+
+    def after_step(self) -> None:
+        self.step.after_step()
+
+    def before_epoch(self, epoch: int) -> None:
+        self.step.set_lambda(self.lam)  # after a resume too: the checkpoint's λ
+
+    def after_epoch(self, epoch: int, stats: EpochStats, lr: float) -> dict:
+        epoch_lam = self.lam
+        if self.cfg.auto_lambda:
+            self.lam = adapt_lambda(
+                self.lam, rounded_mask(self.model).density, self.schedule.bound(epoch)
+            )
+        frozen = self._freeze(epoch)
+        guarded, collapsed, density = self._guard(epoch)
+        active, _ = flag_counts(self.model)
+        record = super().after_epoch(epoch, stats, lr)
+        record.update(
+            reg=regularization_value(self.model, self.cfg.regularizer),
+            lam=epoch_lam,
+            density=density,
+            flag_density=active / self.total,
+            bound=self.schedule.bound(epoch),
+            frozen=frozen,
+        )
+        if guarded or collapsed:
+            record.update(guarded=guarded, collapsed=collapsed)
+        record.update(self._evaluation(epoch))
+        return record
+
+    def _freeze(self, epoch: int) -> int:
+        """Freeze the scores the schedule drops after ``epoch``; returns how many."""
+        if not self.schedule.freezes_after(epoch):
+            return 0
+        return freeze_scores(
+            self.model,
+            self.schedule.freeze_count(epoch, flag_counts(self.model)[0], self.total),
+            self.floors,
+            highest=self.cfg.freeze_order == "highest",
+            ties_together=self.schedule.kind == "authors",
+        )
+
+    def _guard(self, epoch: int) -> tuple[dict[str, int], list[str], float]:
+        """Apply the collapse guard, make every rank's scores and flags rank 0's, and tell
+        about collapsed layers. Returns the guarded layers, the collapsed ones and the
+        rounded mask's density."""
+        # the rounded mask of an inverted run (highest scores frozen) is not its ticket
+        lowest = self.cfg.freeze_order == "lowest"
+        guarded = guard_collapse(self.model, self.floors) if lowest else {}
+        self.runtime.broadcast_([t for m in self.layers.values() for t in (m.scores, m.flags)])
+        mask = rounded_mask(self.model)
+        collapsed = [row.name for row in mask.layers() if row.kept == 0]
+        _collapse_notice(epoch, guarded, collapsed, self.runtime)
+        return guarded, collapsed, mask.density
+
+    def _evaluation(self, epoch: int) -> dict[str, float]:
+        """The rounded network's accuracies after ``epoch``, if evaluation is due: after the
+        last epoch first with the BatchNorm statistics of mining (the authors' protocol,
+        ``<split>_acc_running_bn``), then, as every time, with statistics re-estimated for
+        the current mask (``<split>_acc``)."""
+        if self.eval_batches is None or not evaluation_due(epoch, self.cfg.epochs, self.eval_every):
+            return {}
+        accs = {}
+        if epoch == self.cfg.epochs:
+            accs = evaluate_splits(
+                self.model, self.eval_batches, self.device, self.runtime, "_running_bn"
+            )
+        self.recalibrate()
+        accs.update(evaluate_splits(self.model, self.eval_batches, self.device, self.runtime))
+        return accs
+
+    def recalibrate(self) -> None:
+        """Re-estimate BatchNorm statistics for the current mask (with calibration batches)."""
+        if self.calibration_batches is not None:
+            recalibrate_batchnorm(
+                self.model,
+                self.calibration_batches,
+                self.device,
+                self.cfg.bn_recalibration_batches,
+            )
+
+    def state(self) -> dict[str, float]:
+        return {"lam": self.lam}
+
+    def load_state(self, state: Mapping[str, Any]) -> None:
+        self.lam = state.get("lam", self.lam)
+
+
+def mine_scores(
+    model: nn.Module,
+    train_batches: Batches,
+    cfg: MineConfig,
+    device: torch.device,
+    *,
+    eval_batches: Mapping[str, Batches] | None = None,
+    eval_every: int = 1,
+    calibration_batches: Batches | None = None,
+    on_epoch: EpochCallback | None = None,
+    progress: bool = False,
+    checkpoint: Checkpoint | None = None,
+    runtime: Runtime = SINGLE,
+) -> MiningResult:
+    """Run Gem-Miner on a score model (see :func:`gemminer.to_score_model`) in place.
+
+    ``eval_batches`` (optional, e.g. ``{"test": ...}``) give the per-epoch accuracy of the
+    rounded network, recorded as ``<name>_acc``; after the last epoch also as
+    ``<name>_acc_running_bn``, with the BatchNorm statistics left by mining (the authors'
+    protocol), before they are re-estimated.
+    ``calibration_batches`` (optional; shuffled, unaugmented training batches with their
+    own generator, so the training order is not disturbed) re-estimate BatchNorm
+    statistics for the current mask before each evaluation and at the end.
+    ``checkpoint`` (optional) saves the state after every epoch and on a stop signal, and
+    resumes from it (see :mod:`gemminer.training.checkpoint`).
+    ``runtime`` sets precision and compilation; under torchrun each rank trains on its
+    slice of every batch (DDP) and the scores and flags are made identical on every rank
+    (rank 0's) after each epoch's freezing, so every rank holds the same mask.
+    ``progress`` shows each epoch (:mod:`gemminer.training.progress`); every finished epoch
+    is also logged at INFO on the ``gemminer`` logger.
+    """
+    model.to(device)
+    hooks = MiningHooks(
+        model,
+        cfg,
+        device,
+        eval_batches=eval_batches,
+        eval_every=eval_every,
+        calibration_batches=calibration_batches,
+        runtime=runtime,
+    )
+    trainer = Trainer.scheduled(
+        model,
+        hooks.step.optimizer,
+        cfg.optim,
+        train_batches,
+        device,
+        cfg.epochs,
+        hooks,
+        checkpoint=checkpoint,
+        loaders={"calibration": calibration_batches},
+        on_epoch=on_epoch,
+        progress=progress,
+        runtime=runtime,
+    )
+    history = trainer.fit()
+    if eval_batches is None:  # else the last epoch's evaluation re-estimated them
+        hooks.recalibrate()
+    gem = rounded_mask(model)
+    mask = flag_mask(model) if cfg.finetune_mask == "flags" else gem
+    return MiningResult(mask, history, model, gem)

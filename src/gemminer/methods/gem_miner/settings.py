@@ -1,0 +1,117 @@
+"""Gem-Miner's settings: the method's own (:class:`GemMinerSettings`: what ``--period``,
+``--lambda``, ``--regularizer`` and ``--set`` give) and a whole mining configuration
+(:class:`MineConfig`: the same fields plus the budget — density, epochs, batch size and
+optimizer — checked together, e.g. the period no longer than the epochs).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+
+from ...config import (
+    CALIBRATION_BATCHES,
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_DENSITY,
+    DEFAULT_EPOCHS,
+    FINETUNE_MASKS,
+    FREEZE_ORDERS,
+    FREEZE_SCHEDULES,
+    REGULARIZERS,
+    OptimConfig,
+    PruneConfig,
+    check_choice,
+    check_density,
+    check_whole,
+    require,
+)
+
+
+@dataclass(frozen=True)
+class GemMinerSettings:
+    """Gem-Miner's own settings; the defaults are Table 8's row for density 1.44 %.
+
+    ``period`` T: freeze every T epochs; ``lam`` λ: weight of the ``regularizer`` on the
+    scores; ``bn_recalibration_batches``: training batches used to re-estimate BatchNorm
+    statistics of the current mask before each evaluation.
+    ``collapse_guard`` (on by default) keeps at least one weight per output unit in every
+    layer, or ``min_layer_density`` of it if larger; ``auto_lambda`` adapts λ every epoch
+    (beyond the paper; see :func:`adapt_lambda`).
+    ``freeze_schedule``: ``"authors"`` (default, the authors' code) or ``"algorithm1"``
+    (the printed algorithm), see the module docstring. ``finetune_mask``: ``"flags"``
+    (default, the authors' ``unflag_before_finetune: True``) or ``"rounded"`` (Algorithm
+    1's output r(p) ⊙ q). ``freeze_order``: ``"highest"`` freezes the highest scores
+    instead of the lowest — the authors' score-inversion sanity check.
+    """
+
+    period: int = 5
+    lam: float = 1e-4
+    regularizer: str = "l2"
+    bn_recalibration_batches: int = CALIBRATION_BATCHES
+    collapse_guard: bool = True
+    min_layer_density: float = 0.0
+    auto_lambda: bool = False
+    freeze_schedule: str = "authors"
+    finetune_mask: str = "flags"
+    freeze_order: str = "lowest"
+
+    def __post_init__(self) -> None:
+        check_whole(self.period, 1, "period")
+        require(math.isfinite(self.lam) and self.lam >= 0, f"lambda must be >= 0, got {self.lam}")
+        check_choice(self.regularizer, REGULARIZERS, "regularizer")
+        check_whole(self.bn_recalibration_batches, 0, "bn_recalibration_batches")
+        require(
+            0 <= self.min_layer_density <= 1,
+            f"min_layer_density must lie in [0, 1], got {self.min_layer_density}",
+        )
+        require(
+            not self.auto_lambda or self.lam > 0,
+            "auto_lambda adapts a positive lambda; give --lambda > 0",
+        )
+        check_choice(self.freeze_schedule, FREEZE_SCHEDULES, "freeze_schedule")
+        check_choice(self.finetune_mask, FINETUNE_MASKS, "finetune_mask")
+        check_choice(self.freeze_order, FREEZE_ORDERS, "freeze_order")
+
+
+@dataclass(frozen=True)
+class MineConfig(GemMinerSettings):
+    """Gem-Miner's settings plus the budget that finds the mask (Algorithm 1, by default
+    on the authors' freezing schedule): ``density`` is the target fraction of weights
+    kept; the flag density falls geometrically to it, frozen every ``period`` of the
+    ``epochs``, with ``batch_size`` and ``optim`` training the scores.
+    ``density=1`` with ``lam=0`` is Gem-Miner(0): no freezing, no regularization.
+    """
+
+    density: float = DEFAULT_DENSITY
+    epochs: int = DEFAULT_EPOCHS
+    batch_size: int = DEFAULT_BATCH_SIZE
+    optim: OptimConfig = field(default_factory=OptimConfig)
+
+    def __post_init__(self) -> None:
+        check_density(self.density)
+        super().__post_init__()
+        check_whole(self.epochs, 1, "epochs")
+        require(
+            self.period <= self.epochs,
+            f"period {self.period} is longer than the {self.epochs} mining epochs",
+        )
+        check_whole(self.batch_size, 1, "batch size")
+
+    @property
+    def settings(self) -> GemMinerSettings:
+        """The method's own settings, without the budget."""
+        names = [f.name for f in dataclasses.fields(GemMinerSettings)]
+        return GemMinerSettings(**{n: getattr(self, n) for n in names})
+
+
+def mine_config(prune: PruneConfig, settings: GemMinerSettings) -> MineConfig:
+    """The full Gem-Miner configuration of a run (validated: e.g. period <= epochs); the
+    method's registered ``validate``."""
+    return MineConfig(
+        density=prune.density,
+        epochs=prune.epochs,
+        batch_size=prune.batch_size,
+        optim=prune.optim,
+        **{f.name: getattr(settings, f.name) for f in dataclasses.fields(GemMinerSettings)},
+    )
