@@ -31,12 +31,12 @@ from pathlib import Path
 import torch
 from _common import command_line, machine, markdown_table, today
 
-from gemminer.config import OptimConfig
 from gemminer.data import load_dataset
 from gemminer.data.loader import training_batches
 from gemminer.masking import score_layers, to_score_model
 from gemminer.methods.gem_miner import MineConfig, mine_scores
 from gemminer.models import create_model
+from gemminer.settings.config import OptimConfig
 
 CONFIG = "configs/hypercube/resnet20/resnet20_sparsity_1_44_unflagT_real.yml"
 

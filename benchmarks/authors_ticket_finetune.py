@@ -44,10 +44,10 @@ from _common import command_line, machine, markdown_table, pct, today
 from gemminer.cli import main as gemminer
 from gemminer.masking import Mask
 from gemminer.models import create_model
-from gemminer.runs import RunDir
+from gemminer.rundir.runs import RunDir
+from gemminer.rundir.summary import best_epoch
 from gemminer.stages.evaluate import eval_run
 from gemminer.stages.ticket import save_ticket
-from gemminer.summary import best_epoch
 
 COMMIT = "6c135221"
 RUN = (

@@ -21,7 +21,7 @@ from _common import command_line, machine, markdown_table, pct, today, train_siz
 from gemminer import stages
 from gemminer.cli import build_parser, config_from_args
 from gemminer.masking import format_density
-from gemminer.runs import RunDir
+from gemminer.rundir.runs import RunDir
 
 VARIANTS = {"fixed λ (Table 8)": [], "automatic λ": ["--set", "auto_lambda=true"]}
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from _common import command_line, machine, markdown_table, pct, today, train_size_flags
 
 from gemminer.cli import main as gemminer
-from gemminer.runs import RunDir
+from gemminer.rundir.runs import RunDir
 
 
 def rows(epochs: int, imp_rounds: int) -> list[tuple[str, list[str]]]:

@@ -26,7 +26,7 @@ from pathlib import Path
 from _common import command_line, machine, markdown_table, mean_std, pct, today, train_size_flags
 
 from gemminer.cli import main as gemminer
-from gemminer.runs import RunDir
+from gemminer.rundir.runs import RunDir
 
 FORMER = ["--model-arg", "shortcut=B", "--set", "freeze_schedule=algorithm1",
           "--set", "finetune_mask=rounded"]  # fmt: skip

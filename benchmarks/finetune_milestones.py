@@ -23,7 +23,7 @@ from pathlib import Path
 from _common import command_line, machine, markdown_table, mean_std, pct, today
 
 from gemminer.cli import main as gemminer
-from gemminer.runs import RunDir
+from gemminer.rundir.runs import RunDir
 
 #: Files of a mined run that finetuning reads; the rest (finetuned weights) is left behind.
 MINED = ("config.json", "metrics.jsonl", "mask.pt", "scores.pt", "ticket.pt", "summary.json")

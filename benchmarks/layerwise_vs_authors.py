@@ -24,8 +24,8 @@ from pathlib import Path
 
 from _common import command_line, markdown_table, today
 
-from gemminer.files import safe_torch_load
-from gemminer.runs import RunDir
+from gemminer.rundir.files import safe_torch_load
+from gemminer.rundir.runs import RunDir
 
 
 def authors_column(path: Path, column: str) -> list[float]:

@@ -22,8 +22,8 @@ from _common import command_line, machine, markdown_table, pct, today, train_siz
 from gemminer import stages
 from gemminer.cli import resolve_run
 from gemminer.masking import format_density
-from gemminer.recipe import load_recipe
-from gemminer.runs import RunDir
+from gemminer.rundir.runs import RunDir
+from gemminer.settings.recipe import load_recipe
 
 HEADER = [
     "recipe", "paper", "density", "pre-finetune acc", "post-finetune acc",

@@ -48,10 +48,10 @@ from _common import command_line, machine, markdown_table, mean_std, pct, today
 
 from gemminer.cli import EXIT_INTERRUPTED, build_parser, config_from_args
 from gemminer.cli import main as gemminer
-from gemminer.files import safe_torch_load
-from gemminer.runs import RunDir, default_run_name
-from gemminer.stages.folder import FINETUNE_CHECKPOINT
-from gemminer.summary import BestEpoch, best_epoch
+from gemminer.rundir.files import safe_torch_load
+from gemminer.rundir.runs import RunDir, default_run_name
+from gemminer.rundir.summary import BestEpoch, best_epoch
+from gemminer.stages.claim import FINETUNE_CHECKPOINT
 
 #: The paper's figures for this setting: Gem-Miner (Fig. 3, Table 4) and Smart Ratio
 #: (Table 16), post-finetune test accuracy at density 1.44 %.

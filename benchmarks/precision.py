@@ -23,7 +23,7 @@ from pathlib import Path
 from _common import command_line, machine, markdown_table, mean_std, pct, today, train_size_flags
 
 from gemminer.cli import main as gemminer
-from gemminer.runs import RunDir
+from gemminer.rundir.runs import RunDir
 
 PRECISIONS = ("fp32", "bf16")
 COLUMNS = {

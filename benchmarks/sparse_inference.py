@@ -1,6 +1,6 @@
 """CPU inference of an exported sparse ticket: dense kernels vs torch.sparse CSR kernels.
 
-Exports a run's finetuned ticket (``gemminer.export``) into a temporary folder (never into
+Exports a run's finetuned ticket (``gemminer.rundir.export``) into a temporary folder (never into
 the run folder), reloads it as a plain model (dense ``nn.Conv2d`` / ``nn.Linear`` with the
 pruned weights 0) and builds sparse twins: every convolution in im2col form times a CSR
 weight ``(out, in·k·k) @ columns`` (columns from ``F.unfold``, or only the needed rows
@@ -29,8 +29,8 @@ from _common import command_line, machine, markdown_table, pct, today
 from safetensors.torch import save as save_safetensors
 from torch import nn
 
-from gemminer.export import export_run, load_exported
-from gemminer.runs import RunDir
+from gemminer.rundir.export import export_run, load_exported
+from gemminer.rundir.runs import RunDir
 from gemminer.stages import eval_loaders, load_data
 from gemminer.training import evaluate
 
@@ -267,7 +267,7 @@ def main() -> None:
 - command: `{command_line()}`
 - run: `{run}` ({info.model}, {info.num_kept:,} of {info.num_prunable:,} weights kept,
   density {100 * info.density:.2f} %)
-- dense: the exported file loaded with `gemminer.export.load_exported` (plain `nn.Conv2d` /
+- dense: the exported file loaded with `gemminer.rundir.export.load_exported` (plain `nn.Conv2d` /
   `nn.Linear`, pruned weights 0, PyTorch's dense kernels).
 - sparse: every convolution in im2col form times a CSR weight (`torch.sparse_csr`, int64
   indices), the linear layer as a CSR matmul; BatchNorm, ReLU and residuals unchanged.

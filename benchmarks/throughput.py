@@ -37,12 +37,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import command_line, machine, markdown_table, today  # noqa: E402
 
-from gemminer.config import OptimConfig  # noqa: E402
 from gemminer.data import ImageArrays  # noqa: E402
 from gemminer.data.loader import BatchLoader  # noqa: E402
 from gemminer.masking import Mask, init_weights, prunable_weights, to_score_model  # noqa: E402
 from gemminer.methods.gem_miner import MineConfig, MiningStep, mine_scores  # noqa: E402
 from gemminer.models import create_model  # noqa: E402
+from gemminer.settings.config import OptimConfig  # noqa: E402
 from gemminer.training import MaskedWeights, build_optimizer, resolve_device  # noqa: E402
 from gemminer.training.loop import train_epoch  # noqa: E402
 from gemminer.training.runtime import Runtime  # noqa: E402

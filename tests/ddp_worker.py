@@ -15,10 +15,10 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).parent))
 from conftest import UserNet, separable_arrays  # noqa: E402
 
-from gemminer.config import FinetuneConfig, OptimConfig  # noqa: E402
 from gemminer.data.loader import BatchLoader  # noqa: E402
 from gemminer.masking import score_layers, to_score_model, weight_name  # noqa: E402
 from gemminer.methods.gem_miner import MineConfig, mine_scores  # noqa: E402
+from gemminer.settings.config import FinetuneConfig, OptimConfig  # noqa: E402
 from gemminer.training import finetune  # noqa: E402
 from gemminer.training.runtime import start_runtime  # noqa: E402
 

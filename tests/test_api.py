@@ -134,8 +134,8 @@ def test_the_api_and_the_command_line_mine_the_same_mask_from_one_seed(tmp_path)
     calibration seeds as `gemminer mine --seed s` does (gemminer.seeds.derive_seed), so on
     the same data and initialization both find the same mask."""
     from gemminer import stages
-    from gemminer.config import OptimConfig, PruneConfig, RunConfig
     from gemminer.seeds import derive_seed
+    from gemminer.settings.config import OptimConfig, PruneConfig, RunConfig
 
     from .conftest import write_image_folder
 

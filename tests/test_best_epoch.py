@@ -5,7 +5,7 @@ import json
 import pytest
 
 from gemminer.cli import main
-from gemminer.summary import BestEpoch, RunSummary, best_epoch
+from gemminer.rundir.summary import BestEpoch, RunSummary, best_epoch
 
 from .conftest import write_image_folder
 

@@ -11,9 +11,9 @@ from torch import nn
 import gemminer
 import gemminer.api
 from gemminer.cli import build_parser, config_from_args, resolve_run
-from gemminer.config import DEFAULT_LR, budget_scaled_lr, mining_lr
 from gemminer.errors import ConfigError
-from gemminer.recipe import load_recipe
+from gemminer.settings.config import DEFAULT_LR, budget_scaled_lr, mining_lr
+from gemminer.settings.recipe import load_recipe
 
 
 def run_cfg(recipe, *flags):

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from gemminer.cli import main
-from gemminer.summary import SUMMARY_KEYS
+from gemminer.rundir.summary import SUMMARY_KEYS
 
 from .conftest import write_image_folder
 
@@ -294,9 +294,9 @@ def test_eval_every_evaluates_every_n_epochs_and_after_the_last(data_dir, tmp_pa
     config = json.loads((out / "config.json").read_text())
     assert config["eval_every"] == 2
     # A different cadence is a different folder name; the default leaves names unchanged.
-    from gemminer.config import RunConfig
-    from gemminer.resolve import resolve
-    from gemminer.runs import config_hash
+    from gemminer.rundir.runs import config_hash
+    from gemminer.settings.config import RunConfig
+    from gemminer.settings.resolve import resolve
 
     cfg = RunConfig.from_dict(config)
     assert config_hash(cfg) != config_hash(RunConfig.from_dict({**config, "eval_every": 1}))
@@ -331,7 +331,7 @@ def test_make_demo_passes_flags_only_when_given():
     EVAL_EVERY become flags only when given, and the plain demo resolves to the paper's
     main setting (the run folder it always had)."""
     from gemminer.cli import build_parser, config_from_args
-    from gemminer.runs import default_run_name
+    from gemminer.rundir.runs import default_run_name
 
     given = " ".join(_make_demo_argv("EPOCHS=1", "PRECISION=bf16", "EVAL_EVERY=5"))
     assert "--epochs 1 --finetune --precision bf16 --eval-every 5" in given
@@ -421,8 +421,8 @@ def test_dense_trains_at_the_dense_rows_lr_whatever_the_target_density():
     """Issue 13: dense ignores the density, so its weight training takes Table 15's row for
     the densest networks (LR 0.1 at >= 50 %), not the 1.44 % row's 0.01."""
     from gemminer.cli import build_parser, config_from_args
-    from gemminer.config import default_finetune_optim
-    from gemminer.recipe import paper_recipe
+    from gemminer.settings.config import default_finetune_optim
+    from gemminer.settings.recipe import paper_recipe
 
     def finetune(*flags: str):
         return config_from_args(build_parser().parse_args(["prune", "--method", *flags])).finetune
@@ -494,7 +494,7 @@ PINNED_RUN_NAMES = {
 @pytest.mark.parametrize("argv", list(PINNED_RUN_NAMES))
 def test_existing_commands_keep_their_run_folder(argv):
     from gemminer.cli import build_parser, config_from_args, resolve_run
-    from gemminer.runs import default_run_name
+    from gemminer.rundir.runs import default_run_name
 
     if argv[0] == "run":
         cfg = resolve_run(argv[1:])[1]

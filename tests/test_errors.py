@@ -87,7 +87,7 @@ def test_damaged_or_foreign_checkpoint_is_refused(data_dir, tmp_path, capsys):
     # a folder that holds this run's settings and a damaged checkpoint: say so, never guess
     out.mkdir()
     from gemminer.cli import build_parser, config_from_args
-    from gemminer.runs import RunDir
+    from gemminer.rundir.runs import RunDir
 
     RunDir(out).write_config(config_from_args(build_parser().parse_args(args)))
     (out / "checkpoint-prune.pt").write_bytes(b"\x80\x04garbage")
@@ -104,7 +104,7 @@ def test_checkpoint_that_would_run_code_is_refused(data_dir, tmp_path, capsys):
     out = tmp_path / "run"
     args = [*mine_args(data_dir, out), "--epochs", "2"]
     from gemminer.cli import build_parser, config_from_args
-    from gemminer.runs import RunDir
+    from gemminer.rundir.runs import RunDir
 
     out.mkdir()
     RunDir(out).write_config(config_from_args(build_parser().parse_args(args)))

@@ -5,8 +5,8 @@ from __future__ import annotations
 import dataclasses
 
 from gemminer.cli import build_parser, config_from_args
-from gemminer.config import RunConfig
-from gemminer.explain import explain_settings
+from gemminer.settings.config import RunConfig
+from gemminer.settings.explain import explain_settings
 from gemminer.stages import density_shortfall
 
 

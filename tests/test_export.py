@@ -14,9 +14,9 @@ from torch import nn
 
 from gemminer.cli import main
 from gemminer.errors import GemMinerError, MaskError, RunError, UnknownNameError
-from gemminer.export import BITS, VALUES, export_run, load_exported, read_metadata
 from gemminer.masking import prunable_weights
-from gemminer.runs import RunDir
+from gemminer.rundir.export import BITS, VALUES, export_run, load_exported, read_metadata
+from gemminer.rundir.runs import RunDir
 from gemminer.stages import eval_loaders, load_data
 from gemminer.training import evaluate
 
@@ -240,7 +240,7 @@ def test_a_run_without_input_normalization_is_not_exported(tmp_path):
     import json
 
     from gemminer.errors import RunError
-    from gemminer.export import export_run
+    from gemminer.rundir.export import export_run
 
     run = tmp_path / "run"
     run.mkdir()

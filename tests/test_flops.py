@@ -12,7 +12,7 @@ from torch import nn
 from gemminer.cli import main
 from gemminer.masking.flops import count_flops, format_flops, weight_uses
 from gemminer.models import create_model
-from gemminer.summary import RunSummary
+from gemminer.rundir.summary import RunSummary
 from tests.conftest import write_image_folder
 
 

@@ -9,10 +9,10 @@ import torch
 from torch import nn
 
 from gemminer import create_model
-from gemminer.config import OptimConfig
 from gemminer.masking import Mask, init_weights, prunable_weights, score_layers, to_score_model
 from gemminer.masking.scores import FusedScores
 from gemminer.methods.gem_miner import MineConfig, MiningStep, freeze_scores
+from gemminer.settings.config import OptimConfig
 from gemminer.training import MaskedWeights
 from gemminer.training.runtime import Runtime
 

@@ -278,7 +278,7 @@ def test_evaluation_schedule_always_includes_the_last_epoch():
 
 
 def test_paper_defaults_scale_period_and_lr_to_short_runs():
-    from gemminer.recipe import paper_recipe
+    from gemminer.settings.recipe import paper_recipe
 
     def defaults(density: float, epochs: int) -> tuple:
         return paper_recipe("resnet20", "cifar10", density).mining_at(epochs)

@@ -6,11 +6,11 @@ import pytest
 import torch
 from torch import nn
 
-from gemminer.config import OptimConfig
 from gemminer.data.loader import BatchLoader
 from gemminer.errors import ConfigError
 from gemminer.masking import Mask, count_prunable, prunable_weights
 from gemminer.methods import METHODS, PruneContext
+from gemminer.settings.config import OptimConfig
 
 from .conftest import separable_arrays
 

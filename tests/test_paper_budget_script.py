@@ -6,8 +6,8 @@ import shutil
 import pytest
 
 from gemminer.cli import build_parser, config_from_args
-from gemminer.resolve import resolve
-from gemminer.runs import RunDir
+from gemminer.rundir.runs import RunDir
+from gemminer.settings.resolve import resolve
 
 from .conftest import benchmark_script
 

@@ -11,7 +11,7 @@ from gemminer.cli import build_parser, config_from_args, main, resolve_run
 from gemminer.errors import ConfigError, UnknownNameError
 from gemminer.methods import METHODS
 from gemminer.models import MODELS
-from gemminer.recipe import (
+from gemminer.settings.recipe import (
     RECIPE_DIR,
     list_recipes,
     load_recipe,

@@ -8,7 +8,7 @@ import torch
 from gemminer.cli import main
 from gemminer.data import load_dataset
 from gemminer.data.loader import eval_batches
-from gemminer.export import export_run, load_exported
+from gemminer.rundir.export import export_run, load_exported
 from gemminer.stages.evaluate import eval_run
 from gemminer.training import evaluate
 

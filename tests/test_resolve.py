@@ -4,7 +4,6 @@ place a setting is declared."""
 
 from __future__ import annotations
 
-import ast
 import inspect
 import json
 import subprocess
@@ -18,17 +17,17 @@ from torch import nn
 
 import gemminer
 import gemminer.api
-from gemminer import options as options_module
 from gemminer.cli import build_parser, config_from_args, main
-from gemminer.config import RunConfig
 from gemminer.errors import ConfigError
-from gemminer.explain import explain_settings
 from gemminer.methods import METHODS
 from gemminer.methods.gem_miner import mine_config
-from gemminer.options import OPTIONS, RUNTIME, Option, options_for, sweep_options
-from gemminer.recipe import load_recipe, parse_recipe
-from gemminer.resolve import resolve
-from gemminer.runs import default_run_name
+from gemminer.rundir.runs import default_run_name
+from gemminer.settings import options as options_module
+from gemminer.settings.config import RunConfig
+from gemminer.settings.explain import explain_settings
+from gemminer.settings.options import OPTIONS, RUNTIME, Option, options_for, sweep_options
+from gemminer.settings.recipe import load_recipe, parse_recipe
+from gemminer.settings.resolve import resolve
 from gemminer.sweep import expand, load_sweep
 
 SRC = Path(gemminer.__file__).parent
@@ -267,7 +266,7 @@ def test_mistakes_in_a_mapping_read_as_the_flags_do(mapping, message):
 
 def test_one_density_check_with_one_wording(tmp_path, capsys):
     """The command line, a mapping, a sweep, a recipe file and the API check a density in
-    one place (gemminer.config.check_density), so they say the same."""
+    one place (gemminer.settings.config.check_density), so they say the same."""
     wording = "density must lie in (0, 1] (the fraction of weights kept), got 1.5"
     with pytest.raises(SystemExit):
         build_parser().parse_args(["mine", "--density", "1.5"])
@@ -333,56 +332,7 @@ def test_a_new_option_is_one_table_entry(monkeypatch, tmp_path):
 # -- modules ------------------------------------------------------------------------------
 
 
-def _imports(path: Path, module: str) -> set[str]:
-    """The gemminer modules ``module`` imports anywhere in its file (functions included)."""
-    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
-    found = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-        if isinstance(node, ast.ImportFrom):
-            if node.level:
-                parts = package.split(".")
-                base = ".".join(parts[: len(parts) - node.level + 1])
-                target = f"{base}.{node.module}" if node.module else base
-            else:
-                target = node.module or ""
-            found.update(f"{target}.{a.name}" for a in node.names)
-            found.add(target)
-        elif isinstance(node, ast.Import):
-            found.update(a.name for a in node.names)
-    return found
-
-
-def _import_graph() -> dict[str, set[str]]:
-    files = {}
-    for path in SRC.rglob("*.py"):
-        parts = ["gemminer", *path.relative_to(SRC).with_suffix("").parts]
-        if parts[-1] == "__init__":
-            parts.pop()
-        files[".".join(parts)] = path
-    return {m: {i for i in _imports(p, m) if i in files and i != m} for m, p in files.items()}
-
-
-def _reaches(graph: dict[str, set[str]], start: str, goal: str) -> bool:
-    seen, todo = set(), [start]
-    while todo:
-        node = todo.pop()
-        if node == goal:
-            return True
-        if node not in seen:
-            seen.add(node)
-            todo.extend(graph[node])
-    return False
-
-
-@pytest.mark.parametrize(
-    "module",
-    ["cli", "sweep", "options", "resolve", "config", "recipe", "api"],
-)
-def test_the_settings_modules_are_in_no_import_cycle(module):
-    graph = _import_graph()
-    name = f"gemminer.{module}"
-    cycle = [m for m in graph[name] if _reaches(graph, m, name)]
-    assert cycle == [], f"{name} imports {cycle}, which import it back"
+# The whole package's import graph has no circle: tests/test_architecture.py.
 
 
 def test_a_sweep_resolves_without_the_command_line():

@@ -17,7 +17,7 @@ import torch
 
 from gemminer.cli import main
 from gemminer.errors import RunError
-from gemminer.runs import RunDir, load_run_file
+from gemminer.rundir.runs import RunDir, load_run_file
 
 from .conftest import fails, told
 

@@ -7,10 +7,10 @@ import pickle
 
 import pytest
 
-from gemminer.config import PruneConfig, RunConfig
 from gemminer.errors import RunError
-from gemminer.files import safe_torch_load
-from gemminer.runs import RunDir, config_hash, default_run_name
+from gemminer.rundir.files import safe_torch_load
+from gemminer.rundir.runs import RunDir, config_hash, default_run_name
+from gemminer.settings.config import PruneConfig, RunConfig
 
 
 def test_default_run_name_and_hash_are_pinned():
@@ -57,8 +57,8 @@ def test_a_folder_of_the_first_defaults_is_not_taken_for_a_new_run(tmp_path):
     same command under today's defaults neither skips nor resumes it."""
     import json
 
-    from gemminer.config import DEFAULTS_VERSION, RunConfig
-    from gemminer.runs import RunDir
+    from gemminer.rundir.runs import RunDir
+    from gemminer.settings.config import DEFAULTS_VERSION, RunConfig
 
     run = RunDir(tmp_path / "run")
     run.write_config(RunConfig())
@@ -76,7 +76,7 @@ def test_the_typed_summary_reads_old_files_and_keeps_unknown_keys(tmp_path):
     key and value it had."""
     import json
 
-    from gemminer.summary import SUMMARY_KEYS, RunSummary
+    from gemminer.rundir.summary import SUMMARY_KEYS, RunSummary
 
     old = {
         "method": "gem-miner",
@@ -130,7 +130,7 @@ def test_a_summary_without_what_every_run_knows_is_refused(tmp_path):
 def test_run_files_get_the_permissions_of_the_umask(tmp_path):
     """Issue 27, 7: atomically written files are not private (mkstemp's 0600) but what the
     umask allows, as a plain open would make them."""
-    from gemminer.files import atomic_write_text
+    from gemminer.rundir.files import atomic_write_text
 
     before = os.umask(0o022)
     try:

@@ -9,12 +9,12 @@ import torch
 from torch import nn
 
 from gemminer.cli import main
-from gemminer.config import FinetuneConfig, OptimConfig
 from gemminer.data.loader import BatchLoader
 from gemminer.errors import ConfigError
 from gemminer.masking import score_layers, to_score_model
 from gemminer.methods.gem_miner import MineConfig, mine_scores
-from gemminer.stages.progress import where
+from gemminer.settings.config import FinetuneConfig, OptimConfig
+from gemminer.stages.describe import where
 from gemminer.training import finetune
 from gemminer.training import runtime as runtime_module
 from gemminer.training.runtime import Runtime, resolve_precision, start_runtime

@@ -14,7 +14,7 @@ import yaml
 
 from gemminer import cli, stages
 from gemminer.errors import ConfigError
-from gemminer.runs import config_hash
+from gemminer.rundir.runs import config_hash
 from gemminer.sweep import (
     add_sweep_parser,
     expand,

@@ -5,7 +5,7 @@ import builtins
 import pytest
 
 from gemminer.errors import ConfigError
-from gemminer.tracking import TensorBoardSink
+from gemminer.rundir.tracking import TensorBoardSink
 
 
 class FakeWriter:
@@ -48,8 +48,8 @@ def test_missing_tensorboard_is_a_clear_error(tmp_path, monkeypatch):
 
 
 def test_cli_flag_reaches_the_run(tmp_path, monkeypatch):
-    from gemminer import tracking
     from gemminer.cli import main
+    from gemminer.rundir import tracking
 
     from .conftest import write_image_folder
     from .test_cli import mine_args

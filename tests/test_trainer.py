@@ -11,11 +11,11 @@ import torch
 from torch import nn
 
 from gemminer import OptimConfig
-from gemminer.config import FinetuneConfig
 from gemminer.data.loader import BatchLoader
 from gemminer.errors import MaskError
 from gemminer.masking import Mask, init_weights, prunable_weights
 from gemminer.methods import METHODS, PruneContext
+from gemminer.settings.config import FinetuneConfig
 from gemminer.training import Hooks, Trainer, build_optimizer, build_scheduler, finetune
 from gemminer.training.checkpoint import Checkpoint, TrainingInterrupted
 
@@ -280,7 +280,7 @@ def test_start_clock_reads_the_checkpoint_only_if_it_changed_since_it_was_loaded
 ):
     """Planning a resumed stage loads the checkpoint already; starting its clock does not
     read the file again, unless it was rewritten since."""
-    import gemminer.files as files_module
+    import gemminer.rundir.files as files_module
 
     path = tmp_path / "ck.pt"
     Checkpoint(path, {"a": 1}).save({"history": [{"seconds": 5.0}], "seconds": 9.0})

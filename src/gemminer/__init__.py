@@ -11,11 +11,8 @@ Public API::
 """
 
 from .api import finetune, mine
-from .config import FinetuneConfig, OptimConfig, RunConfig
 from .data import load_dataset
 from .errors import GemMinerError
-from .export import export_run, load_exported
-from .interop import from_torch_prune, to_torch_prune
 from .masking import (
     Mask,
     apply_mask,
@@ -28,6 +25,9 @@ from .masking import (
 )
 from .methods.gem_miner import FreezeSchedule, MineConfig, MiningResult
 from .models import create_model, list_models
+from .rundir.export import export_run, load_exported
+from .rundir.interop import from_torch_prune, to_torch_prune
+from .settings.config import FinetuneConfig, OptimConfig, RunConfig
 from .version import __version__
 
 __all__ = [

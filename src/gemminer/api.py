@@ -34,21 +34,21 @@ from typing import Any
 import torch
 from torch import nn
 
-from .config import (
-    DEFAULT_BATCH_SIZE,
-    DEFAULT_DEVICE,
-    DEFAULT_PRECISION,
-    check_density,
-    check_whole,
-)
 from .data.base import ImageArrays
 from .data.loader import BatchLoader, eval_batches, training_batches
 from .errors import DataError, MaskError, ModelError
 from .masking import Mask, prunable_modules, to_score_model
 from .methods import METHODS
 from .methods.gem_miner import MineConfig, MiningResult, mine_config, mine_scores
-from .resolve import finetune_defaults, resolve
 from .seeds import derive_seed
+from .settings.config import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_DEVICE,
+    DEFAULT_PRECISION,
+    check_density,
+    check_whole,
+)
+from .settings.resolve import finetune_defaults, resolve
 from .training import finetune as _finetune
 from .training import resolve_device
 from .training.progress import show_epochs
@@ -275,11 +275,11 @@ def mine(
     """Find a ``density`` ticket in ``model``'s current weights with Gem-Miner.
 
     ``model`` is not modified: a copy is converted to score layers. The settings are
-    resolved as ``gemminer mine`` resolves its flags (:func:`gemminer.resolve.resolve`):
+    resolved as ``gemminer mine`` resolves its flags (:func:`gemminer.settings.resolve.resolve`):
     what is ``None`` takes the paper's ResNet-20 row (Table 8) nearest to ``density`` —
     its optimizer, λ and regularizer, the period scaled to ``epochs`` and, for SGD, the
     LR × 150/``epochs`` for shorter runs (the same summed LR; Adam's LR is never scaled,
-    :meth:`gemminer.recipe.Recipe.mining_at`). ``freeze_schedule`` and ``finetune_mask``
+    :meth:`gemminer.settings.recipe.Recipe.mining_at`). ``freeze_schedule`` and ``finetune_mask``
     default to the authors' runs (see :mod:`gemminer.methods.gem_miner`). Returns the
     ticket to finetune as ``result.mask`` (the flags q by default; keyed by ``model``'s
     weight names), the rounded mask — the "rare gem", accurate before finetuning — as
@@ -384,7 +384,7 @@ def finetune(
     """Train ``model`` in place with ``mask`` fixed (pruned weights stay exactly zero).
 
     What is ``None`` takes Table 15's ResNet-20 row nearest to the mask's density
-    (:func:`gemminer.resolve.finetune_defaults`: SGD, LR 0.01 below 50 % density and 0.1
+    (:func:`gemminer.settings.resolve.finetune_defaults`: SGD, LR 0.01 below 50 % density and 0.1
     at it, × 0.1 after 80/150 and 120/150 of the epochs, weight decay 1e-4). Returns
     per-epoch records.
     Biases and normalization parameters are trained too (they were never pruned).

@@ -2,13 +2,13 @@
 ``report``, ``sweep``, ``export``, ``list``.
 
 The flags of ``mine``, ``prune`` and ``run`` come from the options table
-(:mod:`gemminer.options`); what was given goes, as a mapping, to the one resolver
-(:func:`gemminer.resolve.resolve`), which chooses every default. User mistakes (a bad
+(:mod:`gemminer.settings.options`); what was given goes, as a mapping, to the one resolver
+(:func:`gemminer.settings.resolve.resolve`), which chooses every default. User mistakes (a bad
 value, a missing folder, an unknown name) end with a one-line message on stderr and exit
 status 2, never a traceback; a mistake in the flags themselves adds a second line naming
 the command's ``--help``. A count flag not given is ``None`` (its default is resolved
 later, e.g. from the paper's row); 0 and negative numbers are refused with one wording
-(:func:`gemminer.options.whole_number`), except where 0 means zero (``--val-size``, a
+(:func:`gemminer.settings.options.whole_number`), except where 0 means zero (``--val-size``, a
 one-shot method's ``--epochs``).
 """
 
@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 from . import stages
-from .config import RunConfig
 from .data import DATASETS
 from .data.base import check_batching
 from .errors import GemMinerError
@@ -33,13 +32,14 @@ from .masking import WEIGHT_INITS, format_density
 from .methods import METHODS, targets_density
 from .models import MODELS
 from .notices import is_main_process
-from .options import RUN_COMMANDS, add_flags, flag_type, given, whole_number
-from .recipe import closest_names, list_recipes, load_recipe
 from .reports import add_report_parser, run_report
-from .resolve import parse_settings, resolve
-from .runs import default_run_name
+from .rundir.runs import default_run_name
+from .rundir.summary import BestEpoch, RunSummary
+from .settings.config import RunConfig
+from .settings.options import RUN_COMMANDS, add_flags, flag_type, given, whole_number
+from .settings.recipe import closest_names, list_recipes, load_recipe
+from .settings.resolve import parse_settings, resolve
 from .stages import SANITY_CHECKS
-from .summary import BestEpoch, RunSummary
 from .sweep import add_sweep_parser, run_sweep
 from .training.checkpoint import TrainingInterrupted
 from .training.runtime import Runtime, start_runtime
@@ -173,7 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def config_from_args(args: argparse.Namespace, recipe: Any = None) -> RunConfig:
     """The RunConfig of parsed ``gemminer mine|prune|run`` flags: the options given,
-    resolved by :func:`gemminer.resolve.resolve` (``run``: over its recipe, or over
+    resolved by :func:`gemminer.settings.resolve.resolve` (``run``: over its recipe, or over
     ``recipe`` when given), which chooses every default."""
     if recipe is None and getattr(args, "recipe", None) is not None:
         recipe = load_recipe(args.recipe)
@@ -217,7 +217,7 @@ def _run(args: argparse.Namespace) -> int:
         _list(args.what, args.verbose)
         return 0
     if args.command == "export":
-        from .export import export_run
+        from .rundir.export import export_run
 
         info = export_run(args.run_dir, args.out, which="ticket" if args.ticket else "finetuned")
         print(info.describe())

@@ -20,8 +20,9 @@ class Registry(Generic[T]):
     True
     """
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, ordered: bool = False) -> None:
         self.kind = kind
+        self.ordered = ordered  # names in registration order (else sorted)
         self._items: dict[str, T] = {}
 
     def register(self, name: str) -> Callable[[T], T]:
@@ -40,13 +41,13 @@ class Registry(Generic[T]):
         try:
             return self._items[name]
         except KeyError:
-            valid = ", ".join(sorted(self._items)) or "(none registered)"
+            valid = ", ".join(self.names()) or "(none registered)"
             raise UnknownNameError(
                 f"unknown {self.kind} {name!r}; valid {self.kind}s: {valid}"
             ) from None
 
     def names(self) -> list[str]:
-        return sorted(self._items)
+        return list(self._items) if self.ordered else sorted(self._items)
 
     def __contains__(self, name: object) -> bool:
         return name in self._items

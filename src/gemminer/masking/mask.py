@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from ..errors import MaskError
-from ..files import atomic_torch_save, safe_torch_load
+from ..rundir.files import atomic_torch_save, safe_torch_load
 
 PRUNABLE_TYPES: tuple[type[nn.Module], ...] = (nn.Conv2d, nn.Linear)
 

@@ -20,10 +20,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..config import OptimConfig, PruneConfig
 from ..errors import ConfigError
 from ..masking import Mask
-from ..recipe import FinetuneRecipe
+from ..settings.config import OptimConfig, PruneConfig
+from ..settings.recipe import FinetuneRecipe
 from ..training.checkpoint import Checkpoint
 from ..training.loop import Batches
 from ..training.runtime import SINGLE, Runtime
@@ -111,7 +111,8 @@ class MethodSpec:
     trains: bool = True
     #: ``((model, dataset), row)`` pairs: how the method's own authors finetuned its masks
     #: where that is not Table 15's row (Smart Ratio, configs/sr/*); at a run's budget the
-    #: row's epochs scale like Table 15's (:meth:`gemminer.recipe.Recipe.finetune_epochs_at`).
+    #: row's epochs scale like Table 15's
+    #: (:meth:`gemminer.settings.recipe.Recipe.finetune_epochs_at`).
     finetune_rows: tuple[tuple[tuple[str, str], FinetuneRecipe], ...] = ()
     #: The fewest ``--epochs`` the method runs with (Gem-Miner and Edge-Popup train: 1);
     #: checked when the settings are resolved, before any data is loaded.
@@ -165,7 +166,7 @@ def register_method(
     ``weight_decay`` and ``lr`` the defaults of the optimizer that finds the mask (if it
     trains). Methods that learn scores name the epochs their ``lr`` was published for in
     ``lr_epochs``: shorter runs scale the lr up to the same summed learning rate
-    (:func:`gemminer.config.budget_scaled_lr`), as scores must travel the same distance.
+    (:func:`gemminer.settings.config.budget_scaled_lr`), as scores must travel the same distance.
     ``fixed_density``: the density of every mask of a method that ignores the target.
     ``trains``: False for a method that finds its mask without training (one shot).
     ``finetune_rows``: ``{(model, dataset): FinetuneRecipe}``, the finetuning the method's

@@ -21,59 +21,19 @@ registered before any settings are checked.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 from torch import nn
 
-from ..errors import ConfigError
 from ..masking import prunable_weights
+from ..registry import Registry
 from ._ratios import allocate_counts, target_count, weight_counts
 
 Distribution = Callable[[nn.Module, float, str], dict[str, int]]
 
 
-class DistributionRegistry:
-    """Distributions by name, in the order they were registered (which is the order error
-    messages list them in)."""
-
-    def __init__(self) -> None:
-        self._items: dict[str, Distribution] = {}
-
-    def register(self, name: str) -> Callable[[Distribution], Distribution]:
-        """Decorator that registers its target under ``name``."""
-
-        def decorate(counts: Distribution) -> Distribution:
-            if name in self._items:
-                raise ValueError(f"distribution {name!r} is registered twice")
-            self._items[name] = counts
-            return counts
-
-        return decorate
-
-    def get(self, name: str) -> Distribution:
-        """The distribution ``name``; :class:`ConfigError` listing the valid names otherwise."""
-        try:
-            return self._items[name]
-        except KeyError:
-            raise ConfigError(
-                f"unknown distribution {name!r}; valid distributions: {', '.join(self)}"
-            ) from None
-
-    def names(self) -> tuple[str, ...]:
-        """The registered names, in registration order."""
-        return tuple(self._items)
-
-    def __contains__(self, name: object) -> bool:
-        return name in self._items
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self.names())
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-
-DISTRIBUTIONS = DistributionRegistry()
+#: In registration order, the order error messages list them in.
+DISTRIBUTIONS: Registry[Distribution] = Registry("distribution", ordered=True)
 register_distribution = DISTRIBUTIONS.register
 
 
@@ -103,7 +63,6 @@ def erk_counts(model: nn.Module, density: float, method: str) -> dict[str, int]:
 __all__ = [
     "DISTRIBUTIONS",
     "Distribution",
-    "DistributionRegistry",
     "erk_ratio",
     "register_distribution",
 ]

@@ -38,11 +38,11 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..config import CALIBRATION_BATCHES
 from ..errors import ConfigError, MaskError
 from ..masking import Mask, weight_name
 from ..masking.scores import convert_layers
 from ..masking.threshold import global_mask, keep_count, layerwise_mask
+from ..settings.config import CALIBRATION_BATCHES
 from ..training.loop import EpochStats, evaluate_splits, evaluation_due, recalibrate_batchnorm
 from ..training.optim import build_optimizer
 from ..training.trainer import Hooks, Trainer

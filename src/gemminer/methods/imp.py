@@ -50,10 +50,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..config import PruneConfig
 from ..errors import ConfigError, GemMinerError
 from ..masking import Mask, prunable_weights
 from ..masking.threshold import global_mask
+from ..settings.config import PruneConfig
 from ..training.finetune import MaskedTraining
 from ..training.loop import Batches, EpochStats
 from ..training.optim import build_optimizer

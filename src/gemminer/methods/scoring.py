@@ -28,7 +28,7 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
-from ..errors import ConfigError
+from ..errors import ConfigError, UnknownNameError
 from ..masking import Mask
 from ..masking.threshold import global_mask, layerwise_mask
 from ._ratios import target_count, weight_counts
@@ -73,7 +73,10 @@ class Thresholding:
     def __post_init__(self) -> None:
         if self.scope not in SCOPES:
             raise ConfigError(f"unknown scope {self.scope!r}; valid scopes: {', '.join(SCOPES)}")
-        DISTRIBUTIONS.get(self.distribution)  # an unknown name: ConfigError listing them
+        try:
+            DISTRIBUTIONS.get(self.distribution)
+        except UnknownNameError as exc:  # a setting's value: the settings' error kind
+            raise ConfigError(str(exc)) from None
         if self.scope == "global" and self.distribution != "uniform":
             raise ConfigError(
                 f"distribution {self.distribution!r} sets each layer's count, so it needs "

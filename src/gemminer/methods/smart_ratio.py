@@ -96,7 +96,7 @@ from torch import nn
 
 from ..errors import ConfigError, GemMinerError
 from ..masking import Mask
-from ..recipe import FinetuneRecipe
+from ..settings.recipe import FinetuneRecipe
 from ._ratios import allocate_counts, target_count, weight_counts
 from .distributions import register_distribution
 from .random_pruning import score_at_random

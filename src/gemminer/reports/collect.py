@@ -25,8 +25,8 @@ from typing import Any
 from ..errors import RunError
 from ..methods import targets_density
 from ..notices import PREFIX, notice
-from ..runs import RunDir, check_keys, load_mask, parse_config, read_json_object, read_jsonl
-from ..summary import BestEpoch, RunSummary, best_epoch
+from ..rundir.runs import RunDir, check_keys, load_mask, parse_config, read_json_object, read_jsonl
+from ..rundir.summary import BestEpoch, RunSummary, best_epoch
 from .format import Stat, flatten, over_seeds
 from .labels import distinguishing_labels, setting_text
 
@@ -90,7 +90,7 @@ class RunRecord:
     seconds_mask: float | None = None
     dense_flops: int | None = None
     ticket_flops: int | None = None
-    #: the best finetuning epoch (:func:`gemminer.summary.best_epoch`); ``post_acc`` is the
+    #: the best finetuning epoch (:func:`gemminer.rundir.summary.best_epoch`); ``post_acc`` is the
     #: last epoch's
     best: BestEpoch | None = None
 

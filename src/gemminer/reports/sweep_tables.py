@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from operator import itemgetter
 from typing import Any
 
-from ..options import scalar_text
+from ..settings.options import scalar_text
 from .format import markdown_table, over_seeds, percent
 
 #: Columns of the per-run table before the grid values, and after them.

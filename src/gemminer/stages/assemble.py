@@ -1,4 +1,5 @@
-"""A run's data, model and batch loaders, built from its :class:`~gemminer.config.RunConfig`.
+"""A run's data, model and batch loaders, built from its
+:class:`~gemminer.settings.config.RunConfig`.
 
 The loaders come from :func:`~gemminer.data.loader.training_batches` and
 :func:`~gemminer.data.loader.eval_batches`, which the Python API (:mod:`gemminer.api`) uses
@@ -11,7 +12,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..config import RunConfig
 from ..data import DataSplits, ImageArrays, load_dataset
 from ..data.loader import BatchLoader, eval_batches, training_batches
 from ..masking import init_weights
@@ -20,6 +20,7 @@ from ..models.hub import resolve_weights
 from ..models.pretrained import load_pretrained
 from ..notices import notice
 from ..seeds import derive_seed
+from ..settings.config import RunConfig
 from ..training.runtime import SINGLE, Runtime
 
 

@@ -6,7 +6,7 @@ import dataclasses
 from pathlib import Path
 
 from ..masking import apply_mask
-from ..runs import RunDir
+from ..rundir.runs import RunDir
 from ..training import evaluate, resolve_device
 from .assemble import architecture, eval_loaders, load_data
 from .ticket import model_shapes, ticket_model

@@ -14,21 +14,21 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..config import RunConfig
 from ..data import DataSplits
-from ..explain import explain_settings
 from ..masking import format_density
 from ..masking.flops import FlopCount, count_flops, weight_uses
 from ..methods import METHODS, MethodSpec, PruneContext, PruneResult, targets_density
-from ..runs import RunDir
+from ..rundir.runs import RunDir
+from ..rundir.summary import RunSummary
 from ..seeds import derive_seed
-from ..summary import RunSummary
+from ..settings.config import RunConfig
+from ..settings.explain import explain_settings
 from ..training import resolve_device
 from ..training.checkpoint import Checkpoint, stop_on_signals
 from ..training.runtime import SINGLE, Runtime
 from .assemble import architecture, build_model, eval_loaders, load_data, train_loader
-from .folder import PRUNE_CHECKPOINT, Claim, claim_folder, mask_part, plan_folder, settings_key
-from .progress import Log, diverged_hint, echo, metrics_writer, quiet, where
+from .claim import PRUNE_CHECKPOINT, Claim, claim_folder, mask_part, plan_folder, settings_key
+from .describe import Log, diverged_hint, echo, metrics_writer, quiet, where
 from .ticket import load_parameters, save_ticket, ticket_accuracy
 
 #: A ticket this far below its target density (relative) earns a warning.

@@ -27,20 +27,20 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..config import RunConfig
 from ..errors import RunError
 from ..masking import Mask, init_weights
 from ..masking.flops import count_flops
 from ..masking.threshold import layerwise_mask
 from ..registry import Registry
-from ..runs import RunDir
+from ..rundir.runs import RunDir
+from ..rundir.summary import RunSummary
 from ..seeds import derive_seed
-from ..summary import RunSummary
+from ..settings.config import RunConfig
 from ..training import resolve_device
 from ..training.runtime import SINGLE, Runtime
 from .assemble import load_data
-from .folder import claim_folder, plan_folder
-from .progress import Log, echo
+from .claim import claim_folder, plan_folder
+from .describe import Log, echo
 from .prune import input_shape, prune_run
 from .ticket import mask_shapes, require_ticket, save_ticket, ticket_accuracy, ticket_model
 

@@ -6,13 +6,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..config import CALIBRATION_BATCHES, RunConfig
 from ..data import DataSplits
 from ..errors import RunError
 from ..masking import Mask, apply_mask, prunable_weights
 from ..methods import METHODS
-from ..runs import RunDir
+from ..rundir.runs import RunDir
 from ..seeds import derive_seed
+from ..settings.config import CALIBRATION_BATCHES, RunConfig
 from ..training import evaluate, recalibrate_batchnorm
 from ..training.runtime import SINGLE, Runtime
 from .assemble import architecture, eval_loaders, train_loader
@@ -81,7 +81,7 @@ def save_ticket(
 def calibration_batches(cfg: RunConfig) -> int:
     """How many training batches re-estimate BatchNorm statistics of ``cfg``'s ticket: the
     method's ``bn_recalibration_batches`` setting where it has one (Gem-Miner), else
-    :data:`~gemminer.config.CALIBRATION_BATCHES` — the same count as the method's own
+    :data:`~gemminer.settings.config.CALIBRATION_BATCHES` — the same count as the method's own
     evaluations, so the reported pre-finetune accuracy matches them."""
     settings = METHODS.get(cfg.method).build_settings(cfg.settings)
     return int(getattr(settings, "bn_recalibration_batches", CALIBRATION_BATCHES))

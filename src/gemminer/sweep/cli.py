@@ -18,7 +18,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ..files import atomic_write_text
+from ..rundir.files import atomic_write_text
 from .grid import expand, jobs
 from .results import write_tables
 from .run import log, point_status, run_in_turn, run_parallel

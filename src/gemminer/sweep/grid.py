@@ -2,8 +2,8 @@
 
 Grid points are taken in file order, the last grid key varying fastest. The keys are the
 options of ``gemminer prune`` (or ``gemminer run``) from one table
-(:mod:`gemminer.options`), and each point's values are resolved by the resolver of those
-commands (:func:`resolve_point`, :func:`gemminer.resolve.resolve`), so a point and its
+(:mod:`gemminer.settings.options`), and each point's values are resolved by the resolver of those
+commands (:func:`resolve_point`, :func:`gemminer.settings.resolve.resolve`), so a point and its
 printed command (``--commands``) are the same run, in the same folder:
 ``OUT/<runs.default_run_name(config)>``, named by the hash of its settings. A point whose
 flags do not apply to it (``--lambda`` for SNIP, a setting its method lacks) is an error,
@@ -25,9 +25,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..config import RunConfig
 from ..errors import ConfigError, GemMinerError
-from ..options import (
+from ..rundir.runs import default_run_name
+from ..settings.config import RunConfig
+from ..settings.options import (
     DEFAULT_PRECISION,
     PAIRS,
     RUN,
@@ -37,9 +38,8 @@ from ..options import (
     scalar_text,
     sweep_options,
 )
-from ..recipe import load_recipe
-from ..resolve import resolve
-from ..runs import default_run_name
+from ..settings.recipe import load_recipe
+from ..settings.resolve import resolve
 from .spec import Sweep
 
 
@@ -60,7 +60,7 @@ def point_options(settings: dict[str, Any]) -> dict[str, Any]:
 
 def resolve_point(sweep: Sweep, settings: dict[str, Any]) -> tuple[RunConfig, dict[str, Any]]:
     """The RunConfig of one point, and how it runs: its values checked as the command's
-    flags are, the run settings resolved by :func:`gemminer.resolve.resolve` over its
+    flags are, the run settings resolved by :func:`gemminer.settings.resolve.resolve` over its
     recipe, if any; the runtime options (``precision``, default ``auto``, ``compile``,
     ``threads``), which do not name its folder, apart."""
     run, runtime = _point_values(sweep, settings)

@@ -14,8 +14,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..files import atomic_write_text
 from ..reports.sweep_tables import RESULT_COLUMNS, sweep_tables
+from ..rundir.files import atomic_write_text
 from .grid import SanityJob, SweepPoint, jobs
 from .run import job_summary, point_status
 from .spec import Sweep

@@ -18,8 +18,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from .. import stages
-from ..runs import RunDir
-from ..summary import RunSummary
+from ..rundir.runs import RunDir
+from ..rundir.summary import RunSummary
 from ..training.checkpoint import TrainingInterrupted
 from ..training.runtime import Runtime, start_runtime
 from .grid import Job, SanityJob, SweepPoint

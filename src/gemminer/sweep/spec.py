@@ -28,7 +28,7 @@ method, so ``method`` is then no setting. Keys are the long flag names with ``_`
 (``batch_size``, ``lambda``, ``no_epoch_eval: true``); switches take true or false.
 
 :func:`load_sweep` checks each key against the options of ``gemminer prune`` (or
-``gemminer run``) from one table (:mod:`gemminer.options`), each value's shape (a single
+``gemminer run``) from one table (:mod:`gemminer.settings.options`), each value's shape (a single
 value; a switch true or false), the ``per_method`` and ``sanity`` methods and checks, and
 refuses a key given twice, naming the file, the key and the closest valid name. Whether a
 point's values apply to its method is checked when the grid is expanded
@@ -45,7 +45,7 @@ from typing import Any
 import yaml
 
 from ..errors import ConfigError, GemMinerError
-from ..options import PAIRS, SWITCH, Option, not_in_sweeps, sweep_options
+from ..settings.options import PAIRS, SWITCH, Option, not_in_sweeps, sweep_options
 
 #: Top-level keys of a sweep file.
 SWEEP_KEYS = ("base", "grid", "per_method", "sanity", "finetune", "skip_invalid", "out")

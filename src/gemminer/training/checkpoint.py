@@ -183,7 +183,7 @@ class Checkpoint:
         stamp = self._stamp()
         if stamp is None:
             return None
-        from ..files import safe_torch_load
+        from ..rundir.files import safe_torch_load
 
         try:
             state = safe_torch_load(self.path)
@@ -207,7 +207,7 @@ class Checkpoint:
     def save(self, state: dict[str, Any]) -> None:
         if not self.writable:
             return
-        from ..files import atomic_torch_save
+        from ..rundir.files import atomic_torch_save
 
         timing = {} if self._origin is None else {"seconds": self.elapsed()}
         atomic_torch_save(

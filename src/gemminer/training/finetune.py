@@ -7,8 +7,8 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
-from ..config import FinetuneConfig
 from ..masking import Mask, apply_mask, prunable_weights
+from ..settings.config import FinetuneConfig
 from .checkpoint import Checkpoint
 from .loop import Batches, EpochStats, evaluate_splits, evaluation_due
 from .optim import build_optimizer

@@ -6,7 +6,7 @@ from collections.abc import Iterable
 
 import torch
 
-from ..config import OptimConfig
+from ..settings.config import OptimConfig
 
 
 def build_optimizer(

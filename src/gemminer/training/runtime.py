@@ -22,8 +22,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from ..config import DEFAULT_DEVICE, DEFAULT_PRECISION
 from ..errors import ConfigError
+from ..settings.config import DEFAULT_DEVICE, DEFAULT_PRECISION
 
 PRECISIONS = ("fp32", "bf16")
 #: What ``--precision`` accepts: a precision, or ``auto`` (see :func:`auto_precision`).

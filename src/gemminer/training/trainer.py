@@ -29,7 +29,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..config import OptimConfig
+from ..settings.config import OptimConfig
 from .checkpoint import Checkpoint, EpochProgress, Resumable
 from .loop import Batches, EpochStats, train_epoch
 from .optim import build_scheduler

@@ -30,8 +30,8 @@ import copy
 
 import torch
 
-from ...config import PruneConfig
 from ...masking import score_layers, to_score_model, weight_name
+from ...settings.config import PruneConfig
 from ..base import PruneContext, PruneResult, register_method
 from .freezing import FreezeSchedule, adapt_lambda, freeze_scores, guard_collapse
 from .mining import MiningHooks, MiningResult, MiningStep, mine_scores

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ...config import FREEZE_SCHEDULES, check_choice
 from ...masking import score_layers, weight_name
 from ...masking.scores import THRESHOLD
+from ...settings.config import FREEZE_SCHEDULES, check_choice
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ import dataclasses
 import math
 from dataclasses import dataclass, field
 
-from ...config import (
+from ...settings.config import (
     CALIBRATION_BATCHES,
     DEFAULT_BATCH_SIZE,
     DEFAULT_DENSITY,

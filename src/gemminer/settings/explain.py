@@ -3,7 +3,7 @@
 ``gemminer mine --density 0.0144 --epochs 10`` trains at LR 1.5 with period 1: values the
 user never wrote. :func:`explain_settings` says which values a run uses and, where they
 are the paper's row adjusted to the budget, how they were derived
-(:func:`gemminer.resolve.derivation`), so nobody has to read ``config.json`` to learn it.
+(:func:`gemminer.settings.resolve.derivation`), so nobody has to read ``config.json`` to learn it.
 It describes; it never chooses or derives a value.
 """
 
@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import math
 
+from ..methods import METHODS
+from ..training.optim import milestone_epochs
 from .config import RunConfig
-from .methods import METHODS
 from .resolve import Derivation, derivation
-from .training.optim import milestone_epochs
 
 
 def _num(x: float) -> str:

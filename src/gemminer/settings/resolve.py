@@ -1,7 +1,7 @@
 """One settings resolver: the only place that chooses a run's defaults.
 
 ``gemminer mine|prune|run`` turn their flags into a mapping of options
-(:mod:`gemminer.options`), ``gemminer sweep`` each grid point, and both call
+(:mod:`gemminer.settings.options`), ``gemminer sweep`` each grid point, and both call
 :func:`resolve`, and so does the Python API (:func:`gemminer.mine`; :func:`gemminer.finetune`
 takes Table 15's row through :func:`finetune_defaults`). So the same inputs resolve to the same
 RunConfig — and the same run folder, named by its hash — whichever way they were given.
@@ -13,11 +13,11 @@ Where a setting comes from, first that applies:
    and density (:func:`paper_row`; a method that ignores the target density, e.g. dense,
    takes the row of the density it trains at, so its finetuning LR is the densest row's);
 3. the method's own defaults (its LR, weight decay, weight initialization);
-4. the fixed defaults of the options table (:func:`gemminer.options.static_defaults`).
+4. the fixed defaults of the options table (:func:`gemminer.settings.options.static_defaults`).
 
 Budget scaling: another ``epochs`` than the row's rescales the period and, for SGD only,
-the mining LR to the same summed LR (:meth:`gemminer.recipe.Recipe.mining_at`), and the
-finetuning epochs (:meth:`gemminer.recipe.Recipe.finetune_epochs_at`: the mining epochs
+the mining LR to the same summed LR (:meth:`gemminer.settings.recipe.Recipe.mining_at`), and the
+finetuning epochs (:meth:`gemminer.settings.recipe.Recipe.finetune_epochs_at`: the mining epochs
 themselves on every shipped row; the row's own after a one-shot method's 0 epochs).
 """
 
@@ -30,6 +30,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from ..data import DATASETS
+from ..errors import ConfigError
+from ..methods import METHODS, MethodSpec
+from ..models import MODELS
 from .config import (
     DEFAULT_DATASET,
     DEFAULT_MODEL,
@@ -44,10 +48,6 @@ from .config import (
     mining_lr,
     whole_number_message,
 )
-from .data import DATASETS
-from .errors import ConfigError
-from .methods import METHODS, MethodSpec
-from .models import MODELS
 from .options import OPTIONS_BY_KEY, RUN_OPTIONS, parse_options, parse_pairs, scalar_text
 from .options import static_defaults as _static_defaults
 from .recipe import Recipe, load_recipe, paper_recipe
@@ -83,7 +83,7 @@ def mining_defaults(
     Optimizer: ``optimizer``, else the row's (for the row's own method), else SGD. LR: the
     row's for its method (:meth:`Recipe.mining_at`: another optimizer than the row's
     starts from that optimizer's default; SGD scaled to ``epochs``), else the method's own
-    (:func:`gemminer.config.mining_lr`). A one-shot method's 0 epochs take the period
+    (:func:`gemminer.settings.config.mining_lr`). A one-shot method's 0 epochs take the period
     and LR of 1 epoch. Weight decay: the row's, else the method's."""
     own_row = row.method == spec.name
     optimizer = optimizer or (row.optimizer if own_row else DEFAULT_OPTIMIZER)
@@ -107,7 +107,7 @@ class Derivation:
     has no row of its own, or none fits); ``lr`` is ``"row"`` (the row's LR), ``"budget"``
     (the row's LR scaled to the epochs) or ``""`` (given, or the method's own);
     ``period`` is ``"budget"`` when the row's period was scaled to the epochs; ``lam`` is
-    ``"row"`` when λ is the row's. :mod:`gemminer.explain` puts it in words."""
+    ``"row"`` when λ is the row's. :mod:`gemminer.settings.explain` puts it in words."""
 
     row: Recipe | None = None
     lr: str = ""
@@ -287,9 +287,10 @@ def _recipe_options(recipe: Recipe | None) -> dict[str, Any]:
 
 
 def resolve(options: Mapping[str, Any], recipe: Recipe | str | Path | None = None) -> RunConfig:
-    """The RunConfig of a run from its ``options`` (keys of :data:`gemminer.options.OPTIONS`
-    in the run group: ``{"density": 0.05, "epochs": 10, "set": {"lam": 0}}``, values as
-    plain values or as their command-line text) and, for ``gemminer run``, a ``recipe``
+    """The RunConfig of a run from its ``options`` (keys of
+    :data:`gemminer.settings.options.OPTIONS` in the run group:
+    ``{"density": 0.05, "epochs": 10, "set": {"lam": 0}}``, values as plain values or as
+    their command-line text) and, for ``gemminer run``, a ``recipe``
     (a :class:`Recipe`, a file or a shipped name) whose settings they override.
 
     Defaults come from ``recipe``, else the paper's row nearest to the model, data set and

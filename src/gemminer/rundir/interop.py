@@ -15,8 +15,8 @@ from __future__ import annotations
 from torch import nn
 from torch.nn.utils import prune
 
-from .errors import ModelError
-from .masking import Mask, prunable_modules, weight_name
+from ..errors import ModelError
+from ..masking import Mask, prunable_modules, weight_name
 
 
 def _is_pruned(module: nn.Module) -> bool:

@@ -12,8 +12,8 @@ import torch
 from tqdm.auto import tqdm
 
 from ..masking import format_density
-from ..runs import RunDir
-from ..tracking import TensorBoardSink
+from ..rundir.runs import RunDir
+from ..rundir.tracking import TensorBoardSink
 from ..training.checkpoint import Checkpoint
 from ..training.loop import TrainingDivergedError
 from ..training.runtime import Runtime

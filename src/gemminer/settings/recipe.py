@@ -26,6 +26,7 @@ from typing import Any
 
 import yaml
 
+from ..errors import ConfigError, UnknownNameError
 from .config import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_DATASET,
@@ -39,9 +40,8 @@ from .config import (
     check_density,
     mining_lr,
 )
-from .errors import ConfigError, UnknownNameError
 
-RECIPE_DIR = Path(__file__).with_name("recipes")
+RECIPE_DIR = Path(__file__).parent.parent / "recipes"
 #: Recipe whose rows stand in for a model/data set the paper gives no table for: the
 #: paper's main table (Table 8), whose model and data set are also gemminer's defaults.
 FALLBACK = (DEFAULT_MODEL, DEFAULT_DATASET)
@@ -111,14 +111,14 @@ class Recipe:
         authors' schedule (10 under Algorithm 1's), against 29 (30) at 150 epochs — and
         each freeze removes a larger share of the flags. Longer runs get a longer period.
 
-        LR (:func:`gemminer.config.mining_lr`): SGD keeps the summed LR — lr ×
+        LR (:func:`gemminer.settings.config.mining_lr`): SGD keeps the summed LR — lr ×
         budget/epochs for a shorter run, so scores can travel as far under the task
         gradient and λ's pull alike; without this a 10-epoch run at the paper's LR barely
         moves its scores and freezing removes mostly random weights (measured:
         benchmarks/results/gem_miner_resnet20_cifar10.md). Adam's LR is never rescaled:
         its step is ≈ lr whatever the gradient, so lr × 15 flips half the mask within one
         epoch (benchmarks/results/score_travel.md). An ``optimizer`` other than the row's
-        starts from that optimizer's default LR (:data:`gemminer.config.DEFAULT_LR`), not
+        starts from that optimizer's default LR (:data:`gemminer.settings.config.DEFAULT_LR`), not
         from the row's. λ is never rescaled.
         """
         period = self.period

@@ -7,19 +7,19 @@ from pathlib import Path
 
 import torch
 
-from ..config import FinetuneConfig, RunConfig
-from ..explain import epochs_text
 from ..masking import format_density
-from ..resolve import finetune_overrides
-from ..runs import RunDir
+from ..rundir.runs import RunDir
+from ..rundir.summary import RunSummary, best_epoch
 from ..seeds import derive_seed
-from ..summary import RunSummary, best_epoch
+from ..settings.config import FinetuneConfig, RunConfig
+from ..settings.explain import epochs_text
+from ..settings.resolve import finetune_overrides
 from ..training import finetune, resolve_device
 from ..training.checkpoint import Checkpoint, stop_on_signals
 from ..training.runtime import SINGLE, Runtime
 from .assemble import eval_loaders, load_data, train_loader
-from .folder import FINETUNE_CHECKPOINT, mask_part, settings_key
-from .progress import Log, diverged_hint, echo, metrics_writer, quiet, where
+from .claim import FINETUNE_CHECKPOINT, mask_part, settings_key
+from .describe import Log, diverged_hint, echo, metrics_writer, quiet, where
 from .ticket import require_ticket, ticket_model
 
 

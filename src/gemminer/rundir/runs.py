@@ -10,7 +10,7 @@ Layout of a run folder::
     checkpoint-*.pt    resumable training state while a stage runs (removed when it ends)
     finetuned.pt       state of the finetuned ticket (after ``gemminer finetune``)
     density.txt        per-layer density report of the mask
-    summary.json       the figures of the run: a :class:`~gemminer.summary.RunSummary`
+    summary.json       the figures of the run: a :class:`~gemminer.rundir.summary.RunSummary`
 
 Every file is written atomically (temporary file + rename) and tensors are read back with
 ``torch.load(weights_only=True)``, which refuses to run code hidden in a pickle. Every read
@@ -29,10 +29,10 @@ from typing import Any
 
 import torch
 
-from .config import RunConfig
-from .errors import MaskError, RunError
+from ..errors import MaskError, RunError
+from ..masking import Mask
+from ..settings.config import RunConfig
 from .files import atomic_torch_save, atomic_write_text, safe_torch_load
-from .masking import Mask
 from .summary import RunSummary
 
 #: Settings that do not change a run's results, left out of its hash.

@@ -4,8 +4,9 @@ Defaults follow the paper: mining from Table 8 (ResNet-20, CIFAR-10; SGD, cosine
 weight decay on scores, batch 128) and finetuning from Table 15 (SGD momentum 0.9, multistep
 LR at 80/150 and 120/150 of the epochs, weight decay 1e-4 as in the authors' code). The
 ``DEFAULT_*`` constants below name them once: the dataclasses, the options table
-(:mod:`gemminer.options`), the resolver (:mod:`gemminer.resolve`) and the Python API read
-them from here. What a run actually uses is chosen by :func:`gemminer.resolve.resolve`.
+(:mod:`gemminer.settings.options`), the resolver (:mod:`gemminer.settings.resolve`) and the
+Python API read them from here. What a run actually uses is chosen by
+:func:`gemminer.settings.resolve.resolve`.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import numbers
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from typing import Any
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 #: Training batches used to re-estimate BatchNorm statistics of a mask before evaluation.
 CALIBRATION_BATCHES = 20

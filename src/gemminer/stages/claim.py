@@ -10,12 +10,12 @@ from __future__ import annotations
 import dataclasses
 import json
 
-from ..config import FinetuneConfig, RunConfig
 from ..errors import RunError
 from ..reports.format import flatten
-from ..runs import RunDir
+from ..rundir.runs import RunDir
+from ..settings.config import FinetuneConfig, RunConfig
 from ..training.checkpoint import Checkpoint
-from .progress import Log
+from .describe import Log
 
 PRUNE_CHECKPOINT = "checkpoint-prune.pt"
 FINETUNE_CHECKPOINT = "checkpoint-finetune.pt"

@@ -56,14 +56,14 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save as save_safetensors
 from torch import nn
 
-from .config import RunConfig
-from .errors import ConfigError, MaskError, RunError, UnknownNameError
+from ..errors import ConfigError, MaskError, RunError, UnknownNameError
+from ..masking import Mask, count_prunable, prunable_weights
+from ..models import create_model
+from ..settings.config import RunConfig
+from ..version import __version__
 from .files import atomic_write_bytes
-from .masking import Mask, count_prunable, prunable_weights
-from .models import create_model
 from .runs import RunDir, check_keys, check_tensors
 from .summary import RunSummary
-from .version import __version__
 
 FORMAT = "gemminer-ticket"
 FORMAT_VERSION = 1

@@ -5,7 +5,7 @@ Like open_lth's hparams dataclasses, which build their own flags, every setting 
 default when that does not depend on anything, the commands taking it, its help — and
 the rest is generated from the table: the flags of the command line (:func:`add_flags`),
 the keys of a sweep file (:func:`sweep_options`), and the checked mapping that
-:func:`gemminer.resolve.resolve` turns into a RunConfig (:func:`parse_options`). A new
+:func:`gemminer.settings.resolve.resolve` turns into a RunConfig (:func:`parse_options`). A new
 setting is one entry here, plus what the resolver does with it.
 
 Keys are the long flag names with ``_`` (``batch_size`` for ``--batch-size``, ``lambda``
@@ -26,6 +26,7 @@ from typing import Any
 
 import yaml
 
+from ..errors import ConfigError
 from .config import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_DATASET,
@@ -44,14 +45,13 @@ from .config import (
     default_data_dir,
     whole_number_message,
 )
-from .errors import ConfigError
 from .recipe import closest_names
 
 Parser = Callable[[Any], Any]
 
 #: Kinds of option: a value, a switch (true when given), repeatable ``KEY=VALUE`` pairs.
 VALUE, SWITCH, PAIRS = "value", "switch", "pairs"
-#: Groups of option: the settings of a run (what :func:`gemminer.resolve.resolve` reads),
+#: Groups of option: the settings of a run (what :func:`gemminer.settings.resolve.resolve` reads),
 #: how the process trains (not part of a run's settings), what a command does with a run.
 RUN, RUNTIME, COMMAND = "run", "runtime", "command"
 #: The commands that find a ticket, and those that also train a run folder's ticket.
@@ -129,7 +129,8 @@ integer = _converter(int)
 
 
 def density(value: Any) -> float:
-    """A target density in (0, 1] (:func:`gemminer.config.check_density`, the one check)."""
+    """A target density in (0, 1] (the one check:
+    :func:`gemminer.settings.config.check_density`)."""
     return check_density(value if isinstance(value, (int, float, str)) else _text(value))
 
 
@@ -171,13 +172,13 @@ def yaml_scalar(value: Any) -> Any:
 
 
 def _weight_inits() -> list[str]:
-    from .masking import WEIGHT_INITS
+    from ..masking import WEIGHT_INITS
 
     return WEIGHT_INITS.names()
 
 
 def _precisions() -> tuple[str, ...]:
-    from .training.runtime import PRECISION_CHOICES
+    from ..training.runtime import PRECISION_CHOICES
 
     return PRECISION_CHOICES
 
@@ -189,7 +190,7 @@ def _precisions() -> tuple[str, ...]:
 class Option:
     """One setting: ``key`` (the flag is ``--key`` with ``-``), its ``help``, the
     ``parse`` of one value (of each value, for pairs), its ``default`` when not given
-    (``None``: :func:`gemminer.resolve.resolve` chooses), the ``commands`` taking it and
+    (``None``: :func:`gemminer.settings.resolve.resolve` chooses), the ``commands`` taking it and
     its ``group``. ``sweep``: why a sweep file does not take it (empty: it does).
     ``required_in``: commands that require it; ``strict``: a stricter parser for a command
     (``mine`` trains: ``--epochs`` >= 1). ``method``/``setting``: the one method that
@@ -302,7 +303,7 @@ OPTIONS: tuple[Option, ...] = (
            group=COMMAND, sweep="use the top-level `finetune: false`"),
 )  # fmt: skip
 OPTIONS_BY_KEY = {o.key: o for o in OPTIONS}
-#: The settings of a run, which :func:`gemminer.resolve.resolve` reads.
+#: The settings of a run, which :func:`gemminer.settings.resolve.resolve` reads.
 RUN_OPTIONS = tuple(o for o in OPTIONS if o.group == RUN)
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from .errors import RunError
+from ..errors import RunError
 
 
 def _umask() -> int:
