@@ -9,8 +9,6 @@ It describes; it never chooses or derives a value.
 
 from __future__ import annotations
 
-import math
-
 from ..methods import METHODS
 from ..training.optim import milestone_epochs
 from .config import RunConfig
@@ -24,10 +22,6 @@ def _num(x: float) -> str:
 def epochs_text(n: int) -> str:
     """``1 epoch``, ``10 epochs``."""
     return f"{n} epoch" if n == 1 else f"{n} epochs"
-
-
-def _close(a: float | None, b: float | None) -> bool:
-    return a is not None and b is not None and math.isclose(a, b, rel_tol=1e-9)
 
 
 def _mining_lr(cfg: RunConfig, how: Derivation) -> str:
@@ -65,7 +59,7 @@ def _lam(cfg: RunConfig, how: Derivation) -> str:
     return text
 
 
-def _finetune(cfg: RunConfig) -> str:
+def _finetune(cfg: RunConfig, how: Derivation) -> str:
     ft = cfg.finetune
     # the steps the scheduler takes; one after the last epoch never applies
     steps = [e for e in milestone_epochs(ft.optim, ft.epochs) if e < ft.epochs]
@@ -79,12 +73,7 @@ def _finetune(cfg: RunConfig) -> str:
     else:
         schedule = ", constant LR"
 
-    own = METHODS.get(cfg.method).finetune_row(cfg.model, cfg.dataset)
-    source = (
-        f" ({cfg.method}'s authors' finetuning, not Table 15's)"
-        if own is not None and _close(ft.optim.lr, own.lr)
-        else ""
-    )
+    source = f" ({cfg.method}'s authors' finetuning, not Table 15's)" if how.finetune else ""
     return (
         f"finetuning: {epochs_text(ft.epochs)}, {ft.optim.name.upper()} LR {_num(ft.optim.lr)}"
         f"{schedule}, weight decay {_num(ft.optim.weight_decay)}, batch {ft.batch_size}"
@@ -94,8 +83,8 @@ def _finetune(cfg: RunConfig) -> str:
 
 def explain_settings(cfg: RunConfig) -> list[str]:
     """Lines naming the mining and finetuning settings of ``cfg`` and where they came from."""
+    how = derivation(cfg)
     if cfg.prune.epochs > 0 and METHODS.get(cfg.method).trains:
-        how = derivation(cfg)
         parts = [
             epochs_text(cfg.prune.epochs),
             _mining_lr(cfg, how),
@@ -110,4 +99,4 @@ def explain_settings(cfg: RunConfig) -> list[str]:
     others = {k: v for k, v in cfg.settings.items() if k not in ("period", "lam", "lambda")}
     if others:
         mining += "; " + ", ".join(f"{k}={v}" for k, v in sorted(others.items()))
-    return [mining, _finetune(cfg)]
+    return [mining, _finetune(cfg, how)]

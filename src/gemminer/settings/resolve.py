@@ -107,12 +107,15 @@ class Derivation:
     has no row of its own, or none fits); ``lr`` is ``"row"`` (the row's LR), ``"budget"``
     (the row's LR scaled to the epochs) or ``""`` (given, or the method's own);
     ``period`` is ``"budget"`` when the row's period was scaled to the epochs; ``lam`` is
-    ``"row"`` when λ is the row's. :mod:`gemminer.settings.explain` puts it in words."""
+    ``"row"`` when λ is the row's; ``finetune`` is ``"method"`` when the finetuning is the
+    method's authors' row (:attr:`MethodSpec.finetune_rows`), not Table 15's.
+    :mod:`gemminer.settings.explain` puts it in words."""
 
     row: Recipe | None = None
     lr: str = ""
     period: str = ""
     lam: str = ""
+    finetune: str = ""
 
 
 def _close(a: float | None, b: float | None) -> bool:
@@ -121,14 +124,17 @@ def _close(a: float | None, b: float | None) -> bool:
 
 def derivation(cfg: RunConfig) -> Derivation:
     """How :func:`resolve` derived ``cfg``'s mining LR, period and λ from the paper's row
-    (the same :func:`paper_row` and :func:`mining_defaults` that chose them)."""
+    (the same :func:`paper_row` and :func:`mining_defaults` that chose them), and whose
+    finetuning row it took."""
     spec = METHODS.get(cfg.method)
+    own = spec.finetune_row(cfg.model, cfg.dataset)
+    finetune = "method" if own is not None and _close(cfg.finetune.optim.lr, own.lr) else ""
     try:
         row = paper_row(spec, cfg.model, cfg.dataset, cfg.prune.density)
     except ConfigError:
-        return Derivation()
+        return Derivation(finetune=finetune)
     if row.method != spec.name:
-        return Derivation()
+        return Derivation(finetune=finetune)
     optim, epochs = cfg.prune.optim, cfg.prune.epochs
     defaults = mining_defaults(spec, row, epochs, optim.name)
     lr = ""
@@ -143,6 +149,7 @@ def derivation(cfg: RunConfig) -> Derivation:
         lr=lr,
         period="budget" if scaled else "",
         lam="row" if _close(cfg.settings.get("lam"), row.lam) else "",
+        finetune=finetune,
     )
 
 
