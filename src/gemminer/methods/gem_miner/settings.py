@@ -8,21 +8,16 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from ...settings.config import (
     CALIBRATION_BATCHES,
-    DEFAULT_BATCH_SIZE,
-    DEFAULT_DENSITY,
-    DEFAULT_EPOCHS,
     FINETUNE_MASKS,
     FREEZE_ORDERS,
     FREEZE_SCHEDULES,
     REGULARIZERS,
-    OptimConfig,
     PruneConfig,
     check_choice,
-    check_density,
     check_whole,
     require,
 )
@@ -75,43 +70,36 @@ class GemMinerSettings:
 
 
 @dataclass(frozen=True)
-class MineConfig(GemMinerSettings):
-    """Gem-Miner's settings plus the budget that finds the mask (Algorithm 1, by default
-    on the authors' freezing schedule): ``density`` is the target fraction of weights
-    kept; the flag density falls geometrically to it, frozen every ``period`` of the
-    ``epochs``, with ``batch_size`` and ``optim`` training the scores.
-    ``density=1`` with ``lam=0`` is Gem-Miner(0): no freezing, no regularization.
+class MineConfig(GemMinerSettings, PruneConfig):
+    """Gem-Miner's whole configuration: the budget every method shares
+    (:class:`~gemminer.settings.config.PruneConfig`: ``density``, the target fraction of
+    weights kept; ``epochs``; ``batch_size``; ``optim``) and the method's own settings
+    (:class:`GemMinerSettings`), checked together. The flag density falls geometrically
+    to ``density``, frozen every ``period`` of the ``epochs`` (Algorithm 1, by default on
+    the authors' freezing schedule). ``density=1`` with ``lam=0`` is Gem-Miner(0): no
+    freezing, no regularization.
     """
 
-    density: float = DEFAULT_DENSITY
-    epochs: int = DEFAULT_EPOCHS
-    batch_size: int = DEFAULT_BATCH_SIZE
-    optim: OptimConfig = field(default_factory=OptimConfig)
-
     def __post_init__(self) -> None:
-        check_density(self.density)
-        super().__post_init__()
+        PruneConfig.__post_init__(self)
+        GemMinerSettings.__post_init__(self)
         check_whole(self.epochs, 1, "epochs")
         require(
             self.period <= self.epochs,
             f"period {self.period} is longer than the {self.epochs} mining epochs",
         )
-        check_whole(self.batch_size, 1, "batch size")
 
     @property
     def settings(self) -> GemMinerSettings:
         """The method's own settings, without the budget."""
-        names = [f.name for f in dataclasses.fields(GemMinerSettings)]
-        return GemMinerSettings(**{n: getattr(self, n) for n in names})
+        return GemMinerSettings(**_values(self, GemMinerSettings))
+
+
+def _values(obj: object, kind: type) -> dict:
+    return {f.name: getattr(obj, f.name) for f in dataclasses.fields(kind)}
 
 
 def mine_config(prune: PruneConfig, settings: GemMinerSettings) -> MineConfig:
     """The full Gem-Miner configuration of a run (validated: e.g. period <= epochs); the
     method's registered ``validate``."""
-    return MineConfig(
-        density=prune.density,
-        epochs=prune.epochs,
-        batch_size=prune.batch_size,
-        optim=prune.optim,
-        **{f.name: getattr(settings, f.name) for f in dataclasses.fields(GemMinerSettings)},
-    )
+    return MineConfig(**_values(prune, PruneConfig), **_values(settings, GemMinerSettings))
