@@ -73,6 +73,24 @@ def test_short_budget_period_is_rounded_and_at_least_one_epoch():
     assert recipe.mining_at(1)[0] == 1
 
 
+def test_adam_rows_keep_the_summed_pull_of_lambda_sgd_rows_their_lambda():
+    """Adam cannot carry the budget in its LR, so a shorter run scales λ instead
+    (λ × budget/epochs); at or above the budget, and for SGD, λ is the row's."""
+    vgg = load_recipe("vgg16-cifar10-d1.4")  # Adam, λ 1e-6, 200 epochs
+    assert [vgg.mining_at(e)[2] for e in (8, 10, 100, 200, 400)] == [
+        2.5e-5, 2e-5, 2e-6, 1e-6, 1e-6,
+    ]  # fmt: skip
+    assert vgg.mining_at(8)[1] == vgg.lr  # the LR itself is unscaled
+    assert vgg.mining_at(8, "sgd")[2] == 1e-6  # an SGD run of the row scales its LR instead
+    resnet = load_recipe("resnet20-cifar10-d1.44")  # SGD
+    assert resnet.mining_at(10)[2] == resnet.lam == 1e-4
+    assert resnet.mining_at(10, "adam")[2] == pytest.approx(1e-4 * 150 / 10)
+    cfg = run_cfg("vgg16-cifar10-d1.4", "--epochs", "8")
+    assert cfg.settings["lam"] == 2.5e-5  # as typed, not 2.4999999999999998e-05
+    given = run_cfg("vgg16-cifar10-d1.4", "--epochs", "8", "--lambda", "1e-6")
+    assert given.settings["lam"] == 1e-6
+
+
 def test_adam_flag_on_an_sgd_row_gets_adams_default_lr():
     for epochs in ("10", "150"):
         cfg = run_cfg("resnet20-cifar10-d1.44", "--optimizer", "adam", "--epochs", epochs)

@@ -54,9 +54,15 @@ def _lam(cfg: RunConfig, how: Derivation) -> str:
     if lam is None:
         return ""
     text = f"λ {_num(lam)}"
-    if how.lam and how.row is not None:
-        text += f" (recipe {how.row.name})"
-    return text
+    row = how.row
+    if row is None or row.lam is None or not how.lam:
+        return text
+    if how.lam == "row":
+        return text + f" (recipe {row.name})"
+    return text + (
+        f" = {_num(row.lam)} × {row.epochs}/{cfg.prune.epochs} epochs (recipe {row.name}: the "
+        "same summed pull for a shorter Adam run)"
+    )
 
 
 def _finetune(cfg: RunConfig, how: Derivation) -> str:

@@ -251,7 +251,8 @@ OPTIONS: tuple[Option, ...] = (
            strict={"mine": _positive}),
     Option("period", f"{_GM}: freeze every T epochs (default: paper's, scaled to --epochs)",
            _positive, method="gem-miner", setting="period"),
-    Option("lambda", f"{_GM}: regularization weight (default: paper's, by density)", real,
+    Option("lambda", f"{_GM}: regularization weight (default: paper's, by density; "
+           "Adam's × paper epochs/--epochs for shorter runs)", real,
            method="gem-miner", setting="lam"),
     Option("regularizer", f"{_GM}: score regularizer (default {DEFAULT_REGULARIZER})",
            choice(lambda: REGULARIZERS), method="gem-miner", setting="regularizer"),

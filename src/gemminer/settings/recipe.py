@@ -9,9 +9,10 @@ produced the published numbers disagree, a recipe follows the config, and a comm
 the file gives the printed value and the config file followed.
 
 A recipe's values hold at its own epoch budget. A shorter or longer run (``--epochs``)
-rescales the period and, for SGD only, the mining LR (:meth:`Recipe.mining_at`), and
-the finetuning epochs by the same factor (:meth:`Recipe.finetune_epochs_at`); the
-finetuning milestones keep their fractions of the epochs.
+rescales the period, for SGD the mining LR and for Adam λ, to the same summed LR or pull
+(:meth:`Recipe.mining_at`), and the finetuning epochs by the same factor
+(:meth:`Recipe.finetune_epochs_at`); the finetuning milestones keep their fractions of the
+epochs.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from .config import (
     OPTIMIZERS,
     FinetuneConfig,
     OptimConfig,
+    budget_scaled_lambda,
     check_density,
     mining_lr,
 )
@@ -119,7 +121,11 @@ class Recipe:
         its step is ≈ lr whatever the gradient, so lr × 15 flips half the mask within one
         epoch (benchmarks/results/score_travel.md). An ``optimizer`` other than the row's
         starts from that optimizer's default LR (:data:`gemminer.settings.config.DEFAULT_LR`), not
-        from the row's. λ is never rescaled.
+        from the row's.
+
+        λ (:func:`gemminer.settings.config.budget_scaled_lambda`): Adam, whose LR keeps its
+        size, keeps the summed pull instead — λ × budget/epochs for a shorter run; SGD's λ
+        is the row's (its scaled LR already scales λ's pull).
         """
         period = self.period
         if period is not None:
@@ -133,7 +139,10 @@ class Recipe:
                 tuned_optimizer=self.optimizer,
                 tuned_epochs=self.epochs,
             )
-        return period, lr, self.lam
+        lam = self.lam
+        if lam is not None:
+            lam = budget_scaled_lambda(lam, self.epochs, epochs, optimizer or self.optimizer)
+        return period, lr, lam
 
     def finetune_epochs_at(self, epochs: int) -> int:
         """The finetuning epochs of a run mining for ``epochs`` (what ``--finetune-epochs``

@@ -15,10 +15,11 @@ Where a setting comes from, first that applies:
 3. the method's own defaults (its LR, weight decay, weight initialization);
 4. the fixed defaults of the options table (:func:`gemminer.settings.options.static_defaults`).
 
-Budget scaling: another ``epochs`` than the row's rescales the period and, for SGD only,
-the mining LR to the same summed LR (:meth:`gemminer.settings.recipe.Recipe.mining_at`), and the
-finetuning epochs (:meth:`gemminer.settings.recipe.Recipe.finetune_epochs_at`: the mining epochs
-themselves on every shipped row; the row's own after a one-shot method's 0 epochs).
+Budget scaling: another ``epochs`` than the row's rescales the period, for SGD the mining LR
+(the same summed LR) and for Adam λ (the same summed pull)
+(:meth:`gemminer.settings.recipe.Recipe.mining_at`), and the finetuning epochs
+(:meth:`gemminer.settings.recipe.Recipe.finetune_epochs_at`: the mining epochs themselves on
+every shipped row; the row's own after a one-shot method's 0 epochs).
 """
 
 from __future__ import annotations
@@ -107,9 +108,10 @@ class Derivation:
     has no row of its own, or none fits); ``lr`` is ``"row"`` (the row's LR), ``"budget"``
     (the row's LR scaled to the epochs) or ``""`` (given, or the method's own);
     ``period`` is ``"budget"`` when the row's period was scaled to the epochs; ``lam`` is
-    ``"row"`` when λ is the row's; ``finetune`` is ``"method"`` when the finetuning is the
-    method's authors' row (:attr:`MethodSpec.finetune_rows`), not Table 15's.
-    :mod:`gemminer.settings.explain` puts it in words."""
+    ``"row"`` (the row's λ) or ``"budget"`` (the row's λ scaled to the epochs);
+    ``finetune`` is ``"method"`` when the finetuning is the method's authors' row
+    (:attr:`MethodSpec.finetune_rows`), not Table 15's. :mod:`gemminer.settings.explain`
+    puts it in words."""
 
     row: Recipe | None = None
     lr: str = ""
@@ -120,6 +122,12 @@ class Derivation:
 
 def _close(a: float | None, b: float | None) -> bool:
     return a is not None and b is not None and math.isclose(a, b, rel_tol=1e-9)
+
+
+def _lam_source(lam: float | None, row: float | None, scaled: float | None) -> str:
+    if _close(lam, row):
+        return "row"
+    return "budget" if _close(lam, scaled) else ""
 
 
 def derivation(cfg: RunConfig) -> Derivation:
@@ -148,7 +156,7 @@ def derivation(cfg: RunConfig) -> Derivation:
         row=row,
         lr=lr,
         period="budget" if scaled else "",
-        lam="row" if _close(cfg.settings.get("lam"), row.lam) else "",
+        lam=_lam_source(cfg.settings.get("lam"), row.lam, defaults.lam),
         finetune=finetune,
     )
 
