@@ -27,6 +27,8 @@ from gemminer import stages
 from gemminer.cli import resolve_run
 from gemminer.masking import format_density
 from gemminer.rundir.runs import RunDir
+from gemminer.settings.config import DEFAULT_PRECISION
+from gemminer.training.runtime import Runtime, start_runtime
 
 HEADER = [
     "λ", "rare gem: density", "rare gem: acc", "ticket (flags): density",
@@ -34,7 +36,9 @@ HEADER = [
 ]  # fmt: skip
 
 
-def run_variant(args: argparse.Namespace, label: str) -> tuple[list[str], list[dict]]:
+def run_variant(
+    args: argparse.Namespace, label: str, runtime: Runtime
+) -> tuple[list[str], list[dict]]:
     """Mine (and, if asked, finetune) one λ variant; its table row and mining records."""
     out = Path(args.runs) / f"lam-{label}"
     argv = [
@@ -43,10 +47,10 @@ def run_variant(args: argparse.Namespace, label: str) -> tuple[list[str], list[d
         *(["--lambda", label] if label != "rule" else []), "--out", str(out),
     ]  # fmt: skip
     _, cfg = resolve_run(argv)
-    stages.prune_run(cfg, out, progress=False)
+    stages.prune_run(cfg, out, progress=False, runtime=runtime)
     finetune = label in args.finetune
     if finetune and RunDir(out).read_summary().get("post_finetune_acc") is None:
-        stages.finetune_run(out, progress=False)
+        stages.finetune_run(out, progress=False, runtime=runtime)
     s = RunDir(out).read_summary()
     lam = cfg.settings["lam"]
     row = [
@@ -76,14 +80,20 @@ def main() -> None:
     p.add_argument("--runs", default="benchmarks/runs/vgg-short")
     p.add_argument("--report", default="benchmarks/results/vgg_short_budget")
     p.add_argument("--notes", default="", help="a reading added under the tables")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: PyTorch's)")
+    p.add_argument("--precision", default=DEFAULT_PRECISION, help="as `gemminer run --precision`")
     args = p.parse_args()
 
     rows, curves = [], {}
-    for label in args.lambdas:
-        row, mining = run_variant(args, label)
-        rows.append(row)
-        curves[row[0]] = mining
-        print(" | ".join(row[:7]), flush=True)
+    with start_runtime(precision=args.precision, threads=args.threads) as (runtime, _):
+        for label in args.lambdas:
+            row, mining = run_variant(args, label, runtime)
+            rows.append(row)
+            curves[row[0]] = mining
+            print(" | ".join(row[:7]), flush=True)
+        where = f"{runtime.precision}" + (
+            f" ({runtime.precision_reason})" if runtime.precision_reason else ""
+        )
 
     report = Path(args.report)
     with open(report.with_suffix(".csv"), "w", newline="") as f:
@@ -102,7 +112,7 @@ def main() -> None:
         f"# {args.recipe} at a short budget: λ for Adam",
         "",
         f"- Date: {today()}",
-        f"- Machine: {machine()}",
+        f"- Machine: {machine(args.threads)}; precision {where}",
         f"- Script: `{command_line(elide=('--notes',))}`",
         f"- Budget: {args.epochs} mining epochs on a seeded {args.train_size}-image subset "
         "of the training set (finetuning as many where listed), accuracy on the full 10k "

@@ -73,22 +73,28 @@ def test_short_budget_period_is_rounded_and_at_least_one_epoch():
     assert recipe.mining_at(1)[0] == 1
 
 
-def test_adam_rows_keep_the_summed_pull_of_lambda_sgd_rows_their_lambda():
-    """Adam cannot carry the budget in its LR, so a shorter run scales λ instead
-    (λ × budget/epochs); at or above the budget, and for SGD, λ is the row's."""
-    vgg = load_recipe("vgg16-cifar10-d1.4")  # Adam, λ 1e-6, 200 epochs
-    assert [vgg.mining_at(e)[2] for e in (8, 10, 100, 200, 400)] == [
-        2.5e-5, 2e-5, 2e-6, 1e-6, 1e-6,
-    ]  # fmt: skip
+def test_adam_scales_lambda_with_the_root_of_the_steps_sgd_keeps_the_rows():
+    """Adam cannot carry the budget in its LR, so a run of fewer optimizer steps scales λ
+    by √(the row's steps / the run's): fewer epochs, a training subset and a larger batch
+    all count; at or above the row's steps, and for SGD, λ is the row's."""
+    vgg = load_recipe("vgg16-cifar10-d1.4")  # Adam, λ 1e-6, 200 epochs of 391 steps
+    assert vgg.steps_per_epoch == 391 and vgg.mining_steps(8, 79) == (78200, 632)
+    assert [vgg.mining_at(e)[2] for e in (10, 50, 200, 400)] == [4.472e-6, 2e-6, 1e-6, 1e-6]
+    assert vgg.mining_at(8, steps_per_epoch=79)[2] == 1.112e-5  # 8 epochs on 10,000 images
     assert vgg.mining_at(8)[1] == vgg.lr  # the LR itself is unscaled
     assert vgg.mining_at(8, "sgd")[2] == 1e-6  # an SGD run of the row scales its LR instead
     resnet = load_recipe("resnet20-cifar10-d1.44")  # SGD
     assert resnet.mining_at(10)[2] == resnet.lam == 1e-4
-    assert resnet.mining_at(10, "adam")[2] == pytest.approx(1e-4 * 150 / 10)
-    cfg = run_cfg("vgg16-cifar10-d1.4", "--epochs", "8")
-    assert cfg.settings["lam"] == 2.5e-5  # as typed, not 2.4999999999999998e-05
+    assert resnet.mining_at(10, "adam")[2] == pytest.approx(1e-4 * (150 / 10) ** 0.5, rel=1e-3)
+    assert run_cfg("vgg16-cifar10-d1.4", "--epochs", "8", "--train-size", "10000").settings[
+        "lam"
+    ] == 1.112e-5  # fmt: skip
+    assert run_cfg("vgg16-cifar10-d1.4", "--batch-size", "512").settings["lam"] == 1.997e-6
+    assert run_cfg("vgg16-cifar10-d1.4", "--val-size", "5000").settings["lam"] == 1.054e-6
     given = run_cfg("vgg16-cifar10-d1.4", "--epochs", "8", "--lambda", "1e-6")
     assert given.settings["lam"] == 1e-6
+    caltech = load_recipe("resnet50-caltech101-d1.4")  # no fixed split: counted in epochs
+    assert caltech.steps_per_epoch is None and caltech.mining_steps(5) == (50, 5)
 
 
 def test_adam_flag_on_an_sgd_row_gets_adams_default_lr():

@@ -38,9 +38,7 @@ def test_a_short_adam_run_names_its_scaled_lambda():
         config_from_args(build_parser().parse_args(["run", "vgg16-cifar10-d1.4", "--epochs", "8"]))
     )
     assert "Adam LR 0.01 (recipe vgg16-cifar10-d1.4)" in mining
-    assert "λ 2.5e-05 = 1e-06 × 200/8 epochs (recipe vgg16-cifar10-d1.4: the same summed pull" in (
-        mining
-    )
+    assert "λ 5e-06 = 1e-06 × √(78200/3128 steps) (recipe vgg16-cifar10-d1.4" in mining
 
 
 def test_one_shot_methods_say_so():

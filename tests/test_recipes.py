@@ -240,8 +240,8 @@ def test_nearest_row_and_fallback():
     assert paper_recipe("vgg16", "cifar100", 0.05).name == "vgg16-cifar10-d5"  # same model
     assert paper_recipe("conv4", "cifar10", 0.0144).name == "resnet20-cifar10-d1.44"
     period, lr, lam = paper_recipe("resnet50", "tinyimagenet", 0.014).mining_at(15)
-    # Adam: the LR unscaled, λ × 150/15 (the same summed pull)
-    assert (period, lam) == (1, 1e-5) and lr == pytest.approx(0.01)
+    # Adam: the LR unscaled, λ × √(150/15) (a tenth of the steps)
+    assert (period, lam) == (1, 3.162e-6) and lr == pytest.approx(0.01)
 
 
 def test_load_by_name_path_and_symlinked_folder(tmp_path):

@@ -27,8 +27,8 @@ def test_each_lambda_is_mined_the_rule_finetuned_and_a_rerun_skips_them(
     monkeypatch.setattr(sys, "argv", argv)
     module.main()
     text = report.with_suffix(".md").read_text()
-    rows = [line for line in text.splitlines() if line.startswith("| 0.0001 (rule)")]
-    assert len(rows) == 1 and "| 2 + 2 |" in rows[0]  # 1e-6 × 200/2, finetuned
+    rows = [line for line in text.splitlines() if line.startswith("| 1e-05 (rule)")]
+    assert len(rows) == 1 and "| 2 + 2 |" in rows[0]  # 1e-6 × √(200/2 epochs), finetuned
     given = [line for line in text.splitlines() if line.startswith("| 1e-06 (given)")]
     assert len(given) == 1 and "| — |" in given[0] and "--no-finetune" in given[0]
     assert "--lambda 1e-6" in given[0] and "--lambda" not in rows[0]

@@ -279,24 +279,29 @@ def budget_scaled_lr(
 
 
 def budget_scaled_lambda(
-    lam: float, published_epochs: int, epochs: int, optimizer: str = DEFAULT_OPTIMIZER
+    lam: float, published_steps: int, steps: int, optimizer: str = DEFAULT_OPTIMIZER
 ) -> float:
-    """The λ for a run of ``epochs`` of a ``lam`` published for ``published_epochs``.
+    """The λ for a run of ``steps`` optimizer steps of a ``lam`` published for
+    ``published_steps``.
 
-    Adam: ``lam`` × published_epochs/epochs for a shorter run, the same summed pull. Its
-    LR cannot carry the budget (:func:`budget_scaled_lr`), so at the published λ a short
-    run's scores stay above 0.5 and every freeze cuts live weights: VGG-16 at 1.4 %, 8
-    epochs on 10,000 images, rare gem at chance (9.27 %; λ 5e-6: 15.72 %) against
-    62.25 % at λ × 200/8 = 2.5e-5 (benchmarks/results/vgg_short_budget.md). SGD: ``lam``
+    Adam: ``lam`` × √(published_steps/steps) for a run of fewer steps. Adam's step is
+    ≈ lr · (mean gradient)/(its spread), so over S steps λ's steady pull moves a score by
+    ∝ S·λ while the task gradient's noise moves it by ∝ √S: λ × √(published/steps) keeps
+    the pull's lead over the noise the published run had. Adam's LR cannot carry a
+    shorter budget (:func:`budget_scaled_lr`), and at the published λ a short run keeps its
+    scores above 0.5, so every freeze cuts live weights. Measured on VGG-16 at 1.4 %, 8
+    epochs on 10,000 images (632 steps against the row's 78,200): λ 1e-6 (the row's)
+    leaves the rare gem at chance (9.27 %), 5e-6 at 15.72 %; 1e-5 gives 64.57 % at 1.36 %,
+    on the target; 2.5e-5 (× epochs alone) 62.25 % but at 0.39 %, pruned past it
+    (benchmarks/results/vgg_short_budget.md); the rule gives 1.1e-5. SGD: ``lam``
     unchanged — :func:`budget_scaled_lr` scales the LR, and with it λ's pull (an SGD step
-    moves a score by lr · 2λp). A longer run, or ``published_epochs`` ≤ 0: unchanged.
+    moves a score by lr · 2λp). As many steps or more, or ``published_steps`` ≤ 0:
+    unchanged.
     """
     check_choice(optimizer, OPTIMIZERS, "optimizer")
-    if optimizer != "adam" or published_epochs <= 0 or epochs <= 0:
+    if optimizer != "adam" or published_steps <= 0 or steps <= 0 or steps >= published_steps:
         return lam
-    if epochs >= published_epochs:
-        return lam
-    return float(f"{lam * published_epochs / epochs:.12g}")  # 2.5e-05, not 2.4999999999999998e-05
+    return float(f"{lam * math.sqrt(published_steps / steps):.4g}")  # 1.112e-05, as typed
 
 
 def mining_lr(

@@ -59,9 +59,10 @@ def _lam(cfg: RunConfig, how: Derivation) -> str:
         return text
     if how.lam == "row":
         return text + f" (recipe {row.name})"
+    published, steps = how.steps
     return text + (
-        f" = {_num(row.lam)} × {row.epochs}/{cfg.prune.epochs} epochs (recipe {row.name}: the "
-        "same summed pull for a shorter Adam run)"
+        f" = {_num(row.lam)} × √({published}/{steps} steps) (recipe {row.name}: Adam's λ for "
+        "a run of fewer steps)"
     )
 
 

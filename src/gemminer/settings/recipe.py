@@ -44,6 +44,14 @@ from .config import (
 )
 
 RECIPE_DIR = Path(__file__).parent.parent / "recipes"
+#: Training images of the data sets the paper's rows ran on, so a row's budget can be
+#: counted in optimizer steps (:meth:`Recipe.mining_steps`); Caltech-101 has no fixed split.
+TRAIN_IMAGES = {
+    "cifar10": 50_000,
+    "cifar100": 50_000,
+    "tinyimagenet": 100_000,
+    "imagenet": 1_281_167,
+}
 #: Recipe whose rows stand in for a model/data set the paper gives no table for: the
 #: paper's main table (Table 8), whose model and data set are also gemminer's defaults.
 FALLBACK = (DEFAULT_MODEL, DEFAULT_DATASET)
@@ -101,10 +109,27 @@ class Recipe:
     settings: dict[str, Any] = field(default_factory=dict)
     path: str = ""
 
+    @property
+    def steps_per_epoch(self) -> int | None:
+        """The row's optimizer steps per epoch: its data set's training images
+        (:data:`TRAIN_IMAGES`) over its batch size; ``None`` where the count is not known."""
+        images = TRAIN_IMAGES.get(self.dataset)
+        return None if images is None else math.ceil(images / self.batch_size)
+
+    def mining_steps(self, epochs: int, steps_per_epoch: int | None = None) -> tuple[int, int]:
+        """(the row's steps, a run's steps) to find the mask, for a run of ``epochs`` with
+        ``steps_per_epoch`` (``None``: the row's); in epochs where the row's steps per epoch
+        are not known."""
+        own = self.steps_per_epoch
+        if own is None:
+            return self.epochs, epochs
+        return self.epochs * own, epochs * (steps_per_epoch or own)
+
     def mining_at(
-        self, epochs: int, optimizer: str | None = None
+        self, epochs: int, optimizer: str | None = None, steps_per_epoch: int | None = None
     ) -> tuple[int | None, float | None, float | None]:
-        """(period, lr, λ) for a run of ``epochs`` with ``optimizer`` (default: the row's).
+        """(period, lr, λ) for a run of ``epochs`` with ``optimizer`` (default: the row's)
+        and ``steps_per_epoch`` optimizer steps each (default: the row's).
 
         Period: the row's period T × epochs/budget, rounded to whole epochs and clamped
         to [1, epochs]. It keeps its share of the run only where T × epochs/budget is a
@@ -124,8 +149,9 @@ class Recipe:
         from the row's.
 
         λ (:func:`gemminer.settings.config.budget_scaled_lambda`): Adam, whose LR keeps its
-        size, keeps the summed pull instead — λ × budget/epochs for a shorter run; SGD's λ
-        is the row's (its scaled LR already scales λ's pull).
+        size, scales λ instead — × √(the row's steps/the run's) for a run of fewer
+        optimizer steps (:meth:`mining_steps`: fewer epochs, a training subset or a larger
+        batch); SGD's λ is the row's (its scaled LR already scales λ's pull).
         """
         period = self.period
         if period is not None:
@@ -141,7 +167,8 @@ class Recipe:
             )
         lam = self.lam
         if lam is not None:
-            lam = budget_scaled_lambda(lam, self.epochs, epochs, optimizer or self.optimizer)
+            steps = self.mining_steps(epochs, steps_per_epoch)
+            lam = budget_scaled_lambda(lam, *steps, optimizer or self.optimizer)
         return period, lr, lam
 
     def finetune_epochs_at(self, epochs: int) -> int:

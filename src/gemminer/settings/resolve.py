@@ -51,7 +51,7 @@ from .config import (
 )
 from .options import OPTIONS_BY_KEY, RUN_OPTIONS, parse_options, parse_pairs, scalar_text
 from .options import static_defaults as _static_defaults
-from .recipe import Recipe, load_recipe, paper_recipe
+from .recipe import TRAIN_IMAGES, Recipe, load_recipe, paper_recipe
 
 #: The settings of a recipe that stand in for options (``gemminer run``'s defaults).
 _RECIPE_OPTIONS = ("model", "dataset", "density", "epochs", "image_size", "pretrained", "method")
@@ -76,8 +76,23 @@ def paper_row(spec: MethodSpec, model: str, dataset: str, density: float) -> Rec
     return paper_recipe(model, dataset, density if fixed is None else fixed)
 
 
+def steps_per_epoch(dataset: str, train_size: int, val_size: int, batch_size: int) -> int | None:
+    """A run's optimizer steps per epoch: its training images (``train_size`` of them, or
+    the data set's :data:`~gemminer.settings.recipe.TRAIN_IMAGES` less ``val_size``) over
+    ``batch_size``; ``None`` for a data set whose size is not known before loading it."""
+    images = TRAIN_IMAGES.get(dataset)
+    if images is None:
+        return None
+    images = min(train_size, images - val_size) if train_size else images - val_size
+    return math.ceil(max(images, 1) / batch_size)
+
+
 def mining_defaults(
-    spec: MethodSpec, row: Recipe, epochs: int, optimizer: str | None = None
+    spec: MethodSpec,
+    row: Recipe,
+    epochs: int,
+    optimizer: str | None = None,
+    steps: int | None = None,
 ) -> MiningDefaults:
     """The mining defaults of method ``spec`` for ``epochs`` from ``row``.
 
@@ -85,10 +100,12 @@ def mining_defaults(
     row's for its method (:meth:`Recipe.mining_at`: another optimizer than the row's
     starts from that optimizer's default; SGD scaled to ``epochs``), else the method's own
     (:func:`gemminer.settings.config.mining_lr`). A one-shot method's 0 epochs take the period
-    and LR of 1 epoch. Weight decay: the row's, else the method's."""
+    and LR of 1 epoch. λ: the row's, for Adam scaled to the run's optimizer steps
+    (``steps`` per epoch, :func:`steps_per_epoch`). Weight decay: the row's, else the
+    method's."""
     own_row = row.method == spec.name
     optimizer = optimizer or (row.optimizer if own_row else DEFAULT_OPTIMIZER)
-    period, lr, lam = row.mining_at(max(epochs, 1), optimizer)
+    period, lr, lam = row.mining_at(max(epochs, 1), optimizer, steps)
     if not own_row or lr is None:  # the method's default LR is an SGD one
         lr = mining_lr(optimizer, epochs, tuned_lr=spec.lr, tuned_epochs=spec.lr_epochs)
     weight_decay = row.weight_decay if own_row else None
@@ -108,7 +125,8 @@ class Derivation:
     has no row of its own, or none fits); ``lr`` is ``"row"`` (the row's LR), ``"budget"``
     (the row's LR scaled to the epochs) or ``""`` (given, or the method's own);
     ``period`` is ``"budget"`` when the row's period was scaled to the epochs; ``lam`` is
-    ``"row"`` (the row's λ) or ``"budget"`` (the row's λ scaled to the epochs);
+    ``"row"`` (the row's λ) or ``"budget"`` (the row's λ scaled to the run's optimizer
+    steps, ``steps``: the row's and the run's);
     ``finetune`` is ``"method"`` when the finetuning is the method's authors' row
     (:attr:`MethodSpec.finetune_rows`), not Table 15's. :mod:`gemminer.settings.explain`
     puts it in words."""
@@ -117,6 +135,7 @@ class Derivation:
     lr: str = ""
     period: str = ""
     lam: str = ""
+    steps: tuple[int, int] = (0, 0)
     finetune: str = ""
 
 
@@ -144,7 +163,8 @@ def derivation(cfg: RunConfig) -> Derivation:
     if row.method != spec.name:
         return Derivation(finetune=finetune)
     optim, epochs = cfg.prune.optim, cfg.prune.epochs
-    defaults = mining_defaults(spec, row, epochs, optim.name)
+    steps = steps_per_epoch(cfg.dataset, cfg.train_size, cfg.val_size, cfg.prune.batch_size)
+    defaults = mining_defaults(spec, row, epochs, optim.name, steps)
     lr = ""
     if row.lr is not None and optim.name == row.optimizer:
         lr = (
@@ -157,6 +177,7 @@ def derivation(cfg: RunConfig) -> Derivation:
         lr=lr,
         period="budget" if scaled else "",
         lam=_lam_source(cfg.settings.get("lam"), row.lam, defaults.lam),
+        steps=row.mining_steps(max(epochs, 1), steps),
         finetune=finetune,
     )
 
@@ -323,7 +344,13 @@ def resolve(options: Mapping[str, Any], recipe: Recipe | str | Path | None = Non
     settings.update(parse_settings(spec, given.get("set", {})))
     row = recipe or paper_row(spec, values["model"], values["dataset"], values["density"])
     check_epochs(spec, values["epochs"])
-    mining = mining_defaults(spec, row, values["epochs"], given.get("optimizer"))
+    steps = steps_per_epoch(
+        values["dataset"],
+        values.get("train_size") or 0,
+        values.get("val_size") or 0,
+        values.get("batch_size", row.batch_size),
+    )
+    mining = mining_defaults(spec, row, values["epochs"], given.get("optimizer"), steps)
     _flagged_settings(spec, given, settings, mining)
     prune = _prune_config(values, row, mining)
     _check_settings(spec, prune, settings)
