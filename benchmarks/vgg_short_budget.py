@@ -21,7 +21,7 @@ import csv
 import shlex
 from pathlib import Path
 
-from _common import command_line, machine, markdown_table, pct, today, train_size_flags
+from _common import command_line, machine, markdown_table, pct, portable, today, train_size_flags
 
 from gemminer import stages
 from gemminer.cli import resolve_run
@@ -52,6 +52,7 @@ def run_variant(
     if finetune and RunDir(out).read_summary().get("post_finetune_acc") is None:
         stages.finetune_run(out, progress=False, runtime=runtime)
     s = RunDir(out).read_summary()
+    finetuned = s.get("post_finetune_acc") is not None  # here or by an earlier command
     lam = cfg.settings["lam"]
     row = [
         f"{lam:g} ({'rule' if label == 'rule' else 'given'})",
@@ -60,10 +61,10 @@ def run_variant(
         format_density(s["density"]),
         pct(s["pre_finetune_acc"]),
         pct(s.get("post_finetune_acc")),
-        f"{s['epochs_mining']} + {s['epochs_finetune'] if finetune else 0}",
+        f"{s['epochs_mining']} + {s['epochs_finetune'] if finetuned else 0}",
         "gemminer run "
-        + " ".join(shlex.quote(a) for a in argv)
-        + ("" if finetune else " --no-finetune"),
+        + " ".join(shlex.quote(portable(a)) for a in argv)
+        + ("" if finetuned else " --no-finetune"),
     ]
     mining = [r for r in RunDir(out).read_metrics() if r.get("phase") == "mine"]
     return row, mining
