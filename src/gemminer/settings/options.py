@@ -252,7 +252,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("period", f"{_GM}: freeze every T epochs (default: paper's, scaled to --epochs)",
            _positive, method="gem-miner", setting="period"),
     Option("lambda", f"{_GM}: regularization weight (default: paper's, by density; "
-           "Adam's × paper epochs/--epochs for shorter runs)", real,
+           "Adam's × √(paper's/run's optimizer steps) for shorter runs)", real,
            method="gem-miner", setting="lam"),
     Option("regularizer", f"{_GM}: score regularizer (default {DEFAULT_REGULARIZER})",
            choice(lambda: REGULARIZERS), method="gem-miner", setting="regularizer"),
