@@ -10,10 +10,10 @@ from torch import nn
 from ..masking import Mask, apply_mask, prunable_weights
 from ..settings.config import FinetuneConfig
 from .checkpoint import Checkpoint
-from .loop import Batches, EpochStats, evaluate_splits, evaluation_due
+from .loop import Batches, EpochStats
 from .optim import build_optimizer
 from .runtime import SINGLE, Runtime
-from .trainer import EpochCallback, Hooks, Trainer
+from .trainer import EpochCallback, EvaluatingHooks, Trainer
 
 
 class MaskedWeights:
@@ -45,7 +45,7 @@ class MaskedWeights:
         torch._foreach_mul_(self.weights, self.masks)
 
 
-class MaskedTraining(Hooks):
+class MaskedTraining(EvaluatingHooks):
     """Weight training with ``mask`` fixed (finetuning, and every round of IMP): pruned
     weights are kept at zero after each step (:class:`MaskedWeights`); each epoch's
     record holds its density and, when due, the accuracy on each of ``eval_batches``."""
@@ -67,13 +67,10 @@ class MaskedTraining(Hooks):
         eval_every: int = 1,
         runtime: Runtime = SINGLE,
     ) -> None:
-        self.model = model
+        super().__init__(
+            model, device, epochs, eval_batches=eval_batches, eval_every=eval_every, runtime=runtime
+        )
         self.mask = mask
-        self.device = device
-        self.epochs = epochs
-        self.eval_batches = eval_batches
-        self.eval_every = eval_every
-        self.runtime = runtime
         self.masked = MaskedWeights(model, mask)
         self.before_step = self.masked.mask_gradients
         self.after_step = self.masked.enforce
@@ -86,9 +83,7 @@ class MaskedTraining(Hooks):
 
     def evaluation(self, epoch: int) -> dict[str, float]:
         """The accuracies after ``epoch`` (of this run's ``epochs``), if evaluation is due."""
-        if self.eval_batches is None or not evaluation_due(epoch, self.epochs, self.eval_every):
-            return {}
-        return evaluate_splits(self.model, self.eval_batches, self.device, self.runtime)
+        return self.accuracies() if self.evaluating_after(epoch) else {}
 
 
 def finetune(

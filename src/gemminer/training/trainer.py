@@ -31,7 +31,7 @@ from torch import nn
 
 from ..settings.config import OptimConfig
 from .checkpoint import Checkpoint, EpochProgress, Resumable
-from .loop import Batches, EpochStats, train_epoch
+from .loop import Batches, EpochStats, evaluate_splits, evaluation_due, train_epoch
 from .optim import build_scheduler
 from .progress import Stage, log_epoch
 from .runtime import SINGLE, Runtime
@@ -77,6 +77,37 @@ class Hooks:
 
     def load_state(self, state: Mapping[str, Any]) -> None:
         """Restore what :meth:`state` returned."""
+
+
+class EvaluatingHooks(Hooks):
+    """Hooks of a loop that evaluates ``model`` on ``eval_batches`` (e.g. ``{"test": ...}``)
+    every ``eval_every`` of its ``epochs`` and after the last (0: only after the last)."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        device: torch.device,
+        epochs: int,
+        *,
+        eval_batches: Mapping[str, Batches] | None = None,
+        eval_every: int = 1,
+        runtime: Runtime = SINGLE,
+    ) -> None:
+        self.model = model
+        self.device = device
+        self.epochs = epochs
+        self.eval_batches = eval_batches
+        self.eval_every = eval_every
+        self.runtime = runtime
+
+    def evaluating_after(self, epoch: int) -> bool:
+        """Whether ``epoch`` (of this loop's ``epochs``) is evaluated."""
+        return self.eval_batches is not None and evaluation_due(epoch, self.epochs, self.eval_every)
+
+    def accuracies(self, suffix: str = "") -> dict[str, float]:
+        """``<split><suffix>_acc`` of ``model`` on every split of ``eval_batches``."""
+        batches = self.eval_batches or {}
+        return evaluate_splits(self.model, batches, self.device, self.runtime, suffix)
 
 
 @dataclass

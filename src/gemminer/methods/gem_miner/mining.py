@@ -19,13 +19,11 @@ from ...training.checkpoint import Checkpoint
 from ...training.loop import (
     Batches,
     EpochStats,
-    evaluate_splits,
-    evaluation_due,
     recalibrate_batchnorm,
 )
 from ...training.optim import build_optimizer
 from ...training.runtime import SINGLE, Runtime
-from ...training.trainer import EpochCallback, Hooks, Trainer
+from ...training.trainer import EpochCallback, EvaluatingHooks, Trainer
 from .freezing import FreezeSchedule, adapt_lambda, freeze_scores, guard_collapse, layer_floor
 from .settings import MineConfig
 
@@ -129,7 +127,7 @@ class MiningResult:
         return self.mask.density
 
 
-class MiningHooks(Hooks):
+class MiningHooks(EvaluatingHooks):
     """Gem-Miner's part of the training loop (see :func:`mine_scores`): the scores' steps
     (:class:`MiningStep`), then after each epoch λ's adaptation, the freezing of the
     schedule, the collapse guard, the epoch's record and its evaluation."""
@@ -149,13 +147,16 @@ class MiningHooks(Hooks):
         calibration_batches: Batches | None = None,
         runtime: Runtime = SINGLE,
     ) -> None:
-        self.model = model
+        super().__init__(
+            model,
+            device,
+            cfg.epochs,
+            eval_batches=eval_batches,
+            eval_every=eval_every,
+            runtime=runtime,
+        )
         self.cfg = cfg
-        self.device = device
-        self.eval_batches = eval_batches
-        self.eval_every = eval_every
         self.calibration_batches = calibration_batches
-        self.runtime = runtime
         self.layers = score_layers(model)
         self.step = MiningStep(model, cfg)
         self.schedule = FreezeSchedule(cfg.density, cfg.epochs, cfg.period, cfg.freeze_schedule)
@@ -230,15 +231,11 @@ class MiningHooks(Hooks):
         last epoch first with the BatchNorm statistics of mining (the authors' protocol,
         ``<split>_acc_running_bn``), then, as every time, with statistics re-estimated for
         the current mask (``<split>_acc``)."""
-        if self.eval_batches is None or not evaluation_due(epoch, self.cfg.epochs, self.eval_every):
+        if not self.evaluating_after(epoch):
             return {}
-        accs = {}
-        if epoch == self.cfg.epochs:
-            accs = evaluate_splits(
-                self.model, self.eval_batches, self.device, self.runtime, "_running_bn"
-            )
+        accs = self.accuracies("_running_bn") if epoch == self.epochs else {}
         self.recalibrate()
-        accs.update(evaluate_splits(self.model, self.eval_batches, self.device, self.runtime))
+        accs.update(self.accuracies())
         return accs
 
     def recalibrate(self) -> None:
