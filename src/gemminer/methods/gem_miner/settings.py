@@ -89,11 +89,6 @@ class MineConfig(GemMinerSettings, PruneConfig):
             f"period {self.period} is longer than the {self.epochs} mining epochs",
         )
 
-    @property
-    def settings(self) -> GemMinerSettings:
-        """The method's own settings, without the budget."""
-        return GemMinerSettings(**_values(self, GemMinerSettings))
-
 
 def _values(obj: object, kind: type) -> dict:
     return {f.name: getattr(obj, f.name) for f in dataclasses.fields(kind)}
