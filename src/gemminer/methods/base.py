@@ -63,6 +63,9 @@ class PruneContext:
     #: Precision, compilation and the torchrun process group; methods that train pass it
     #: on to the training loops, so they run under DDP.
     runtime: Runtime = SINGLE
+    #: One input's shape (channels, height, width): what multiply-adds are counted for
+    #: (methods whose target is a fraction of multiply-adds need it).
+    input_shape: tuple[int, ...] | None = None
 
     @property
     def batches_per_epoch(self) -> int:
@@ -124,6 +127,15 @@ class MethodSpec:
     #: ``shortfall_hint(settings)``: why a ticket may keep fewer weights than the target
     #: and what to do, appended to the density-shortfall warning ("" for nothing to add).
     shortfall_hint: Callable[[Any], str] | None = None
+    #: ``budget(settings)``: what the target counts, ``"density"`` (the fraction of
+    #: weights kept; also when None) or ``"flops"`` (the fraction of forward multiply-adds
+    #: kept: channel pruning, whose weight density follows from the channels kept).
+    budget: Callable[[Any], str] | None = None
+
+    def budget_of(self, settings: Any) -> str:
+        """What this method's target counts with ``settings``: ``"density"`` or
+        ``"flops"``."""
+        return "density" if self.budget is None else self.budget(settings)
 
     def finetune_row(self, model: str, dataset: str) -> FinetuneRecipe | None:
         """The method's own finetuning row for ``model`` on ``dataset``, if it has one."""
@@ -157,6 +169,7 @@ def register_method(
     min_epochs: int = 0,
     validate: Callable[[PruneConfig, Any], None] | None = None,
     shortfall_hint: Callable[[Any], str] | None = None,
+    budget: Callable[[Any], str] | None = None,
 ) -> Callable[
     [Callable[[PruneContext, Any], PruneResult]], Callable[[PruneContext, Any], PruneResult]
 ]:
@@ -171,7 +184,7 @@ def register_method(
     ``trains``: False for a method that finds its mask without training (one shot).
     ``finetune_rows``: ``{(model, dataset): FinetuneRecipe}``, the finetuning the method's
     authors used for its masks where it differs from Table 15's row (name the source).
-    ``min_epochs``, ``validate`` and ``shortfall_hint``: see :class:`MethodSpec`.
+    ``min_epochs``, ``validate``, ``shortfall_hint`` and ``budget``: see :class:`MethodSpec`.
     """
     from . import METHODS
 
@@ -192,6 +205,7 @@ def register_method(
                 min_epochs,
                 validate,
                 shortfall_hint,
+                budget,
             )
         )
         return run

@@ -27,6 +27,21 @@ def _positive(name: str, value: object) -> int:
     return value
 
 
+def _check_features(x: torch.Tensor, expected: int) -> torch.Tensor:
+    """``x`` unchanged, if it has ``expected`` values per sample (a :class:`DataError`
+    otherwise). A leaf of ``torch.fx`` traces (the graph keeps the call), so that channel
+    pruning can trace the model."""
+    if x.shape[1] != expected:
+        raise DataError(
+            f"lenet300 expects {expected} values per sample, got {x.shape[1]}; "
+            "build it with in_features matching the data"
+        )
+    return x
+
+
+torch.fx.wrap("_check_features")
+
+
 class LeNet300(nn.Module):
     """in_features → 300 → 100 → classes, ReLU between, any input flattened per sample."""
 
@@ -39,12 +54,7 @@ class LeNet300(nn.Module):
         self.relu = nn.ReLU(inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = torch.flatten(x, 1)
-        if x.shape[1] != self.in_features:
-            raise DataError(
-                f"lenet300 expects {self.in_features} values per sample, got {x.shape[1]}; "
-                "build it with in_features matching the data"
-            )
+        x = _check_features(torch.flatten(x, 1), self.in_features)
         x = self.relu(self.fc1(x))
         x = self.relu(self.fc2(x))
         return self.fc3(x)

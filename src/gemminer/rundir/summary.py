@@ -97,6 +97,9 @@ class RunSummary:
     # the dense network's and the ticket's (kept weights only); absent in older summaries
     dense_flops: int | None = _figure("int")
     ticket_flops: int | None = _figure("int")
+    # what target_density counts: "flops" for channel pruning (the fraction of the forward
+    # multiply-adds kept); absent (None) for a target fraction of weights
+    budget: str | None = _figure("str")
     pre_finetune_acc: float | None = _figure("number", CORE)
     pre_finetune_val_acc: float | None = _figure("number", CORE)
     post_finetune_acc: float | None = _figure("number", CORE)

@@ -16,7 +16,7 @@ from torch import nn
 
 from ..data import DataSplits
 from ..masking import format_density
-from ..masking.flops import FlopCount, count_flops, weight_uses
+from ..masking.flops import FlopCount, count_flops, format_flops, weight_uses
 from ..methods import METHODS, MethodSpec, PruneContext, PruneResult, targets_density
 from ..rundir.runs import RunDir
 from ..rundir.summary import RunSummary
@@ -107,6 +107,7 @@ def _prune(
     shapes = architecture(cfg, splits.num_classes)  # on the CPU: counts the multiply-adds
     uses = weight_uses(shapes, input_shape(splits))
     ctx = _context(cfg, model, splits, device, run, checkpoint, progress, log, tensorboard, runtime)
+    ctx.input_shape = input_shape(splits)
     log(_describe_start(cfg, splits, device, runtime))
     for line in explain_settings(cfg):
         log(f"  {line}")
@@ -123,6 +124,8 @@ def _prune(
     accs = _keep_ticket(run, cfg, splits, result, original, device, runtime)
     flops = count_flops(shapes, mask=result.mask, uses=uses)
     summary = _summary(cfg, splits, result, accs, seconds, flops, device, runtime)
+    if spec.budget_of(settings) == "flops":
+        summary = summary.updated(budget="flops")
     run.write_summary(summary)
     _log_ticket(log, run, cfg, summary)
     return summary
@@ -245,11 +248,20 @@ def _log_ticket(log: Log, run: RunDir, cfg: RunConfig, summary: RunSummary) -> N
     """The ticket found: its density and accuracy (and Gem-Miner's rare gem), and a warning
     when it fell short of the target."""
     target = f" (target {100 * cfg.prune.density:.2f} %)" if targets_density(cfg.method) else ""
-    log(
-        f"{cfg.method} → {run.path}: {format_density(summary.density)}{target}, "
-        f"pre-finetune test accuracy {100 * summary.pre_finetune_acc:.2f} %"
-    )
-    shortfall = density_shortfall(cfg, summary.density)
+    flops = summary.budget == "flops" and summary.dense_flops
+    if flops:  # the target is a fraction of the multiply-adds
+        kept = f"multiply-adds {format_fraction(summary.ticket_flops, summary.dense_flops)}"
+        log(
+            f"{cfg.method} → {run.path}: {kept}{target}, {format_density(summary.density)}, "
+            f"pre-finetune test accuracy {100 * summary.pre_finetune_acc:.2f} %"
+        )
+    else:
+        log(
+            f"{cfg.method} → {run.path}: {format_density(summary.density)}{target}, "
+            f"pre-finetune test accuracy {100 * summary.pre_finetune_acc:.2f} %"
+        )
+    reached = summary.ticket_flops / summary.dense_flops if flops else summary.density
+    shortfall = density_shortfall(cfg, reached, "of the multiply-adds" if flops else "of the weights")
     if shortfall:
         log(shortfall)
     if summary.gem_density is not None and summary.gem_acc is not None:
@@ -262,15 +274,23 @@ def _log_ticket(log: Log, run: RunDir, cfg: RunConfig, summary: RunSummary) -> N
         )
 
 
-def density_shortfall(cfg: RunConfig, density: float) -> str:
-    """A warning when the ticket kept more than 10 % (relative) fewer weights than asked,
-    naming the likely cause; empty otherwise."""
+def format_fraction(kept: int | None, dense: int | None) -> str:
+    """``"25.0 % (10.1 M of 40.6 M)"``: kept multiply-adds per image against the dense."""
+    if not kept or not dense:
+        return "—"
+    return f"{100 * kept / dense:.2f} % ({format_flops(kept)} of {format_flops(dense)})"
+
+
+def density_shortfall(cfg: RunConfig, reached: float, what: str = "of the weights") -> str:
+    """A warning when the ticket kept more than 10 % (relative) less than asked (a
+    fraction ``what``: of the weights, or of the multiply-adds), naming the likely cause;
+    empty otherwise."""
     target = cfg.prune.density
-    if target >= 1 or density >= (1 - SHORTFALL_WARNING) * target:
+    if target >= 1 or reached >= (1 - SHORTFALL_WARNING) * target:
         return ""
     text = (
-        f"warning: the ticket kept {100 * density:.2f} % of the weights, "
-        f"{100 * (1 - density / target):.0f} % "
+        f"warning: the ticket kept {100 * reached:.2f} % {what}, "
+        f"{100 * (1 - reached / target):.0f} % "
         f"below the target {100 * target:.2f} %."
     )
     spec = METHODS.get(cfg.method)
