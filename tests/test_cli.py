@@ -257,7 +257,10 @@ def test_prune_any_method_with_settings_and_a_training_subset(data_dir, tmp_path
         (["--method", "snip", "--set", "nope=1"], "has no setting nope; its settings: batches"),
         (["--method", "snip", "--set", "batches"], "--set takes KEY=VALUE"),
         (["--method", "snip", "--lambda", "1e-4"], "--lambda only applies to gem-miner"),
-        (["--method", "magic"], "unknown method 'magic'; valid methods: dense, edge-popup"),
+        (
+            ["--method", "magic"],
+            "unknown method 'magic'; valid methods: channel-random, dense, edge-popup",
+        ),
     ],
 )
 def test_prune_rejects_bad_settings(flags, message, data_dir, tmp_path, capsys):

@@ -9,6 +9,7 @@ from torch import nn
 from gemminer.data.loader import BatchLoader
 from gemminer.errors import ConfigError
 from gemminer.masking import Mask, count_prunable, prunable_weights
+from gemminer.masking.flops import count_flops
 from gemminer.methods import METHODS, PruneContext
 from gemminer.settings.config import OptimConfig
 
@@ -37,6 +38,8 @@ def small_cnn() -> nn.Module:
 DENSITY = 0.1
 #: Settings a method needs to run in one epoch (Gem-Miner's period must not exceed the epochs).
 ONE_EPOCH = {"gem-miner": {"period": 1}}
+#: One input's shape: what a method whose target counts multiply-adds counts them for.
+SHAPE = (3, 8, 8)
 
 
 def context(model, density=DENSITY, epochs=1):
@@ -51,6 +54,7 @@ def context(model, density=DENSITY, epochs=1):
         batch_size=16,
         optim=OptimConfig(lr=0.05),
         seed=0,
+        input_shape=SHAPE,
     )
 
 
@@ -64,12 +68,16 @@ def test_every_method_hits_its_target_density(name):
     model = small_cnn()
     before = copy.deepcopy(model.state_dict())
     spec = METHODS.get(name)
-    result = spec.run(context(model), spec.build_settings(ONE_EPOCH.get(name)))
+    settings = spec.build_settings(ONE_EPOCH.get(name))
+    result = spec.run(context(model), settings)
     assert isinstance(result.mask, Mask)
     result.mask.check(model)
     total = count_prunable(model)
     if name == "dense":
         assert result.mask.density == 1.0
+    elif spec.budget_of(settings) == "flops":  # the target counts multiply-adds, in channels
+        flops = count_flops(model, SHAPE, result.mask)
+        assert 0.5 * DENSITY * flops.dense <= flops.ticket <= DENSITY * flops.dense, name
     else:
         assert abs(result.mask.num_kept - DENSITY * total) <= tolerance(name, model), name
     assert result.epochs_to_mask >= 0 and result.iterations_to_mask >= 0

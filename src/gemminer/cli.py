@@ -27,12 +27,13 @@ from typing import Any
 from . import stages
 from .data import DATASETS
 from .data.base import check_batching
-from .errors import GemMinerError
+from .errors import ConfigError, GemMinerError
 from .masking import WEIGHT_INITS, format_density
 from .methods import METHODS, targets_density
 from .models import MODELS
 from .notices import is_main_process
 from .reports import add_report_parser, run_report
+from .rundir.compact import parse_input_shape
 from .rundir.runs import default_run_name
 from .rundir.summary import BestEpoch, RunSummary
 from .settings.config import RunConfig
@@ -137,10 +138,23 @@ def _add_folder_parsers(sub: Any) -> None:
         "--out",
         type=Path,
         default=None,
-        help="default: RUN_DIR/ticket.safetensors (--ticket: ticket-unfinetuned.safetensors)",
+        help="default: RUN_DIR/ticket.safetensors (--ticket: ticket-unfinetuned.safetensors; "
+        "--compact: ticket[-unfinetuned]-compact.safetensors)",
     )
     ex.add_argument(
         "--ticket", action="store_true", help="export the ticket before finetuning instead"
+    )
+    ex.add_argument(
+        "--compact",
+        action="store_true",
+        help="write a smaller dense network instead: the channels the ticket no longer reads "
+        "cut out (format gemminer-compact)",
+    )
+    ex.add_argument(
+        "--input-shape",
+        type=flag_type(parse_input_shape, "input shape"),
+        default=None,
+        help="--compact: one input's shape, C,H,W (default: the run's)",
     )
 
     sa = sub.add_parser("sanity", help="a sanity check of a run's ticket, as a new run folder")
@@ -219,7 +233,11 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "export":
         from .rundir.export import export_run
 
-        info = export_run(args.run_dir, args.out, which="ticket" if args.ticket else "finetuned")
+        which = "ticket" if args.ticket else "finetuned"
+        if args.input_shape is not None and not args.compact:
+            raise ConfigError("--input-shape is for --compact exports only")
+        shape = args.input_shape
+        info = export_run(args.run_dir, args.out, which, compact=args.compact, input_shape=shape)
         print(info.describe())
         return 0
     if args.command in ("mine", "prune", "run", "finetune", "sanity"):
@@ -327,10 +345,14 @@ def _print_summary(run_dir: Path, figures: RunSummary) -> None:
         if targets_density(summary["method"])
         else ""
     )
+    kept = f"{format_density(summary['density'])}{target}"
+    if figures.budget == "flops" and figures.dense_flops:  # the target counts multiply-adds
+        flops = 100 * figures.ticket_flops / figures.dense_flops
+        kept = f"multiply-adds {flops:.2f} %{target}, {format_density(summary['density'])}"
     best_epoch = BestEpoch.of(figures)
     best = f" (last epoch), {best_epoch.describe()}" if best_epoch is not None else ""
     print(
-        f"{run_dir}: {summary['method']}{check}, {format_density(summary['density'])}{target}, "
+        f"{run_dir}: {summary['method']}{check}, {kept}, "
         f"pre-finetune accuracy {pct(summary['pre_finetune_acc'])}, {gem}"
         f"post-finetune accuracy {pct(summary.get('post_finetune_acc'))}{best}, "
         f"{summary['epochs_to_mask']:g} epoch{'' if summary['epochs_to_mask'] == 1 else 's'} "

@@ -274,7 +274,9 @@ def channel_mask(
     return Mask(tensors, dense_values=count_dense(model))
 
 
-def live_channels(mask: Mapping[str, torch.Tensor], sets: Sequence[ChannelSet]) -> dict[str, torch.Tensor]:
+def live_channels(
+    mask: Mapping[str, torch.Tensor], sets: Sequence[ChannelSet]
+) -> dict[str, torch.Tensor]:
     """For every set, which channels the network under ``mask`` still reads: those whose
     consumer columns are not all zero (a channel whose columns are zero contributes
     nothing, whatever its producer computes)."""
@@ -315,7 +317,9 @@ class ChannelCost:
         for name, module in prunable_modules(model).items():
             w = module.weight
             per_entry = math.prod(w.shape[2:]) * uses.get(weight_name(name), 0)
-            self.layers.append((row_of.get(name), w.shape[0], col_of.get(name), w.shape[1], per_entry))
+            self.layers.append(
+                (row_of.get(name), w.shape[0], col_of.get(name), w.shape[1], per_entry)
+            )
         self.dense = self.flops([s.size for s in self.sets])
 
     def flops(self, kept: Sequence[int] | torch.Tensor) -> int:
@@ -330,7 +334,9 @@ class ChannelCost:
 
     def of(self, keep: Mapping[str, torch.Tensor]) -> int:
         """Multiply-adds of the channels ``keep`` says (set name → booleans)."""
-        return self.flops([int(keep[s.name].sum()) if s.name in keep else s.size for s in self.sets])
+        return self.flops(
+            [int(keep[s.name].sum()) if s.name in keep else s.size for s in self.sets]
+        )
 
     def fraction(self, keep: Mapping[str, torch.Tensor]) -> float:
         return self.of(keep) / self.dense
@@ -342,7 +348,9 @@ class ChannelCost:
         return self.flops([1] * len(self.sets)) / self.dense
 
 
-def cost_of(model: nn.Module, input_shape: Sequence[int]) -> tuple[tuple[ChannelSet, ...], ChannelCost]:
+def cost_of(
+    model: nn.Module, input_shape: Sequence[int]
+) -> tuple[tuple[ChannelSet, ...], ChannelCost]:
     """``model``'s channel sets and their :class:`ChannelCost` for inputs of
     ``input_shape``."""
     sets = channel_sets(model, input_shape)
@@ -366,17 +374,21 @@ def keep_lowest_removed(
     names = [s.name for s in cost.sets]
     flat_scores = torch.cat([scores[n].detach().float().cpu().flatten() for n in names])
     flat_active = torch.cat([active[n].detach().cpu().bool().flatten() for n in names])
-    owner = torch.cat(
-        [torch.full((s.size,), i, dtype=torch.long) for i, s in enumerate(cost.sets)]
-    )
+    owner = torch.cat([torch.full((s.size,), i, dtype=torch.long) for i, s in enumerate(cost.sets)])
     protected = torch.zeros_like(flat_active)
     if floors:
         offset = 0
         for s in cost.sets:
             k = min(floors.get(s.name, 0), int(active[s.name].sum()))
-            part = torch.where(flat_active[offset : offset + s.size], flat_scores[offset : offset + s.size], -math.inf)
+            part = torch.where(
+                flat_active[offset : offset + s.size],
+                flat_scores[offset : offset + s.size],
+                -math.inf,
+            )
             if k > 0:
-                protected[offset + torch.sort(part, descending=True, stable=True).indices[:k]] = True
+                protected[offset + torch.sort(part, descending=True, stable=True).indices[:k]] = (
+                    True
+                )
             offset += s.size
     candidates = torch.where(flat_active & ~protected, flat_scores, math.inf)
     order = torch.sort(candidates, stable=True).indices

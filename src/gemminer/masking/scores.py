@@ -257,7 +257,8 @@ def convert_layers(
 ) -> nn.Module:
     """Swap the class of every plain Conv2d/Linear of ``model`` for its score-learning
     subclass in ``classes`` (in place, keeping every attribute), call ``add_scores`` on each
-    newly converted layer in module order, and freeze everything but the ``scores``."""
+    newly converted layer in module order, and freeze every parameter (the caller
+    unfreezes its optimization variables)."""
     converted = tuple(classes.values())
     for name, module in prunable_modules(model).items():
         if isinstance(module, converted):
@@ -273,9 +274,6 @@ def convert_layers(
         add_scores(module)
     for p in model.parameters():
         p.requires_grad_(False)
-    for module in model.modules():
-        if isinstance(module, converted):
-            module.scores.requires_grad_(True)
     return model
 
 
@@ -288,6 +286,8 @@ def to_score_model(model: nn.Module, generator: torch.Generator | None = None) -
     its layers' effective weights together (:class:`FusedScores`, hooked on it).
     """
     convert_layers(model, _SCORE_CLASS, lambda m: m._add_scores(generator))
+    for layer in score_layers(model).values():
+        layer.scores.requires_grad_(True)
     FusedScores.attach(model)
     return model
 

@@ -13,11 +13,13 @@ METHODS: Registry[MethodSpec] = Registry("method")
 
 # one module per method (or family); importing registers it (smart_ratio also registers
 # its layer distribution, which Thresholding checks its names against)
+from . import channel_random as _channel_random  # noqa: E402,F401
 from . import dense as _dense  # noqa: E402,F401
 from . import edge_popup as _edge_popup  # noqa: E402,F401
 from . import gem_miner as _gem_miner  # noqa: E402,F401
 from . import grasp as _grasp  # noqa: E402,F401
 from . import imp as _imp  # noqa: E402,F401
+from . import l1_filter as _l1_filter  # noqa: E402,F401
 from . import lr_rewinding as _lr_rewinding  # noqa: E402,F401
 from . import prospr as _prospr  # noqa: E402,F401
 from . import random_pruning as _random_pruning  # noqa: E402,F401

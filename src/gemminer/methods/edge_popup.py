@@ -158,7 +158,10 @@ def to_popup_model(model: nn.Module, generator: torch.Generator | None = None) -
     Every parameter is frozen except the new scores, drawn Kaiming-uniform (a = √5) from
     ``generator`` in module order.
     """
-    return convert_layers(model, _POPUP_CLASS, lambda m: m._add_scores(generator))
+    convert_layers(model, _POPUP_CLASS, lambda m: m._add_scores(generator))
+    for layer in popup_layers(model).values():
+        layer.scores.requires_grad_(True)
+    return model
 
 
 def popup_layers(model: nn.Module) -> dict[str, PopupLayer]:

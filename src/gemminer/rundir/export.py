@@ -40,12 +40,17 @@ these weights; ``null`` when unknown), and, for information, ``method``, ``datas
 during training), ``class_names`` (the class of each output, ``null`` for runs made before
 gemminer recorded them), ``target_density``, ``seed``, ``sanity_check`` and ``gemminer``
 (version). :func:`load_exported` sets ``model.class_names`` (a tuple, or ``None``).
+
+``export_run(..., compact=True)`` writes the ticket as a smaller dense network instead, the
+channels it no longer reads cut out (format ``gemminer-compact``,
+:mod:`gemminer.rundir.compact`); :func:`load_exported` reads both formats.
 """
 
 from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -61,6 +66,7 @@ from ..masking import Mask, count_prunable, prunable_weights
 from ..models import create_model
 from ..settings.config import RunConfig
 from ..version import __version__
+from . import compact as _compact
 from .files import atomic_write_bytes
 from .runs import RunDir, check_keys, check_tensors
 from .summary import RunSummary
@@ -269,15 +275,23 @@ def _metadata(
 
 
 def export_run(
-    run_dir: str | Path, out: str | Path | None = None, which: str = "finetuned"
-) -> ExportInfo:
+    run_dir: str | Path,
+    out: str | Path | None = None,
+    which: str = "finetuned",
+    *,
+    compact: bool = False,
+    input_shape: Sequence[int] | None = None,
+) -> ExportInfo | _compact.CompactInfo:
     """Write the ``which`` weights of run folder ``run_dir`` as a compact ticket file.
 
     ``which="finetuned"`` exports ``finetuned.pt`` (default output
     ``RUN_DIR/ticket.safetensors``); ``which="ticket"`` exports the ticket before
     finetuning, ``ticket.pt`` with the mask applied (default output
     ``RUN_DIR/ticket-unfinetuned.safetensors``). The format is described in this module's
-    docstring.
+    docstring. ``compact=True``: the smaller dense network instead
+    (:mod:`gemminer.rundir.compact`; default output ``RUN_DIR/ticket-compact.safetensors``
+    or ``ticket-unfinetuned-compact.safetensors``) for inputs of ``input_shape`` (default:
+    the run's, from its image size or its dense multiply-adds).
     """
     if which not in WHICH:
         raise ConfigError(f"unknown export {which!r}; valid: {', '.join(WHICH)}")
@@ -304,6 +318,10 @@ def export_run(
         if key not in weights:
             tensors[key] = state[key].detach().cpu().contiguous()
     meta = _metadata(which, network, layout, num_kept, cfg, summary)
+    if compact:
+        model.load_state_dict(state)
+        path = Path(out) if out is not None else run.file(_compact.COMPACT_NAMES[which])
+        return _compact.write_compact(path, model, mask, meta, source, input_shape, summary)
     data = save_safetensors(tensors, metadata={METADATA_KEY: json.dumps(meta)})
     path = Path(out) if out is not None else run.file(WHICH[which][1])
     atomic_write_bytes(path, data)
@@ -335,8 +353,11 @@ def _check_metadata(path: Path, raw: dict[str, str] | None) -> dict[str, Any]:
         meta = json.loads(raw[METADATA_KEY])
     except json.JSONDecodeError as exc:
         raise _bad(path, f"its metadata is not valid JSON ({exc})") from None
+    if isinstance(meta, dict) and meta.get("format") == _compact.COMPACT_FORMAT:
+        return _compact.check_compact_metadata(path, meta)
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise _bad(path, f"its metadata does not declare format {FORMAT!r}")
+        known = f"{FORMAT!r} or {_compact.COMPACT_FORMAT!r}"
+        raise _bad(path, f"its metadata does not declare format {known}")
     version = meta.get("format_version")
     if version != FORMAT_VERSION:
         raise _bad(
@@ -346,26 +367,10 @@ def _check_metadata(path: Path, raw: dict[str, str] | None) -> dict[str, Any]:
         )
     if meta.get("bit_order") != BIT_ORDER:
         raise _bad(path, f"bit order {meta.get('bit_order')!r}, expected {BIT_ORDER!r}")
-    kinds = {
-        "model": str,
-        "num_classes": int,
-        "model_args": dict,
-        "layout": list,
-        "num_kept": int,
-        "num_prunable": int,
-    }
-    for key, kind in kinds.items():
+    _compact.check_network(meta, lambda why: _bad(path, why))
+    for key, kind in {"layout": list, "num_kept": int, "num_prunable": int}.items():
         if not isinstance(meta.get(key), kind) or isinstance(meta.get(key), bool):
             raise _bad(path, f"metadata {key!r} must be a {kind.__name__}, got {meta.get(key)!r}")
-    if meta["num_classes"] < 1:
-        raise _bad(path, f"num_classes {meta['num_classes']} < 1")
-    names = meta.get("class_names")
-    if names is not None and (
-        not isinstance(names, list)
-        or len(names) != meta["num_classes"]
-        or not all(isinstance(n, str) for n in names)
-    ):
-        raise _bad(path, f"class_names must be {meta['num_classes']} strings, got {names!r}")
     for entry in meta["layout"]:
         ok = (
             isinstance(entry, list)
@@ -379,28 +384,20 @@ def _check_metadata(path: Path, raw: dict[str, str] | None) -> dict[str, Any]:
     return meta
 
 
-def read_metadata(path: str | Path) -> dict[str, Any]:
-    """The checked metadata of an exported ticket file (no tensors read)."""
-    path = Path(path)
-    if not path.is_file():
-        raise RunError(f"{path} does not exist")
-    try:
-        with safe_open(path, framework="pt") as f:
-            return _check_metadata(path, f.metadata())
-    except SafetensorError as exc:
-        raise _bad(path, f"not a safetensors file ({exc})") from None
-
-
-def _read_tensors(path: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+def _read(path: Path, tensors: bool = True) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     if not path.is_file():
         raise RunError(f"{path} does not exist")
     try:
         with safe_open(path, framework="pt") as f:
             meta = _check_metadata(path, f.metadata())
-            tensors = {key: f.get_tensor(key) for key in f.keys()}
+            return meta, ({key: f.get_tensor(key) for key in f.keys()} if tensors else {})
     except SafetensorError as exc:
         raise _bad(path, f"not a safetensors file ({exc})") from None
-    return meta, tensors
+
+
+def read_metadata(path: str | Path) -> dict[str, Any]:
+    """The checked metadata of an exported ticket file, either format (no tensors read)."""
+    return _read(Path(path), tensors=False)[0]
 
 
 def _unpack_weights(
@@ -466,12 +463,15 @@ def _unpack_weights(
 def load_exported(path: str | Path) -> nn.Module:
     """The plain model of an exported ticket file, mask baked in, in eval mode; its
     ``class_names`` attribute names each output (``None`` if the file does not say).
+    A compact file (``export_run(..., compact=True)``) gives the narrower network.
 
     Everything is checked against the registered architecture (format version, bitmask
     length, kept count, tensor names, shapes and dtypes); nothing is unpickled.
     """
     path = Path(path)
-    meta, tensors = _read_tensors(path)
+    meta, tensors = _read(path)
+    if meta["format"] == _compact.COMPACT_FORMAT:
+        return _compact.load_compact(path, meta, tensors)
     try:
         model = _architecture(meta["model"], meta["num_classes"], meta["model_args"])
     except UnknownNameError as exc:

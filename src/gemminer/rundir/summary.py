@@ -120,6 +120,8 @@ class RunSummary:
     input_mean: tuple[float, ...] | None = _figure("numbers")
     input_std: tuple[float, ...] | None = _figure("numbers")
     num_classes: int | None = _figure("int")
+    # one input's shape (channels, height, width) the multiply-adds were counted for
+    input_shape: tuple[int, ...] | None = _figure("numbers")
     class_names: tuple[str, ...] | None = _figure("strs")
     model_args: dict[str, Any] | None = _figure("object")
     # Gem-Miner's rounded mask, the "rare gem" (see the module docstring)

@@ -31,6 +31,8 @@ FINETUNE_MASKS = ("flags", "rounded")
 #: Which scores a freeze removes: the lowest (Gem-Miner) or the highest (the authors'
 #: score-inversion sanity check).
 FREEZE_ORDERS = ("lowest", "highest")
+#: What Gem-Miner scores: every weight (the paper's) or every channel of a channel set.
+GRANULARITIES = ("weight", "channel")
 #: The generation of defaults new runs are made with (see :class:`RunConfig`).
 DEFAULTS_VERSION = 2
 

@@ -36,9 +36,12 @@ def epoch_line(record: dict) -> str:
     accs = " ".join(f"{k[:-4]} {100 * v:.2f} %" for k, v in record.items() if k.endswith("_acc"))
     bound = f" bound {100 * record['bound']:.2f} %" if "bound" in record else ""
     where = f"round {record['round']} " if "round" in record else ""
+    kept = format_density(record["density"])
+    if "flops" in record:  # channel pruning: the bound is on the multiply-adds
+        kept = f"multiply-adds {100 * record['flops']:.2f} %, {kept}"
     return (
         f"{record['phase']} {where}epoch {record['epoch']}: loss {record['loss']:.4f} {accs} "
-        f"{format_density(record['density'])}{bound} ({record.get('seconds', 0):.1f} s)"
+        f"{kept}{bound} ({record.get('seconds', 0):.1f} s)"
     )
 
 

@@ -239,6 +239,7 @@ def _summary(
         input_mean=tuple(splits.mean),
         input_std=tuple(splits.std),
         num_classes=splits.num_classes,
+        input_shape=input_shape(splits),
         class_names=tuple(splits.train.classes),
         model_args=dict(cfg.model_args),
     ).updated(**result.extra)
@@ -261,7 +262,9 @@ def _log_ticket(log: Log, run: RunDir, cfg: RunConfig, summary: RunSummary) -> N
             f"pre-finetune test accuracy {100 * summary.pre_finetune_acc:.2f} %"
         )
     reached = summary.ticket_flops / summary.dense_flops if flops else summary.density
-    shortfall = density_shortfall(cfg, reached, "of the multiply-adds" if flops else "of the weights")
+    shortfall = density_shortfall(
+        cfg, reached, "of the multiply-adds" if flops else "of the weights"
+    )
     if shortfall:
         log(shortfall)
     if summary.gem_density is not None and summary.gem_acc is not None:

@@ -51,6 +51,7 @@ INHERITED = (
     "model",
     "dataset",
     "target_density",
+    "budget",
     "epochs_to_mask",
     "iterations_to_mask",
     "epochs_mining",

@@ -29,13 +29,18 @@ from __future__ import annotations
 import copy
 
 import torch
+from torch import nn
 
+from ...errors import ConfigError
 from ...masking import score_layers, to_score_model, weight_name
+from ...masking.channel_scores import to_channel_model
+from ...masking.channels import check_sets, cost_of
 from ...settings.config import PruneConfig
 from ..base import PruneContext, PruneResult, register_method
 from .freezing import FreezeSchedule, adapt_lambda, freeze_scores, guard_collapse
 from .mining import MiningHooks, MiningResult, MiningStep, mine_scores
 from .settings import GemMinerSettings, MineConfig, mine_config
+from .spaces import ChannelSpace, WeightSpace, check_reachable
 
 __all__ = [
     "FreezeSchedule",
@@ -44,6 +49,8 @@ __all__ = [
     "MiningHooks",
     "MiningResult",
     "MiningStep",
+    "ChannelSpace",
+    "WeightSpace",
     "adapt_lambda",
     "freeze_scores",
     "gem_summary",
@@ -65,6 +72,8 @@ def gem_summary(result: MiningResult, finetune_mask: str) -> dict:
         "flag_density": last.get("flag_density"),
         "gem_density": result.gem.density if result.gem is not None else None,
     }
+    if "flops" in last:  # channel granularity: fractions of the multiply-adds
+        out.update(gem_flops=last["flops"], flag_flops=last.get("flag_flops"))
     for split in ("test", "val"):
         prefix = "gem" if split == "test" else "gem_val"
         if f"{split}_acc" in last:
@@ -100,10 +109,11 @@ def shortfall_hint(settings: GemMinerSettings) -> str:
     min_epochs=1,
     validate=mine_config,
     shortfall_hint=shortfall_hint,
+    budget=lambda settings: "flops" if settings.granularity == "channel" else "density",
 )
 def gem_miner(ctx: PruneContext, settings: GemMinerSettings) -> PruneResult:
     cfg = mine_config(PruneConfig(ctx.density, ctx.epochs, ctx.batch_size, ctx.optim), settings)
-    model = to_score_model(copy.deepcopy(ctx.model), torch.Generator().manual_seed(ctx.seed))
+    model, space = _score_model(ctx, cfg)
     model.to(device=ctx.device, memory_format=torch.channels_last)
     result = mine_scores(
         model,
@@ -117,16 +127,36 @@ def gem_miner(ctx: PruneContext, settings: GemMinerSettings) -> PruneResult:
         progress=ctx.progress,
         checkpoint=ctx.checkpoint,
         runtime=ctx.runtime,
+        space=space,
     )
-    scores = {
-        weight_name(name): layer.scores.detach().cpu().clone()
-        for name, layer in score_layers(model).items()
-    }
     return PruneResult(
         mask=result.mask,
         epochs_to_mask=cfg.epochs,
         iterations_to_mask=cfg.epochs * len(ctx.train_batches),
-        scores=scores,
+        scores=space.score_tensors() if space is not None else _weight_scores(model),
         history=result.history,
         extra=gem_summary(result, cfg.finetune_mask),
     )
+
+
+def _score_model(ctx: PruneContext, cfg: MineConfig) -> tuple[nn.Module, ChannelSpace | None]:
+    """A copy of the context's model with its scores (drawn from the run's seed): per
+    weight, or per channel with the space that counts their multiply-adds."""
+    generator = torch.Generator().manual_seed(ctx.seed)
+    if cfg.granularity == "weight":
+        return to_score_model(copy.deepcopy(ctx.model), generator), None
+    if ctx.input_shape is None:
+        raise ConfigError("channel Gem-Miner needs the input shape (PruneContext.input_shape)")
+    plain = copy.deepcopy(ctx.model)
+    sets, cost = cost_of(plain, ctx.input_shape)
+    check_sets(sets, plain, "channel Gem-Miner")
+    check_reachable(cost, cfg.density, type(plain).__name__)
+    model = to_channel_model(plain, sets, generator)
+    return model, ChannelSpace(model, cost, cfg.collapse_guard, cfg.min_layer_density)
+
+
+def _weight_scores(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {
+        weight_name(name): layer.scores.detach().cpu().clone()
+        for name, layer in score_layers(model).items()
+    }

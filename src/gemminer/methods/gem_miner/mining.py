@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ...masking import Mask, flag_counts, flag_mask, rounded_mask, score_layers
+from ...masking import Mask, score_layers
 from ...masking.scores import project
 from ...notices import notice
 from ...training.checkpoint import Checkpoint
@@ -24,21 +24,24 @@ from ...training.loop import (
 from ...training.optim import build_optimizer
 from ...training.runtime import SINGLE, Runtime
 from ...training.trainer import EpochCallback, EvaluatingHooks, Trainer
-from .freezing import FreezeSchedule, adapt_lambda, freeze_scores, guard_collapse, layer_floor
+from .freezing import FreezeSchedule, adapt_lambda
 from .settings import MineConfig
+from .spaces import ChannelSpace, WeightSpace
+
+#: What Gem-Miner scores (:mod:`.spaces`).
+ScoreSpace = WeightSpace | ChannelSpace
 
 
-def regularization_value(model: nn.Module, kind: str) -> float:
-    """‖p‖² (``"l2"``) or ‖p‖₁ (``"l1"``) over every score."""
+def regularization_value(scores: list[torch.Tensor], kind: str) -> float:
+    """‖p‖² (``"l2"``) or ‖p‖₁ (``"l1"``) over every score tensor."""
     with torch.no_grad():
-        scores = [m.scores for m in score_layers(model).values()]
         if kind == "l2":
             return float(sum(s.pow(2).sum() for s in scores))
         return float(sum(s.abs().sum() for s in scores))
 
 
 @torch.no_grad()
-def add_regularization_grad(model: nn.Module, lam: float, kind: str) -> None:
+def add_regularization_grad(scores: list[torch.Tensor], lam: float, kind: str) -> None:
     """Add ∂(λ·reg)/∂p to the score gradients: 2λp for L2, λ·sign(p) for L1.
 
     Equivalent to adding λ·reg(p) to the loss before ``backward``, without building
@@ -46,28 +49,35 @@ def add_regularization_grad(model: nn.Module, lam: float, kind: str) -> None:
     """
     if lam == 0:
         return
-    for m in score_layers(model).values():
-        if m.scores.grad is None:
-            m.scores.grad = torch.zeros_like(m.scores)
+    for p in scores:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
         if kind == "l2":
-            m.scores.grad.add_(m.scores, alpha=2 * lam)
+            p.grad.add_(p, alpha=2 * lam)
         else:
-            m.scores.grad.add_(m.scores.sign(), alpha=lam)
+            p.grad.add_(p.sign(), alpha=lam)
 
 
 class MiningStep:
-    """Gem-Miner's optimizer and per-step hooks for the scores of ``model``.
+    """Gem-Miner's optimizer and per-step hooks for the scores of ``model``'s score layers,
+    or for the given ``scores`` (with their ``flags``: channel scores).
 
     λ‖p‖²'s gradient 2λp is the optimizer's own weight decay (the same update, fused into
     its multi-tensor step); L1's λ·sign(p) is added to the gradients by ``before_step``.
     ``after_step`` projects the scores into [0, 1] (frozen ones stay 0).
     """
 
-    def __init__(self, model: nn.Module, cfg: MineConfig) -> None:
-        layers = score_layers(model).values()
-        self.model = model
-        self.scores = [m.scores for m in layers]
-        self.flags = [m.flags for m in layers]
+    def __init__(
+        self,
+        model: nn.Module,
+        cfg: MineConfig,
+        *,
+        scores: list[torch.Tensor] | None = None,
+        flags: list[torch.Tensor] | None = None,
+    ) -> None:
+        layers = score_layers(model).values() if scores is None else ()
+        self.scores = scores if scores is not None else [m.scores for m in layers]
+        self.flags = flags if flags is not None else [m.flags for m in layers]
         self.optimizer = build_optimizer(self.scores, cfg.optim)
         self.weight_decay = cfg.optim.weight_decay
         self.regularizer = cfg.regularizer
@@ -83,20 +93,24 @@ class MiningStep:
     def before_step(self) -> Callable[[], None] | None:
         if self.regularizer == "l2":
             return None
-        return lambda: add_regularization_grad(self.model, self.lam, self.regularizer)
+        return lambda: add_regularization_grad(self.scores, self.lam, self.regularizer)
 
     def after_step(self) -> None:
         project(self.scores, self.flags)
 
 
 def _collapse_notice(
-    epoch: int, guarded: Mapping[str, int], collapsed: list[str], runtime: Runtime
+    epoch: int,
+    guarded: Mapping[str, int],
+    collapsed: list[str],
+    runtime: Runtime,
+    unit: str = "weights",
 ) -> None:
     if guarded:
         layers = ", ".join(f"{name} (+{n})" for name, n in guarded.items())
         notice(
-            f"layer collapse guard, mining epoch {epoch}: too few weights of {layers} "
-            "rounded to 1; kept their highest-scored weights (counted in the density)",
+            f"layer collapse guard, mining epoch {epoch}: too few {unit} of {layers} "
+            f"rounded to 1; kept their highest-scored {unit} (counted in the density)",
             runtime,
         )
     if collapsed:
@@ -146,6 +160,7 @@ class MiningHooks(EvaluatingHooks):
         eval_every: int = 1,
         calibration_batches: Batches | None = None,
         runtime: Runtime = SINGLE,
+        space: ScoreSpace | None = None,
     ) -> None:
         super().__init__(
             model,
@@ -157,15 +172,9 @@ class MiningHooks(EvaluatingHooks):
         )
         self.cfg = cfg
         self.calibration_batches = calibration_batches
-        self.layers = score_layers(model)
-        self.step = MiningStep(model, cfg)
+        self.space = space or WeightSpace(model, cfg.collapse_guard, cfg.min_layer_density)
+        self.step = MiningStep(model, cfg, scores=self.space.scores, flags=self.space.flags)
         self.schedule = FreezeSchedule(cfg.density, cfg.epochs, cfg.period, cfg.freeze_schedule)
-        _, self.total = flag_counts(model)
-        self.floors = (
-            {name: layer_floor(m, cfg.min_layer_density) for name, m in self.layers.items()}
-            if cfg.collapse_guard
-            else {}
-        )
         self.lam = cfg.lam  # the λ of the next epoch
 
     @property
@@ -182,17 +191,15 @@ class MiningHooks(EvaluatingHooks):
         epoch_lam = self.lam
         if self.cfg.auto_lambda:
             self.lam = adapt_lambda(
-                self.lam, rounded_mask(self.model).density, self.schedule.bound(epoch)
+                self.lam, self.space.rounded_fraction(), self.schedule.bound(epoch)
             )
         frozen = self._freeze(epoch)
-        guarded, collapsed, density = self._guard(epoch)
-        active, _ = flag_counts(self.model)
+        guarded, collapsed, rounded = self._guard(epoch)
         record = super().after_epoch(epoch, stats, lr)
         record.update(
-            reg=regularization_value(self.model, self.cfg.regularizer),
+            reg=regularization_value(self.space.scores, self.cfg.regularizer),
             lam=epoch_lam,
-            density=density,
-            flag_density=active / self.total,
+            **self.space.record(rounded),
             bound=self.schedule.bound(epoch),
             frozen=frozen,
         )
@@ -205,26 +212,22 @@ class MiningHooks(EvaluatingHooks):
         """Freeze the scores the schedule drops after ``epoch``; returns how many."""
         if not self.schedule.freezes_after(epoch):
             return 0
-        return freeze_scores(
-            self.model,
-            self.schedule.freeze_count(epoch, flag_counts(self.model)[0], self.total),
-            self.floors,
-            highest=self.cfg.freeze_order == "highest",
-            ties_together=self.schedule.kind == "authors",
-        )
+        return self.space.freeze(self.schedule, epoch, self.cfg.freeze_order == "highest")
 
-    def _guard(self, epoch: int) -> tuple[dict[str, int], list[str], float]:
+    def _guard(self, epoch: int) -> tuple[dict[str, int], list[str], Mask]:
         """Apply the collapse guard, make every rank's scores and flags rank 0's, and tell
         about collapsed layers. Returns the guarded layers, the collapsed ones and the
-        rounded mask's density."""
+        rounded mask."""
         # the rounded mask of an inverted run (highest scores frozen) is not its ticket
         lowest = self.cfg.freeze_order == "lowest"
-        guarded = guard_collapse(self.model, self.floors) if lowest else {}
-        self.runtime.broadcast_([t for m in self.layers.values() for t in (m.scores, m.flags)])
-        mask = rounded_mask(self.model)
+        guarded = self.space.guard() if lowest else {}
+        self.runtime.broadcast_(
+            [t for pair in zip(self.space.scores, self.space.flags) for t in pair]
+        )
+        mask = self.space.rounded_mask()
         collapsed = [row.name for row in mask.layers() if row.kept == 0]
-        _collapse_notice(epoch, guarded, collapsed, self.runtime)
-        return guarded, collapsed, mask.density
+        _collapse_notice(epoch, guarded, collapsed, self.runtime, self.space.unit)
+        return guarded, collapsed, mask
 
     def _evaluation(self, epoch: int) -> dict[str, float]:
         """The rounded network's accuracies after ``epoch``, if evaluation is due: after the
@@ -268,6 +271,7 @@ def mine_scores(
     progress: bool = False,
     checkpoint: Checkpoint | None = None,
     runtime: Runtime = SINGLE,
+    space: ScoreSpace | None = None,
 ) -> MiningResult:
     """Run Gem-Miner on a score model (see :func:`gemminer.to_score_model`) in place.
 
@@ -283,6 +287,9 @@ def mine_scores(
     ``runtime`` sets precision and compilation; under torchrun each rank trains on its
     slice of every batch (DDP) and the scores and flags are made identical on every rank
     (rank 0's) after each epoch's freezing, so every rank holds the same mask.
+    ``space`` says what is scored (:mod:`.spaces`; default: every weight of the score
+    layers; a :class:`~.spaces.ChannelSpace` for a model made by
+    :func:`~gemminer.masking.channel_scores.to_channel_model`).
     ``progress`` shows each epoch (:mod:`gemminer.training.progress`); every finished epoch
     is also logged at INFO on the ``gemminer`` logger.
     """
@@ -295,6 +302,7 @@ def mine_scores(
         eval_every=eval_every,
         calibration_batches=calibration_batches,
         runtime=runtime,
+        space=space,
     )
     trainer = Trainer.scheduled(
         model,
@@ -313,6 +321,6 @@ def mine_scores(
     history = trainer.fit()
     if eval_batches is None:  # else the last epoch's evaluation re-estimated them
         hooks.recalibrate()
-    gem = rounded_mask(model)
-    mask = flag_mask(model) if cfg.finetune_mask == "flags" else gem
+    gem = hooks.space.rounded_mask()
+    mask = hooks.space.flag_mask() if cfg.finetune_mask == "flags" else gem
     return MiningResult(mask, history, model, gem)

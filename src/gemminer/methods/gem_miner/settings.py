@@ -15,6 +15,7 @@ from ...settings.config import (
     FINETUNE_MASKS,
     FREEZE_ORDERS,
     FREEZE_SCHEDULES,
+    GRANULARITIES,
     REGULARIZERS,
     PruneConfig,
     check_choice,
@@ -50,6 +51,7 @@ class GemMinerSettings:
     freeze_schedule: str = "authors"
     finetune_mask: str = "flags"
     freeze_order: str = "lowest"
+    granularity: str = "weight"
 
     def __post_init__(self) -> None:
         check_whole(self.period, 1, "period")
@@ -67,6 +69,7 @@ class GemMinerSettings:
         check_choice(self.freeze_schedule, FREEZE_SCHEDULES, "freeze_schedule")
         check_choice(self.finetune_mask, FINETUNE_MASKS, "finetune_mask")
         check_choice(self.freeze_order, FREEZE_ORDERS, "freeze_order")
+        check_choice(self.granularity, GRANULARITIES, "granularity")
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,155 @@
+"""Channel pruning at equal multiply-adds: channel Gem-Miner against its baselines (issue 29).
+
+For each model, fraction of the forward multiply-adds and seed, this prunes with
+channel Gem-Miner (``gem-miner --set granularity=channel``), random channel pruning
+(``channel-random``) and L1-norm filter pruning at initialization (``l1-filter``) — all
+three keep whole channels, at the same multiply-add target — and, as a reference,
+unstructured Gem-Miner at the same fraction *of the weights* (its multiply-adds are
+listed: they are not the same), then finetunes every ticket with the same budget.
+Accuracy before and after finetuning, on the full test set. Finished runs are skipped,
+so it resumes.
+
+    make data
+    .venv/bin/python benchmarks/structured_accuracy.py --models resnet20 \\
+        --fractions 0.5 0.25 0.1 --seeds 0 1 --epochs 8 --finetune-epochs 8 --threads 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import shlex
+import statistics
+from pathlib import Path
+
+from _common import command_line, machine, markdown_table, pct, portable, today, train_size_flags
+
+from gemminer.cli import main as gemminer
+from gemminer.rundir.runs import RunDir
+
+#: label → (method, extra flags); the label names the row.
+METHODS = {
+    "channel Gem-Miner": ("gem-miner", ["--set", "granularity=channel"]),
+    "channel-random": ("channel-random", []),
+    "l1-filter (at init)": ("l1-filter", []),
+    "Gem-Miner (weights, reference)": ("gem-miner", []),
+}
+HEADER = [
+    "model", "target (multiply-adds)", "method", "seeds", "multiply-adds kept",
+    "density (weights)", "pre-finetune acc", "post-finetune acc (last)", "commands",
+]  # fmt: skip
+
+
+def run_one(args: argparse.Namespace, model: str, fraction: float, label: str, seed: int) -> dict:
+    """Prune and finetune one run (skipped when finished); its summary and commands."""
+    method, extra = METHODS[label]
+    given = (
+        "".join(f"-{k}{v:g}" for k, v in (("lr", args.lr), ("lam", args.lam)) if v is not None)
+        if method == "gem-miner"
+        else ""
+    )
+    slug = f"{model}-{method}{'-channel' if extra else ''}{given}-f{fraction:g}-s{seed}"
+    out = Path(args.runs) / slug
+    prune = [
+        "prune", "--method", method, *extra, "--model", model, "--dataset", "cifar10",
+        "--data-dir", args.data_dir, "--no-download", *train_size_flags(args.train_size),
+        "--density", f"{fraction:g}", "--epochs", str(args.epochs), "--seed", str(seed),
+        "--eval-every", "0", "--no-progress", "--out", str(out),
+        *(["--threads", str(args.threads)] if args.threads else []),
+        *(["--lr", str(args.lr)] if args.lr and method == "gem-miner" else []),
+        *(["--lambda", str(args.lam)] if args.lam is not None and method == "gem-miner" else []),
+    ]  # fmt: skip
+    finetune = [
+        "finetune", str(out), "--epochs", str(args.finetune_epochs), "--no-progress",
+        *(["--threads", str(args.threads)] if args.threads else []),
+    ]  # fmt: skip
+    run = RunDir(out)
+    if not (out / "summary.json").is_file() or run.read_summary().get("density") is None:
+        gemminer(prune)
+    if args.finetune_epochs and run.read_summary().get("post_finetune_acc") is None:
+        gemminer(finetune)
+    summary = run.read_summary()
+    commands = [
+        "gemminer " + " ".join(shlex.quote(portable(a)) for a in argv)
+        for argv in (prune, finetune if args.finetune_epochs else None)
+        if argv
+    ]
+    return {"summary": summary, "commands": commands}
+
+
+def mean_sd(values: list[float | None]) -> str:
+    known = [v for v in values if v is not None]
+    if not known:
+        return "—"
+    if len(known) == 1:
+        return pct(known[0])
+    return f"{pct(statistics.mean(known))} ± {100 * statistics.stdev(known):.2f}"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--models", nargs="+", default=["resnet20"])
+    p.add_argument("--fractions", nargs="+", type=float, default=[0.5, 0.25, 0.1])
+    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    p.add_argument("--seeds", nargs="+", type=int, default=[0])
+    p.add_argument("--epochs", type=int, default=8, help="mining / L1-training epochs")
+    p.add_argument("--finetune-epochs", type=int, default=8)
+    p.add_argument("--train-size", type=int, default=10000)
+    p.add_argument("--lr", type=float, default=None, help="Gem-Miner's LR (default: resolved)")
+    p.add_argument("--lam", type=float, default=None, help="Gem-Miner's λ (default: resolved)")
+    p.add_argument("--data-dir", default=".data/cifar10")
+    p.add_argument("--runs", default="benchmarks/runs/structured")
+    p.add_argument("--report", default="benchmarks/results/structured_accuracy")
+    p.add_argument("--notes", default="", help="a reading added under the table")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads of each run")
+    args = p.parse_args()
+
+    rows = []
+    for model in args.models:
+        for fraction in args.fractions:
+            for label in args.methods:
+                done = [run_one(args, model, fraction, label, seed) for seed in args.seeds]
+                s = [d["summary"] for d in done]
+                flops = [x["ticket_flops"] / x["dense_flops"] for x in s if x.get("dense_flops")]
+                row = [
+                    model,
+                    pct(fraction),
+                    label,
+                    ", ".join(map(str, args.seeds)),
+                    mean_sd(flops),
+                    mean_sd([x["density"] for x in s]),
+                    mean_sd([x["pre_finetune_acc"] for x in s]),
+                    mean_sd([x.get("post_finetune_acc") for x in s]),
+                    "<br>".join(f"`{c}`" for c in done[0]["commands"]),
+                ]
+                rows.append(row)
+                print(" | ".join(row[:8]), flush=True)
+
+    report = Path(args.report)
+    report.parent.mkdir(parents=True, exist_ok=True)
+    with open(report.with_suffix(".csv"), "w", newline="") as f:
+        csv.writer(f).writerows([HEADER, *rows])
+    text = [
+        "# Channel pruning at equal multiply-adds",
+        "",
+        f"- Date: {today()}",
+        f"- Machine: {machine(args.threads)}",
+        f"- Script: `{command_line(elide=('--notes',))}`",
+        f"- Budget: {args.epochs} pruning epochs (Gem-Miner's mining; none for the one-shot "
+        f"baselines) and {args.finetune_epochs} finetuning epochs on a seeded "
+        f"{args.train_size or 50000}-image subset of CIFAR-10's training set, accuracy on the "
+        "full 10k test set, last epoch. Mean ± standard deviation over the seeds.",
+        "- The target is a fraction of the forward multiply-adds for the three channel "
+        "methods; the unstructured reference keeps that fraction of the *weights* "
+        "(its multiply-adds are the column's).",
+        "",
+        markdown_table(HEADER, rows),
+        "",
+    ]
+    if args.notes:
+        text += [args.notes, ""]
+    report.with_suffix(".md").write_text("\n".join(text))
+
+
+if __name__ == "__main__":
+    main()

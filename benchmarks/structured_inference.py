@@ -1,0 +1,277 @@
+"""Inference of channel-pruned networks: the dense (masked) network against its compact form.
+
+A channel mask zeroes whole channels; the masked network still runs every dense kernel at
+full width, while its compact form (:func:`gemminer.rundir.compact.compact_model`, what
+``gemminer export RUN --compact`` writes) is a narrower dense network computing the same
+outputs. This times both, in eval mode under ``torch.inference_mode()``.
+
+Masks: for each model (ResNet-20 and VGG-16 by default, CIFAR input 3×32×32, 10 classes,
+random weights) and each target fraction of the dense multiply-adds (50, 25 and 10 %), the
+same fraction of the channels of every channel set is kept (its first channels, at least
+one per set; which ones does not change the time), the largest fraction whose
+multiply-adds are at most the target, found by bisection on
+:class:`gemminer.masking.channels.ChannelCost`. With ``--runs RUN ...`` the masks and
+weights of finished run folders are used instead (exported into a temporary folder, never
+into the run). The compact network's outputs are checked against the dense one's before
+anything is timed. Latency: the median of ``--repeats`` forward passes after ``--warmup``
+passes, the dense model and the compact ones interleaved.
+
+    .venv/bin/python benchmarks/structured_inference.py --threads 1
+    .venv/bin/python benchmarks/structured_inference.py --runs benchmarks/runs/RUN --threads 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import csv
+import math
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from _common import command_line, machine, markdown_table, today
+from torch import nn
+
+from gemminer.masking import apply_mask, count_prunable
+from gemminer.masking.channels import ChannelCost, channel_mask, cost_of
+from gemminer.masking.flops import count_flops, format_flops
+from gemminer.models import create_model
+from gemminer.rundir.compact import compact_model
+from gemminer.rundir.export import export_run, load_exported, read_metadata
+
+INPUT_SHAPE = (3, 32, 32)
+NUM_CLASSES = 10
+HEADER = [
+    "model", "mask", "device", "batch", "multiply-adds", "weights kept",
+    "dense ms", "compact ms", "speed-up",
+]  # fmt: skip
+
+
+def uniform_counts(cost: ChannelCost, target: float) -> list[int]:
+    """Channels to keep per set: the same fraction ``f`` of every set (at least one), the
+    largest ``f`` whose multiply-adds are at most ``target`` × dense (bisection)."""
+
+    def counts(f: float) -> list[int]:
+        return [max(1, math.floor(f * s.size)) for s in cost.sets]
+
+    lo, hi = 0.0, 1.0
+    for _ in range(40):
+        mid = (lo + hi) / 2
+        if cost.flops(counts(mid)) <= target * cost.dense:
+            lo = mid
+        else:
+            hi = mid
+    return counts(lo)
+
+
+class Case:
+    """One mask of one network: its dense (masked) and compact models and their figures;
+    the cases of one ``group`` share the dense network's timing (the dense kernels do not
+    skip zeros, so every mask of one architecture costs it the same)."""
+
+    def __init__(
+        self,
+        model: str,
+        mask: str,
+        group: str,
+        dense: nn.Module,
+        compact: nn.Module,
+        shape,
+        figures,
+    ) -> None:
+        self.model, self.mask, self.group, self.shape = model, mask, group, tuple(shape)
+        self.dense, self.compact = dense.eval(), compact.eval()
+        self.dense_flops, self.compact_flops, self.dense_weights, self.compact_weights = figures
+
+    def flops_text(self) -> str:
+        share = self.compact_flops / self.dense_flops
+        return (
+            f"{100 * share:.1f} % ({format_flops(self.compact_flops)} of "
+            f"{format_flops(self.dense_flops)})"
+        )
+
+    def weights_text(self) -> str:
+        share = self.compact_weights / self.dense_weights
+        return f"{100 * share:.1f} % ({self.compact_weights:,} of {self.dense_weights:,})"
+
+
+def uniform_cases(models: list[str], fractions: list[float]) -> list[Case]:
+    """Each model at each target fraction, with uniform channel masks (see the docstring)."""
+    cases = []
+    for name in models:
+        torch.manual_seed(0)
+        model = create_model(name, num_classes=NUM_CLASSES).eval()
+        sets, cost = cost_of(model, INPUT_SHAPE)
+        for target in fractions:
+            counts = uniform_counts(cost, target)
+            keep = {s.name: torch.arange(s.size) < k for s, k in zip(sets, counts)}
+            mask = channel_mask(model, sets, keep)
+            small = compact_model(model, mask, INPUT_SHAPE).model
+            dense = apply_mask(copy.deepcopy(model), mask)
+            figures = (
+                cost.dense,
+                count_flops(small, INPUT_SHAPE).dense,
+                count_prunable(model),
+                count_prunable(small),
+            )
+            label = f"{100 * target:g} % target"
+            cases.append(Case(name, label, name, dense, small, INPUT_SHAPE, figures))
+    return cases
+
+
+def run_cases(runs: list[str]) -> list[Case]:
+    """The finetuned ticket of each run folder, exported both ways into a temporary folder."""
+    cases = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, run in enumerate(runs):
+            dense_path = export_run(run, Path(tmp) / f"{i}.safetensors").path
+            compact_path = export_run(run, Path(tmp) / f"{i}-c.safetensors", compact=True).path
+            meta = read_metadata(compact_path)
+            dense, small = load_exported(dense_path), load_exported(compact_path)
+            figures = (
+                meta["dense_flops"],
+                meta["compact_flops"],
+                count_prunable(dense),
+                count_prunable(small),
+            )
+            label, shape = Path(run).name, meta["input_shape"]
+            cases.append(Case(meta["model"], label, f"{i}", dense, small, shape, figures))
+    return cases
+
+
+def check_outputs(case: Case) -> float:
+    """The largest difference of the compact outputs from the dense ones, relative to the
+    outputs' scale; a SystemExit when it is not float rounding."""
+    x = torch.randn(8, *case.shape)
+    with torch.inference_mode():
+        ref, out = case.dense(x), case.compact(x)
+    diff = float((out - ref).abs().max()) / max(float(ref.abs().max()), 1e-12)
+    if diff > 1e-4:
+        raise SystemExit(
+            f"{case.model} {case.mask}: compact outputs differ by {diff:.1e} (relative)"
+        )
+    return diff
+
+
+def time_models(
+    models: dict[str, nn.Module], x: torch.Tensor, repeats: int, warmup: int
+) -> dict[str, float]:
+    """Median milliseconds per forward pass of each model, passes interleaved."""
+    cuda = x.device.type == "cuda"
+    times: dict[str, list[float]] = {name: [] for name in models}
+    with torch.inference_mode():
+        for i in range(warmup + repeats):
+            for name, model in models.items():
+                if cuda:
+                    torch.cuda.synchronize()
+                start = time.perf_counter()
+                model(x)
+                if cuda:
+                    torch.cuda.synchronize()
+                if i >= warmup:
+                    times[name].append(time.perf_counter() - start)
+    return {name: 1e3 * statistics.median(t) for name, t in times.items()}
+
+
+def measure(
+    cases: list[Case], devices: list[str], batches: list[int], repeats: list[int], warmup: int
+) -> list[list[str]]:
+    """A row per case, device and batch size (see :data:`HEADER`)."""
+    groups: dict[str, list[Case]] = {}
+    for case in cases:
+        groups.setdefault(case.group, []).append(case)
+    rows = []
+    for device in devices:
+        for group in groups.values():
+            dense = group[0].dense.to(device)
+            models = {"dense": dense} | {c.mask: c.compact.to(device) for c in group}
+            for batch, n in zip(batches, repeats):
+                x = torch.randn(batch, *group[0].shape, device=device)
+                ms = time_models(models, x, n, warmup)
+                for c in group:
+                    dense_ms, compact_ms = ms["dense"], ms[c.mask]
+                    rows.append([
+                        c.model, c.mask, device, str(batch), c.flops_text(), c.weights_text(),
+                        f"{dense_ms:.2f}", f"{compact_ms:.2f}", f"{dense_ms / compact_ms:.2f}×",
+                    ])  # fmt: skip
+                    print(" | ".join(rows[-1]), flush=True)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> list[list[str]]:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--models", nargs="+", default=["resnet20", "vgg16"])
+    p.add_argument(
+        "--fractions", nargs="+", type=float, default=[0.5, 0.25, 0.1],
+        help="target fractions of the dense multiply-adds",
+    )  # fmt: skip
+    p.add_argument("--runs", nargs="+", default=None, help="finished run folders (read only)")
+    p.add_argument("--devices", nargs="+", default=["cpu"], choices=("cpu", "cuda"))
+    p.add_argument("--threads", type=int, default=2, help="CPU threads")
+    p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 256])
+    p.add_argument("--repeats", type=int, nargs="+", default=[50, 5], help="per batch size")
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--report", default="benchmarks/results/structured_inference")
+    args = p.parse_args(argv)
+    if len(args.repeats) == 1:
+        args.repeats = args.repeats * len(args.batch_sizes)
+    if len(args.repeats) != len(args.batch_sizes):
+        p.error("give one --repeats value, or one per batch size")
+    if any(not 0 < f <= 1 for f in args.fractions):
+        p.error(f"--fractions must be in (0, 1], got {args.fractions}")
+    devices = [d for d in args.devices if d == "cpu" or torch.cuda.is_available()]
+    skipped = [d for d in args.devices if d not in devices]
+    if skipped:
+        print("skipped (no CUDA device): cuda")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(args.threads)
+    try:
+        cases = run_cases(args.runs) if args.runs else uniform_cases(args.models, args.fractions)
+        worst = max(check_outputs(c) for c in cases)
+        print(
+            f"compact outputs agree with the dense ones (largest relative difference {worst:.1e})"
+        )
+        rows = measure(cases, devices, args.batch_sizes, args.repeats, args.warmup)
+    finally:
+        torch.set_num_threads(threads)  # as it was (the tests call main in their process)
+
+    report = Path(args.report)
+    report.parent.mkdir(parents=True, exist_ok=True)
+    with open(report.with_suffix(".csv"), "w", newline="") as f:
+        csv.writer(f).writerows([HEADER, *rows])
+    masks = (
+        f"the finetuned tickets of {len(args.runs)} run folder(s)"
+        if args.runs
+        else "uniform channel masks (the same fraction of every channel set kept, its first "
+        "channels, at least one per set; the largest fraction within the target, by bisection "
+        "on `ChannelCost`), random weights"
+    )
+    passes = ", ".join(f"batch {b}: {n}" for b, n in zip(args.batch_sizes, args.repeats))
+    note = f"\n- skipped: {', '.join(skipped)} (no CUDA device)" if skipped else ""
+    text = f"""# Structured inference: dense (masked) against compact networks
+
+- date: {today()}
+- machine: {machine(args.threads)}
+- command: `{command_line()}`
+- masks: {masks}; input {"×".join(map(str, cases[0].shape))}, {NUM_CLASSES} classes.
+- dense: the masked network at full width (PyTorch's dense kernels, zero channels and all);
+  compact: `gemminer.rundir.compact.compact_model`, the narrower dense network with the same
+  outputs (largest relative difference on 8 random inputs: {worst:.1e}).
+- multiply-adds: of the compact network computed densely, against the dense network's
+  (`gemminer.masking.flops`); weights kept: Conv2d/Linear weights of the compact network.
+- latency: median of the passes ({passes}) after {args.warmup} warm-up pass(es), dense and
+  compact models interleaved, eval mode, `torch.inference_mode()`,
+  `torch.set_num_threads({args.threads})`.{note}
+
+{markdown_table(HEADER, rows)}
+"""
+    report.with_suffix(".md").write_text(text)
+    print(f"wrote {report.with_suffix('.md')} and {report.with_suffix('.csv')}")
+    return rows
+
+
+if __name__ == "__main__":
+    main()

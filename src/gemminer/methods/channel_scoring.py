@@ -1,0 +1,318 @@
+"""Channel pruning at a multiply-add budget: a scorer scores channels, shared code keeps them.
+
+The channel counterpart of :mod:`gemminer.methods.scoring`. A channel-pruning method is a
+function ``score(ctx, settings) -> ChannelScores`` registered with
+:func:`register_channel_scorer`: one score per channel of every channel set of the model
+(:mod:`gemminer.masking.channels`; set name = its producer's module name; higher = keep).
+The registered method's target, ``ctx.density``, is **the fraction of the forward
+multiply-adds kept** (``budget="flops"``), not of the weights; the shared code keeps the
+highest-scored channels so that the multiply-adds per image are at most the target, as
+the settings' ``scope`` says:
+
+* ``scope="layer"`` (the default): every set keeps the same fraction q of its channels,
+  ``round(q · size)`` (halves up), at least one. q is the largest fraction whose
+  multiply-adds (:class:`~gemminer.masking.channels.ChannelCost`) are at most the target,
+  found by bisection over the fractions where some set's count changes, so one more step
+  of q (one more channel in a set, or in every set of the same size) would pass it.
+* ``scope="global"``: the lowest-scored channels across all sets are dropped one by one
+  until the multiply-adds are at most the target
+  (:func:`~gemminer.masking.channels.keep_lowest_removed`), every set keeping its best
+  channel; the last channel dropped would pass the target if kept.
+
+A target below the model's floor (one channel in every set) is a :class:`ConfigError`
+naming the smallest reachable fraction; a model without channel sets, or that torch.fx
+cannot trace, a :class:`~gemminer.errors.MaskError`.
+
+The mask is :func:`~gemminer.masking.channels.channel_mask`'s: dropped channels' producer
+rows, depthwise rows and consumer columns are zero, every other weight kept.
+``PruneResult.extra`` holds ``channels_kept`` and ``channels_total`` (set → count).
+
+**Scores and score inversion.** ``PruneResult.scores`` (scores.pt) are per weight, keyed
+like the mask: every row of a set's producer (and of its depthwise convolutions) holds
+its channel's score, the columns of a consumer that produces no set the score of the
+channel they read, other weights 0. So the channel scores can be read back from the
+producers' rows (:func:`invert_channels`, which keeps the *lowest*-scored channels at the
+same count per set: the channel-level score inversion). The weight-level
+``invert-posthoc`` sanity check (:func:`gemminer.stages.sanity.invert_mask`) inverts each
+layer's weights on its own: on networks whose every set's producer reads no other set
+(the CIFAR ResNets, MobileNet-V2) that is exactly the channel inversion; where a layer
+both reads and produces a set (VGG) it keeps that layer's lowest-scored rows whole, not a
+channel mask.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import ConfigError, MaskError
+from ..masking import Mask, prunable_modules, weight_name
+from ..masking.channels import (
+    COLUMNS,
+    ROWS,
+    ChannelCost,
+    ChannelSet,
+    channel_mask,
+    channel_sets,
+    check_sets,
+    cost_of,
+    keep_lowest_removed,
+    live_channels,
+)
+from .base import PruneContext, PruneResult, register_method
+
+CHANNEL_SCOPES = ("layer", "global")
+
+
+@dataclass
+class ChannelScores:
+    """What a channel scorer returns: ``scores``, set name → one score per channel (higher
+    = keep; names of other layers are ignored), the training it spent (``epochs``,
+    optimizer ``iterations``), the ``weights`` of its ticket when they are not the
+    initialization (a state dict of the plain model's parameters; pruned ones are zeroed
+    by the shared code) and its training records (``history``)."""
+
+    scores: dict[str, torch.Tensor]
+    epochs: float = 0.0
+    iterations: int = 0
+    weights: dict[str, torch.Tensor] | None = None
+    history: list[dict] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ChannelThresholding:
+    """Where a channel scorer's mask keeps the highest scores (base of its settings).
+
+    ``scope``: ``"layer"`` (every channel set keeps the same fraction of its channels) or
+    ``"global"`` (the lowest scores across all sets are dropped until the multiply-add
+    target is met, one channel per set kept).
+    """
+
+    scope: str = "layer"
+
+    def __post_init__(self) -> None:
+        if self.scope not in CHANNEL_SCOPES:
+            raise ConfigError(
+                f"unknown scope {self.scope!r}; valid scopes: {', '.join(CHANNEL_SCOPES)}"
+            )
+
+
+# The model's channels ------------------------------------------------------------------
+def input_shape_of(ctx: PruneContext, method: str) -> tuple[int, ...]:
+    """``ctx.input_shape``, which the multiply-adds are counted for; a ConfigError if unset."""
+    if ctx.input_shape is None:
+        raise ConfigError(
+            f"{method} prunes to a fraction of the multiply-adds, which needs the input "
+            "shape: set PruneContext.input_shape (one input's channels, height, width)"
+        )
+    return tuple(ctx.input_shape)
+
+
+def sets_of(ctx: PruneContext, method: str) -> tuple[ChannelSet, ...]:
+    """The channel sets of ``ctx.model`` (a MaskError if it has none, naming ``method``)."""
+    sets = channel_sets(ctx.model, input_shape_of(ctx, method))
+    check_sets(sets, ctx.model, method)
+    return sets
+
+
+def check_target(method: str, density: float, cost: ChannelCost) -> None:
+    """A ConfigError unless ``density`` is a fraction in (0, 1] the channel sets can reach
+    (at least :attr:`ChannelCost.floor`: one channel kept in every set)."""
+    if not (isinstance(density, (int, float)) and 0 < density <= 1):
+        raise ConfigError(
+            f"{method}: the target must lie in (0, 1] (a fraction of the multiply-adds), "
+            f"got {density!r}"
+        )
+    if cost.flops([1] * len(cost.sets)) > density * cost.dense:
+        enough = math.ceil(cost.floor * 1e6) / 1e6  # rounded up: a target that is reachable
+        raise ConfigError(
+            f"{method}: a multiply-add target of {density:.6g} is below {cost.floor:.6g}, the "
+            f"smallest fraction reachable (one channel kept in each of the {len(cost.sets)} "
+            f"channel sets); raise --density to at least {enough:g}"
+        )
+
+
+# Thresholds ----------------------------------------------------------------------------
+def uniform_counts(cost: ChannelCost, density: float) -> list[int]:
+    """Channels kept per set (in ``cost.sets``' order) when every set keeps the same
+    fraction q of its channels, ``max(1, round(q · size))`` with halves rounded up, at the
+    largest q whose multiply-adds are at most ``density`` × dense. The target must be
+    reachable (:func:`check_target`)."""
+    sizes = [s.size for s in cost.sets]
+    target = density * cost.dense
+    if cost.flops(sizes) <= target:
+        return sizes
+
+    def counts(q: Fraction) -> list[int]:
+        return [min(n, max(1, math.floor(q * n + Fraction(1, 2)))) for n in sizes]
+
+    # every fraction where a count steps up: (j + ½) / n, set j → j + 1 (exact fractions,
+    # so sets whose steps coincide, e.g. of equal sizes, step together)
+    steps = sorted({Fraction(2 * j + 1, 2 * n) for n in set(sizes) for j in range(1, n)})
+    lo, hi = 0, len(steps)  # the steps that fit: steps[:lo] do, steps[hi:] do not
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if cost.flops(counts(steps[mid])) <= target:
+            lo = mid + 1
+        else:
+            hi = mid
+    return counts(steps[lo - 1]) if lo > 0 else [1] * len(sizes)
+
+
+def top_channels(scores: torch.Tensor, count: int) -> torch.Tensor:
+    """Booleans keeping the ``count`` highest ``scores`` (ties: the earlier channel)."""
+    keep = torch.zeros(scores.numel(), dtype=torch.bool)
+    keep[torch.sort(scores, descending=True, stable=True).indices[:count]] = True
+    return keep
+
+
+def keep_channels(
+    cost: ChannelCost, scores: Mapping[str, torch.Tensor], density: float, scope: str
+) -> dict[str, torch.Tensor]:
+    """Set name → booleans: the channels kept at ``density`` of the multiply-adds, per
+    ``scope`` (see the module docstring); the target must be reachable."""
+    if scope == "layer":
+        counts = uniform_counts(cost, density)
+        return {s.name: top_channels(scores[s.name], k) for s, k in zip(cost.sets, counts)}
+    active = {s.name: torch.ones(s.size, dtype=torch.bool) for s in cost.sets}
+    floors = {s.name: 1 for s in cost.sets}
+    return keep_lowest_removed(cost, scores, active, density, floors)
+
+
+def _checked(found: Mapping[str, torch.Tensor], sets: Sequence[ChannelSet], method: str) -> dict:
+    """Each set's scores as a flat float tensor on the CPU; a MaskError if one is missing
+    or of the wrong size."""
+    out = {}
+    for s in sets:
+        if s.name not in found:
+            raise MaskError(f"{method} scored no channels of the channel set {s.name}")
+        score = found[s.name].detach().float().cpu().flatten()
+        if score.numel() != s.size:
+            raise MaskError(
+                f"{method} gave {score.numel()} scores for the {s.size} channels of {s.name}"
+            )
+        out[s.name] = score
+    return out
+
+
+# Per-weight scores and their inversion ---------------------------------------------------
+def _broadcast(values: torch.Tensor, shape: torch.Size, dim: int) -> torch.Tensor:
+    view = [1] * len(shape)
+    view[dim] = -1
+    return values.view(view).expand(shape)
+
+
+def weight_scores(
+    model: nn.Module, sets: Sequence[ChannelSet], scores: Mapping[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
+    """Per-weight scores keyed like the mask (see the module docstring): a set's producer
+    and depthwise rows hold its channels' scores, a consumer's columns (where the layer
+    produces no set) the scores of the channels they read, other weights 0."""
+    out = {weight_name(n): torch.zeros(m.weight.shape) for n, m in prunable_modules(model).items()}
+    for kind in (COLUMNS, ROWS):  # rows last: a layer that produces a set holds its rows'
+        for s in sets:
+            for member in s.weights(kind):
+                w = out[weight_name(member.module)]
+                if kind == ROWS:
+                    w.copy_(_broadcast(scores[s.name], w.shape, 0))
+                else:
+                    cols = scores[s.name].repeat_interleave(member.repeat)
+                    w.copy_(_broadcast(cols, w.shape, 1))
+    return out
+
+
+def invert_channels(
+    model: nn.Module,
+    input_shape: Sequence[int],
+    mask: Mapping[str, torch.Tensor],
+    scores: Mapping[str, torch.Tensor],
+) -> Mask:
+    """Channel-level score inversion of a channel-pruned ``mask``: every set keeps as many
+    channels as ``mask`` does, the lowest-scored ones (ties: the earlier), with channel
+    scores read from the producers' rows of the per-weight ``scores``
+    (:func:`weight_scores`); so the multiply-adds are the same."""
+    sets = channel_sets(model, input_shape)
+    live = live_channels(mask, sets)
+    keep = {}
+    for s in sets:
+        rows = scores[weight_name(s.name)].detach().float().cpu().flatten(1)[:, 0]
+        keep[s.name] = top_channels(-rows, int(live[s.name].sum()))
+    return channel_mask(model, sets, keep)
+
+
+# Registration --------------------------------------------------------------------------
+ChannelScorer = Callable[[PruneContext, Any], ChannelScores]
+
+
+def _masked(weights: Mapping[str, torch.Tensor], mask: Mask) -> dict[str, torch.Tensor]:
+    out = {k: v.detach().cpu().clone() for k, v in weights.items()}
+    for name, keep in mask.items():
+        if name in out:
+            out[name].mul_(keep.to(out[name].dtype))
+    return out
+
+
+def prune_channels(
+    ctx: PruneContext, settings: Any, score: ChannelScorer, method: str
+) -> PruneResult:
+    """Score ``ctx.model``'s channels with ``score`` and keep the best at ``ctx.density`` of
+    the multiply-adds, per ``settings.scope`` (the target is checked before scoring)."""
+    sets, cost = cost_of(ctx.model, input_shape_of(ctx, method))
+    check_sets(sets, ctx.model, method)
+    check_target(method, ctx.density, cost)
+    found = score(ctx, settings)
+    channel = _checked(found.scores, sets, method)
+    keep = keep_channels(cost, channel, ctx.density, settings.scope)
+    mask = channel_mask(ctx.model, sets, keep)
+    return PruneResult(
+        mask=mask,
+        epochs_to_mask=found.epochs,
+        iterations_to_mask=found.iterations,
+        weights=None if found.weights is None else _masked(found.weights, mask),
+        scores=weight_scores(ctx.model, sets, channel),
+        history=list(found.history),
+        extra={
+            "channels_kept": {s.name: int(keep[s.name].sum()) for s in sets},
+            "channels_total": {s.name: s.size for s in sets},
+        },
+    )
+
+
+def register_channel_scorer(name: str, **spec: Any) -> Callable[[ChannelScorer], ChannelScorer]:
+    """Register ``score(ctx, settings) -> ChannelScores`` as the method ``name``, whose
+    target is a fraction of the multiply-adds (``budget="flops"``): its mask keeps the
+    highest-scored channels by :func:`prune_channels` (``settings`` must have ``scope``,
+    e.g. by deriving from :class:`ChannelThresholding`). ``spec``: the other arguments of
+    :func:`~gemminer.methods.base.register_method` (``trains`` defaults to False)."""
+
+    def decorate(score: ChannelScorer) -> ChannelScorer:
+        def run(ctx: PruneContext, settings: Any) -> PruneResult:
+            return prune_channels(ctx, settings, score, name)
+
+        run.__doc__ = score.__doc__
+        register_method(name, budget=lambda s: "flops", **{"trains": False, **spec})(run)
+        return score
+
+    return decorate
+
+
+__all__ = [
+    "CHANNEL_SCOPES",
+    "ChannelScores",
+    "ChannelThresholding",
+    "check_target",
+    "input_shape_of",
+    "invert_channels",
+    "keep_channels",
+    "prune_channels",
+    "register_channel_scorer",
+    "sets_of",
+    "uniform_counts",
+    "weight_scores",
+]

@@ -1,0 +1,198 @@
+"""Gem-Miner over channels (``granularity="channel"``): scores, gradients, freezing, tickets."""
+
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from gemminer import MineConfig
+from gemminer.data.loader import BatchLoader
+from gemminer.errors import ConfigError
+from gemminer.masking import init_weights
+from gemminer.masking.channel_scores import channel_gates, gated_mask, to_channel_model
+from gemminer.masking.channels import COLUMNS, ROWS, channel_sets, cost_of, live_channels
+from gemminer.masking.flops import count_flops
+from gemminer.methods import METHODS, PruneContext
+from gemminer.methods.gem_miner import ChannelSpace, mine_scores
+
+SHAPE = (3, 8, 8)
+
+
+def small_net() -> nn.Module:
+    torch.manual_seed(0)
+    net = nn.Sequential(
+        nn.Conv2d(3, 16, 3, padding=1, bias=False),
+        nn.BatchNorm2d(16, affine=False),
+        nn.ReLU(),
+        nn.Conv2d(16, 32, 3, padding=1, bias=False),
+        nn.BatchNorm2d(32, affine=False),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(32, 3, bias=False),
+    )
+    return init_weights(net, "signed_constant", seed=0)
+
+
+def loader(data, batch_size=32):
+    return BatchLoader(
+        data, batch_size=batch_size, mean=(0.5,) * 3, std=(0.25,) * 3, train=True, seed=1
+    )
+
+
+def channel_model(net: nn.Module | None = None):
+    net = net if net is not None else small_net()
+    sets, cost = cost_of(net, SHAPE)
+    model = to_channel_model(net, sets, torch.Generator().manual_seed(0))
+    return model, sets, cost
+
+
+def test_only_the_channel_scores_learn_and_their_gradient_is_the_straight_through_sum():
+    model, sets, _ = channel_model()
+    gates = channel_gates(model)
+    assert [p.requires_grad for p in model.parameters()].count(True) == len(sets) == 2
+    x = torch.randn(4, *SHAPE)
+    model(x).square().sum().backward()
+    assert all(p.grad is None for n, p in model.named_parameters() if "channel_scores" not in n)
+    # the same loss through a plain copy whose effective weights are leaves: ∂L/∂p_c is the
+    # sum over the channel's rows and columns of ∂L/∂w_eff ⊙ w (⊙ the other gate)
+    plain = small_net()
+    convs = [m for m in plain if isinstance(m, (nn.Conv2d, nn.Linear))]
+    g0, g1 = (gates.gate(i).detach() for i in range(2))
+    effective = [
+        (convs[0].weight * g0.view(-1, 1, 1, 1)).detach().requires_grad_(),
+        (convs[1].weight * g1.view(-1, 1, 1, 1) * g0.view(1, -1, 1, 1)).detach().requires_grad_(),
+        (convs[2].weight * g1.view(1, -1)).detach().requires_grad_(),
+    ]
+    for m, w in zip(convs, effective):
+        del m.weight
+        m.weight = w
+    plain(x).square().sum().backward()
+    w = [small_net()[i].weight for i in (0, 3)] + [small_net()[8].weight]
+    expect0 = (effective[0].grad * w[0]).sum((1, 2, 3)) + (
+        effective[1].grad * w[1] * g1.view(-1, 1, 1, 1)
+    ).sum((0, 2, 3))
+    expect1 = (effective[1].grad * w[1] * g0.view(1, -1, 1, 1)).sum((1, 2, 3)) + (
+        effective[2].grad * w[2]
+    ).sum(0)
+    assert torch.allclose(gates.scores[0].grad, expect0, rtol=1e-4, atol=1e-6)
+    assert torch.allclose(gates.scores[1].grad, expect1, rtol=1e-4, atol=1e-6)
+
+
+def test_gated_weights_drop_whole_channels_as_the_rounded_mask_says():
+    model, sets, _ = channel_model()
+    gates = channel_gates(model)
+    with torch.no_grad():
+        gates.scores[0].fill_(0.9)
+        gates.scores[0][[2, 5]] = 0.1
+    mask = gated_mask(model)
+    assert not mask["0.weight"][[2, 5]].any() and mask["0.weight"][[0, 1, 3]].all()
+    assert not mask["3.weight"][:, [2, 5]].any()
+    live = live_channels(mask, sets)
+    assert live["0"].sum() == 14
+
+
+def mine(data, **overrides):
+    settings = {"density": 0.3, "epochs": 6, "period": 2, "lam": 0.0, "batch_size": 32}
+    settings.update(overrides)
+    cfg = MineConfig(granularity="channel", **settings)
+    model, sets, cost = channel_model()
+    space = ChannelSpace(model, cost, cfg.collapse_guard, cfg.min_layer_density)
+    return model, cost, mine_scores(model, loader(data), cfg, torch.device("cpu"), space=space)
+
+
+def test_the_flags_follow_the_multiply_add_bound_down_to_the_target(tiny_data):
+    model, cost, result = mine(tiny_data)
+    for record in result.history:
+        assert record["flag_flops"] <= record["bound"] + 1e-9
+    last = result.history[-1]
+    assert last["bound"] == 0.3
+    # within one channel of the target: adding back any dropped channel exceeds it
+    flags = channel_gates(model).keep(rounded=False)
+    assert cost.fraction(flags) <= 0.3
+    assert cost.fraction(flags) > 0.3 - 0.1  # the coarsest channel here is ~1/16 of the cost
+    assert result.mask.density == pytest.approx(
+        count_flops(small_net(), SHAPE, result.mask).ticket / cost.dense, abs=0.2
+    )
+    assert last["flops"] <= last["flag_flops"]  # the rounded channels are among the flags
+
+
+def test_mining_learns_a_tiny_task_by_channels_alone(tiny_data):
+    _, _, result = mine(tiny_data, density=0.6, epochs=12, period=4)
+    assert result.history[-1]["train_acc"] > 0.6  # chance is 1/3
+
+
+def test_inverted_channel_mining_freezes_the_highest_scores(tiny_data):
+    normal, _, _ = mine(tiny_data)
+    inverted, _, _ = mine(tiny_data, freeze_order="highest")
+    a, b = channel_gates(normal).keep(False), channel_gates(inverted).keep(False)
+    assert any(not torch.equal(a[n], b[n]) for n in a)
+
+
+def test_a_target_below_one_channel_per_set_is_refused_before_mining(tiny_data):
+    spec = METHODS.get("gem-miner")
+    ctx = PruneContext(
+        model=small_net(),
+        density=0.001,
+        train_batches=loader(tiny_data),
+        device=torch.device("cpu"),
+        epochs=2,
+        input_shape=SHAPE,
+    )
+    with pytest.raises(ConfigError, match="cannot go below"):
+        spec.run(ctx, spec.build_settings({"granularity": "channel", "period": 1}))
+
+
+def test_the_registered_method_returns_a_channel_ticket(tiny_data):
+    spec = METHODS.get("gem-miner")
+    settings = spec.build_settings({"granularity": "channel", "period": 1, "lam": 0.0})
+    assert spec.budget_of(settings) == "flops"
+    assert spec.budget_of(spec.build_settings()) == "density"
+    net = small_net()
+    ctx = PruneContext(
+        model=net,
+        density=0.4,
+        train_batches=loader(tiny_data),
+        device=torch.device("cpu"),
+        epochs=2,
+        input_shape=SHAPE,
+    )
+    result = spec.run(ctx, settings)
+    sets = channel_sets(net, SHAPE)
+    for s in sets:  # whole channels only: a producer's rows are all alike or all zero
+        rows = result.mask[f"{s.name}.weight"].flatten(1)
+        kept = rows.any(1)
+        assert 0 < kept.sum() < s.size
+        assert (rows[kept] == rows[kept][0]).all()  # (its own inputs may be dropped too)
+        (consumer,) = s.weights(COLUMNS)
+        cols = result.mask[f"{consumer.module}.weight"].transpose(0, 1).flatten(1)
+        assert torch.equal(cols.any(1), kept)
+    assert count_flops(net, SHAPE, result.mask).fraction <= 0.4
+    # scores.pt: each producer row holds its channel's score
+    first = sets[0]
+    assert first.members[0].kind == ROWS
+    row_scores = result.scores[f"{first.name}.weight"]
+    assert torch.equal(row_scores.amin((1, 2, 3)), row_scores.amax((1, 2, 3)))
+    assert "flag_flops" in result.extra and "gem_flops" in result.extra
+
+
+def test_a_channel_run_end_to_end_records_its_multiply_add_budget(data_dir, tmp_path, capsys):
+    from gemminer.cli import main
+
+    out = tmp_path / "run"
+    args = [
+        "prune", "--method", "gem-miner", "--set", "granularity=channel", "--model",
+        "resnet20", "--dataset", "cifar10", "--no-download", "--data-dir", str(data_dir),
+        "--batch-size", "8", "--density", "0.5", "--epochs", "2", "--period", "1",
+        "--out", str(out), "--no-progress",
+    ]  # fmt: skip
+    assert main(args) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["budget"] == "flops"
+    assert 0.45 < summary["ticket_flops"] / summary["dense_flops"] <= 0.5
+    printed = capsys.readouterr().out
+    assert "multiply-adds" in printed and "(target 50.00 %)" in printed
+    assert main(args) == 0  # a finished run is found, not redone
+    captured = capsys.readouterr()
+    assert "mask already found" in captured.out + captured.err

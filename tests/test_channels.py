@@ -1,0 +1,210 @@
+"""Channel sets: which channels can be pruned as a whole, their masks and multiply-adds."""
+
+import pytest
+import torch
+from torch import nn
+
+from gemminer.errors import MaskError
+from gemminer.masking import apply_mask
+from gemminer.masking.channels import (
+    COLUMNS,
+    FEATURES,
+    ROWS,
+    ChannelCost,
+    channel_mask,
+    channel_sets,
+    cost_of,
+    keep_lowest_removed,
+    live_channels,
+)
+from gemminer.masking.flops import count_flops, weight_uses
+from gemminer.models import create_model, list_models
+
+
+def shape_of(model: str) -> tuple[int, ...]:
+    return (1, 28, 28) if model == "lenet300" else (3, 32, 32)
+
+
+def random_keep(sets, seed: int = 0) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    keep = {s.name: torch.rand(s.size, generator=g) < 0.5 for s in sets}
+    for kept in keep.values():
+        kept[0] = True
+    return keep
+
+
+def test_resnet20_leaves_the_residual_stream_whole_and_prunes_each_blocks_inner_channels():
+    sets = channel_sets(create_model("resnet20"), (3, 32, 32))
+    assert [s.name for s in sets] == [f"layer{i}.{j}.conv1" for i in (1, 2, 3) for j in range(3)]
+    assert [s.size for s in sets] == [16] * 3 + [32] * 3 + [64] * 3
+    first = sets[0]
+    assert [(m.module, m.kind) for m in first.members] == [
+        ("layer1.0.conv1", ROWS),
+        ("layer1.0.bn1", FEATURES),
+        ("layer1.0.conv2", COLUMNS),
+    ]
+
+
+def test_vgg16_prunes_every_convolution_but_the_classifier():
+    sets = channel_sets(create_model("vgg16"), (3, 32, 32))
+    assert len(sets) == 13
+    assert sets[-1].consumer == "classifier"  # through max pool and the global pool
+
+
+def test_depthwise_convolutions_follow_their_input_channels():
+    sets = channel_sets(create_model("mobilenetv2"), (3, 32, 32))
+    # every block's expanded channels, and the 1×1 convolution to 1280 channels read by
+    # the classifier; the stream between the blocks stays whole
+    assert len(sets) == 18
+    assert sets[-1].consumer == "linear"
+    block = sets[1]
+    assert [(m.module.split(".")[-1], m.kind) for m in block.members] == [
+        ("conv1", ROWS),
+        ("bn1", FEATURES),
+        ("conv2", ROWS),  # the depthwise convolution
+        ("bn2", FEATURES),
+        ("conv3", COLUMNS),
+    ]
+
+
+def test_a_flatten_turns_each_channel_into_its_positions_columns():
+    sets = {s.name: s for s in channel_sets(create_model("conv4"), (3, 32, 32))}
+    last = sets["features.10"]
+    assert last.weights(COLUMNS)[0].module == "classifier.0"
+    assert last.weights(COLUMNS)[0].repeat == 8 * 8
+    assert "classifier.4" not in sets  # the output layer's features are returned
+
+
+class Shared(nn.Module):
+    """conv a's channels feed an add; conv b is used twice; conv c → conv d is a set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Conv2d(3, 4, 3, padding=1)
+        self.skip = nn.Conv2d(3, 4, 1)
+        self.b = nn.Conv2d(4, 4, 3, padding=1)
+        self.c = nn.Conv2d(4, 6, 3, padding=1)
+        self.d = nn.Conv2d(6, 2, 1)
+
+    def forward(self, x):
+        x = torch.relu(self.a(x)) + self.skip(x)
+        x = self.b(self.b(x))
+        return self.d(torch.relu(self.c(x))).mean((2, 3))
+
+
+def test_added_reused_and_returned_channels_are_left_whole():
+    sets = channel_sets(Shared(), (3, 8, 8))
+    assert [s.name for s in sets] == ["c"]
+
+
+class Untraceable(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+
+    def forward(self, x):
+        return self.conv(x) if x.sum() > 0 else x
+
+
+def test_a_model_torch_fx_cannot_trace_is_a_clear_error():
+    with pytest.raises(MaskError, match="cannot trace Untraceable"):
+        channel_sets(Untraceable(), (3, 8, 8))
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_masks_and_multiply_adds_agree_on_every_model(name):
+    model = create_model(name)
+    shape = shape_of(name)
+    sets, cost = cost_of(model, shape)
+    assert sets, f"{name} has no channel sets"
+    keep = random_keep(sets)
+    mask = channel_mask(model, sets, keep)
+    # the dense count, and the kept count of the mask, as the shared FLOP counter says
+    assert cost.dense == count_flops(model, shape).dense
+    assert cost.of(keep) == count_flops(model, shape, mask).ticket
+    live = live_channels(mask, sets)
+    assert all(torch.equal(live[s.name], keep[s.name]) for s in sets)
+
+
+def test_the_mask_zeroes_rows_and_columns_of_dropped_channels_exactly():
+    model = create_model("resnet20")
+    sets = channel_sets(model, (3, 32, 32))
+    keep = {sets[0].name: torch.tensor([True] * 15 + [False])}
+    mask = channel_mask(model, sets, keep)
+    assert not mask["layer1.0.conv1.weight"][15].any()
+    assert mask["layer1.0.conv1.weight"][:15].all()
+    assert not mask["layer1.0.conv2.weight"][:, 15].any()
+    assert mask["layer1.0.conv2.weight"][:, :15].all()
+    assert mask.num_total - mask.num_kept == 2 * 16 * 9
+    with pytest.raises(MaskError, match="16 channels, got 3"):
+        channel_mask(model, sets, {sets[0].name: torch.ones(3, dtype=torch.bool)})
+
+
+@pytest.mark.parametrize("name", ["resnet20", "mobilenetv2", "conv4"])
+def test_a_dropped_channel_cannot_change_the_masked_networks_output(name):
+    """Whatever a dropped channel's weights and BatchNorm statistics, its consumer's columns
+    are zero, so the output is the same."""
+    torch.manual_seed(0)
+    model = create_model(name).eval()
+    sets = channel_sets(model, shape_of(name))
+    keep = random_keep(sets)
+    masked = apply_mask(model, channel_mask(model, sets, keep))
+    x = torch.randn(2, *shape_of(name))
+    before = masked(x)
+    modules = dict(masked.named_modules())
+    with torch.no_grad():
+        for s in sets:
+            for m in s.members:
+                if m.kind == FEATURES:
+                    bn = modules[m.module]
+                    bn.running_mean[~keep[s.name]] = 3.0  # a dead channel's constant output
+                    bn.running_var[~keep[s.name]] = 1e-3
+    assert torch.allclose(masked(x), before, atol=1e-5)
+
+
+def test_keep_lowest_removed_drops_the_fewest_lowest_scored_channels_for_the_budget():
+    model = create_model("resnet20")
+    sets, cost = cost_of(model, (3, 32, 32))
+    g = torch.Generator().manual_seed(1)
+    scores = {s.name: torch.rand(s.size, generator=g) for s in sets}
+    active = {s.name: torch.ones(s.size, dtype=torch.bool) for s in sets}
+    stay = keep_lowest_removed(cost, scores, active, 0.5)
+    assert cost.fraction(stay) <= 0.5
+    dropped = torch.cat([scores[n][~stay[n]] for n in stay])
+    kept = torch.cat([scores[n][stay[n]] for n in stay])
+    assert dropped.max() < kept.min()  # globally lowest first
+    # one channel fewer dropped (the highest dropped one back) exceeds the budget
+    name = max(stay, key=lambda n: scores[n][~stay[n]].max() if (~stay[n]).any() else -1)
+    back = dict(stay)
+    back[name] = stay[name] | (scores[name] == scores[name][~stay[name]].max())
+    assert cost.fraction(back) > 0.5
+    floors = {s.name: 2 for s in sets}
+    floored = keep_lowest_removed(cost, scores, active, 0.0, floors)
+    assert all(int(floored[s.name].sum()) == 2 for s in sets)
+    assert cost.floor == pytest.approx(
+        cost.flops([1] * len(sets)) / cost.dense
+    ) and cost.floor < cost.fraction(floored)
+
+
+def test_ties_together_drops_every_channel_scored_like_the_last():
+    model = create_model("resnet20")
+    sets, cost = cost_of(model, (3, 32, 32))
+    scores = {s.name: torch.zeros(s.size) for s in sets}  # all tied
+    active = {s.name: torch.ones(s.size, dtype=torch.bool) for s in sets}
+    stay = keep_lowest_removed(cost, scores, active, 0.9, ties_together=True)
+    assert not any(stay[n].any() for n in stay)
+    exact = keep_lowest_removed(cost, scores, active, 0.9)
+    assert 0.85 < cost.fraction(exact) <= 0.9
+
+
+def test_cost_counts_rows_columns_and_repeats():
+    model = nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1, bias=False),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(4 * 5 * 5, 2, bias=False),
+    )
+    sets = channel_sets(model, (3, 5, 5))
+    cost = ChannelCost(model, sets, weight_uses(model, (3, 5, 5)))
+    assert cost.flops([4]) == 4 * 27 * 25 + 100 * 2
+    assert cost.flops([1]) == 27 * 25 + 25 * 2

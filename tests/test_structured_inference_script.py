@@ -1,0 +1,63 @@
+"""benchmarks/structured_inference.py: uniform channel masks and run folders, timed and
+reported on a tiny setting."""
+
+from __future__ import annotations
+
+import csv
+
+from gemminer.cli import main as gemminer_main
+from gemminer.masking.channels import cost_of
+from gemminer.models import create_model
+
+from .conftest import benchmark_script
+
+
+def test_uniform_masks_stay_within_their_target():
+    module = benchmark_script("structured_inference")
+    sets, cost = cost_of(create_model("resnet20"), (3, 32, 32))
+    for target in (0.5, 0.25, 0.1):
+        counts = module.uniform_counts(cost, target)
+        assert all(1 <= k <= s.size for k, s in zip(counts, sets))
+        assert 0.8 * target * cost.dense < cost.flops(counts) <= target * cost.dense
+    assert module.uniform_counts(cost, 1e-6) == [1] * len(sets)  # below the floor
+
+
+def test_the_script_times_dense_and_compact_and_writes_its_report(tmp_path, capsys):
+    module = benchmark_script("structured_inference")
+    report = tmp_path / "out" / "structured"
+    argv = [
+        "--models", "resnet20", "--fractions", "0.5", "--batch-sizes", "1", "2",
+        "--repeats", "1", "--warmup", "0", "--threads", "1", "--devices", "cpu", "cuda",
+        "--report", str(report),
+    ]  # fmt: skip
+    rows = module.main(argv)
+    assert [r[:4] for r in rows] == [
+        ["resnet20", "50 % target", "cpu", "1"],
+        ["resnet20", "50 % target", "cpu", "2"],
+    ]
+    assert "skipped (no CUDA device): cuda" in capsys.readouterr().out
+    text = report.with_suffix(".md").read_text()
+    assert "| dense ms | compact ms | speed-up |" in text and "skipped: cuda" in text
+    assert "| resnet20 | 50 % target | cpu | 1 |" in text and "of 40.6 M)" in text
+    with open(report.with_suffix(".csv"), newline="") as f:
+        table = list(csv.reader(f))
+    assert table[0] == module.HEADER and len(table) == 3
+    assert float(table[1][6]) > 0 and float(table[1][7]) > 0 and table[1][8].endswith("×")
+
+
+def test_the_script_takes_the_masks_of_run_folders(data_dir, tmp_path):
+    run = tmp_path / "run"
+    args = [
+        "prune", "--method", "random", "--model", "resnet20", "--model-arg", "width=4",
+        "--dataset", "cifar10", "--no-download", "--data-dir", str(data_dir),
+        "--batch-size", "8", "--no-progress", "--density", "0.3", "--epochs", "1",
+        "--finetune", "--finetune-epochs", "1", "--out", str(run),
+    ]  # fmt: skip
+    assert gemminer_main(args) == 0
+    module = benchmark_script("structured_inference")
+    report = tmp_path / "r"
+    argv = ["--runs", str(run), "--batch-sizes", "1", "--repeats", "1", "--warmup", "0"]
+    rows = module.main([*argv, "--threads", "1", "--report", str(report)])
+    assert [r[:4] for r in rows] == [["resnet20", "run", "cpu", "1"]]
+    assert sorted(p.name for p in run.glob("*.safetensors")) == []  # nothing written there
+    assert "finetuned tickets of 1 run folder(s)" in report.with_suffix(".md").read_text()
