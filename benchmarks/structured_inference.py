@@ -7,10 +7,10 @@ outputs. This times both, in eval mode under ``torch.inference_mode()``.
 
 Masks: for each model (ResNet-20 and VGG-16 by default, CIFAR input 3×32×32, 10 classes,
 random weights) and each target fraction of the dense multiply-adds (50, 25 and 10 %), the
-same fraction of the channels of every channel set is kept (its first channels, at least
-one per set; which ones does not change the time), the largest fraction whose
-multiply-adds are at most the target, found by bisection on
-:class:`gemminer.masking.channels.ChannelCost`. With ``--runs RUN ...`` the masks and
+same fraction of the channels of every channel set is kept (its first channels, rounded,
+at least one per set; which ones does not change the time), the largest fraction whose
+multiply-adds are at most the target
+(:func:`gemminer.methods.channel_scoring.uniform_counts`). With ``--runs RUN ...`` the masks and
 weights of finished run folders are used instead (exported into a temporary folder, never
 into the run). The compact network's outputs are checked against the dense one's before
 anything is timed. Latency: the median of ``--repeats`` forward passes after ``--warmup``
@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import copy
 import csv
-import math
 import statistics
 import tempfile
 import time
@@ -36,8 +35,9 @@ from _common import command_line, machine, markdown_table, today
 from torch import nn
 
 from gemminer.masking import apply_mask, count_prunable
-from gemminer.masking.channels import ChannelCost, channel_mask, cost_of
+from gemminer.masking.channels import channel_mask, cost_of
 from gemminer.masking.flops import count_flops, format_flops
+from gemminer.methods.channel_scoring import uniform_counts
 from gemminer.models import create_model
 from gemminer.rundir.compact import compact_model
 from gemminer.rundir.export import export_run, load_exported, read_metadata
@@ -48,23 +48,6 @@ HEADER = [
     "model", "mask", "device", "batch", "multiply-adds", "weights kept",
     "dense ms", "compact ms", "speed-up",
 ]  # fmt: skip
-
-
-def uniform_counts(cost: ChannelCost, target: float) -> list[int]:
-    """Channels to keep per set: the same fraction ``f`` of every set (at least one), the
-    largest ``f`` whose multiply-adds are at most ``target`` × dense (bisection)."""
-
-    def counts(f: float) -> list[int]:
-        return [max(1, math.floor(f * s.size)) for s in cost.sets]
-
-    lo, hi = 0.0, 1.0
-    for _ in range(40):
-        mid = (lo + hi) / 2
-        if cost.flops(counts(mid)) <= target * cost.dense:
-            lo = mid
-        else:
-            hi = mid
-    return counts(lo)
 
 
 class Case:

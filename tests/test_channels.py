@@ -9,6 +9,7 @@ from gemminer.masking import apply_mask
 from gemminer.masking.channels import (
     COLUMNS,
     FEATURES,
+    INPUTS,
     ROWS,
     ChannelCost,
     channel_mask,
@@ -33,16 +34,32 @@ def random_keep(sets, seed: int = 0) -> dict[str, torch.Tensor]:
     return keep
 
 
-def test_resnet20_leaves_the_residual_stream_whole_and_prunes_each_blocks_inner_channels():
-    sets = channel_sets(create_model("resnet20"), (3, 32, 32))
-    assert [s.name for s in sets] == [f"layer{i}.{j}.conv1" for i in (1, 2, 3) for j in range(3)]
-    assert [s.size for s in sets] == [16] * 3 + [32] * 3 + [64] * 3
-    first = sets[0]
+def test_resnet20_prunes_each_blocks_inner_channels_and_each_stages_stream():
+    sets = {s.name: s for s in channel_sets(create_model("resnet20"), (3, 32, 32))}
+    inner = [f"layer{i}.{j}.conv1" for i in (1, 2, 3) for j in range(3)]
+    assert sorted(sets) == sorted([*inner, "conv1", "layer2.0.conv2", "layer3.0.conv2"])
+    assert [sets[n].size for n in inner] == [16] * 3 + [32] * 3 + [64] * 3
+    first = sets["layer1.0.conv1"]
     assert [(m.module, m.kind) for m in first.members] == [
         ("layer1.0.conv1", ROWS),
         ("layer1.0.bn1", FEATURES),
         ("layer1.0.conv2", COLUMNS),
     ]
+    # the stem's 16 channels run through every stage: the zero-padding shortcuts place
+    # stage 1's channel c at c + 8 in stage 2 and at c + 24 in stage 3
+    stream = sets["conv1"]
+    assert stream.size == 16
+    where = {(m.module, m.kind): m.index for m in stream.members}
+    assert where[("conv1", ROWS)] == tuple(range(16))
+    assert where[("layer1.2.conv2", ROWS)] == tuple(range(16))
+    assert where[("layer2.0.conv2", ROWS)] == tuple(range(8, 24))
+    assert where[("layer3.2.conv2", ROWS)] == tuple(range(24, 40))
+    assert where[("fc", COLUMNS)] == tuple(range(24, 40))
+    assert where[("layer2.0.shortcut", INPUTS)] == tuple(range(16))
+    # stage 2's new channels (the padding's zeros plus its blocks' outputs), and stage 3's
+    assert sets["layer2.0.conv2"].size == 16 and sets["layer3.0.conv2"].size == 32
+    stage2 = {(m.module, m.kind): m.index for m in sets["layer2.0.conv2"].members}
+    assert stage2[("layer2.0.conv2", ROWS)] == (*range(8), *range(24, 32))
 
 
 def test_vgg16_prunes_every_convolution_but_the_classifier():
@@ -53,11 +70,12 @@ def test_vgg16_prunes_every_convolution_but_the_classifier():
 
 def test_depthwise_convolutions_follow_their_input_channels():
     sets = channel_sets(create_model("mobilenetv2"), (3, 32, 32))
-    # every block's expanded channels, and the 1×1 convolution to 1280 channels read by
-    # the classifier; the stream between the blocks stays whole
-    assert len(sets) == 18
-    assert sets[-1].consumer == "linear"
-    block = sets[1]
+    # every block's expanded channels, the 1×1 convolution to 1280 channels read by the
+    # classifier, the stem, and the stream of every stage whose blocks add into it
+    names = [s.name for s in sets]
+    assert len(sets) == 26 and "conv2" in names and "conv1" in names
+    assert {s.name: s for s in sets}["conv2"].consumer == "linear"
+    block = {s.name: s for s in sets}["layers.1.conv1"]
     assert [(m.module.split(".")[-1], m.kind) for m in block.members] == [
         ("conv1", ROWS),
         ("bn1", FEATURES),
@@ -129,6 +147,7 @@ def test_masks_and_multiply_adds_agree_on_every_model(name):
 def test_the_mask_zeroes_rows_and_columns_of_dropped_channels_exactly():
     model = create_model("resnet20")
     sets = channel_sets(model, (3, 32, 32))
+    sets = [s for s in sets if s.name == "layer1.0.conv1"]
     keep = {sets[0].name: torch.tensor([True] * 15 + [False])}
     mask = channel_mask(model, sets, keep)
     assert not mask["layer1.0.conv1.weight"][15].any()
@@ -157,8 +176,9 @@ def test_a_dropped_channel_cannot_change_the_masked_networks_output(name):
             for m in s.members:
                 if m.kind == FEATURES:
                     bn = modules[m.module]
-                    bn.running_mean[~keep[s.name]] = 3.0  # a dead channel's constant output
-                    bn.running_var[~keep[s.name]] = 1e-3
+                    dead = m.positions((~keep[s.name]).nonzero().flatten())
+                    bn.running_mean[dead] = 3.0  # a dead channel's constant output
+                    bn.running_var[dead] = 1e-3
     assert torch.allclose(masked(x), before, atol=1e-5)
 
 

@@ -16,7 +16,7 @@ from torch import nn
 from gemminer.cli import main
 from gemminer.errors import ConfigError, MaskError, RunError
 from gemminer.masking import Mask, apply_mask, count_prunable, prunable_weights
-from gemminer.masking.channels import channel_mask, cost_of, live_channels
+from gemminer.masking.channels import COLUMNS, ROWS, channel_mask, cost_of, live_channels
 from gemminer.masking.flops import count_flops
 from gemminer.models import create_model, list_models
 from gemminer.rundir.compact import compact_model, kept_channels, narrow, parse_input_shape
@@ -185,8 +185,11 @@ def test_a_random_unstructured_mask_stays_exact_with_inner_zeros_kept():
     tensors = {
         n: torch.rand(w.shape, generator=g) < 0.3 for n, w in prunable_weights(model).items()
     }
-    for s in sets[::2]:
-        tensors[f"{s.consumer}.weight"][:, torch.randperm(s.size, generator=g)[:3]] = False
+    inner = [s for s in sets if len(s.weights(COLUMNS)) == 1][::2]  # one reader each
+    for s in inner:
+        (reader,) = s.weights(COLUMNS)
+        unread = torch.randperm(s.size, generator=g)[:3]
+        tensors[f"{reader.module}.weight"][:, reader.positions(unread)] = False
     mask = Mask(tensors)
     small = compact_model(model, mask, shape).model
     x = torch.randn(2, *shape)
@@ -195,9 +198,15 @@ def test_a_random_unstructured_mask_stays_exact_with_inner_zeros_kept():
     kept = sum(int(w.count_nonzero()) for w in prunable_weights(small).values())
     assert kept < 0.35 * count_prunable(small)  # the mask's zeros inside stay zeros
     dropped = 0  # the rows of the unread channels are gone; every other kept weight stays
-    for s in sets[::2]:
-        unread = ~mask[f"{s.consumer}.weight"].transpose(0, 1).flatten(1).any(1)
-        dropped += int(mask[f"{s.name}.weight"][unread].sum())
+    for s in inner:
+        (reader,) = s.weights(COLUMNS)
+        unread = ~mask[f"{reader.module}.weight"].transpose(0, 1)[reader.positions()].flatten(
+            1
+        ).any(1)
+        for rows in s.weights(ROWS):
+            dropped += int(
+                mask[f"{rows.module}.weight"][rows.positions(unread.nonzero().flatten())].sum()
+            )
     assert dropped > 0 and kept == mask.num_kept - dropped
 
 
@@ -269,8 +278,10 @@ def test_export_compact_command_writes_an_exact_smaller_network(channel_run, tmp
     assert meta["test_acc"] == summary["post_finetune_acc"] and meta["which"] == "finetuned"
     assert f"{meta['compact_parameters']:,} of {meta['dense_parameters']:,}" in printed
     mask = torch.load(channel_run / "mask.pt", weights_only=True)
+    sets = {s.name: s for s in cost_of(create_model("resnet20", 3, width=4), (3, 16, 16))[0]}
     for entry in meta["channels"]:
-        rows = mask[f"{entry['set']}.weight"].flatten(1).any(1)
+        first = sets[entry["set"]].weights(ROWS)[0]
+        rows = mask[f"{first.module}.weight"].flatten(1).any(1)[first.positions()]
         assert entry["kept"] == rows.nonzero().flatten().tolist()
 
 

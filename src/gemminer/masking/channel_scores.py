@@ -42,25 +42,29 @@ class _RoundStraightThrough(torch.autograd.Function):
 
 
 class ChannelGates:
-    """The scores and flags of every channel set, read from the sets' producer layers
-    (``producers[i]`` holds set ``i``'s ``channel_scores`` and ``channel_flags``)."""
+    """The scores and flags of every channel set, read from the modules holding them
+    (``holders[i]`` holds set ``i``'s as ``channel_scores<suffix>`` and
+    ``channel_flags<suffix>``: its first producer, see :func:`to_channel_model`)."""
 
-    def __init__(self, sets: Sequence[ChannelSet], producers: Sequence[nn.Module]) -> None:
+    def __init__(
+        self, sets: Sequence[ChannelSet], holders: Sequence[tuple[nn.Module, str]]
+    ) -> None:
         self.sets = tuple(sets)
-        self.producers = tuple(producers)
+        self.holders = tuple(holders)
 
     @property
     def scores(self) -> list[nn.Parameter]:
-        return [m.channel_scores for m in self.producers]
+        return [getattr(m, f"channel_scores{suffix}") for m, suffix in self.holders]
 
     @property
     def flags(self) -> list[torch.Tensor]:
-        return [m.channel_flags for m in self.producers]
+        return [getattr(m, f"channel_flags{suffix}") for m, suffix in self.holders]
 
     def gate(self, i: int) -> torch.Tensor:
         """q ⊙ 1[p ≥ 0.5] of set ``i``, differentiable in p (straight through)."""
-        producer = self.producers[i]
-        return _RoundStraightThrough.apply(producer.channel_scores) * producer.channel_flags
+        module, suffix = self.holders[i]
+        scores = getattr(module, f"channel_scores{suffix}")
+        return _RoundStraightThrough.apply(scores) * getattr(module, f"channel_flags{suffix}")
 
     def keep(self, rounded: bool = True) -> dict[str, torch.Tensor]:
         """Per set, the channels kept: rounded (q ⊙ 1[p ≥ 0.5]) or flagged (q)."""
@@ -74,27 +78,34 @@ class ChannelGates:
 
 
 class _GatedLayer:
-    """A layer whose weight is scaled by channel gates: rows by one set, columns by another
-    (each optional)."""
+    """A layer whose weight rows and columns are scaled by channel gates: ``_gate_rows``
+    and ``_gate_columns`` list (set index, buffer, repeat): the buffer (not saved) holds
+    the positions of the set's channels in this layer (columns: ``repeat`` per channel)."""
 
     weight: nn.Parameter
-    _gate_rows: int | None
-    _gate_columns: tuple[int, int] | None
+    _gate_rows: list[tuple[int, str, int]]
+    _gate_columns: list[tuple[int, str, int]]
 
     def gates(self) -> ChannelGates:
         return self.__dict__["_gates"]
 
+    def _gate_vector(self, n: int, parts: list, like: torch.Tensor) -> torch.Tensor:
+        g = torch.ones(n, dtype=like.dtype, device=like.device)
+        gates = self.gates()
+        for i, buffer, repeat in parts:
+            values = gates.gate(i).to(like.dtype)
+            if repeat > 1:
+                values = values.repeat_interleave(repeat)
+            g = g.index_put((getattr(self, buffer),), values)
+        return g
+
     def gated_weight(self) -> torch.Tensor:
         w = self.weight
-        gates = self.gates()
-        if self._gate_rows is not None:
-            g = gates.gate(self._gate_rows).to(w.dtype)
+        if self._gate_rows:
+            g = self._gate_vector(w.shape[0], self._gate_rows, w)
             w = w * g.view(-1, *([1] * (w.dim() - 1)))
-        if self._gate_columns is not None:
-            i, repeat = self._gate_columns
-            g = gates.gate(i).to(w.dtype)
-            if repeat > 1:
-                g = g.repeat_interleave(repeat)
+        if self._gate_columns:
+            g = self._gate_vector(w.shape[1], self._gate_columns, w)
             w = w * g.view(1, -1, *([1] * (w.dim() - 2)))
         return w
 
@@ -125,32 +136,41 @@ def to_channel_model(
     the other prunable layers compute as before.
     """
     modules = dict(model.named_modules())
-    producers = [modules[s.name] for s in sets]
-    gates = ChannelGates(sets, producers)
-    rows: dict[str, int] = {}
-    columns: dict[str, tuple[int, int]] = {}
+    holders = [_holder(s, modules) for s in sets]
+    gates = ChannelGates(sets, holders)
+    parts: dict[tuple[str, str], list] = {}
     for i, s in enumerate(sets):
         for m in s.members:
-            if m.kind == ROWS:
-                rows[m.module] = i
-            elif m.kind == COLUMNS:
-                columns[m.module] = (i, m.repeat)
+            if m.kind in (ROWS, COLUMNS):
+                parts.setdefault((m.module, m.kind), []).append((i, m))
 
     def attach(module: nn.Module) -> None:
         module.__dict__["_gates"] = gates
-        module._gate_rows = None
-        module._gate_columns = None
 
     convert_layers(model, _GATED_CLASS, attach)
     for name, module in prunable_modules(model).items():
-        module._gate_rows = rows.get(name)
-        module._gate_columns = columns.get(name)
-    for s, producer in zip(sets, producers):
-        like = producer.weight
-        scores = torch.rand(s.size, generator=generator).to(like)
-        producer.channel_scores = nn.Parameter(scores)
-        producer.register_buffer("channel_flags", torch.ones_like(scores))
+        for kind in (ROWS, COLUMNS):
+            specs = []
+            for j, (i, m) in enumerate(parts.get((name, kind), [])):
+                buffer = f"_gate_{kind}_{j}"
+                module.register_buffer(buffer, m.positions(), persistent=False)
+                specs.append((i, buffer, m.repeat))
+            setattr(module, f"_gate_{kind}", specs)
+    for s, (holder, suffix) in zip(sets, holders):
+        like = next(holder.parameters(), None)
+        scores = torch.rand(s.size, generator=generator)
+        if like is not None:
+            scores = scores.to(like)
+        holder.register_parameter(f"channel_scores{suffix}", nn.Parameter(scores))
+        holder.register_buffer(f"channel_flags{suffix}", torch.ones_like(scores))
     return model
+
+
+def _holder(s: ChannelSet, modules: dict[str, nn.Module]) -> tuple[nn.Module, str]:
+    """The module holding set ``s``'s scores and flags, and their names' suffix: its name
+    is the holder's, followed by ``#k`` for the k-th set of one module (suffix ``_k``)."""
+    name, _, k = s.name.partition("#")
+    return modules[name], f"_{k}" if k else ""
 
 
 def channel_gates(model: nn.Module) -> ChannelGates:

@@ -220,11 +220,25 @@ def weight_scores(
             for member in s.weights(kind):
                 w = out[weight_name(member.module)]
                 if kind == ROWS:
-                    w.copy_(_broadcast(scores[s.name], w.shape, 0))
+                    place = member.positions()
+                    w[place] = _broadcast(scores[s.name], w[place].shape, 0)
                 else:
+                    place = member.positions()
                     cols = scores[s.name].repeat_interleave(member.repeat)
-                    w.copy_(_broadcast(cols, w.shape, 1))
+                    w[:, place] = _broadcast(cols, w[:, place].shape, 1)
     return out
+
+
+def channel_values(per_weight: Mapping[str, torch.Tensor], s: ChannelSet) -> torch.Tensor:
+    """Set ``s``'s channel scores read back from :func:`weight_scores`'s per-weight scores
+    (its first producer's rows; a set without one: its first reader's columns)."""
+    rows = s.weights(ROWS)
+    if rows:
+        w = per_weight[weight_name(rows[0].module)].detach().float().cpu()
+        return w.flatten(1)[:, 0][rows[0].positions()]
+    cols = s.weights(COLUMNS)[0]
+    w = per_weight[weight_name(cols.module)].detach().float().cpu()
+    return w.transpose(0, 1).flatten(1)[:, 0][cols.positions()][:: cols.repeat]
 
 
 def invert_channels(
@@ -241,8 +255,7 @@ def invert_channels(
     live = live_channels(mask, sets)
     keep = {}
     for s in sets:
-        rows = scores[weight_name(s.name)].detach().float().cpu().flatten(1)[:, 0]
-        keep[s.name] = top_channels(-rows, int(live[s.name].sum()))
+        keep[s.name] = top_channels(-channel_values(scores, s), int(live[s.name].sum()))
     return channel_mask(model, sets, keep)
 
 
@@ -306,6 +319,7 @@ __all__ = [
     "CHANNEL_SCOPES",
     "ChannelScores",
     "ChannelThresholding",
+    "channel_values",
     "check_target",
     "input_shape_of",
     "invert_channels",

@@ -23,6 +23,7 @@ and 3; everywhere else the shortcut is the identity), set by ``shortcut``:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import partial
 
 import torch
@@ -44,6 +45,11 @@ class PadShortcut(nn.Module):
     one after when odd); for the CIFAR ResNets, which double the width, that is ``c_out
     // 4`` on each side as in akamaster/pytorch_resnet_cifar10. Works in any memory
     format: a channels_last input gives a channels_last output.
+
+    Channel pruning (:mod:`gemminer.masking.channels`) sees it through
+    :meth:`channel_positions` — input channel i becomes output channel ``positions[i]``,
+    the others are zero — and a compact network (:mod:`gemminer.rundir.compact`) narrows it
+    with :meth:`narrow_channels`.
     """
 
     def __init__(self, c_in: int, c_out: int, stride: int) -> None:
@@ -54,15 +60,34 @@ class PadShortcut(nn.Module):
                 "use shortcut='B'"
             )
         self.stride = stride
-        self.before = (c_out - c_in) // 2
-        self.after = c_out - c_in - self.before
+        before = (c_out - c_in) // 2
+        self.positions = tuple(range(before, before + c_in))
+        self.out_channels = c_out
+
+    def channel_positions(self) -> tuple[int, ...]:
+        """The output channel of each input channel."""
+        return self.positions
+
+    def narrow_channels(self, inputs: Sequence[int], outputs: Sequence[int]) -> None:
+        """Keep only input channels ``inputs`` and output channels ``outputs`` (ascending
+        indices; every kept input's position among the kept outputs), in place."""
+        where = {c: i for i, c in enumerate(outputs)}
+        self.positions = tuple(where[self.positions[c]] for c in inputs)
+        self.out_channels = len(outputs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x[:, :, :: self.stride, :: self.stride]
-        return F.pad(x, (0, 0, 0, 0, self.before, self.after))
+        first, c_in = (self.positions[0] if self.positions else 0), len(self.positions)
+        if self.positions == tuple(range(first, first + c_in)):
+            return F.pad(x, (0, 0, 0, 0, first, self.out_channels - first - c_in))
+        out = x.new_zeros(x.shape[0], self.out_channels, *x.shape[2:])
+        out[:, list(self.positions)] = x
+        return out
 
     def extra_repr(self) -> str:
-        return f"stride={self.stride}, pad=({self.before}, {self.after})"
+        first = self.positions[0] if self.positions else 0
+        after = self.out_channels - first - len(self.positions)
+        return f"stride={self.stride}, pad=({first}, {after})"
 
 
 class BasicBlock(nn.Module):

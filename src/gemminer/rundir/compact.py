@@ -57,7 +57,16 @@ from torch import nn
 
 from ..errors import ConfigError, MaskError, RunError, UnknownNameError
 from ..masking import Mask, prunable_weights, weight_name
-from ..masking.channels import COLUMNS, FEATURES, ROWS, ChannelSet, channel_sets, live_channels
+from ..masking.channels import (
+    COLUMNS,
+    FEATURES,
+    INPUTS,
+    OUTPUTS,
+    ROWS,
+    ChannelSet,
+    channel_sets,
+    live_channels,
+)
 from ..masking.flops import count_flops, format_flops, weight_uses
 from ..models import create_model
 from .files import atomic_write_bytes
@@ -89,11 +98,12 @@ def _settle(
         live = live_channels(work, sets)
         changed = False
         for s in sets:
-            dead = ~live[s.name]
-            for member in s.weights(ROWS):
-                rows = work[weight_name(member.module)]
-                if bool(rows[dead].any()):
-                    rows[dead] = False
+            dead = (~live[s.name]).nonzero().flatten()
+            for member_rows in s.weights(ROWS):
+                rows = work[weight_name(member_rows.module)]
+                where = member_rows.positions(dead)
+                if bool(rows[where].any()):
+                    rows[where] = False
                     changed = True
         if not changed:
             return work, live
@@ -172,26 +182,46 @@ def narrow(
     """Cut ``model`` **in place** to the channels ``kept`` (set name → ascending channel
     indices; a set not named keeps all) of its channel ``sets``, and return it."""
     modules = dict(model.named_modules())
-    rows: dict[str, torch.Tensor] = {}
-    cols: dict[str, torch.Tensor] = {}
-    features: dict[str, torch.Tensor] = {}
+    dropped: dict[tuple[str, str], list[torch.Tensor]] = {}
     for s in sets:
         if s.name not in kept:
             continue
         index = _index(s.name, s.size, kept[s.name])
+        gone = torch.ones(s.size, dtype=torch.bool)
+        gone[index] = False
         for member in s.members:
-            where = {ROWS: rows, COLUMNS: cols, FEATURES: features}[member.kind]
-            if member.module in where:
-                raise MaskError(f"{member.module} is in two channel sets as {member.kind}")
-            if member.kind == COLUMNS:
-                r = member.repeat
-                where[member.module] = (index[:, None] * r + torch.arange(r)).flatten()
-            else:
-                where[member.module] = index
-    for name in sorted(set(rows) | set(cols)):
-        _cut(modules[name], rows.get(name), cols.get(name))
-    for name, index in features.items():
-        _cut_features(modules[name], index)
+            where = member.positions(gone.nonzero().flatten())
+            dropped.setdefault((member.module, member.kind), []).append(where)
+
+    def keep(name: str, kind: str, size: int) -> torch.Tensor | None:
+        parts = dropped.get((name, kind))
+        if not parts:
+            return None
+        out = torch.ones(size, dtype=torch.bool)
+        for where in parts:
+            if not bool(out[where].all()):
+                raise MaskError(f"{name} holds two channel sets at the same {kind}")
+            out[where] = False
+        return out.nonzero().flatten()
+
+    names = {name for name, _ in dropped}
+    for name in sorted(names):
+        module = modules[name]
+        if isinstance(module, (nn.Conv2d, nn.Linear)):
+            w = module.weight
+            _cut(module, keep(name, ROWS, w.shape[0]), keep(name, COLUMNS, w.shape[1]))
+        elif isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)):
+            _cut_features(module, keep(name, FEATURES, module.num_features))
+        elif hasattr(module, "narrow_channels"):
+            inputs = len(module.channel_positions())
+            ins = keep(name, INPUTS, inputs)
+            outs = keep(name, OUTPUTS, module.out_channels)
+            module.narrow_channels(
+                (ins if ins is not None else torch.arange(inputs)).tolist(),
+                (outs if outs is not None else torch.arange(module.out_channels)).tolist(),
+            )
+        else:
+            raise MaskError(f"cannot narrow {name}, a {type(module).__name__}")
     return model
 
 

@@ -6,7 +6,9 @@ the same code as any other ticket:
 * ``shuffle`` — permute the mask randomly within each layer (same per-layer density);
 * ``reinit``  — keep the mask, redraw the weights from the original init scheme, new seed;
 * ``invert-posthoc`` — keep the lowest-scored weights instead of the highest, per layer,
-  at the same per-layer density (needs a method that stores scores).
+  at the same per-layer density (needs a method that stores scores); a channel ticket
+  (its target a fraction of the multiply-adds) keeps the lowest-scored channels of every
+  channel set, as many as it kept.
 
 ``invert`` is the paper's score inversion as the authors ran it
 (ksreenivasan/pruning_is_enough: ``invert_sanity_check``, which makes every freeze remove
@@ -31,6 +33,7 @@ from ..errors import RunError
 from ..masking import Mask, init_weights
 from ..masking.flops import count_flops
 from ..masking.threshold import layerwise_mask
+from ..methods.channel_scoring import invert_channels
 from ..registry import Registry
 from ..rundir.runs import RunDir
 from ..rundir.summary import RunSummary
@@ -124,7 +127,12 @@ def _invert_posthoc(t: _Ticket) -> None:
             f"{t.run.path} stores no scores (scores.pt): score inversion needs a score-based method"
         )
     scores = t.run.load_tensors("scores.pt", mask_shapes(t.model), extra_ok=True)
-    t.mask = invert_mask(t.mask, scores)
+    summary = t.run.summary()
+    if summary.budget == "flops" and summary.input_shape:  # a channel ticket: by channels
+        shape = [int(d) for d in summary.input_shape]
+        t.mask = invert_channels(t.model, shape, t.mask, scores)
+    else:
+        t.mask = invert_mask(t.mask, scores)
 
 
 def sanity_run(

@@ -129,13 +129,18 @@ def gem_miner(ctx: PruneContext, settings: GemMinerSettings) -> PruneResult:
         runtime=ctx.runtime,
         space=space,
     )
+    extra = gem_summary(result, cfg.finetune_mask)
+    if space is not None:  # channels: how many each set keeps, as the channel baselines say
+        kept = space.gates.keep(rounded=cfg.finetune_mask == "rounded")
+        extra["channels_kept"] = {name: int(k.sum()) for name, k in kept.items()}
+        extra["channels_total"] = {s.name: s.size for s in space.gates.sets}
     return PruneResult(
         mask=result.mask,
         epochs_to_mask=cfg.epochs,
         iterations_to_mask=cfg.epochs * len(ctx.train_batches),
         scores=space.score_tensors() if space is not None else _weight_scores(model),
         history=result.history,
-        extra=gem_summary(result, cfg.finetune_mask),
+        extra=extra,
     )
 
 

@@ -24,8 +24,9 @@ from torch import nn
 from ...errors import ConfigError
 from ...masking import Mask, flag_counts, flag_mask, rounded_mask, score_layers, weight_name
 from ...masking.channel_scores import channel_gates, gated_mask
-from ...masking.channels import ROWS, ChannelCost, keep_lowest_removed
+from ...masking.channels import ChannelCost, keep_lowest_removed
 from ...masking.scores import THRESHOLD
+from ..channel_scoring import weight_scores
 from .freezing import FreezeSchedule, freeze_scores, guard_collapse, layer_floor
 
 
@@ -181,18 +182,10 @@ class ChannelSpace:
         }
 
     def score_tensors(self) -> dict[str, torch.Tensor]:
-        """Per weight name, each producer row's channel score (a weight outside every set:
-        score 1, kept by any inversion), for ``scores.pt``."""
-        out = {}
-        for name, module in self.model.named_modules():
-            if hasattr(module, "_gate_rows"):
-                out[weight_name(name)] = torch.ones_like(module.weight, device="cpu")
-        for s, p in zip(self.gates.sets, self.scores):
-            for m in s.members:
-                if m.kind == ROWS:
-                    t = out[weight_name(m.module)]
-                    t.copy_(p.detach().cpu().view(-1, *([1] * (t.dim() - 1))).expand_as(t))
-        return out
+        """Per weight name, the channel scores spread over the weights they gate
+        (:func:`gemminer.methods.channel_scoring.weight_scores`), for ``scores.pt``."""
+        scores = {s.name: p.detach().float().cpu() for s, p in zip(self.gates.sets, self.scores)}
+        return weight_scores(self.model, self.gates.sets, scores)
 
 
 def check_reachable(cost: ChannelCost, target: float, model: str) -> None:
