@@ -3,7 +3,8 @@
 The channel counterpart of :mod:`gemminer.methods.scoring`. A channel-pruning method is a
 function ``score(ctx, settings) -> ChannelScores`` registered with
 :func:`register_channel_scorer`: one score per channel of every channel set of the model
-(:mod:`gemminer.masking.channels`; set name = its producer's module name; higher = keep).
+(:mod:`gemminer.masking.channels`; a set is named after its first producer; higher =
+keep).
 The registered method's target, ``ctx.density``, is **the fraction of the forward
 multiply-adds kept** (``budget="flops"``), not of the weights; the shared code keeps the
 highest-scored channels so that the multiply-adds per image are at most the target, as
@@ -28,16 +29,13 @@ rows, depthwise rows and consumer columns are zero, every other weight kept.
 ``PruneResult.extra`` holds ``channels_kept`` and ``channels_total`` (set → count).
 
 **Scores and score inversion.** ``PruneResult.scores`` (scores.pt) are per weight, keyed
-like the mask: every row of a set's producer (and of its depthwise convolutions) holds
-its channel's score, the columns of a consumer that produces no set the score of the
-channel they read, other weights 0. So the channel scores can be read back from the
-producers' rows (:func:`invert_channels`, which keeps the *lowest*-scored channels at the
-same count per set: the channel-level score inversion). The weight-level
-``invert-posthoc`` sanity check (:func:`gemminer.stages.sanity.invert_mask`) inverts each
-layer's weights on its own: on networks whose every set's producer reads no other set
-(the CIFAR ResNets, MobileNet-V2) that is exactly the channel inversion; where a layer
-both reads and produces a set (VGG) it keeps that layer's lowest-scored rows whole, not a
-channel mask.
+like the mask (:func:`weight_scores`): a set's rows (producers, depthwise convolutions)
+hold its channels' scores, the columns reading a set the same where the layer holds no
+set's rows, other weights 0; :func:`channel_values` reads them back.
+:func:`invert_channels` keeps the *lowest*-scored channels at the same count per set —
+the channel-level score inversion, which ``gemminer sanity RUN --check invert-posthoc``
+applies to a channel ticket (a layer that reads one set and holds another's rows, as a
+ResNet block's ``conv2``, would not be inverted whole weight by weight).
 """
 
 from __future__ import annotations

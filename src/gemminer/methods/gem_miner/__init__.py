@@ -31,16 +31,16 @@ import copy
 import torch
 from torch import nn
 
-from ...errors import ConfigError
-from ...masking import score_layers, to_score_model, weight_name
+from ...masking import to_score_model
 from ...masking.channel_scores import to_channel_model
 from ...masking.channels import check_sets, cost_of
 from ...settings.config import PruneConfig
 from ..base import PruneContext, PruneResult, register_method
+from ..channel_scoring import check_target, input_shape_of
 from .freezing import FreezeSchedule, adapt_lambda, freeze_scores, guard_collapse
 from .mining import MiningHooks, MiningResult, MiningStep, mine_scores
 from .settings import GemMinerSettings, MineConfig, mine_config
-from .spaces import ChannelSpace, WeightSpace, check_reachable
+from .spaces import ChannelSpace, WeightSpace
 
 __all__ = [
     "FreezeSchedule",
@@ -130,7 +130,7 @@ def gem_miner(ctx: PruneContext, settings: GemMinerSettings) -> PruneResult:
         space=space,
     )
     extra = gem_summary(result, cfg.finetune_mask)
-    if space is not None:  # channels: how many each set keeps, as the channel baselines say
+    if isinstance(space, ChannelSpace):  # how many each set keeps, as the channel baselines say
         kept = space.gates.keep(rounded=cfg.finetune_mask == "rounded")
         extra["channels_kept"] = {name: int(k.sum()) for name, k in kept.items()}
         extra["channels_total"] = {s.name: s.size for s in space.gates.sets}
@@ -138,30 +138,24 @@ def gem_miner(ctx: PruneContext, settings: GemMinerSettings) -> PruneResult:
         mask=result.mask,
         epochs_to_mask=cfg.epochs,
         iterations_to_mask=cfg.epochs * len(ctx.train_batches),
-        scores=space.score_tensors() if space is not None else _weight_scores(model),
+        scores=space.score_tensors(),
         history=result.history,
         extra=extra,
     )
 
 
-def _score_model(ctx: PruneContext, cfg: MineConfig) -> tuple[nn.Module, ChannelSpace | None]:
+def _score_model(
+    ctx: PruneContext, cfg: MineConfig
+) -> tuple[nn.Module, WeightSpace | ChannelSpace]:
     """A copy of the context's model with its scores (drawn from the run's seed): per
     weight, or per channel with the space that counts their multiply-adds."""
     generator = torch.Generator().manual_seed(ctx.seed)
     if cfg.granularity == "weight":
-        return to_score_model(copy.deepcopy(ctx.model), generator), None
-    if ctx.input_shape is None:
-        raise ConfigError("channel Gem-Miner needs the input shape (PruneContext.input_shape)")
+        model = to_score_model(copy.deepcopy(ctx.model), generator)
+        return model, WeightSpace(model, cfg.collapse_guard, cfg.min_layer_density)
     plain = copy.deepcopy(ctx.model)
-    sets, cost = cost_of(plain, ctx.input_shape)
+    sets, cost = cost_of(plain, input_shape_of(ctx, "channel Gem-Miner"))
     check_sets(sets, plain, "channel Gem-Miner")
-    check_reachable(cost, cfg.density, type(plain).__name__)
+    check_target("channel Gem-Miner", cfg.density, cost)
     model = to_channel_model(plain, sets, generator)
     return model, ChannelSpace(model, cost, cfg.collapse_guard, cfg.min_layer_density)
-
-
-def _weight_scores(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {
-        weight_name(name): layer.scores.detach().cpu().clone()
-        for name, layer in score_layers(model).items()
-    }

@@ -21,7 +21,6 @@ import math
 import torch
 from torch import nn
 
-from ...errors import ConfigError
 from ...masking import Mask, flag_counts, flag_mask, rounded_mask, score_layers, weight_name
 from ...masking.channel_scores import channel_gates, gated_mask
 from ...masking.channels import ChannelCost, keep_lowest_removed
@@ -186,14 +185,3 @@ class ChannelSpace:
         (:func:`gemminer.methods.channel_scoring.weight_scores`), for ``scores.pt``."""
         scores = {s.name: p.detach().float().cpu() for s, p in zip(self.gates.sets, self.scores)}
         return weight_scores(self.model, self.gates.sets, scores)
-
-
-def check_reachable(cost: ChannelCost, target: float, model: str) -> None:
-    """A :class:`ConfigError` when ``target`` (a fraction of the multiply-adds) is below
-    what keeping one channel per set leaves."""
-    if target < cost.floor:
-        raise ConfigError(
-            f"{model}: channel pruning cannot go below {100 * cost.floor:.2f} % of the "
-            f"multiply-adds (one channel kept in every channel set; the rest of the network "
-            f"is not pruned by channel), asked for {100 * target:.2f} %"
-        )
