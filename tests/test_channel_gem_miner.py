@@ -196,3 +196,16 @@ def test_a_channel_run_end_to_end_records_its_multiply_add_budget(data_dir, tmp_
     assert main(args) == 0  # a finished run is found, not redone
     captured = capsys.readouterr()
     assert "mask already found" in captured.out + captured.err
+
+
+def test_the_python_api_mines_channels_of_a_users_model(tiny_data, user_net):
+    import gemminer
+
+    result = gemminer.mine(
+        user_net, tiny_data, density=0.5, epochs=2, period=1, lam=0.0, granularity="channel"
+    )
+    shape = tuple(tiny_data.images.shape[1:])
+    sets = channel_sets(user_net, shape)
+    assert [s.name for s in sets] == ["features.0", "features.2"]  # the head reads the 2nd
+    assert count_flops(user_net, shape, result.mask).fraction <= 0.5
+    assert result.history[-1]["flag_flops"] <= 0.5

@@ -25,7 +25,6 @@ layers, labels the model has no output for, one-shot data) raise a
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import inspect
 from collections.abc import Iterable, Iterator, Sequence
@@ -37,9 +36,9 @@ from torch import nn
 from .data.base import ImageArrays
 from .data.loader import BatchLoader, eval_batches, training_batches
 from .errors import DataError, MaskError, ModelError
-from .masking import Mask, prunable_modules, to_score_model
+from .masking import Mask, prunable_modules
 from .methods import METHODS
-from .methods.gem_miner import MineConfig, MiningResult, mine_config, mine_scores
+from .methods.gem_miner import MineConfig, MiningResult, mine_config, mine_scores, score_model
 from .seeds import derive_seed
 from .settings.config import (
     DEFAULT_BATCH_SIZE,
@@ -172,6 +171,14 @@ def _check_data(model: nn.Module, data: Data | None, what: str) -> None:
         )
 
 
+def _input_shape(data: Data, what: str) -> tuple[int, ...]:
+    """One input's shape (channels, height, width): what multiply-adds are counted for."""
+    if isinstance(data, (ImageArrays, BatchLoader)):
+        return tuple(data.images.shape[1:])
+    inputs, _ = _peek(data, what)
+    return tuple(inputs.shape[1:])
+
+
 def _channel_stats(data: ImageArrays) -> tuple[tuple[float, ...], tuple[float, ...]]:
     x = data.images.float().div_(255)
     return tuple(x.mean((0, 2, 3)).tolist()), tuple(x.std((0, 2, 3)).tolist())
@@ -240,7 +247,7 @@ def _given(**values: Any) -> dict[str, Any]:
 def _mine_config(**values: Any) -> MineConfig:
     """Gem-Miner's configuration of :func:`mine`'s arguments (``None``: not given), chosen
     by the command line's resolver, so ``mine(...)`` and ``gemminer mine`` agree."""
-    settings = ("freeze_schedule", "finetune_mask")
+    settings = ("freeze_schedule", "finetune_mask", "granularity")
     options = _given(**{k: v for k, v in values.items() if k not in (*settings, "lam")})
     options.update(_given(**{"lambda": values["lam"]}), method="gem-miner")
     options["set"] = _given(**{k: values[k] for k in settings})
@@ -261,6 +268,7 @@ def mine(
     regularizer: str | None = None,
     freeze_schedule: str | None = None,
     finetune_mask: str | None = None,
+    granularity: str | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
     test_data: Data | None = None,
     mean: Sequence[float] | None = None,
@@ -322,9 +330,11 @@ def mine(
         regularizer=regularizer,
         freeze_schedule=freeze_schedule,
         finetune_mask=finetune_mask,
+        granularity=granularity,
     )
     scores_seed = torch.Generator().manual_seed(derive_seed(seed, "scores"))
-    scored = to_score_model(copy.deepcopy(model), scores_seed)
+    shape = _input_shape(train_data, "train_data") if cfg.granularity == "channel" else None
+    scored, space = score_model(model, cfg, scores_seed, shape)
     scored.to(device=dev, memory_format=torch.channels_last)  # as the loader's batches
     train = _batches(
         train_data,
@@ -356,6 +366,7 @@ def mine(
             calibration_batches=calibration if isinstance(train_data, ImageArrays) else None,
             progress=progress,
             runtime=runtime,
+            space=space,
         )
 
 

@@ -184,14 +184,17 @@ def keep_lowest_removed(
     active: Mapping[str, torch.Tensor],
     budget: float,
     floors: Mapping[str, int] | None = None,
-    *,
-    ties_together: bool = False,
 ) -> dict[str, torch.Tensor]:
     """Drop the ``active`` channels with the lowest ``scores``, globally and one by one,
     until the multiply-adds are at most ``budget`` × dense; returns the channels that stay
-    active. ``floors`` (set → count) keeps each set's highest-scored channels; with
-    ``ties_together`` every channel scored like the last one dropped goes too. When the
-    budget cannot be met, every channel but the floors' is dropped."""
+    active. ``floors`` (set → count) keeps each set's highest-scored channels. When the
+    budget cannot be met, every channel but the floors' is dropped.
+
+    Channels with equal scores (scores held at 0 by the projection tie in numbers) go in
+    turn across the sets, each set's last channels first: the k-th of a set of n before
+    the j-th of a set of m when (k + ½)/n > (j + ½)/m, so that ties thin every set alike
+    (a uniform allocation, what no information gives) and keep each set's first channels.
+    """
     names = [s.name for s in cost.sets]
     flat_scores = torch.cat([scores[n].detach().float().cpu().flatten() for n in names])
     flat_active = torch.cat([active[n].detach().cpu().bool().flatten() for n in names])
@@ -212,7 +215,9 @@ def keep_lowest_removed(
                 )
             offset += s.size
     candidates = torch.where(flat_active & ~protected, flat_scores, math.inf)
-    order = torch.sort(candidates, stable=True).indices
+    spread = torch.cat([(torch.arange(s.size) + 0.5) / s.size for s in cost.sets])
+    turn = torch.sort(spread, descending=True, stable=True).indices  # ties: in turn
+    order = turn[torch.sort(candidates[turn], stable=True).indices]
     order = order[: int((candidates < math.inf).sum())]
     counts = torch.tensor([int(active[n].sum()) for n in names])
     target = budget * cost.dense
@@ -233,7 +238,5 @@ def keep_lowest_removed(
                 lo = mid + 1
     drop = torch.zeros_like(flat_active)
     drop[order[:hi]] = True
-    if ties_together and hi > 0:
-        drop |= candidates <= candidates[order[hi - 1]]
     stay = flat_active & ~drop
     return dict(zip(names, stay.split([s.size for s in cost.sets])))

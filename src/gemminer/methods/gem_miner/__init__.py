@@ -27,10 +27,12 @@ the default here. Both are reported (``gem_*`` keys for the rounded mask).
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 
 import torch
 from torch import nn
 
+from ...errors import ConfigError
 from ...masking import to_score_model
 from ...masking.channel_scores import to_channel_model
 from ...masking.channels import check_sets, cost_of
@@ -57,6 +59,7 @@ __all__ = [
     "guard_collapse",
     "mine_config",
     "mine_scores",
+    "score_model",
     "shortfall_hint",
 ]
 
@@ -113,7 +116,8 @@ def shortfall_hint(settings: GemMinerSettings) -> str:
 )
 def gem_miner(ctx: PruneContext, settings: GemMinerSettings) -> PruneResult:
     cfg = mine_config(PruneConfig(ctx.density, ctx.epochs, ctx.batch_size, ctx.optim), settings)
-    model, space = _score_model(ctx, cfg)
+    shape = input_shape_of(ctx, "channel Gem-Miner") if cfg.granularity == "channel" else None
+    model, space = score_model(ctx.model, cfg, torch.Generator().manual_seed(ctx.seed), shape)
     model.to(device=ctx.device, memory_format=torch.channels_last)
     result = mine_scores(
         model,
@@ -144,18 +148,26 @@ def gem_miner(ctx: PruneContext, settings: GemMinerSettings) -> PruneResult:
     )
 
 
-def _score_model(
-    ctx: PruneContext, cfg: MineConfig
+def score_model(
+    model: nn.Module,
+    cfg: MineConfig,
+    generator: torch.Generator,
+    input_shape: Sequence[int] | None = None,
 ) -> tuple[nn.Module, WeightSpace | ChannelSpace]:
-    """A copy of the context's model with its scores (drawn from the run's seed): per
-    weight, or per channel with the space that counts their multiply-adds."""
-    generator = torch.Generator().manual_seed(ctx.seed)
+    """A copy of ``model`` with Gem-Miner's scores (drawn from ``generator``) and the
+    space that mines them: per weight, or — ``cfg.granularity == "channel"`` — per channel
+    of every channel set of ``model`` traced on inputs of ``input_shape``, the target a
+    fraction of its multiply-adds (checked to be reachable)."""
     if cfg.granularity == "weight":
-        model = to_score_model(copy.deepcopy(ctx.model), generator)
-        return model, WeightSpace(model, cfg.collapse_guard, cfg.min_layer_density)
-    plain = copy.deepcopy(ctx.model)
-    sets, cost = cost_of(plain, input_shape_of(ctx, "channel Gem-Miner"))
+        scored = to_score_model(copy.deepcopy(model), generator)
+        return scored, WeightSpace(scored, cfg.collapse_guard, cfg.min_layer_density)
+    if input_shape is None:
+        raise ConfigError(
+            "channel Gem-Miner counts multiply-adds for one input's shape: give input_shape"
+        )
+    plain = copy.deepcopy(model)
+    sets, cost = cost_of(plain, input_shape)
     check_sets(sets, plain, "channel Gem-Miner")
     check_target("channel Gem-Miner", cfg.density, cost)
-    model = to_channel_model(plain, sets, generator)
-    return model, ChannelSpace(model, cost, cfg.collapse_guard, cfg.min_layer_density)
+    scored = to_channel_model(plain, sets, generator)
+    return scored, ChannelSpace(scored, cost, cfg.collapse_guard, cfg.min_layer_density)
