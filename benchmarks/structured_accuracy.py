@@ -66,9 +66,11 @@ def run_one(args: argparse.Namespace, model: str, fraction: float, label: str, s
     ]  # fmt: skip
     run = RunDir(out)
     if not (out / "summary.json").is_file() or run.read_summary().get("density") is None:
-        gemminer(prune)
+        if gemminer(prune) != 0:
+            raise SystemExit(f"pruning {out} failed: see above")
     if args.finetune_epochs and run.read_summary().get("post_finetune_acc") is None:
-        gemminer(finetune)
+        if gemminer(finetune) != 0:
+            raise SystemExit(f"finetuning {out} failed: see above")
     summary = run.read_summary()
     commands = [
         "gemminer " + " ".join(shlex.quote(portable(a)) for a in argv)

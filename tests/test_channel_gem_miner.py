@@ -9,30 +9,15 @@ from torch import nn
 from gemminer import MineConfig
 from gemminer.data.loader import BatchLoader
 from gemminer.errors import ConfigError
-from gemminer.masking import init_weights
 from gemminer.masking.channel_scores import channel_gates, gated_mask, to_channel_model
 from gemminer.masking.channels import COLUMNS, ROWS, channel_sets, cost_of, live_channels
 from gemminer.masking.flops import count_flops
 from gemminer.methods import METHODS, PruneContext
 from gemminer.methods.gem_miner import ChannelSpace, mine_scores
 
+from .test_gem_miner import small_net
+
 SHAPE = (3, 8, 8)
-
-
-def small_net() -> nn.Module:
-    torch.manual_seed(0)
-    net = nn.Sequential(
-        nn.Conv2d(3, 16, 3, padding=1, bias=False),
-        nn.BatchNorm2d(16, affine=False),
-        nn.ReLU(),
-        nn.Conv2d(16, 32, 3, padding=1, bias=False),
-        nn.BatchNorm2d(32, affine=False),
-        nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1),
-        nn.Flatten(),
-        nn.Linear(32, 3, bias=False),
-    )
-    return init_weights(net, "signed_constant", seed=0)
 
 
 def loader(data, batch_size=32):

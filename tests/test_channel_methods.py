@@ -227,6 +227,22 @@ def test_l1_filter_global_drops_the_smallest_norms_across_layers():
     assert dropped and min(kept) > max(dropped)
 
 
+def test_l1_filter_scores_a_stream_channel_by_all_the_filters_adding_into_it(networks):
+    net, shape, sets, _ = networks["resnet20"]
+    result = run("l1-filter", context(net, 0.3, shape))
+    assert_whole_channels(result, sets)
+    stream = {s.name: s for s in sets}["conv1"]  # stage 1's stream, through every stage
+    modules = dict(net.named_modules())
+    expected = sum(
+        modules[m.module].weight.abs().flatten(1).sum(1)[m.positions()]
+        for m in stream.weights(ROWS)
+    )
+    assert len(stream.weights(ROWS)) == 1 + 3 * 3  # the stem and every block's conv2
+    assert torch.allclose(set_scores(result, stream), expected)
+    rows = kept_rows(result, sets)["conv1"]
+    assert expected[rows].min() >= expected[~rows].max()  # the largest kept
+
+
 def test_channel_random_is_reproducible_for_a_seed_and_differs_across_seeds(networks):
     net, shape, _, _ = networks["resnet20"]
 

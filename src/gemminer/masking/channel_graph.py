@@ -32,7 +32,7 @@ from torch.fx.passes.shape_prop import ShapeProp
 from torch.nn import functional as F
 
 from ..errors import MaskError
-from .mask import prunable_modules
+from .flops import probe
 
 ROWS, COLUMNS, FEATURES = "rows", "columns", "features"
 #: The input and output channels of a module that moves channels (``channel_positions``).
@@ -123,16 +123,7 @@ def _trace(model: nn.Module, input_shape: Sequence[int]) -> fx.GraphModule:
             f"({type(exc).__name__}: {exc}); channel pruning needs a model "
             "torch.fx.symbolic_trace can trace (no control flow on tensor values)"
         ) from None
-    first = next(model.parameters(), None)
-    device = first.device if first is not None else torch.device("cpu")
-    dtype = first.dtype if first is not None and first.is_floating_point() else torch.float32
-    training = model.training
-    try:
-        model.eval()
-        with torch.no_grad():
-            ShapeProp(graph).propagate(torch.zeros(1, *input_shape, device=device, dtype=dtype))
-    finally:
-        model.train(training)
+    probe(ShapeProp(graph).propagate, model, input_shape)
     return graph
 
 
@@ -336,18 +327,3 @@ def channel_sets(model: nn.Module, input_shape: Sequence[int]) -> tuple[ChannelS
             )
         )
     return tuple(named)
-
-
-__all__ = [
-    "CHANNELWISE_MODULES",
-    "COLUMNS",
-    "FEATURES",
-    "INPUTS",
-    "OUTPUTS",
-    "ROWS",
-    "ChannelSet",
-    "Member",
-    "channel_sets",
-    "is_depthwise",
-    "prunable_modules",
-]

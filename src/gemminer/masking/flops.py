@@ -19,7 +19,7 @@ layer from the mask.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -84,6 +84,18 @@ def weight_uses(model: nn.Module, input_shape: Sequence[int]) -> dict[str, int]:
 
     for name, module in modules.items():
         hooks.append(module.register_forward_hook(hook(name)))
+    try:
+        probe(model, model, input_shape)
+    finally:
+        for h in hooks:
+            h.remove()
+    return uses
+
+
+def probe(run: Callable[[torch.Tensor], object], model: nn.Module, input_shape: Sequence[int]):
+    """``run`` (``model`` itself, or something that runs it) on one zero image of
+    ``input_shape``, on the device and in the dtype of ``model``'s first parameter,
+    without gradients and in eval mode (``model``'s mode restored afterwards)."""
     first = next(model.parameters(), None)
     device = first.device if first is not None else torch.device("cpu")
     dtype = first.dtype if first is not None and first.is_floating_point() else torch.float32
@@ -91,12 +103,9 @@ def weight_uses(model: nn.Module, input_shape: Sequence[int]) -> dict[str, int]:
     try:
         model.eval()
         with torch.no_grad():
-            model(torch.zeros(1, *input_shape, device=device, dtype=dtype))
+            return run(torch.zeros(1, *input_shape, device=device, dtype=dtype))
     finally:
         model.train(training)
-        for h in hooks:
-            h.remove()
-    return uses
 
 
 def count_flops(

@@ -2,7 +2,8 @@
 at a multiply-add budget.
 
 The score of a channel is the L1 norm of its producer's filter, Σ|w| over the filter's row
-of the weight (a convolution's output channel, a linear layer's output feature); the
+of the weight (a convolution's output channel, a linear layer's output feature; for a
+residual stream's channel, summed over every layer that adds into it); the
 shared channel thresholding (:mod:`.channel_scoring`) keeps the highest. Li et al. prune
 each layer by a fraction, so ``scope="layer"`` is the default (every channel set keeps the
 same fraction of its channels); ``scope="global"`` ranks the norms across sets.
@@ -23,17 +24,23 @@ same fraction of its channels); ``scope="global"`` ranks the norms across sets.
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from ..masking import prunable_modules
+from ..masking.channels import ROWS, ChannelSet
 from ..training.loop import EpochStats
 from ..training.optim import build_optimizer
 from ..training.trainer import EvaluatingHooks, Trainer
 from .base import PruneContext
-from .channel_scoring import ChannelScores, ChannelThresholding, register_channel_scorer
+from .channel_scoring import (
+    ChannelScores,
+    ChannelThresholding,
+    register_channel_scorer,
+    sets_of,
+)
 from .imp import check_count
 
 
@@ -102,12 +109,19 @@ def train_dense(ctx: PruneContext, epochs: int) -> tuple[nn.Module, list[dict]]:
     return model, trainer.fit()
 
 
-def filter_norms(model: nn.Module) -> dict[str, torch.Tensor]:
-    """Σ|w| of every output filter (weight row) of every prunable layer, by module name."""
-    return {
-        name: m.weight.detach().abs().flatten(1).sum(1).float().cpu()
-        for name, m in prunable_modules(model).items()
-    }
+def filter_norms(model: nn.Module, sets: Sequence[ChannelSet]) -> dict[str, torch.Tensor]:
+    """Per channel set, each channel's Σ|w| over its filters: its rows in every layer that
+    produces it (one filter for a block's inner channel; every layer adding into a
+    residual stream channel for the stream's)."""
+    modules = dict(model.named_modules())
+    norms = {}
+    for s in sets:
+        total = torch.zeros(s.size)
+        for member in s.weights(ROWS):
+            rows = modules[member.module].weight.detach().abs().flatten(1).sum(1).float().cpu()
+            total += rows[member.positions()]
+        norms[s.name] = total
+    return norms
 
 
 @register_channel_scorer(
@@ -121,11 +135,12 @@ def filter_norms(model: nn.Module) -> dict[str, torch.Tensor]:
 )
 def score_filters_by_l1(ctx: PruneContext, settings: L1FilterSettings) -> ChannelScores:
     """The L1 norm of every filter, at initialization or after ``train_epochs``."""
+    sets = sets_of(ctx, "l1-filter")
     if settings.train_epochs == 0:
-        return ChannelScores(filter_norms(ctx.model))
+        return ChannelScores(filter_norms(ctx.model, sets))
     model, history = train_dense(ctx, settings.train_epochs)
     return ChannelScores(
-        filter_norms(model),
+        filter_norms(model, sets),
         epochs=float(settings.train_epochs),
         iterations=settings.train_epochs * ctx.batches_per_epoch,
         weights={n: p.detach().cpu().clone() for n, p in model.named_parameters()},
