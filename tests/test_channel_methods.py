@@ -388,3 +388,11 @@ def test_prune_command_writes_a_multiply_add_budget(tmp_path):
     assert summary["ticket_flops"] / summary["dense_flops"] > 0.25
     assert sum(summary["channels_kept"].values()) < sum(summary["channels_total"].values())
     assert (out / "scores.pt").is_file()
+    # the score inversion of a channel ticket keeps as many channels, the lowest-scored
+    assert main(["sanity", str(out), "--check", "invert-posthoc", "--no-progress"]) == 0
+    inverted = json.loads((tmp_path / "run-invert-posthoc" / "summary.json").read_text())
+    assert inverted["budget"] == "flops" and inverted["sanity_check"] == "invert-posthoc"
+    assert inverted["ticket_flops"] == summary["ticket_flops"]
+    source = torch.load(out / "mask.pt", weights_only=True)
+    flipped = torch.load(tmp_path / "run-invert-posthoc" / "mask.pt", weights_only=True)
+    assert any(not torch.equal(source[k], flipped[k]) for k in source)
