@@ -229,8 +229,8 @@ def main(argv: list[str] | None = None) -> list[list[str]]:
         f"the finetuned tickets of {len(args.runs)} run folder(s)"
         if args.runs
         else "uniform channel masks (the same fraction of every channel set kept, its first "
-        "channels, at least one per set; the largest fraction within the target, by bisection "
-        "on `ChannelCost`), random weights"
+        "channels, rounded, at least one per set; the largest fraction within the target: "
+        "`gemminer.methods.channel_scoring.uniform_counts`), random weights"
     )
     passes = ", ".join(f"batch {b}: {n}" for b, n in zip(args.batch_sizes, args.repeats))
     note = f"\n- skipped: {', '.join(skipped)} (no CUDA device)" if skipped else ""
