@@ -93,9 +93,11 @@ class ChannelSpace:
     fractions are of the forward multiply-adds, counted by ``cost``.
 
     Each freeze drops the fewest lowest-scored channels that bring the flags' multiply-adds
-    to the bound, ties broken by position, whatever the schedule: the authors' freezing of
-    every score tied at the threshold (their code, per weight) would, with the many channel
-    scores the projection holds at exactly 0, drop far below the bound in one freeze.
+    to the bound, tied scores spread evenly over the sets
+    (:func:`~gemminer.masking.channels.keep_lowest_removed`), whatever the schedule: the
+    authors' freezing of every score tied at the threshold (their code, per weight) would,
+    with the many channel scores the projection holds at exactly 0, drop far below the
+    bound in one freeze.
     """
 
     unit = "channels"
