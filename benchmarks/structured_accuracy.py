@@ -30,6 +30,14 @@ from gemminer.rundir.runs import RunDir
 #: label → (method, extra flags); the label names the row.
 METHODS = {
     "channel Gem-Miner": ("gem-miner", ["--set", "granularity=channel"]),
+    "channel Gem-Miner (summed gradient)": (
+        "gem-miner",
+        ["--set", "granularity=channel", "--set", "channel_gradient=sum"],
+    ),
+    "channel Gem-Miner (Kaiming normal weights)": (
+        "gem-miner",
+        ["--set", "granularity=channel", "--weight-init", "kaiming_normal"],
+    ),
     "channel-random": ("channel-random", []),
     "l1-filter (at init)": ("l1-filter", []),
     "Gem-Miner (weights, reference)": ("gem-miner", []),
@@ -40,15 +48,20 @@ HEADER = [
 ]  # fmt: skip
 
 
-def run_one(args: argparse.Namespace, model: str, fraction: float, label: str, seed: int) -> dict:
-    """Prune and finetune one run (skipped when finished); its summary and commands."""
+def run_one(
+    args: argparse.Namespace, model: str, fraction: float, label: str, seed: int
+) -> dict | None:
+    """Prune and finetune one run (skipped when finished); its summary and commands (None:
+    not finished, with ``--report-only``)."""
     method, extra = METHODS[label]
     given = (
         "".join(f"-{k}{v:g}" for k, v in (("lr", args.lr), ("lam", args.lam)) if v is not None)
         if method == "gem-miner"
         else ""
     )
-    slug = f"{model}-{method}{'-channel' if extra else ''}{given}-f{fraction:g}-s{seed}"
+    # the values of the extra flags: -channel, -channel-sum, -channel-kaiming_normal
+    setting = "".join(f"-{a.rpartition('=')[2]}" for a in extra if not a.startswith("--"))
+    slug = f"{model}-{method}{setting}{given}-f{fraction:g}-s{seed}"
     out = Path(args.runs) / slug
     prune = [
         "prune", "--method", method, *extra, "--model", model, "--dataset", "cifar10",
@@ -65,6 +78,12 @@ def run_one(args: argparse.Namespace, model: str, fraction: float, label: str, s
         *(["--threads", str(args.threads)] if args.threads else []),
     ]  # fmt: skip
     run = RunDir(out)
+    finished = (out / "summary.json").is_file() and (
+        run.read_summary().get("post_finetune_acc" if args.finetune_epochs else "density")
+        is not None
+    )
+    if args.report_only and not finished:
+        return None
     if not (out / "summary.json").is_file() or run.read_summary().get("density") is None:
         if gemminer(prune) != 0:
             raise SystemExit(f"pruning {out} failed: see above")
@@ -108,20 +127,28 @@ def main() -> None:
     p.add_argument("--report", default="benchmarks/results/structured_accuracy")
     p.add_argument("--notes", default="", help="a reading added under the table")
     p.add_argument("--threads", type=int, default=None, help="CPU threads of each run")
+    p.add_argument(
+        "--report-only", action="store_true",
+        help="run nothing: the table of the finished runs among --seeds (each row names its seeds)",
+    )  # fmt: skip
     args = p.parse_args()
 
     rows = []
     for model in args.models:
         for fraction in args.fractions:
             for label in args.methods:
-                done = [run_one(args, model, fraction, label, seed) for seed in args.seeds]
+                runs = {seed: run_one(args, model, fraction, label, seed) for seed in args.seeds}
+                seeds = [seed for seed, d in runs.items() if d is not None]
+                done = [runs[seed] for seed in seeds]
+                if not done:
+                    continue
                 s = [d["summary"] for d in done]
                 flops = [x["ticket_flops"] / x["dense_flops"] for x in s if x.get("dense_flops")]
                 row = [
                     model,
                     pct(fraction),
                     label,
-                    ", ".join(map(str, args.seeds)),
+                    ", ".join(map(str, seeds)),
                     mean_sd(flops),
                     mean_sd([x["density"] for x in s]),
                     mean_sd([x["pre_finetune_acc"] for x in s]),
@@ -148,6 +175,14 @@ def main() -> None:
         f"Finetuning LR: {args.finetune_lr or 'the run default (Table 15 by the target)'}; "
         "each method starts from its registered weight initialization (Gem-Miner: signed "
         "constant; the baselines: Kaiming normal).",
+        *(
+            [
+                "- `--report-only`: the finished runs among the seeds given, each row naming "
+                "its own; the same command without it runs the missing ones."
+            ]
+            if args.report_only
+            else []
+        ),
         "- The target is a fraction of the forward multiply-adds for the three channel "
         "methods; the unstructured reference keeps that fraction of the *weights* "
         "(its multiply-adds are the column's).",

@@ -8,7 +8,7 @@ from torch import nn
 
 from gemminer import MineConfig
 from gemminer.data.loader import BatchLoader
-from gemminer.errors import ConfigError
+from gemminer.errors import ConfigError, MaskError
 from gemminer.masking.channel_scores import channel_gates, gated_mask, to_channel_model
 from gemminer.masking.channels import COLUMNS, ROWS, channel_sets, cost_of, live_channels
 from gemminer.masking.flops import count_flops
@@ -26,15 +26,16 @@ def loader(data, batch_size=32):
     )
 
 
-def channel_model(net: nn.Module | None = None):
+def channel_model(net: nn.Module | None = None, gradient: str = "mean"):
     net = net if net is not None else small_net()
     sets, cost = cost_of(net, SHAPE)
-    model = to_channel_model(net, sets, torch.Generator().manual_seed(0))
+    model = to_channel_model(net, sets, torch.Generator().manual_seed(0), gradient)
     return model, sets, cost
 
 
-def test_only_the_channel_scores_learn_and_their_gradient_is_the_straight_through_sum():
-    model, sets, _ = channel_model()
+@pytest.mark.parametrize("gradient", ["sum", "mean"])
+def test_only_the_channel_scores_learn_and_their_gradient_is_the_straight_through_sum(gradient):
+    model, sets, _ = channel_model(gradient=gradient)
     gates = channel_gates(model)
     assert [p.requires_grad for p in model.parameters()].count(True) == len(sets) == 2
     x = torch.randn(4, *SHAPE)
@@ -61,8 +62,20 @@ def test_only_the_channel_scores_learn_and_their_gradient_is_the_straight_throug
     expect1 = (effective[1].grad * w[1] * g0.view(1, -1, 1, 1)).sum((1, 2, 3)) + (
         effective[2].grad * w[2]
     ).sum(0)
-    assert torch.allclose(gates.scores[0].grad, expect0, rtol=1e-4, atol=1e-6)
-    assert torch.allclose(gates.scores[1].grad, expect1, rtol=1e-4, atol=1e-6)
+    if gradient == "mean":  # divided by the weights each channel gates: rows + columns
+        expect0 = expect0 / (w[0][0].numel() + w[1][:, 0].numel())
+        expect1 = expect1 / (w[1][0].numel() + w[2][:, 0].numel())
+    assert torch.allclose(gates.scores[0].grad, expect0, rtol=1e-4, atol=1e-9)
+    assert torch.allclose(gates.scores[1].grad, expect1, rtol=1e-4, atol=1e-9)
+
+
+def test_a_channel_gradient_other_than_mean_or_sum_is_refused():
+    net = small_net()
+    sets, _ = cost_of(net, SHAPE)
+    with pytest.raises(MaskError, match="channel gradient"):
+        to_channel_model(net, sets, gradient="max")
+    with pytest.raises(ConfigError, match="channel_gradient"):
+        MineConfig(density=0.5, epochs=2, granularity="channel", channel_gradient="max")
 
 
 def test_gated_weights_drop_whole_channels_as_the_rounded_mask_says():
@@ -194,3 +207,28 @@ def test_the_python_api_mines_channels_of_a_users_model(tiny_data, user_net):
     assert [s.name for s in sets] == ["features.0", "features.2"]  # the head reads the 2nd
     assert count_flops(user_net, shape, result.mask).fraction <= 0.5
     assert result.history[-1]["flag_flops"] <= 0.5
+    holder = result.model.get_submodule("features.0")
+    assert float(holder.channel_grad_scale) < 1  # the mean over the channel's weights
+    summed = gemminer.mine(
+        user_net, tiny_data, density=0.5, epochs=1, period=1, lam=0.0,
+        granularity="channel", channel_gradient="sum",
+    )  # fmt: skip
+    assert float(summed.model.get_submodule("features.0").channel_grad_scale) == 1.0
+
+
+def test_weights_per_channel_counts_a_residual_streams_every_reader_and_writer():
+    from gemminer.masking.channel_scores import weights_per_channel
+    from gemminer.models import create_model
+
+    net = create_model("resnet20", num_classes=10)
+    sets = {s.name: s for s in channel_sets(net, (3, 32, 32))}
+    # an inner channel: a row of layer1.0.conv1 (16·3·3) and a column of layer1.0.conv2
+    assert weights_per_channel(net, sets["layer1.0.conv1"]) == 144 + 144
+    # the stem's stream channel: conv1's row (3·3·3), stage 1's three conv2 rows and
+    # conv1 columns (16·9 each), stage 2's and 3's (32·9, 64·9: the zero-padded shortcut
+    # carries it on), and one column of the classifier
+    stage = [3 * 16 * 9, 3 * 32 * 9, 3 * 64 * 9]
+    assert weights_per_channel(net, sets["conv1"]) == 27 + 2 * sum(stage) + 10
+    model = to_channel_model(net, list(sets.values()), gradient="mean")
+    assert float(model.conv1.channel_grad_scale) == pytest.approx(1 / 6085)
+    assert "channel_grad_scale" not in "".join(model.state_dict())

@@ -46,6 +46,14 @@ def test_one_shot_methods_say_so():
         build_parser().parse_args(["prune", "--method", "snip", "--epochs", "0"])
     )
     assert explain_settings(cfg)[0].startswith("snip: one shot")
+    trained = config_from_args(
+        build_parser().parse_args(
+            ["prune", "--method", "l1-filter", "--epochs", "0", "--set", "train_epochs=3"]
+        )
+    )
+    mining = explain_settings(trained)[0]
+    assert mining.startswith("l1-filter: scored once after 3 epochs of dense training")
+    assert "one shot" not in mining
 
 
 def test_density_shortfall_warns_beyond_ten_percent_with_advice_that_applies():

@@ -247,7 +247,7 @@ def _given(**values: Any) -> dict[str, Any]:
 def _mine_config(**values: Any) -> MineConfig:
     """Gem-Miner's configuration of :func:`mine`'s arguments (``None``: not given), chosen
     by the command line's resolver, so ``mine(...)`` and ``gemminer mine`` agree."""
-    settings = ("freeze_schedule", "finetune_mask", "granularity")
+    settings = ("freeze_schedule", "finetune_mask", "granularity", "channel_gradient")
     options = _given(**{k: v for k, v in values.items() if k not in (*settings, "lam")})
     options.update(_given(**{"lambda": values["lam"]}), method="gem-miner")
     options["set"] = _given(**{k: values[k] for k in settings})
@@ -269,6 +269,7 @@ def mine(
     freeze_schedule: str | None = None,
     finetune_mask: str | None = None,
     granularity: str | None = None,
+    channel_gradient: str | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
     test_data: Data | None = None,
     mean: Sequence[float] | None = None,
@@ -288,7 +289,11 @@ def mine(
     its optimizer, λ and regularizer, the period scaled to ``epochs`` and, for SGD, the
     LR × 150/``epochs`` for shorter runs (the same summed LR; Adam's LR is never scaled,
     :meth:`gemminer.settings.recipe.Recipe.mining_at`). ``freeze_schedule`` and ``finetune_mask``
-    default to the authors' runs (see :mod:`gemminer.methods.gem_miner`). Returns the
+    default to the authors' runs (see :mod:`gemminer.methods.gem_miner`).
+    ``granularity="channel"`` mines a score per channel instead, ``density`` then being the
+    fraction of the multiply-adds kept, and ``channel_gradient`` (``"mean"``, the default,
+    or ``"sum"``) says how a channel's score gathers its weights' gradients
+    (:class:`~gemminer.methods.gem_miner.GemMinerSettings`). Returns the
     ticket to finetune as ``result.mask`` (the flags q by default; keyed by ``model``'s
     weight names), the rounded mask — the "rare gem", accurate before finetuning — as
     ``result.gem``, the per-epoch history, and the trained score model as
@@ -331,6 +336,7 @@ def mine(
         freeze_schedule=freeze_schedule,
         finetune_mask=finetune_mask,
         granularity=granularity,
+        channel_gradient=channel_gradient,
     )
     scores_seed = torch.Generator().manual_seed(derive_seed(seed, "scores"))
     shape = _input_shape(train_data, "train_data") if cfg.granularity == "channel" else None

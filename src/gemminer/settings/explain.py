@@ -101,6 +101,11 @@ def explain_settings(cfg: RunConfig) -> list[str]:
             f"batch {cfg.prune.batch_size}",
         ]
         mining = f"{cfg.method}: " + ", ".join(p for p in parts if p)
+    elif int(cfg.settings.get("train_epochs", 0) or 0) > 0:  # l1-filter after training
+        mining = (
+            f"{cfg.method}: scored once after {epochs_text(int(cfg.settings['train_epochs']))} "
+            "of dense training"
+        )
     else:
         mining = f"{cfg.method}: one shot (no training to find the mask)"
     others = {k: v for k, v in cfg.settings.items() if k not in ("period", "lam", "lambda")}

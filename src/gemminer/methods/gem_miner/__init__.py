@@ -169,5 +169,5 @@ def score_model(
     sets, cost = cost_of(plain, input_shape)
     check_sets(sets, plain, "channel Gem-Miner")
     check_target("channel Gem-Miner", cfg.density, cost)
-    scored = to_channel_model(plain, sets, generator)
+    scored = to_channel_model(plain, sets, generator, cfg.channel_gradient)
     return scored, ChannelSpace(scored, cost, cfg.collapse_guard, cfg.min_layer_density)

@@ -10,6 +10,7 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
+from ...masking.channel_scores import CHANNEL_GRADIENTS
 from ...settings.config import (
     CALIBRATION_BATCHES,
     FINETUNE_MASKS,
@@ -39,6 +40,11 @@ class GemMinerSettings:
     (default, the authors' ``unflag_before_finetune: True``) or ``"rounded"`` (Algorithm
     1's output r(p) ⊙ q). ``freeze_order``: ``"highest"`` freezes the highest scores
     instead of the lowest — the authors' score-inversion sanity check.
+    ``granularity``: ``"weight"`` (the paper's) or ``"channel"`` (beyond the paper: a score
+    per channel, the target a fraction of the multiply-adds; :mod:`.spaces`), whose
+    ``channel_gradient`` is ``"mean"`` (default: a channel's straight-through gradient
+    averaged over the weights it gates, so the weight-level LR and λ carry over) or
+    ``"sum"`` (see :mod:`gemminer.masking.channel_scores`).
     """
 
     period: int = 5
@@ -52,6 +58,7 @@ class GemMinerSettings:
     finetune_mask: str = "flags"
     freeze_order: str = "lowest"
     granularity: str = "weight"
+    channel_gradient: str = "mean"
 
     def __post_init__(self) -> None:
         check_whole(self.period, 1, "period")
@@ -70,6 +77,7 @@ class GemMinerSettings:
         check_choice(self.finetune_mask, FINETUNE_MASKS, "finetune_mask")
         check_choice(self.freeze_order, FREEZE_ORDERS, "freeze_order")
         check_choice(self.granularity, GRANULARITIES, "granularity")
+        check_choice(self.channel_gradient, CHANNEL_GRADIENTS, "channel_gradient")
 
 
 @dataclass(frozen=True)
