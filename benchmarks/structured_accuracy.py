@@ -38,7 +38,12 @@ METHODS = {
         "gem-miner",
         ["--set", "granularity=channel", "--weight-init", "kaiming_normal"],
     ),
+    "channel Gem-Miner (streams whole)": (
+        "gem-miner",
+        ["--set", "granularity=channel", "--set", "streams=whole"],
+    ),
     "channel-random": ("channel-random", []),
+    "channel-random (streams whole)": ("channel-random", ["--set", "streams=whole"]),
     "l1-filter (at init)": ("l1-filter", []),
     "Gem-Miner (weights, reference)": ("gem-miner", []),
 }

@@ -232,3 +232,18 @@ def test_weights_per_channel_counts_a_residual_streams_every_reader_and_writer()
     model = to_channel_model(net, list(sets.values()), gradient="mean")
     assert float(model.conv1.channel_grad_scale) == pytest.approx(1 / 6085)
     assert "channel_grad_scale" not in "".join(model.state_dict())
+
+
+def test_channel_gem_miner_with_streams_whole_scores_only_the_inner_channels():
+    from gemminer.methods.gem_miner import score_model
+    from gemminer.models import create_model
+
+    net = create_model("resnet20", num_classes=10)
+    cfg = MineConfig(density=0.25, epochs=2, period=1, granularity="channel", streams="whole")
+    scored, space = score_model(net, cfg, torch.Generator().manual_seed(0), (3, 32, 32))
+    inner = [f"layer{i}.{j}.conv1" for i in (1, 2, 3) for j in range(3)]
+    assert space.names == inner
+    assert not hasattr(scored.conv1, "channel_scores")
+    assert space.flag_fraction() == 1.0
+    with pytest.raises(ConfigError, match="streams applies to granularity=channel"):
+        MineConfig(density=0.25, epochs=2, period=1, streams="whole")

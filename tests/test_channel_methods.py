@@ -396,3 +396,22 @@ def test_prune_command_writes_a_multiply_add_budget(tmp_path):
     source = torch.load(out / "mask.pt", weights_only=True)
     flipped = torch.load(tmp_path / "run-invert-posthoc" / "mask.pt", weights_only=True)
     assert any(not torch.equal(source[k], flipped[k]) for k in source)
+
+
+@pytest.mark.parametrize("method", ["channel-random", "l1-filter"])
+def test_streams_whole_prunes_only_the_blocks_inner_channels(networks, method):
+    net, shape, _, _ = networks["resnet20"]
+    sets, cost = cost_of(net, shape, streams="whole")
+    result = run(method, context(net, 0.25, shape), streams="whole")
+    assert_whole_channels(result, sets)
+    assert set(result.extra["channels_kept"]) == {s.name for s in sets}
+    assert not any(
+        name.endswith("conv2") or name == "conv1" for name in result.extra["channels_kept"]
+    )
+    flops = count_flops(net, shape, result.mask)
+    assert flops.ticket <= 0.25 * flops.dense
+    assert cost.flops(list(result.extra["channels_kept"].values())) == flops.ticket
+    for i in (1, 2, 3):  # every stream channel is still written by every block
+        assert result.mask[f"layer{i}.0.conv2.weight"].flatten(1).any(1).all()
+    with pytest.raises(ConfigError, match="unknown streams"):
+        run(method, context(net, 0.25, shape), streams="some")

@@ -231,3 +231,28 @@ def test_cost_counts_rows_columns_and_repeats():
     cost = ChannelCost(model, sets, weight_uses(model, (3, 5, 5)))
     assert cost.flops([4]) == 4 * 27 * 25 + 100 * 2
     assert cost.flops([1]) == 27 * 25 + 25 * 2
+
+
+def test_streams_whole_leaves_every_added_channel_unpruned():
+    net = create_model("resnet20")
+    sets, cost = cost_of(net, (3, 32, 32), streams="whole")
+    inner = [f"layer{i}.{j}.conv1" for i in (1, 2, 3) for j in range(3)]
+    assert [s.name for s in sets] == inner  # no stream set: the stem and conv2s stay whole
+    assert {m.module for s in sets for m in s.members} == {
+        f"layer{i}.{j}.{part}"
+        for i in (1, 2, 3)
+        for j in range(3)
+        for part in ("conv1", "bn1", "conv2")
+    }
+    # one channel per block left: the stem, the classifier and every conv's stream side
+    _, joined = cost_of(net, (3, 32, 32))
+    assert joined.floor < cost.floor < 0.05
+    mask = channel_mask(net, sets, {s.name: torch.arange(s.size) < 1 for s in sets})
+    assert mask["conv1.weight"].all() and mask["fc.weight"].all()
+    assert mask["layer2.0.conv2.weight"].any(dim=(0, 2, 3)).sum() == 1  # reads one channel
+    assert mask["layer2.0.conv2.weight"].any(dim=(1, 2, 3)).all()  # writes the whole stream
+    with pytest.raises(MaskError, match="streams must be one of"):
+        channel_sets(net, (3, 32, 32), streams="none")
+    # a plain chain has no additions: both readings agree
+    vgg = create_model("vgg16")
+    assert channel_sets(vgg, (3, 32, 32), "whole") == channel_sets(vgg, (3, 32, 32))

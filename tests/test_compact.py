@@ -105,6 +105,21 @@ def test_compact_network_computes_the_masked_network_on_every_model(name):
     )
 
 
+@pytest.mark.parametrize("name", ["resnet20", "mobilenetv2"])
+def test_a_ticket_with_whole_streams_compacts_its_inner_channels_only(name):
+    torch.manual_seed(0)
+    shape = input_shape(name)
+    model = create_model(name, num_classes=10)
+    randomize_batchnorm(model)
+    sets, cost = cost_of(model, shape, streams="whole")
+    keep = random_keep(sets)
+    mask = channel_mask(model, sets, keep)
+    small = compact_model(model, mask, shape).model
+    x = torch.randn(2, *shape)
+    assert_same_outputs(outputs(masked(model, mask), x), outputs(small, x))
+    assert count_flops(small, shape).dense == cost.of(keep) < cost.dense
+
+
 class BiasNet(nn.Module):
     """Biases everywhere, affine BatchNorm (2-D and 1-D), a depthwise convolution with a
     bias and a flatten of a 3×3 map before a Linear."""

@@ -5,10 +5,12 @@ Every tensor with channels gets a *slot* per channel. A producer (``Conv2d`` wit
 channel alone (BatchNorm, activations, pooling, dropout, depthwise convolutions, a
 flatten before a ``Linear``) pass slots on; an addition joins the slots of its two
 operands channel by channel (a residual stream: what every block adds into one channel
-is dropped together); a module that moves channels (``channel_positions()``, such as the
-CIFAR ResNets' zero-padding shortcut) passes each input slot to its output position and
-adds empty ones. A slot reaching anything else — the network's output, a reshape, an
-unknown function, a layer used twice — is *fixed*: its channel is never pruned.
+is dropped together; with ``streams="whole"`` an addition fixes its operands instead, so
+streams stay whole and only the channels between additions are pruned); a module that
+moves channels (``channel_positions()``, such as the CIFAR ResNets' zero-padding shortcut)
+passes each input slot to its output position and adds empty ones. A slot reaching
+anything else — the network's output, a reshape, an unknown function, a layer used
+twice — is *fixed*: its channel is never pruned.
 
 The joined slots that are not fixed and that some layer reads are the prunable channels.
 Channels whose slots sit in the same modules (the same rows, columns and features, each
@@ -37,6 +39,10 @@ from .flops import probe
 ROWS, COLUMNS, FEATURES = "rows", "columns", "features"
 #: The input and output channels of a module that moves channels (``channel_positions``).
 INPUTS, OUTPUTS = "inputs", "outputs"
+#: What an addition does to its operands' channels: ``"joined"`` (one set: a residual
+#: stream is pruned as a whole, across every layer adding into it) or ``"whole"`` (fixed:
+#: the stream keeps every channel and only the channels between additions are pruned).
+STREAMS = ("joined", "whole")
 
 #: Modules that act on every channel alone (and keep the channel dimension).
 CHANNELWISE_MODULES: tuple[type[nn.Module], ...] = (
@@ -173,7 +179,7 @@ def _spatial(node: fx.Node) -> int | None:
     return math.prod(meta.shape[2:]) if meta is not None and len(meta.shape) == 4 else None
 
 
-def _walk(graph: fx.GraphModule, model: nn.Module) -> _Slots:
+def _walk(graph: fx.GraphModule, model: nn.Module, streams: str = "joined") -> _Slots:
     """Give every traced tensor its channel slots (see the module docstring)."""
     modules = dict(model.named_modules())
     calls = Counter(str(n.target) for n in graph.graph.nodes if n.op == "call_module")
@@ -243,6 +249,8 @@ def _walk(graph: fx.GraphModule, model: nn.Module) -> _Slots:
         elif node.op in ("call_function", "call_method") and node.target in (*_ADD, "add"):
             a, b = (channels(arg) for arg in node.args[:2])
             if a is not None and b is not None and len(a[0]) == len(b[0]) and a[1] == b[1]:
+                if streams == "whole":
+                    fix(node)  # both operands' channels, and so the sum's (``a``'s slots)
                 for sa, sb in zip(a[0], b[0]):
                     slots.join(sa, sb)
                 out = a
@@ -300,13 +308,18 @@ def _group(slots: _Slots) -> list[ChannelSet]:
     return [ChannelSet("", size, members) for members, size in sets]
 
 
-def channel_sets(model: nn.Module, input_shape: Sequence[int]) -> tuple[ChannelSet, ...]:
+def channel_sets(
+    model: nn.Module, input_shape: Sequence[int], streams: str = "joined"
+) -> tuple[ChannelSet, ...]:
     """Every channel set of ``model`` (see the module docstring), ordered by their first
     producers in definition order; ``input_shape`` (channels, height, width, or features)
-    is one input's shape, for the positions a flatten turns into columns."""
+    is one input's shape, for the positions a flatten turns into columns. ``streams``
+    (:data:`STREAMS`): ``"whole"`` leaves every channel that enters an addition unpruned."""
+    if streams not in STREAMS:
+        raise MaskError(f"streams must be one of {STREAMS}, got {streams!r}")
     graph = _trace(model, input_shape)
     order = {name: i for i, name in enumerate(dict(model.named_modules()))}
-    found = _group(_walk(graph, model))
+    found = _group(_walk(graph, model, streams))
 
     def first(s: ChannelSet) -> str:
         rows = [m.module for m in s.members if m.kind == ROWS]

@@ -30,6 +30,7 @@ from .channel_graph import (
     INPUTS,
     OUTPUTS,
     ROWS,
+    STREAMS,
     ChannelSet,
     Member,
     channel_sets,
@@ -45,6 +46,7 @@ __all__ = [
     "INPUTS",
     "OUTPUTS",
     "ROWS",
+    "STREAMS",
     "ChannelCost",
     "ChannelSet",
     "Member",
@@ -170,11 +172,11 @@ class ChannelCost:
 
 
 def cost_of(
-    model: nn.Module, input_shape: Sequence[int]
+    model: nn.Module, input_shape: Sequence[int], streams: str = "joined"
 ) -> tuple[tuple[ChannelSet, ...], ChannelCost]:
-    """``model``'s channel sets and their :class:`ChannelCost` for inputs of
-    ``input_shape``."""
-    sets = channel_sets(model, input_shape)
+    """``model``'s channel sets (``streams``: see :func:`channel_sets`) and their
+    :class:`ChannelCost` for inputs of ``input_shape``."""
+    sets = channel_sets(model, input_shape, streams)
     return sets, ChannelCost(model, sets, weight_uses(model, input_shape))
 
 

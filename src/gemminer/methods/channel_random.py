@@ -34,5 +34,5 @@ class ChannelRandomSettings(ChannelThresholding):
 def score_channels_at_random(ctx: PruneContext, settings: ChannelRandomSettings) -> ChannelScores:
     """U[0, 1) per channel of every channel set, seeded by ``ctx.seed``."""
     g = torch.Generator().manual_seed(ctx.seed)
-    sets = sets_of(ctx, "channel-random")
+    sets = sets_of(ctx, "channel-random", settings.streams)
     return ChannelScores({s.name: torch.rand(s.size, generator=g) for s in sets})

@@ -54,6 +54,7 @@ from ..masking import Mask, prunable_modules, weight_name
 from ..masking.channels import (
     COLUMNS,
     ROWS,
+    STREAMS,
     ChannelCost,
     ChannelSet,
     channel_mask,
@@ -89,15 +90,23 @@ class ChannelThresholding:
 
     ``scope``: ``"layer"`` (every channel set keeps the same fraction of its channels) or
     ``"global"`` (the lowest scores across all sets are dropped until the multiply-add
-    target is met, one channel per set kept).
+    target is met, one channel per set kept). ``streams``: ``"joined"`` (a residual
+    stream's channels are pruned together across the layers adding into it) or ``"whole"``
+    (streams kept whole, only the channels between additions pruned;
+    :func:`gemminer.masking.channels.channel_sets`).
     """
 
     scope: str = "layer"
+    streams: str = "joined"
 
     def __post_init__(self) -> None:
         if self.scope not in CHANNEL_SCOPES:
             raise ConfigError(
                 f"unknown scope {self.scope!r}; valid scopes: {', '.join(CHANNEL_SCOPES)}"
+            )
+        if self.streams not in STREAMS:
+            raise ConfigError(
+                f"unknown streams {self.streams!r}; valid values: {', '.join(STREAMS)}"
             )
 
 
@@ -112,9 +121,9 @@ def input_shape_of(ctx: PruneContext, method: str) -> tuple[int, ...]:
     return tuple(ctx.input_shape)
 
 
-def sets_of(ctx: PruneContext, method: str) -> tuple[ChannelSet, ...]:
+def sets_of(ctx: PruneContext, method: str, streams: str = "joined") -> tuple[ChannelSet, ...]:
     """The channel sets of ``ctx.model`` (a MaskError if it has none, naming ``method``)."""
-    sets = channel_sets(ctx.model, input_shape_of(ctx, method))
+    sets = channel_sets(ctx.model, input_shape_of(ctx, method), streams)
     check_sets(sets, ctx.model, method)
     return sets
 
@@ -274,7 +283,7 @@ def prune_channels(
 ) -> PruneResult:
     """Score ``ctx.model``'s channels with ``score`` and keep the best at ``ctx.density`` of
     the multiply-adds, per ``settings.scope`` (the target is checked before scoring)."""
-    sets, cost = cost_of(ctx.model, input_shape_of(ctx, method))
+    sets, cost = cost_of(ctx.model, input_shape_of(ctx, method), settings.streams)
     check_sets(sets, ctx.model, method)
     check_target(method, ctx.density, cost)
     found = score(ctx, settings)

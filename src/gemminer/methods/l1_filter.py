@@ -135,7 +135,7 @@ def filter_norms(model: nn.Module, sets: Sequence[ChannelSet]) -> dict[str, torc
 )
 def score_filters_by_l1(ctx: PruneContext, settings: L1FilterSettings) -> ChannelScores:
     """The L1 norm of every filter, at initialization or after ``train_epochs``."""
-    sets = sets_of(ctx, "l1-filter")
+    sets = sets_of(ctx, "l1-filter", settings.streams)
     if settings.train_epochs == 0:
         return ChannelScores(filter_norms(ctx.model, sets))
     model, history = train_dense(ctx, settings.train_epochs)

@@ -166,7 +166,7 @@ def score_model(
             "channel Gem-Miner counts multiply-adds for one input's shape: give input_shape"
         )
     plain = copy.deepcopy(model)
-    sets, cost = cost_of(plain, input_shape)
+    sets, cost = cost_of(plain, input_shape, cfg.streams)
     check_sets(sets, plain, "channel Gem-Miner")
     check_target("channel Gem-Miner", cfg.density, cost)
     scored = to_channel_model(plain, sets, generator, cfg.channel_gradient)

@@ -11,6 +11,7 @@ import math
 from dataclasses import dataclass
 
 from ...masking.channel_scores import CHANNEL_GRADIENTS
+from ...masking.channels import STREAMS
 from ...settings.config import (
     CALIBRATION_BATCHES,
     FINETUNE_MASKS,
@@ -44,7 +45,10 @@ class GemMinerSettings:
     per channel, the target a fraction of the multiply-adds; :mod:`.spaces`), whose
     ``channel_gradient`` is ``"mean"`` (default: a channel's straight-through gradient
     averaged over the weights it gates, so the weight-level LR and λ carry over) or
-    ``"sum"`` (see :mod:`gemminer.masking.channel_scores`).
+    ``"sum"`` (see :mod:`gemminer.masking.channel_scores`); its ``streams`` are
+    ``"joined"`` (default: a residual stream's channels pruned together) or ``"whole"``
+    (kept whole, only the channels between additions mined;
+    :func:`gemminer.masking.channels.channel_sets`).
     """
 
     period: int = 5
@@ -59,6 +63,7 @@ class GemMinerSettings:
     freeze_order: str = "lowest"
     granularity: str = "weight"
     channel_gradient: str = "mean"
+    streams: str = "joined"
 
     def __post_init__(self) -> None:
         check_whole(self.period, 1, "period")
@@ -78,6 +83,11 @@ class GemMinerSettings:
         check_choice(self.freeze_order, FREEZE_ORDERS, "freeze_order")
         check_choice(self.granularity, GRANULARITIES, "granularity")
         check_choice(self.channel_gradient, CHANNEL_GRADIENTS, "channel_gradient")
+        check_choice(self.streams, STREAMS, "streams")
+        require(
+            self.granularity == "channel" or self.streams == "joined",
+            "streams applies to granularity=channel only",
+        )
 
 
 @dataclass(frozen=True)
