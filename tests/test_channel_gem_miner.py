@@ -245,5 +245,6 @@ def test_channel_gem_miner_with_streams_whole_scores_only_the_inner_channels():
     assert space.names == inner
     assert not hasattr(scored.conv1, "channel_scores")
     assert space.flag_fraction() == 1.0
-    with pytest.raises(ConfigError, match="streams applies to granularity=channel"):
-        MineConfig(density=0.25, epochs=2, period=1, streams="whole")
+    for setting in ({"streams": "whole"}, {"channel_gradient": "sum"}):
+        with pytest.raises(ConfigError, match="apply to granularity=channel only"):
+            MineConfig(density=0.25, epochs=2, period=1, **setting)

@@ -85,8 +85,9 @@ class GemMinerSettings:
         check_choice(self.channel_gradient, CHANNEL_GRADIENTS, "channel_gradient")
         check_choice(self.streams, STREAMS, "streams")
         require(
-            self.granularity == "channel" or self.streams == "joined",
-            "streams applies to granularity=channel only",
+            self.granularity == "channel"
+            or (self.streams == "joined" and self.channel_gradient == "mean"),
+            "channel_gradient and streams apply to granularity=channel only",
         )
 
 
