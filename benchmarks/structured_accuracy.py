@@ -47,6 +47,16 @@ METHODS = {
     "l1-filter (at init)": ("l1-filter", []),
     "Gem-Miner (weights, reference)": ("gem-miner", []),
 }
+#: label → (the row whose tickets it changes, sanity check): the ticket of each seed's run of
+#: that row changed by ``gemminer sanity --check`` (same widths and multiply-adds), then
+#: finetuned alike — does *which* channels were kept matter, or only how many per set?
+CHECKS = {
+    "channel Gem-Miner, channels shuffled (sanity check)": ("channel Gem-Miner", "shuffle"),
+    "channel Gem-Miner, lowest channels kept (sanity check)": (
+        "channel Gem-Miner",
+        "invert-posthoc",
+    ),
+}
 HEADER = [
     "model", "target (multiply-adds)", "method", "seeds", "multiply-adds kept",
     "density (weights)", "pre-finetune acc", "post-finetune acc (last)", "commands",
@@ -58,6 +68,8 @@ def run_one(
 ) -> dict | None:
     """Prune and finetune one run (skipped when finished); its summary and commands (None:
     not finished, with ``--report-only``)."""
+    if label in CHECKS:
+        return check_one(args, model, fraction, label, seed)
     method, extra = METHODS[label]
     given = (
         "".join(f"-{k}{v:g}" for k, v in (("lr", args.lr), ("lam", args.lam)) if v is not None)
@@ -77,11 +89,23 @@ def run_one(
         *(["--lr", str(args.lr)] if args.lr and method == "gem-miner" else []),
         *(["--lambda", str(args.lam)] if args.lam is not None and method == "gem-miner" else []),
     ]  # fmt: skip
-    finetune = [
+    finetune = finetune_command(args, out)
+    return finish(args, out, prune, finetune)
+
+
+def finetune_command(args: argparse.Namespace, out: Path) -> list[str]:
+    return [
         "finetune", str(out), "--epochs", str(args.finetune_epochs), "--no-progress",
         *(["--lr", str(args.finetune_lr)] if args.finetune_lr else []),
         *(["--threads", str(args.threads)] if args.threads else []),
     ]  # fmt: skip
+
+
+def finish(
+    args: argparse.Namespace, out: Path, make: list[str], finetune: list[str]
+) -> dict | None:
+    """Make the ticket in ``out`` with ``make`` and finetune it, each step skipped when
+    done; the run's summary and commands (None: not finished, with ``--report-only``)."""
     run = RunDir(out)
     finished = (out / "summary.json").is_file() and (
         run.read_summary().get("post_finetune_acc" if args.finetune_epochs else "density")
@@ -90,18 +114,36 @@ def run_one(
     if args.report_only and not finished:
         return None
     if not (out / "summary.json").is_file() or run.read_summary().get("density") is None:
-        if gemminer(prune) != 0:
-            raise SystemExit(f"pruning {out} failed: see above")
+        if gemminer(make) != 0:
+            raise SystemExit(f"making the ticket of {out} failed: see above")
     if args.finetune_epochs and run.read_summary().get("post_finetune_acc") is None:
         if gemminer(finetune) != 0:
             raise SystemExit(f"finetuning {out} failed: see above")
     summary = run.read_summary()
     commands = [
         "gemminer " + " ".join(shlex.quote(portable(a)) for a in argv)
-        for argv in (prune, finetune if args.finetune_epochs else None)
+        for argv in (make, finetune if args.finetune_epochs else None)
         if argv
     ]
-    return {"summary": summary, "commands": commands}
+    return {"summary": summary, "commands": commands, "folder": out}
+
+
+def check_one(
+    args: argparse.Namespace, model: str, fraction: float, label: str, seed: int
+) -> dict | None:
+    """A :data:`CHECKS` row's run: its source row's run of the same seed (made first when
+    missing), changed by the sanity check into ``<source>-<check>``, then finetuned."""
+    source_label, check = CHECKS[label]
+    source = run_one(args, model, fraction, source_label, seed)
+    if source is None:
+        return None
+    folder = source["folder"]
+    out = folder.with_name(f"{folder.name}-{check}")
+    sanity = ["sanity", str(folder), "--check", check, "--no-progress", "--out", str(out)]
+    done = finish(args, out, sanity, finetune_command(args, out))
+    if done is not None:
+        done["commands"] = [source["commands"][0], *done["commands"]]
+    return done
 
 
 def mean_sd(values: list[float | None]) -> str:
@@ -117,7 +159,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--models", nargs="+", default=["resnet20"])
     p.add_argument("--fractions", nargs="+", type=float, default=[0.5, 0.25, 0.1])
-    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    p.add_argument("--methods", nargs="+", default=[*METHODS, *CHECKS], choices=[*METHODS, *CHECKS])
     p.add_argument("--seeds", nargs="+", type=int, default=[0])
     p.add_argument("--epochs", type=int, default=8, help="mining / L1-training epochs")
     p.add_argument("--finetune-epochs", type=int, default=8)

@@ -19,7 +19,7 @@ from gemminer.masking import weight_name
 from gemminer.masking.channels import COLUMNS, ROWS, cost_of
 from gemminer.masking.flops import count_flops
 from gemminer.methods import METHODS, PruneContext, PruneResult
-from gemminer.methods.channel_scoring import channel_values, invert_channels
+from gemminer.methods.channel_scoring import channel_values, invert_channels, shuffle_channels
 from gemminer.models import MODELS
 from gemminer.settings.config import OptimConfig
 from gemminer.stages.sanity import invert_mask
@@ -330,6 +330,22 @@ def test_inverting_a_channel_mask_keeps_the_lowest_channels_at_the_same_cost(net
     assert not all(torch.equal(posthoc[k], inverted[k]) for k in inverted)
 
 
+@pytest.mark.parametrize("model", ["resnet20", "mobilenetv2"])
+def test_shuffling_a_channel_mask_keeps_every_sets_width_and_the_cost(networks, model):
+    net, shape, sets, cost = networks[model]
+    result = run("channel-random", context(net, 0.3, shape))
+    rows = kept_rows(result, sets)
+    shuffled = shuffle_channels(net, shape, result.mask, torch.Generator().manual_seed(5))
+    again = shuffle_channels(net, shape, result.mask, torch.Generator().manual_seed(5))
+    assert all(torch.equal(shuffled[k], again[k]) for k in shuffled)  # seeded
+    assert_whole_channels(PruneResult(shuffled, 0, 0), sets)
+    moved = kept_rows(PruneResult(shuffled, 0, 0), sets)
+    assert cost.of(moved) == cost.of(rows)
+    assert all(moved[s.name].sum() == rows[s.name].sum() for s in sets)
+    partial = [s.name for s in sets if 1 < rows[s.name].sum() < s.size - 1]
+    assert partial and any(not torch.equal(moved[n], rows[n]) for n in partial)
+
+
 # Errors -------------------------------------------------------------------------------------
 def test_a_target_below_the_floor_names_the_smallest_reachable_fraction(networks):
     net, shape, _, cost = networks["resnet20"]
@@ -396,6 +412,36 @@ def test_prune_command_writes_a_multiply_add_budget(tmp_path):
     source = torch.load(out / "mask.pt", weights_only=True)
     flipped = torch.load(tmp_path / "run-invert-posthoc" / "mask.pt", weights_only=True)
     assert any(not torch.equal(source[k], flipped[k]) for k in source)
+    # the shuffle of a channel ticket draws as many channels per set: whole channels, the
+    # same multiply-adds (a per-weight shuffle would keep none whole and cost them all)
+    assert main(["sanity", str(out), "--check", "shuffle", "--no-progress"]) == 0
+    shuffled = json.loads((tmp_path / "run-shuffle" / "summary.json").read_text())
+    assert shuffled["ticket_flops"] == summary["ticket_flops"]
+    assert shuffled["num_kept"] == summary["num_kept"]
+    drawn = torch.load(tmp_path / "run-shuffle" / "mask.pt", weights_only=True)
+    assert any(not torch.equal(source[k], drawn[k]) for k in source)
+
+
+def test_sanity_checks_of_a_ticket_with_whole_streams_keep_the_streams_whole(tmp_path):
+    data = tmp_path / "data"
+    write_image_folder(data)
+    out = tmp_path / "run"
+    args = [
+        "prune", "--method", "channel-random", "--set", "streams=whole", "--model", "resnet20",
+        "--dataset", "cifar10", "--no-download", "--batch-size", "16", "--no-progress",
+        "--data-dir", str(data), "--density", "0.3", "--epochs", "0", "--no-epoch-eval",
+        "--out", str(out),
+    ]  # fmt: skip
+    assert main(args) == 0
+    flops = json.loads((out / "summary.json").read_text())["ticket_flops"]
+    for check in ("shuffle", "invert-posthoc"):
+        assert main(["sanity", str(out), "--check", check, "--no-progress"]) == 0
+        new = tmp_path / f"run-{check}"
+        assert json.loads((new / "summary.json").read_text())["ticket_flops"] == flops
+        mask = torch.load(new / "mask.pt", weights_only=True)
+        assert mask["conv1.weight"].all()  # the stem writes the first stream, kept whole
+        for i in (1, 2, 3):  # every stream channel is still written by every block
+            assert mask[f"layer{i}.0.conv2.weight"].flatten(1).any(1).all()
 
 
 @pytest.mark.parametrize("method", ["channel-random", "l1-filter"])

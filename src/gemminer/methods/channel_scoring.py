@@ -35,7 +35,10 @@ set's rows, other weights 0; :func:`channel_values` reads them back.
 :func:`invert_channels` keeps the *lowest*-scored channels at the same count per set —
 the channel-level score inversion, which ``gemminer sanity RUN --check invert-posthoc``
 applies to a channel ticket (a layer that reads one set and holds another's rows, as a
-ResNet block's ``conv2``, would not be inverted whole weight by weight).
+ResNet block's ``conv2``, would not be inverted whole weight by weight);
+:func:`shuffle_channels` keeps as many channels per set, drawn at random: the
+channel-level shuffle of ``--check shuffle`` (a per-weight shuffle would leave no channel
+whole).
 """
 
 from __future__ import annotations
@@ -248,22 +251,65 @@ def channel_values(per_weight: Mapping[str, torch.Tensor], s: ChannelSet) -> tor
     return w.transpose(0, 1).flatten(1)[:, 0][cols.positions()][:: cols.repeat]
 
 
+def reselect_channels(
+    model: nn.Module,
+    input_shape: Sequence[int],
+    mask: Mapping[str, torch.Tensor],
+    choose: Callable[[ChannelSet, int], torch.Tensor],
+    streams: str = "joined",
+) -> Mask:
+    """A channel mask keeping, in every channel set, as many channels as ``mask`` keeps
+    (those it still reads, :func:`~gemminer.masking.channels.live_channels`), the ones
+    ``choose(set, count)`` marks (booleans, ``count`` of them): so the multiply-adds are
+    the same. ``streams``: the sets ``mask`` was pruned over
+    (:func:`~gemminer.masking.channels.channel_sets`)."""
+    sets = channel_sets(model, input_shape, streams)
+    live = live_channels(mask, sets)
+    keep = {}
+    for s in sets:
+        count = int(live[s.name].sum())
+        keep[s.name] = choose(s, count)
+        if int(keep[s.name].sum()) != count:
+            raise MaskError(f"kept {int(keep[s.name].sum())} channels of {s.name}, not {count}")
+    return channel_mask(model, sets, keep)
+
+
 def invert_channels(
     model: nn.Module,
     input_shape: Sequence[int],
     mask: Mapping[str, torch.Tensor],
     scores: Mapping[str, torch.Tensor],
+    streams: str = "joined",
 ) -> Mask:
     """Channel-level score inversion of a channel-pruned ``mask``: every set keeps as many
     channels as ``mask`` does, the lowest-scored ones (ties: the earlier), with channel
     scores read from the producers' rows of the per-weight ``scores``
     (:func:`weight_scores`); so the multiply-adds are the same."""
-    sets = channel_sets(model, input_shape)
-    live = live_channels(mask, sets)
-    keep = {}
-    for s in sets:
-        keep[s.name] = top_channels(-channel_values(scores, s), int(live[s.name].sum()))
-    return channel_mask(model, sets, keep)
+
+    def lowest(s: ChannelSet, count: int) -> torch.Tensor:
+        return top_channels(-channel_values(scores, s), count)
+
+    return reselect_channels(model, input_shape, mask, lowest, streams)
+
+
+def shuffle_channels(
+    model: nn.Module,
+    input_shape: Sequence[int],
+    mask: Mapping[str, torch.Tensor],
+    generator: torch.Generator,
+    streams: str = "joined",
+) -> Mask:
+    """The channel-level shuffle of a channel-pruned ``mask``: every set keeps as many
+    channels as ``mask`` does, drawn at random (set by set, in the sets' order, from
+    ``generator``); so each set's width and the multiply-adds are the same, and only
+    *which* channels were kept is forgotten."""
+
+    def drawn(s: ChannelSet, count: int) -> torch.Tensor:
+        keep = torch.zeros(s.size, dtype=torch.bool)
+        keep[torch.randperm(s.size, generator=generator)[:count]] = True
+        return keep
+
+    return reselect_channels(model, input_shape, mask, drawn, streams)
 
 
 # Registration --------------------------------------------------------------------------
@@ -333,7 +379,9 @@ __all__ = [
     "keep_channels",
     "prune_channels",
     "register_channel_scorer",
+    "reselect_channels",
     "sets_of",
+    "shuffle_channels",
     "uniform_counts",
     "weight_scores",
 ]

@@ -3,7 +3,9 @@
 Each check turns a run's ticket into a new ticket in a new run folder, finetuned later by
 the same code as any other ticket:
 
-* ``shuffle`` — permute the mask randomly within each layer (same per-layer density);
+* ``shuffle`` — permute the mask randomly within each layer (same per-layer density); a
+  channel ticket keeps as many channels of every channel set, drawn at random (same
+  widths and multiply-adds: only which channels were kept is forgotten);
 * ``reinit``  — keep the mask, redraw the weights from the original init scheme, new seed;
 * ``invert-posthoc`` — keep the lowest-scored weights instead of the highest, per layer,
   at the same per-layer density (needs a method that stores scores); a channel ticket
@@ -33,7 +35,7 @@ from ..errors import RunError
 from ..masking import Mask, init_weights
 from ..masking.flops import count_flops
 from ..masking.threshold import layerwise_mask
-from ..methods.channel_scoring import invert_channels
+from ..methods.channel_scoring import invert_channels, shuffle_channels
 from ..registry import Registry
 from ..rundir.runs import RunDir
 from ..rundir.summary import RunSummary
@@ -108,9 +110,26 @@ SANITY_CHECKS: Registry[Check | Remine] = Registry("sanity check")
 SANITY_CHECKS.register("invert")(Remine("gem-miner", {"freeze_order": "highest"}))
 
 
+def channel_ticket(run: RunDir) -> tuple[list[int], str] | None:
+    """For a channel ticket (its target a fraction of the multiply-adds), the input shape
+    its multiply-adds were counted for and the ``streams`` its channel sets were found
+    with; None for a ticket of weights."""
+    summary = run.summary()
+    if summary.budget != "flops" or not summary.input_shape:
+        return None
+    streams = str(run.read_config().settings.get("streams", "joined"))
+    return [int(d) for d in summary.input_shape], streams
+
+
 @SANITY_CHECKS.register("shuffle")
 def _shuffle(t: _Ticket) -> None:
-    t.mask = shuffle_mask(t.mask, torch.Generator().manual_seed(t.seed))
+    generator = torch.Generator().manual_seed(t.seed)
+    channels = channel_ticket(t.run)
+    if channels is None:
+        t.mask = shuffle_mask(t.mask, generator)
+    else:
+        shape, streams = channels
+        t.mask = shuffle_channels(t.model, shape, t.mask, generator, streams)
 
 
 @SANITY_CHECKS.register("reinit")
@@ -127,12 +146,12 @@ def _invert_posthoc(t: _Ticket) -> None:
             f"{t.run.path} stores no scores (scores.pt): score inversion needs a score-based method"
         )
     scores = t.run.load_tensors("scores.pt", mask_shapes(t.model), extra_ok=True)
-    summary = t.run.summary()
-    if summary.budget == "flops" and summary.input_shape:  # a channel ticket: by channels
-        shape = [int(d) for d in summary.input_shape]
-        t.mask = invert_channels(t.model, shape, t.mask, scores)
-    else:
+    channels = channel_ticket(t.run)
+    if channels is None:
         t.mask = invert_mask(t.mask, scores)
+    else:
+        shape, streams = channels
+        t.mask = invert_channels(t.model, shape, t.mask, scores, streams)
 
 
 def sanity_run(
