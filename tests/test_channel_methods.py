@@ -388,16 +388,24 @@ def test_both_methods_declare_a_multiply_add_budget():
 
 
 # End to end ---------------------------------------------------------------------------------
-def test_prune_command_writes_a_multiply_add_budget(tmp_path):
+def prune_randomly(tmp_path, *settings: str):
+    """``gemminer prune --method channel-random`` of ResNet-20 at 30 % of the multiply-adds
+    on a tiny image folder, with ``settings`` (``--set`` pairs); its run folder."""
     data = tmp_path / "data"
     write_image_folder(data)
     out = tmp_path / "run"
     args = [
-        "prune", "--method", "channel-random", "--model", "resnet20", "--dataset", "cifar10",
-        "--no-download", "--batch-size", "16", "--no-progress", "--data-dir", str(data),
-        "--density", "0.3", "--epochs", "0", "--no-epoch-eval", "--out", str(out),
+        "prune", "--method", "channel-random", *settings, "--model", "resnet20",
+        "--dataset", "cifar10", "--no-download", "--batch-size", "16", "--no-progress",
+        "--data-dir", str(data), "--density", "0.3", "--epochs", "0", "--no-epoch-eval",
+        "--out", str(out),
     ]  # fmt: skip
     assert main(args) == 0
+    return out
+
+
+def test_prune_command_writes_a_multiply_add_budget(tmp_path):
+    out = prune_randomly(tmp_path)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["budget"] == "flops" and summary["method"] == "channel-random"
     assert summary["ticket_flops"] / summary["dense_flops"] <= 0.3
@@ -423,16 +431,7 @@ def test_prune_command_writes_a_multiply_add_budget(tmp_path):
 
 
 def test_sanity_checks_of_a_ticket_with_whole_streams_keep_the_streams_whole(tmp_path):
-    data = tmp_path / "data"
-    write_image_folder(data)
-    out = tmp_path / "run"
-    args = [
-        "prune", "--method", "channel-random", "--set", "streams=whole", "--model", "resnet20",
-        "--dataset", "cifar10", "--no-download", "--batch-size", "16", "--no-progress",
-        "--data-dir", str(data), "--density", "0.3", "--epochs", "0", "--no-epoch-eval",
-        "--out", str(out),
-    ]  # fmt: skip
-    assert main(args) == 0
+    out = prune_randomly(tmp_path, "--set", "streams=whole")
     flops = json.loads((out / "summary.json").read_text())["ticket_flops"]
     for check in ("shuffle", "invert-posthoc"):
         assert main(["sanity", str(out), "--check", check, "--no-progress"]) == 0
