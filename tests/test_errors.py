@@ -56,7 +56,7 @@ def test_truncated_image_is_named_and_can_be_skipped(data_dir, tmp_path, capsys,
     argv = ["mine", *FAST, "--dataset", "folder", "--data-dir", str(bad), "--epochs", "1"]
     fails([*argv, "--out", str(tmp_path / "a")], capsys, "cannot decode image", victim.name)
     assert main([*argv, "--data-arg", "skip_bad=true", "--out", str(tmp_path / "b")]) == 0
-    assert ["1 unreadable" in line for line in told(caplog)] == [True]
+    assert sum("1 unreadable" in line for line in told(caplog)) == 1
 
 
 def test_corrupt_ticket_is_a_clear_error_and_nothing_is_lost(mined, tmp_path, capsys):

@@ -16,7 +16,7 @@ from gemminer.masking import (
     to_score_model,
 )
 from gemminer.methods import METHODS
-from gemminer.methods.gem_miner import freeze_scores, mine_scores
+from gemminer.methods.gem_miner import MiningHooks, freeze_scores, mine_scores
 
 from .conftest import told
 
@@ -393,3 +393,42 @@ def test_a_mining_step_is_sgd_on_loss_plus_lambda_times_the_regularizer(tiny_dat
 def small_scores() -> list[torch.Tensor]:
     model = to_score_model(small_net(), torch.Generator().manual_seed(0))
     return [m.scores.detach() for m in score_layers(model).values()]
+
+
+def test_a_freeze_counts_the_weights_it_cut_that_still_rounded_to_1():
+    model = to_score_model(small_net(), torch.Generator().manual_seed(0))
+    cfg = MineConfig(density=0.1, epochs=6, period=2, lam=0.0, collapse_guard=False)
+    hooks = MiningHooks(model, cfg, torch.device("cpu"))
+    layers = list(score_layers(model).values())
+    total = sum(m.scores.numel() for m in layers)
+    ramp = torch.randperm(total, generator=torch.Generator().manual_seed(1)).float() / total
+    with torch.no_grad():
+        for m, part in zip(layers, ramp.split([m.scores.numel() for m in layers])):
+            m.scores.copy_(part.view_as(m.scores))
+    assert hooks._freeze(2) == (0, 0)  # no freeze due after epoch 2
+    frozen, live = hooks._freeze(3)  # the first of the authors' two freezes: keep √0.1
+    assert frozen == math.ceil((1 - math.sqrt(0.1)) * total)
+    lowest = ramp.sort().values[:frozen]
+    assert live == int((lowest >= 0.5).sum()) > 0
+    assert flag_counts(model)[0] == total - frozen
+
+
+def test_mining_tells_when_freezes_cut_weights_still_in_use(tiny_data, caplog):
+    """λ = 0 leaves about half the scores above 0.5, and freezing to 10 % must cut some:
+    a notice names it; a λ strong enough to pull the scores under 0.5 first cuts none."""
+    _, weak = run_mining(tiny_data)
+    cut = [r for r in weak.history if r["frozen_live"]]
+    assert cut and all(0 < r["frozen_live"] <= r["frozen"] for r in cut)
+    assert re.match(
+        rf"{len(cut)} of 2 freezes cut weights that still rounded to 1 .* the first after "
+        rf"mining epoch {cut[0]['epoch']}\): λ = 0 did not pull",
+        told(caplog)[-1],
+    )
+    caplog.clear()
+    _, strong = run_mining(tiny_data, lam=0.5, optim=OptimConfig(lr=1.0))
+    assert all(r["frozen_live"] == 0 for r in strong.history)
+    assert sum(r["frozen"] for r in strong.history) > 0
+    assert not any("still rounded to 1" in m for m in told(caplog))
+    caplog.clear()  # the score inversion freezes the highest scores on purpose: no notice
+    run_mining(tiny_data, freeze_order="highest")
+    assert not any("still rounded to 1" in m for m in told(caplog))

@@ -212,7 +212,7 @@ def test_a_run_that_fails_before_starting_leaves_no_folder_and_the_fix_runs(
     assert "cannot decode image" in capsys.readouterr().err
     assert not out.exists() or not any(out.iterdir())
     assert main([*argv, "--data-arg", "skip_bad=true"]) == 0
-    assert ["1 unreadable" in line for line in told(caplog)] == [True]
+    assert sum("1 unreadable" in line for line in told(caplog)) == 1
     assert RunDir(out).read_config().data_args == {"skip_bad": True}
 
 

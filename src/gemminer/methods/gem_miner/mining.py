@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from ...masking import Mask, score_layers
-from ...masking.scores import project
+from ...masking.scores import THRESHOLD, project
 from ...notices import notice
 from ...training.checkpoint import Checkpoint
 from ...training.loop import (
@@ -97,6 +97,36 @@ class MiningStep:
 
     def after_step(self) -> None:
         project(self.scores, self.flags)
+
+
+def rounded_count(space: ScoreSpace) -> int:
+    """How many active scores of ``space`` round to 1 (p ≥ 0.5, flag 1)."""
+    with torch.no_grad():
+        return sum(
+            int(((p >= THRESHOLD) & q.bool()).sum()) for p, q in zip(space.scores, space.flags)
+        )
+
+
+def live_cut_notice(history: list[dict], cfg: MineConfig, unit: str, runtime: Runtime) -> None:
+    """Tell when freezes cut units that still rounded to 1 (``frozen_live`` in the epoch
+    records): λ did not pull the scores below 0.5 ahead of the bound, so the ticket lost
+    units in use — the failure of a budget too short for λ (no notice for the score
+    inversion, which freezes the highest scores on purpose)."""
+    cut = [r for r in history if r.get("frozen_live")]
+    if not cut or cfg.freeze_order != "lowest":
+        return
+    lost = sum(r["frozen_live"] for r in cut)
+    frozen = sum(r.get("frozen", 0) for r in cut)
+    freezes = sum(1 for r in history if r.get("frozen"))
+    notice(
+        f"{len(cut)} of {freezes} freezes cut {unit} that still rounded to 1 ({lost:,} of the "
+        f"{frozen:,} they froze; the first after mining epoch {cut[0]['epoch']}): λ = "
+        f"{cfg.lam:g} did not pull the scores below 0.5 ahead of the bound at this budget, "
+        "so the ticket lost what the network was using. Raise --lambda"
+        + ("" if cfg.auto_lambda else " (or --set auto_lambda=true, which raises it then)")
+        + " or mine for more epochs",
+        runtime,
+    )
 
 
 def _collapse_notice(
@@ -193,7 +223,7 @@ class MiningHooks(EvaluatingHooks):
             self.lam = adapt_lambda(
                 self.lam, self.space.rounded_fraction(), self.schedule.bound(epoch)
             )
-        frozen = self._freeze(epoch)
+        frozen, frozen_live = self._freeze(epoch)
         guarded, collapsed, rounded = self._guard(epoch)
         record = super().after_epoch(epoch, stats, lr)
         record.update(
@@ -202,17 +232,22 @@ class MiningHooks(EvaluatingHooks):
             **self.space.record(rounded),
             bound=self.schedule.bound(epoch),
             frozen=frozen,
+            frozen_live=frozen_live,
         )
         if guarded or collapsed:
             record.update(guarded=guarded, collapsed=collapsed)
         record.update(self._evaluation(epoch))
         return record
 
-    def _freeze(self, epoch: int) -> int:
-        """Freeze the scores the schedule drops after ``epoch``; returns how many."""
+    def _freeze(self, epoch: int) -> tuple[int, int]:
+        """Freeze the scores the schedule drops after ``epoch``; returns how many, and how
+        many of them still rounded to 1 (units the network was using: none, where λ
+        pulled the scores below 0.5 ahead of the bound)."""
         if not self.schedule.freezes_after(epoch):
-            return 0
-        return self.space.freeze(self.schedule, epoch, self.cfg.freeze_order == "highest")
+            return 0, 0
+        before = rounded_count(self.space)
+        frozen = self.space.freeze(self.schedule, epoch, self.cfg.freeze_order == "highest")
+        return frozen, before - rounded_count(self.space)
 
     def _guard(self, epoch: int) -> tuple[dict[str, int], list[str], Mask]:
         """Apply the collapse guard, make every rank's scores and flags rank 0's, and tell
@@ -319,6 +354,7 @@ def mine_scores(
         runtime=runtime,
     )
     history = trainer.fit()
+    live_cut_notice(history, cfg, hooks.space.unit, runtime)
     if eval_batches is None:  # else the last epoch's evaluation re-estimated them
         hooks.recalibrate()
     gem = hooks.space.rounded_mask()
