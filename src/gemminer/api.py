@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -270,6 +270,7 @@ def mine(
     finetune_mask: str | None = None,
     granularity: str | None = None,
     channel_gradient: str | None = None,
+    within: Mapping[str, torch.Tensor] | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
     test_data: Data | None = None,
     mean: Sequence[float] | None = None,
@@ -293,7 +294,11 @@ def mine(
     ``granularity="channel"`` mines a score per channel instead, ``density`` then being the
     fraction of the multiply-adds kept, and ``channel_gradient`` (``"mean"``, the default,
     or ``"sum"``) says how a channel's score gathers its weights' gradients
-    (:class:`~gemminer.methods.gem_miner.GemMinerSettings`). Returns the
+    (:class:`~gemminer.methods.gem_miner.GemMinerSettings`). ``within``: a ticket's mask
+    (e.g. ``result.mask`` of a channel run on the same ``model``) whose pruned weights stay
+    pruned: mining keeps a subset of its weights, ``density`` (below the mask's) being, as
+    always, the fraction of all the weights — channels first, then weights inside them.
+    Returns the
     ticket to finetune as ``result.mask`` (the flags q by default; keyed by ``model``'s
     weight names), the rounded mask — the "rare gem", accurate before finetuning — as
     ``result.gem``, the per-epoch history, and the trained score model as
@@ -340,7 +345,7 @@ def mine(
     )
     scores_seed = torch.Generator().manual_seed(derive_seed(seed, "scores"))
     shape = _input_shape(train_data, "train_data") if cfg.granularity == "channel" else None
-    scored, space = score_model(model, cfg, scores_seed, shape)
+    scored, space = score_model(model, cfg, scores_seed, shape, within)
     scored.to(device=dev, memory_format=torch.channels_last)  # as the loader's batches
     train = _batches(
         train_data,

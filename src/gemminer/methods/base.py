@@ -66,6 +66,9 @@ class PruneContext:
     #: One input's shape (channels, height, width): what multiply-adds are counted for
     #: (methods whose target is a fraction of multiply-adds need it).
     input_shape: tuple[int, ...] | None = None
+    #: A ticket's mask to prune within (weight name → booleans; methods that can,
+    #: :attr:`MethodSpec.mines_within`): its pruned weights stay pruned.
+    within: Mapping[str, torch.Tensor] | None = None
 
     @property
     def batches_per_epoch(self) -> int:
@@ -131,6 +134,9 @@ class MethodSpec:
     #: weights kept; also when None) or ``"flops"`` (the fraction of forward multiply-adds
     #: kept: channel pruning, whose weight density follows from the channels kept).
     budget: Callable[[Any], str] | None = None
+    #: Whether the method can prune within a ticket (``PruneContext.within``, ``--within
+    #: RUN``), keeping a subset of its weights.
+    mines_within: bool = False
 
     def budget_of(self, settings: Any) -> str:
         """What this method's target counts with ``settings``: ``"density"`` or
@@ -170,6 +176,7 @@ def register_method(
     validate: Callable[[PruneConfig, Any], None] | None = None,
     shortfall_hint: Callable[[Any], str] | None = None,
     budget: Callable[[Any], str] | None = None,
+    mines_within: bool = False,
 ) -> Callable[
     [Callable[[PruneContext, Any], PruneResult]], Callable[[PruneContext, Any], PruneResult]
 ]:
@@ -184,7 +191,8 @@ def register_method(
     ``trains``: False for a method that finds its mask without training (one shot).
     ``finetune_rows``: ``{(model, dataset): FinetuneRecipe}``, the finetuning the method's
     authors used for its masks where it differs from Table 15's row (name the source).
-    ``min_epochs``, ``validate``, ``shortfall_hint`` and ``budget``: see :class:`MethodSpec`.
+    ``min_epochs``, ``validate``, ``shortfall_hint``, ``budget`` and ``mines_within``: see
+    :class:`MethodSpec`.
     """
     from . import METHODS
 
@@ -206,6 +214,7 @@ def register_method(
                 validate,
                 shortfall_hint,
                 budget,
+                mines_within,
             )
         )
         return run

@@ -216,6 +216,8 @@ class RunConfig:
     #: last, ``--no-epoch-eval``).
     eval_every: int = 1
     defaults_version: int = DEFAULTS_VERSION
+    #: A finished run whose ticket the method prunes within (``--within``; "": none).
+    within: str = ""
 
     def __post_init__(self) -> None:
         # 0: none held out, the whole training set, the data set's own image size
@@ -228,9 +230,12 @@ class RunConfig:
         """The settings as config.json stores them. ``eval_every`` is written in the layout
         run folders have always had — ``eval_each_epoch`` (false for 0) and ``eval_every``
         (1 for 0) — so the hashes in folder names and the checkpoints' keys, both made
-        from this dict, stay those of the runs made before the two became one setting."""
+        from this dict, stay those of the runs made before the two became one setting;
+        for the same reason ``within`` is left out when empty."""
         out: dict[str, Any] = {}
         for key, value in asdict(self).items():
+            if key == "within" and not value:
+                continue
             if key == "eval_every":
                 out["eval_each_epoch"] = value != 0
                 value = value or 1

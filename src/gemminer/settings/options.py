@@ -230,6 +230,10 @@ OPTIONS: tuple[Option, ...] = (
     Option("model_arg", "an option of the model, e.g. affine_bn=true", yaml_scalar, PAIRS),
     Option("pretrained", "weights loaded over the initialization: a state-dict file or "
            "torchvision:<arch>", default=""),
+    Option("within", "prune within the ticket of this finished run, keeping a subset of "
+           "its weights (Gem-Miner per weight; the run's model, data set, initialization "
+           "and seed): e.g. the weights inside a channel ticket's channels", default="",
+           metavar="RUN"),
     Option("dataset", f"registered data set (default {DEFAULT_DATASET}; run: the recipe's)",
            default=DEFAULT_DATASET),
     Option("data_dir", "data folder, downloaded into when empty "

@@ -253,6 +253,22 @@ def _check_settings(spec: MethodSpec, prune: PruneConfig, settings: Mapping[str,
         spec.validate(prune, built)
 
 
+def _check_within(spec: MethodSpec, within: str, settings: Mapping[str, Any]) -> None:
+    """``--within`` only for a method that prunes within a ticket, per weight."""
+    if not within:
+        return
+    if not spec.mines_within:
+        able = ", ".join(n for n in METHODS.names() if METHODS.get(n).mines_within)
+        raise ConfigError(
+            f"argument --within: {spec.name} cannot prune within a ticket; methods that can: {able}"
+        )
+    if settings.get("granularity", "weight") != "weight":
+        raise ConfigError(
+            "argument --within: channel Gem-Miner cannot mine within a ticket: mine the "
+            "channels first, then the weights inside them (granularity=weight)"
+        )
+
+
 def _prune_config(values: Mapping[str, Any], row: Recipe, mining: MiningDefaults) -> PruneConfig:
     return PruneConfig(
         density=values["density"],
@@ -354,6 +370,7 @@ def resolve(options: Mapping[str, Any], recipe: Recipe | str | Path | None = Non
     _flagged_settings(spec, given, settings, mining)
     prune = _prune_config(values, row, mining)
     _check_settings(spec, prune, settings)
+    _check_within(spec, values["within"], settings)
     return RunConfig(
         model=values["model"],
         dataset=values["dataset"],
@@ -373,4 +390,5 @@ def resolve(options: Mapping[str, Any], recipe: Recipe | str | Path | None = Non
         settings=settings,
         finetune=_finetune_config(values, row, spec),
         eval_every=0 if values.get("no_epoch_eval") else values["eval_every"],
+        within=values["within"],
     )

@@ -9,13 +9,15 @@ scores.pt (score-based methods) and summary.json written.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from ..data import DataSplits
-from ..masking import format_density
+from ..errors import ConfigError, RunError
+from ..masking import Mask, format_density, prunable_weights
 from ..masking.flops import FlopCount, count_flops, format_flops, weight_uses
 from ..methods import METHODS, MethodSpec, PruneContext, PruneResult, targets_density
 from ..rundir.runs import RunDir
@@ -29,7 +31,7 @@ from ..training.runtime import SINGLE, Runtime
 from .assemble import architecture, build_model, eval_loaders, load_data, train_loader
 from .claim import PRUNE_CHECKPOINT, Claim, claim_folder, mask_part, plan_folder, settings_key
 from .describe import Log, diverged_hint, echo, metrics_writer, quiet, where
-from .ticket import load_parameters, save_ticket, ticket_accuracy
+from .ticket import load_parameters, save_ticket, ticket_accuracy, ticket_model
 
 #: A ticket this far below its target density (relative) earns a warning.
 SHORTFALL_WARNING = 0.10
@@ -101,6 +103,7 @@ def _prune(
     model = build_model(cfg, splits.num_classes).to(
         device=device, memory_format=torch.channels_last
     )
+    within = within_ticket(cfg, model, splits.num_classes)
     claim_folder(run, cfg, claim, log)
     runtime.barrier()  # the folder is claimed before any rank reads its checkpoint
     original = {n: p.detach().cpu().clone() for n, p in model.named_parameters()}
@@ -108,9 +111,16 @@ def _prune(
     uses = weight_uses(shapes, input_shape(splits))
     ctx = _context(cfg, model, splits, device, run, checkpoint, progress, log, tensorboard, runtime)
     ctx.input_shape = input_shape(splits)
+    if within is not None:
+        ctx.within = within.mask
     log(_describe_start(cfg, splits, device, runtime))
     for line in explain_settings(cfg):
         log(f"  {line}")
+    if within is not None:
+        log(
+            f"  within the ticket of {cfg.within}: {format_density(within.mask.density)}, "
+            "its pruned weights kept pruned"
+        )
     checkpoint.start_clock()  # a resumed run counts its earlier processes' seconds too
     result = diverged_hint(
         lambda: spec.run(ctx, settings),
@@ -119,6 +129,9 @@ def _prune(
     )
     seconds = checkpoint.elapsed()
     result.mask.check(model)
+    if within is not None:  # the training that found the mask includes the source's
+        result.epochs_to_mask += within.epochs
+        result.iterations_to_mask += within.iterations
     runtime.broadcast_(list(result.mask.values()))  # one mask on every rank: rank 0's
 
     accs = _keep_ticket(run, cfg, splits, result, original, device, runtime)
@@ -129,6 +142,67 @@ def _prune(
     run.write_summary(summary)
     _log_ticket(log, run, cfg, summary)
     return summary
+
+
+@dataclass(frozen=True)
+class Within:
+    """The ticket a run prunes within (``--within``): its mask and the training that found
+    it."""
+
+    mask: Mask
+    epochs: float
+    iterations: int
+
+
+#: What a run pruning within another's ticket must share with it: what makes the weights.
+SHARED_WITH_WITHIN = (
+    "model", "model_args", "pretrained", "dataset", "image_size", "weight_init", "seed",
+)  # fmt: skip
+
+
+def within_ticket(cfg: RunConfig, model: nn.Module, num_classes: int) -> Within | None:
+    """The ticket of the run ``cfg.within`` names (None without one), checked to be the
+    same network as ``model``: the same settings that make the weights
+    (:data:`SHARED_WITH_WITHIN`), and its kept weights ``model``'s own initial ones (a
+    ticket of trained weights cannot be pruned within at initialization)."""
+    if not cfg.within:
+        return None
+    source = RunDir(cfg.within)
+    if not source.file("config.json").is_file():
+        raise RunError(f"--within {cfg.within}: no run folder there (no config.json)")
+    theirs = source.read_config()
+    differ = [k for k in SHARED_WITH_WITHIN if getattr(theirs, k) != getattr(cfg, k)]
+    if differ:
+        pairs = ", ".join(f"{k} {getattr(theirs, k)!r} (here {getattr(cfg, k)!r})" for k in differ)
+        flags = " ".join(
+            f"--{k.replace('_', '-')} {getattr(theirs, k)}"
+            for k in differ
+            if isinstance(getattr(theirs, k), (str, int))
+        )
+        raise ConfigError(
+            f"--within {cfg.within}: that run's network is not this one's: {pairs}; give "
+            f"the same settings{f' ({flags})' if flags else ''}"
+        )
+    if theirs.within:
+        raise ConfigError(f"--within {cfg.within}: that run was itself pruned within a ticket")
+    ticket, mask = ticket_model(source, theirs, num_classes)
+    if mask.density <= cfg.prune.density:
+        raise ConfigError(
+            f"--within {cfg.within}: the ticket to mine within keeps {mask.density:.6g} of "
+            f"the weights, not more than the target density {cfg.prune.density:.6g}: lower "
+            "--density below it"
+        )
+    ours = prunable_weights(model)
+    for name, weight in prunable_weights(ticket).items():
+        keep = mask[name]
+        if not torch.equal(weight.detach()[keep], ours[name].detach().cpu()[keep]):
+            raise ConfigError(
+                f"--within {cfg.within}: its ticket's weights are not the initialization "
+                f"(first at {name}): a ticket of trained weights cannot be pruned within at "
+                "initialization"
+            )
+    summary = source.summary()
+    return Within(mask, summary.epochs_to_mask or 0.0, summary.iterations_to_mask or 0)
 
 
 def _context(

@@ -27,13 +27,13 @@ the default here. Both are reported (``gem_*`` keys for the rounded mask).
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch import nn
 
 from ...errors import ConfigError
-from ...masking import to_score_model
+from ...masking import score_layers, to_score_model, weight_name
 from ...masking.channel_scores import to_channel_model
 from ...masking.channels import check_sets, cost_of
 from ...settings.config import PruneConfig
@@ -61,6 +61,7 @@ __all__ = [
     "mine_scores",
     "score_model",
     "shortfall_hint",
+    "start_within",
 ]
 
 
@@ -113,11 +114,13 @@ def shortfall_hint(settings: GemMinerSettings) -> str:
     validate=mine_config,
     shortfall_hint=shortfall_hint,
     budget=lambda settings: "flops" if settings.granularity == "channel" else "density",
+    mines_within=True,
 )
 def gem_miner(ctx: PruneContext, settings: GemMinerSettings) -> PruneResult:
     cfg = mine_config(PruneConfig(ctx.density, ctx.epochs, ctx.batch_size, ctx.optim), settings)
     shape = input_shape_of(ctx, "channel Gem-Miner") if cfg.granularity == "channel" else None
-    model, space = score_model(ctx.model, cfg, torch.Generator().manual_seed(ctx.seed), shape)
+    generator = torch.Generator().manual_seed(ctx.seed)
+    model, space = score_model(ctx.model, cfg, generator, shape, ctx.within)
     model.to(device=ctx.device, memory_format=torch.channels_last)
     result = mine_scores(
         model,
@@ -153,14 +156,27 @@ def score_model(
     cfg: MineConfig,
     generator: torch.Generator,
     input_shape: Sequence[int] | None = None,
+    within: Mapping[str, torch.Tensor] | None = None,
 ) -> tuple[nn.Module, WeightSpace | ChannelSpace]:
     """A copy of ``model`` with Gem-Miner's scores (drawn from ``generator``) and the
     space that mines them: per weight, or — ``cfg.granularity == "channel"`` — per channel
     of every channel set of ``model`` traced on inputs of ``input_shape``, the target a
-    fraction of its multiply-adds (checked to be reachable)."""
+    fraction of its multiply-adds (checked to be reachable).
+
+    ``within`` (weight granularity): a ticket's mask (weight name → booleans, e.g. a
+    channel ticket's), whose pruned weights start frozen out (flag 0, score 0), so mining
+    keeps a subset of its weights and the bound falls from its density to ``cfg.density``
+    (:class:`FreezeSchedule`'s ``start``) — channels first, then weights inside them."""
     if cfg.granularity == "weight":
         scored = to_score_model(copy.deepcopy(model), generator)
+        if within is not None:
+            start_within(scored, within, cfg.density)
         return scored, WeightSpace(scored, cfg.collapse_guard, cfg.min_layer_density)
+    if within is not None:
+        raise ConfigError(
+            "channel Gem-Miner cannot mine within a ticket: mine the channels first, then "
+            "the weights inside them (granularity=weight)"
+        )
     if input_shape is None:
         raise ConfigError(
             "channel Gem-Miner counts multiply-adds for one input's shape: give input_shape"
@@ -171,3 +187,43 @@ def score_model(
     check_target("channel Gem-Miner", cfg.density, cost)
     scored = to_channel_model(plain, sets, generator, cfg.channel_gradient)
     return scored, ChannelSpace(scored, cost, cfg.collapse_guard, cfg.min_layer_density)
+
+
+@torch.no_grad()
+def start_within(model: nn.Module, within: Mapping[str, torch.Tensor], density: float) -> None:
+    """Freeze out every weight of score model ``model`` that the mask ``within`` prunes
+    (flag 0, score 0). A ConfigError if ``within`` does not fit the model's layers or keeps
+    no more than ``density`` of the weights."""
+    layers = score_layers(model)
+    names = {weight_name(n): m for n, m in layers.items()}
+    if set(within) != set(names):
+        missing, extra = sorted(set(names) - set(within)), sorted(set(within) - set(names))
+        raise ConfigError(
+            "the ticket to mine within does not fit the model: "
+            + "; ".join(
+                part
+                for part in (
+                    f"no mask for {', '.join(missing)}" if missing else "",
+                    f"no layer {', '.join(extra)}" if extra else "",
+                )
+                if part
+            )
+        )
+    kept = total = 0
+    for name, layer in names.items():
+        keep = within[name]
+        if tuple(keep.shape) != tuple(layer.flags.shape):
+            raise ConfigError(
+                f"the ticket to mine within has a mask of shape {tuple(keep.shape)} for "
+                f"{name}, whose weight is {tuple(layer.flags.shape)}"
+            )
+        keep = keep.to(device=layer.flags.device, dtype=layer.flags.dtype)
+        layer.flags.mul_(keep)
+        layer.scores.mul_(keep)
+        kept += int(keep.sum())
+        total += keep.numel()
+    if kept / total <= density:
+        raise ConfigError(
+            f"the ticket to mine within keeps {kept / total:.6g} of the weights, not more "
+            f"than the target density {density:.6g}: lower --density below it"
+        )

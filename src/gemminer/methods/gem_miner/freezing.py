@@ -14,7 +14,7 @@ from torch import nn
 
 from ...masking import score_layers, weight_name
 from ...masking.scores import THRESHOLD
-from ...settings.config import FREEZE_SCHEDULES, check_choice
+from ...settings.config import FREEZE_SCHEDULES, check_choice, require
 
 
 @dataclass(frozen=True)
@@ -25,19 +25,29 @@ class FreezeSchedule:
     ``period`` epochs and after the last. ``kind="authors"``: N = ⌊(E−1)/T⌋ freezes after
     epochs T+1, 2T+1, …, NT+1 (1-based), each keeping a fraction r = s^(1/N) of the
     active flags (rounded down: the authors freeze a ceiling count, ties together).
+
+    ``start``: the density the flags start from (1: every weight; less when mining within
+    a ticket, e.g. inside the channels a channel ticket kept): the bound falls from it,
+    s̄(j) = start · e^(−c·j) with c = ln(start/s)/E, and r = (s/start)^(1/N).
     """
 
     target_density: float
     epochs: int
     period: int
     kind: str = "authors"
+    start: float = 1.0
 
     def __post_init__(self) -> None:
         check_choice(self.kind, FREEZE_SCHEDULES, "freeze_schedule")
+        require(
+            0 < self.start <= 1 and (self.target_density < self.start or self.start == 1),
+            f"the target density {self.target_density:.6g} must lie below the density "
+            f"{self.start:.6g} the flags start from",
+        )
 
     @property
     def rate(self) -> float:
-        return math.log(1.0 / self.target_density) / self.epochs
+        return math.log(self.start / self.target_density) / self.epochs
 
     @property
     def freezes(self) -> int:
@@ -46,8 +56,9 @@ class FreezeSchedule:
 
     @property
     def keep_rate(self) -> float:
-        """r = s^(1/N): the fraction of active flags each of the authors' freezes keeps."""
-        return math.exp(math.log(self.target_density) / max(1, self.freezes))
+        """r = (s/start)^(1/N): the fraction of active flags each of the authors' freezes
+        keeps."""
+        return math.exp(math.log(self.target_density / self.start) / max(1, self.freezes))
 
     def freezes_done(self, epoch: int) -> int:
         """How many of the authors' freezes have happened after ``epoch`` epochs."""
@@ -60,8 +71,10 @@ class FreezeSchedule:
         if self.kind == "authors":
             if epoch >= self.epochs:
                 return self.target_density
-            return self.keep_rate ** self.freezes_done(epoch)
-        return self.target_density if epoch >= self.epochs else math.exp(-self.rate * epoch)
+            return self.start * self.keep_rate ** self.freezes_done(epoch)
+        if epoch >= self.epochs:
+            return self.target_density
+        return self.start * math.exp(-self.rate * epoch)
 
     def freezes_after(self, epoch: int) -> bool:
         if self.kind == "authors":

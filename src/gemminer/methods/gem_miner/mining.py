@@ -204,7 +204,15 @@ class MiningHooks(EvaluatingHooks):
         self.calibration_batches = calibration_batches
         self.space = space or WeightSpace(model, cfg.collapse_guard, cfg.min_layer_density)
         self.step = MiningStep(model, cfg, scores=self.space.scores, flags=self.space.flags)
-        self.schedule = FreezeSchedule(cfg.density, cfg.epochs, cfg.period, cfg.freeze_schedule)
+        # the bound falls from the flags' density when mining starts: 1, or that of the
+        # ticket the flags were set to (mining within it)
+        self.schedule = FreezeSchedule(
+            cfg.density,
+            cfg.epochs,
+            cfg.period,
+            cfg.freeze_schedule,
+            start=self.space.flag_fraction(),
+        )
         self.lam = cfg.lam  # the λ of the next epoch
 
     @property
