@@ -57,6 +57,10 @@ CHECKS = {
         "invert-posthoc",
     ),
 }
+#: label → (the row whose tickets it prunes within, the share of their weights kept): Gem-Miner
+#: per weight (``--within``) inside each seed's ticket of that row, to that share of its
+#: density, mined and finetuned with the same budget — channels first, then weights inside.
+WITHIN = {"channel Gem-Miner, then half its weights (--within)": ("channel Gem-Miner", 0.5)}
 HEADER = [
     "model", "target (multiply-adds)", "method", "seeds", "multiply-adds kept",
     "density (weights)", "pre-finetune acc", "post-finetune acc (last)", "commands",
@@ -70,6 +74,8 @@ def run_one(
     not finished, with ``--report-only``)."""
     if label in CHECKS:
         return check_one(args, model, fraction, label, seed)
+    if label in WITHIN:
+        return within_one(args, model, fraction, label, seed)
     method, extra = METHODS[label]
     given = (
         "".join(f"-{k}{v:g}" for k, v in (("lr", args.lr), ("lam", args.lam)) if v is not None)
@@ -80,17 +86,28 @@ def run_one(
     setting = "".join(f"-{a.rpartition('=')[2]}" for a in extra if not a.startswith("--"))
     slug = f"{model}-{method}{setting}{given}-f{fraction:g}-s{seed}"
     out = Path(args.runs) / slug
-    prune = [
+    prune = prune_command(args, model, method, extra, fraction, seed, out)
+    return finish(args, out, prune, finetune_command(args, out))
+
+
+def prune_command(
+    args: argparse.Namespace,
+    model: str,
+    method: str,
+    extra: list[str],
+    density: float,
+    seed: int,
+    out: Path,
+) -> list[str]:
+    return [
         "prune", "--method", method, *extra, "--model", model, "--dataset", "cifar10",
         "--data-dir", args.data_dir, "--no-download", *train_size_flags(args.train_size),
-        "--density", f"{fraction:g}", "--epochs", str(args.epochs), "--seed", str(seed),
+        "--density", f"{density:g}", "--epochs", str(args.epochs), "--seed", str(seed),
         "--eval-every", "0", "--no-progress", "--out", str(out),
         *(["--threads", str(args.threads)] if args.threads else []),
         *(["--lr", str(args.lr)] if args.lr and method == "gem-miner" else []),
         *(["--lambda", str(args.lam)] if args.lam is not None and method == "gem-miner" else []),
     ]  # fmt: skip
-    finetune = finetune_command(args, out)
-    return finish(args, out, prune, finetune)
 
 
 def finetune_command(args: argparse.Namespace, out: Path) -> list[str]:
@@ -146,6 +163,26 @@ def check_one(
     return done
 
 
+def within_one(
+    args: argparse.Namespace, model: str, fraction: float, label: str, seed: int
+) -> dict | None:
+    """A :data:`WITHIN` row's run: its source row's run of the same seed (made first when
+    missing), then Gem-Miner's weights inside its ticket into ``<source>-within<share>``."""
+    source_label, share = WITHIN[label]
+    source = run_one(args, model, fraction, source_label, seed)
+    if source is None:
+        return None
+    folder = source["folder"]
+    out = folder.with_name(f"{folder.name}-within{share:g}")
+    density = round(share * source["summary"]["density"], 4)
+    weights = ["--within", str(folder)]
+    prune = prune_command(args, model, "gem-miner", weights, density, seed, out)
+    done = finish(args, out, prune, finetune_command(args, out))
+    if done is not None:
+        done["commands"] = [source["commands"][0], *done["commands"]]
+    return done
+
+
 def mean_sd(values: list[float | None]) -> str:
     known = [v for v in values if v is not None]
     if not known:
@@ -159,7 +196,12 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--models", nargs="+", default=["resnet20"])
     p.add_argument("--fractions", nargs="+", type=float, default=[0.5, 0.25, 0.1])
-    p.add_argument("--methods", nargs="+", default=[*METHODS, *CHECKS], choices=[*METHODS, *CHECKS])
+    p.add_argument(
+        "--methods",
+        nargs="+",
+        default=[*METHODS, *CHECKS, *WITHIN],
+        choices=[*METHODS, *CHECKS, *WITHIN],
+    )
     p.add_argument("--seeds", nargs="+", type=int, default=[0])
     p.add_argument("--epochs", type=int, default=8, help="mining / L1-training epochs")
     p.add_argument("--finetune-epochs", type=int, default=8)
