@@ -20,6 +20,7 @@ import argparse
 import csv
 import shlex
 import statistics
+from collections.abc import Callable
 from pathlib import Path
 
 from _common import command_line, machine, markdown_table, pct, portable, today, train_size_flags
@@ -72,10 +73,8 @@ def run_one(
 ) -> dict | None:
     """Prune and finetune one run (skipped when finished); its summary and commands (None:
     not finished, with ``--report-only``)."""
-    if label in CHECKS:
-        return check_one(args, model, fraction, label, seed)
-    if label in WITHIN:
-        return within_one(args, model, fraction, label, seed)
+    if label in CHECKS or label in WITHIN:
+        return derived_row(args, model, fraction, label, seed)
     method, extra = METHODS[label]
     given = (
         "".join(f"-{k}{v:g}" for k, v in (("lr", args.lr), ("lam", args.lam)) if v is not None)
@@ -145,42 +144,48 @@ def finish(
     return {"summary": summary, "commands": commands, "folder": out}
 
 
-def check_one(
-    args: argparse.Namespace, model: str, fraction: float, label: str, seed: int
+def derived_one(
+    args: argparse.Namespace,
+    model: str,
+    fraction: float,
+    seed: int,
+    source_label: str,
+    suffix: str,
+    make: Callable[[dict, Path], list[str]],
 ) -> dict | None:
-    """A :data:`CHECKS` row's run: its source row's run of the same seed (made first when
-    missing), changed by the sanity check into ``<source>-<check>``, then finetuned."""
-    source_label, check = CHECKS[label]
+    """A :data:`CHECKS` or :data:`WITHIN` row's run: its source row's run of the same seed
+    (made first when missing), turned by the command ``make(source, out)`` into
+    ``out = <source>-<suffix>``, then finetuned."""
     source = run_one(args, model, fraction, source_label, seed)
     if source is None:
         return None
     folder = source["folder"]
-    out = folder.with_name(f"{folder.name}-{check}")
-    sanity = ["sanity", str(folder), "--check", check, "--no-progress", "--out", str(out)]
-    done = finish(args, out, sanity, finetune_command(args, out))
+    out = folder.with_name(f"{folder.name}-{suffix}")
+    done = finish(args, out, make(source, out), finetune_command(args, out))
     if done is not None:
         done["commands"] = [source["commands"][0], *done["commands"]]
     return done
 
 
-def within_one(
+def derived_row(
     args: argparse.Namespace, model: str, fraction: float, label: str, seed: int
 ) -> dict | None:
-    """A :data:`WITHIN` row's run: its source row's run of the same seed (made first when
-    missing), then Gem-Miner's weights inside its ticket into ``<source>-within<share>``."""
+    """A sanity check of the source row's ticket, or Gem-Miner's weights within it."""
+    if label in CHECKS:
+        source_label, check = CHECKS[label]
+        return derived_one(
+            args, model, fraction, seed, source_label, check,
+            lambda source, out: ["sanity", str(source["folder"]), "--check", check,
+                                 "--no-progress", "--out", str(out)],
+        )  # fmt: skip
     source_label, share = WITHIN[label]
-    source = run_one(args, model, fraction, source_label, seed)
-    if source is None:
-        return None
-    folder = source["folder"]
-    out = folder.with_name(f"{folder.name}-within{share:g}")
-    density = round(share * source["summary"]["density"], 4)
-    weights = ["--within", str(folder)]
-    prune = prune_command(args, model, "gem-miner", weights, density, seed, out)
-    done = finish(args, out, prune, finetune_command(args, out))
-    if done is not None:
-        done["commands"] = [source["commands"][0], *done["commands"]]
-    return done
+
+    def within(source: dict, out: Path) -> list[str]:
+        density = round(share * source["summary"]["density"], 4)
+        weights = ["--within", str(source["folder"])]
+        return prune_command(args, model, "gem-miner", weights, density, seed, out)
+
+    return derived_one(args, model, fraction, seed, source_label, f"within{share:g}", within)
 
 
 def mean_sd(values: list[float | None]) -> str:
