@@ -121,15 +121,23 @@ def channel_ticket(run: RunDir) -> tuple[list[int], str] | None:
     return [int(d) for d in summary.input_shape], streams
 
 
+def _remask(
+    t: _Ticket, weights: Callable[[], Mask], channels: Callable[[list[int], str], Mask]
+) -> None:
+    """Give ``t`` the mask of ``weights()``, or for a channel ticket of
+    ``channels(input shape, streams)``."""
+    found = channel_ticket(t.run)
+    t.mask = weights() if found is None else channels(*found)
+
+
 @SANITY_CHECKS.register("shuffle")
 def _shuffle(t: _Ticket) -> None:
-    generator = torch.Generator().manual_seed(t.seed)
-    channels = channel_ticket(t.run)
-    if channels is None:
-        t.mask = shuffle_mask(t.mask, generator)
-    else:
-        shape, streams = channels
-        t.mask = shuffle_channels(t.model, shape, t.mask, generator, streams)
+    g = torch.Generator().manual_seed(t.seed)
+    _remask(
+        t,
+        lambda: shuffle_mask(t.mask, g),
+        lambda shape, streams: shuffle_channels(t.model, shape, t.mask, g, streams),
+    )
 
 
 @SANITY_CHECKS.register("reinit")
@@ -146,12 +154,11 @@ def _invert_posthoc(t: _Ticket) -> None:
             f"{t.run.path} stores no scores (scores.pt): score inversion needs a score-based method"
         )
     scores = t.run.load_tensors("scores.pt", mask_shapes(t.model), extra_ok=True)
-    channels = channel_ticket(t.run)
-    if channels is None:
-        t.mask = invert_mask(t.mask, scores)
-    else:
-        shape, streams = channels
-        t.mask = invert_channels(t.model, shape, t.mask, scores, streams)
+    _remask(
+        t,
+        lambda: invert_mask(t.mask, scores),
+        lambda shape, streams: invert_channels(t.model, shape, t.mask, scores, streams),
+    )
 
 
 def sanity_run(
