@@ -61,7 +61,10 @@ CHECKS = {
 #: label → (the row whose tickets it prunes within, the share of their weights kept): Gem-Miner
 #: per weight (``--within``) inside each seed's ticket of that row, to that share of its
 #: density, mined and finetuned with the same budget — channels first, then weights inside.
-WITHIN = {"channel Gem-Miner, then half its weights (--within)": ("channel Gem-Miner", 0.5)}
+WITHIN = {
+    "channel Gem-Miner, then half its weights (--within)": ("channel Gem-Miner", 0.5),
+    "channel-random, then half its weights (--within)": ("channel-random", 0.5),
+}
 HEADER = [
     "model", "target (multiply-adds)", "method", "seeds", "multiply-adds kept",
     "density (weights)", "pre-finetune acc", "post-finetune acc (last)", "commands",
@@ -182,7 +185,8 @@ def derived_row(
 
     def within(source: dict, out: Path) -> list[str]:
         density = round(share * source["summary"]["density"], 4)
-        weights = ["--within", str(source["folder"])]
+        init = RunDir(source["folder"]).read_config().weight_init  # the same network
+        weights = ["--within", str(source["folder"]), "--weight-init", init]
         return prune_command(args, model, "gem-miner", weights, density, seed, out)
 
     return derived_one(args, model, fraction, seed, source_label, f"within{share:g}", within)
