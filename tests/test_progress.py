@@ -215,5 +215,9 @@ def test_the_api_shows_mining_off_a_terminal_and_logs_its_epochs(
     lines = stream.getvalue().splitlines()
     assert lines[0].startswith("mine 1/2: step 1/6, ") and "mine ETA" in lines[0]
     assert lines[-1].startswith("mine 2/2: step 6/6, ")
-    logged = [r.getMessage().split(":")[0] for r in caplog.records if r.name == "gemminer"]
+    logged = [
+        r.getMessage().split(":")[0]
+        for r in caplog.records
+        if r.name == "gemminer" and r.levelno == logging.INFO
+    ]
     assert logged == ["mine epoch 1/2", "mine epoch 2/2"]

@@ -378,6 +378,7 @@ def mine(
             progress=progress,
             runtime=runtime,
             space=space,
+            start_density=1.0 if within is None else space.flag_fraction(),
         )
 
 

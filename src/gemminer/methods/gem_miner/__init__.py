@@ -135,6 +135,7 @@ def gem_miner(ctx: PruneContext, settings: GemMinerSettings) -> PruneResult:
         checkpoint=ctx.checkpoint,
         runtime=ctx.runtime,
         space=space,
+        start_density=1.0 if ctx.within is None else space.flag_fraction(),
     )
     extra = gem_summary(result, cfg.finetune_mask)
     if isinstance(space, ChannelSpace):  # how many each set keeps, as the channel baselines say

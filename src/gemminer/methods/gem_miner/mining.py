@@ -191,6 +191,7 @@ class MiningHooks(EvaluatingHooks):
         calibration_batches: Batches | None = None,
         runtime: Runtime = SINGLE,
         space: ScoreSpace | None = None,
+        start_density: float = 1.0,
     ) -> None:
         super().__init__(
             model,
@@ -204,14 +205,8 @@ class MiningHooks(EvaluatingHooks):
         self.calibration_batches = calibration_batches
         self.space = space or WeightSpace(model, cfg.collapse_guard, cfg.min_layer_density)
         self.step = MiningStep(model, cfg, scores=self.space.scores, flags=self.space.flags)
-        # the bound falls from the flags' density when mining starts: 1, or that of the
-        # ticket the flags were set to (mining within it)
         self.schedule = FreezeSchedule(
-            cfg.density,
-            cfg.epochs,
-            cfg.period,
-            cfg.freeze_schedule,
-            start=self.space.flag_fraction(),
+            cfg.density, cfg.epochs, cfg.period, cfg.freeze_schedule, start=start_density
         )
         self.lam = cfg.lam  # the λ of the next epoch
 
@@ -315,6 +310,7 @@ def mine_scores(
     checkpoint: Checkpoint | None = None,
     runtime: Runtime = SINGLE,
     space: ScoreSpace | None = None,
+    start_density: float = 1.0,
 ) -> MiningResult:
     """Run Gem-Miner on a score model (see :func:`gemminer.to_score_model`) in place.
 
@@ -333,6 +329,8 @@ def mine_scores(
     ``space`` says what is scored (:mod:`.spaces`; default: every weight of the score
     layers; a :class:`~.spaces.ChannelSpace` for a model made by
     :func:`~gemminer.masking.channel_scores.to_channel_model`).
+    ``start_density``: the density the bound falls from (1; below it when mining within a
+    ticket whose pruned weights start frozen out, :func:`~.start_within`).
     ``progress`` shows each epoch (:mod:`gemminer.training.progress`); every finished epoch
     is also logged at INFO on the ``gemminer`` logger.
     """
@@ -346,6 +344,7 @@ def mine_scores(
         calibration_batches=calibration_batches,
         runtime=runtime,
         space=space,
+        start_density=start_density,
     )
     trainer = Trainer.scheduled(
         model,
