@@ -100,6 +100,32 @@ def their_curve(log: str) -> dict[int, float]:
     return {i: float(r["test_acc"]) / 100 for i, r in enumerate(rows)}
 
 
+def copy_curve(readme: str) -> dict[int, float]:
+    """Finetuning epoch → test accuracy (fractions) of the authors' own ``finetune()`` on
+    the copy, from the table of ../shared/tools/authors-models/README.md (rows "finetuning
+    epoch" and "on the copy"); empty when the table is not there."""
+    rows = {}
+    for line in readme.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if cells and cells[0] in ("finetuning epoch", "on the copy"):
+            rows[cells[0]] = cells[1:]
+    if len(rows) < 2:
+        return {}
+    epochs, accs = rows["finetuning epoch"], rows["on the copy"]
+    return {int(e): float(a) / 100 for e, a in zip(epochs, accs, strict=True)}
+
+
+def own_curves(per_epoch: str) -> dict[str, dict[int, float]]:
+    """gemminer's own tickets' finetuning curves (method → epoch → test accuracy) from the
+    paper-budget report's per_epoch.csv: the Gem-Miner rows, their evaluated epochs."""
+    curves: dict[str, dict[int, float]] = {}
+    for row in csv.DictReader(io.StringIO(per_epoch)):
+        if row["method"].startswith("gem-miner") and row["phase"] == "finetune":
+            if row["test_acc"]:
+                curves.setdefault(row["method"], {})[int(row["epoch"])] = float(row["test_acc"])
+    return curves
+
+
 def make_run(args: argparse.Namespace, out: Path) -> None:
     """A run folder holding their ticket (skipped when it is there already)."""
     if (out / "summary.json").is_file() and (out / "authors_ticket.json").is_file():
@@ -136,29 +162,55 @@ def make_run(args: argparse.Namespace, out: Path) -> None:
     )
 
 
+def read_if_there(path: Path) -> str:
+    return path.read_text() if path.is_file() else ""
+
+
 def threads(args: argparse.Namespace) -> list[str]:
     return ["--threads", str(args.threads)] if args.threads else []
 
 
-def write_report(args: argparse.Namespace, out: Path, theirs: dict[int, float]) -> str:
+def mean_difference(a: dict[int, float], b: dict[int, float], epochs: list[int]) -> str:
+    """Mean of a − b in points over the finetuning epochs (≥ 1) both hold, and how many."""
+    diffs = [a[e] - b[e] for e in epochs if e > 0 and e in a and e in b]
+    if not diffs:
+        return "—"
+    return f"{100 * sum(diffs) / len(diffs):+.2f} points over {len(diffs)} epochs"
+
+
+def write_report(
+    args: argparse.Namespace,
+    out: Path,
+    theirs: dict[int, float],
+    on_copy: dict[int, float],
+    own: dict[str, dict[int, float]],
+) -> str:
     run = RunDir(out)
     summary = run.summary()
     records = [r for r in run.read_metrics() if r.get("phase") == "finetune"]
     ours = {0: summary.pre_finetune_acc} | {
         r["epoch"]: r["test_acc"] for r in records if r.get("test_acc") is not None
     }
-    shown = sorted(e for e in ours if e in theirs)
+    shown = sorted(e for e in set(ours) | set(on_copy) if e in theirs)
     rows = [
-        [str(e), pct(ours[e]), pct(theirs[e]), f"{100 * (ours[e] - theirs[e]):+.2f}"] for e in shown
-    ]
-    diffs = [ours[e] - theirs[e] for e in shown if e > 0]
-    mean = f"{100 * sum(diffs) / len(diffs):+.2f} points" if diffs else "—"
+        [str(e), pct(ours.get(e)), pct(on_copy.get(e)), pct(theirs[e]),
+         f"{100 * (ours[e] - theirs[e]):+.2f}" if e in ours else "—",
+         *(pct(curve.get(e)) for curve in own.values())]
+        for e in shown
+    ]  # fmt: skip
     best = best_epoch(records)
     theirs_best = max((a, -e) for e, a in theirs.items() if e > 0)
     done = len(records)
-    header = ["finetuning epoch", "gemminer on the copy", "the authors on the exact pixels "
-              "(their log)", "difference (points)"]  # fmt: skip
+    header = ["finetuning epoch", "their ticket, gemminer on the copy",
+              "their ticket, their finetune() on the copy", "their ticket, their log on "
+              "the exact pixels", "gemminer − their log (points)",
+              *(f"gemminer's own ticket at 1.44 % ({name})" for name in own)]  # fmt: skip
     table = markdown_table(header, rows)
+    own_last = "; ".join(
+        f"{name} {pct(curve[max(curve)])} at epoch {max(curve)}" for name, curve in own.items()
+    )
+    same_copy = mean_difference(ours, on_copy, shown)
+    copy_vs_exact = mean_difference(ours, theirs, shown)
     text = f"""# The authors' ResNet-20 ticket finetuned by gemminer on the JPEG copy
 
 - date: {today()}
@@ -170,14 +222,21 @@ def write_report(args: argparse.Namespace, out: Path, theirs: dict[int, float]) 
 - ours: `gemminer finetune {out}` for {args.epochs} epochs ({done} done), {args.precision},
   the copy's 50,000 training and 10,000 test images; BatchNorm statistics reset at the
   start of finetuning (theirs continue from mining's)
+- their `finetune()` on the copy: their unchanged code on the same images, fp32, the first
+  {max(on_copy) if on_copy else 0} epochs ({args.authors_on_copy}, its table)
+- gemminer's own tickets: the paper-budget runs at 1.44 % ({args.own_curves})
 
 {table}
 
 Epoch 0 is the ticket before finetuning, with the BatchNorm statistics mining left.
-Mean difference over the finetuning epochs shown: {mean}. Last: ours
-{pct(ours.get(done)) if done else "—"} at epoch {done}, theirs {pct(theirs[max(theirs)])} at
-epoch {max(theirs)}; best evaluated epoch: ours {best.describe() if best else "—"}, theirs
-{100 * theirs_best[0]:.2f} % at epoch {-theirs_best[1]}.
+
+- gemminer − their `finetune()`, the same ticket on the same copy: {same_copy}
+- gemminer on the copy − their log on the exact pixels: {copy_vs_exact}
+- last: ours {pct(ours.get(done)) if done else "—"} at epoch {done}, theirs
+  {pct(theirs[max(theirs)])} at epoch {max(theirs)}; best evaluated epoch: ours
+  {best.describe() if best else "—"}, theirs {100 * theirs_best[0]:.2f} % at epoch
+  {-theirs_best[1]} (of all 150)
+- gemminer's own 1.44 % tickets, last epoch: {own_last or "—"}
 """
     Path(args.report).write_text(text)
     return table
@@ -194,8 +253,22 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", type=Path, default=Path("runs/authors-ticket-6c135221"))
     p.add_argument("--report", default="benchmarks/results/authors_ticket_finetune.md")
     p.add_argument("--report-only", action="store_true")
+    p.add_argument(
+        "--authors-on-copy",
+        type=Path,
+        default=Path("../shared/tools/authors-models/README.md"),
+        help="the table of their finetune() on the copy (a column left empty when absent)",
+    )
+    p.add_argument(
+        "--own-curves",
+        type=Path,
+        default=Path("benchmarks/results/paper_budget_resnet20_cifar10/per_epoch.csv"),
+        help="gemminer's own tickets' curves (the paper-budget report's per_epoch.csv)",
+    )
     args = p.parse_args(argv)
     theirs = their_curve(authors_file(args.authors_repo, "acc_and_sparsity.csv").decode())
+    on_copy = copy_curve(read_if_there(args.authors_on_copy))
+    own = own_curves(read_if_there(args.own_curves))
     if not args.report_only:
         make_run(args, args.out)
         summary = RunDir(args.out).summary()
@@ -204,7 +277,7 @@ def main(argv: list[str] | None = None) -> None:
             finetune += ["--precision", args.precision, "--no-progress"]
             if gemminer([*finetune, *threads(args)]) != 0:
                 sys.exit(f"finetuning stopped or failed; run this again to resume {args.out}")
-    print(write_report(args, args.out, theirs))
+    print(write_report(args, args.out, theirs, on_copy, own))
 
 
 if __name__ == "__main__":

@@ -43,6 +43,10 @@ METHODS = {
         "gem-miner",
         ["--set", "granularity=channel", "--set", "streams=whole"],
     ),
+    "channel Gem-Miner (ranked per multiply-add)": (
+        "gem-miner",
+        ["--set", "granularity=channel", "--set", "channel_rank=score_per_flop"],
+    ),
     "channel-random": ("channel-random", []),
     "channel-random (streams whole)": ("channel-random", ["--set", "streams=whole"]),
     "l1-filter (at init)": ("l1-filter", []),
@@ -56,6 +60,10 @@ CHECKS = {
     "channel Gem-Miner, lowest channels kept (sanity check)": (
         "channel Gem-Miner",
         "invert-posthoc",
+    ),
+    "channel Gem-Miner ranked per multiply-add, channels shuffled (sanity check)": (
+        "channel Gem-Miner (ranked per multiply-add)",
+        "shuffle",
     ),
 }
 #: label → (the row whose tickets it prunes within, the share of their weights kept): Gem-Miner

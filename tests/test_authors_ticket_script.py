@@ -46,3 +46,33 @@ def test_their_log_gives_the_finetuning_curve_from_the_rare_gem():
     rows += ["149,-1.0,74.0,0.0,1.75", "150,-1.0,73.3,0.0,1.75", "151,-1.0,74.43,0.0,1.75"]
     curve = module.their_curve("\n".join(rows) + "\n")
     assert curve == pytest.approx({0: 0.74, 1: 0.733, 2: 0.7443})
+
+
+def test_their_finetune_on_the_copy_is_read_off_the_tools_table():
+    module = benchmark_script("authors_ticket_finetune")
+    readme = """Some text.
+
+| finetuning epoch | 0 | 1 | 15 |
+|---|---|---|---|
+| on the copy | 67.67 | 66.42 | 73.85 |
+| their log (exact pixels) | 74.00 | 73.30 | 76.33 |
+"""
+    assert module.copy_curve(readme) == pytest.approx({0: 0.6767, 1: 0.6642, 15: 0.7385})
+    assert module.copy_curve("no table here") == {}
+
+
+def test_own_curves_keep_gem_miners_evaluated_finetuning_epochs():
+    module = benchmark_script("authors_ticket_finetune")
+    per_epoch = "\n".join([
+        "method,phase,epoch,loss,train_acc,test_acc,density,bound,lr,seconds",
+        "gem-miner,mine,5,1.0,0.5,0.4,0.1,0.1,0.1,50",
+        "gem-miner,finetune,4,1.0,0.5,,0.1,,0.01,50",
+        "gem-miner,finetune,5,1.0,0.5,0.7,0.1,,0.01,50",
+        '"gem-miner, seed 1, bf16",finetune,5,1.0,0.5,0.71,0.1,,0.01,50',
+        "smart-ratio,finetune,5,1.0,0.5,0.6,0.1,,0.01,50",
+    ])  # fmt: skip
+    curves = module.own_curves(per_epoch)
+    assert curves == {"gem-miner": {5: 0.7}, "gem-miner, seed 1, bf16": {5: 0.71}}
+    assert module.mean_difference({0: 0.5, 5: 0.7}, {0: 0.1, 5: 0.6, 6: 0.2}, [0, 5, 6]) == (
+        "+10.00 points over 1 epochs"
+    )

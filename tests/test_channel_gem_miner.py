@@ -96,7 +96,7 @@ def mine(data, **overrides):
     settings.update(overrides)
     cfg = MineConfig(granularity="channel", **settings)
     model, sets, cost = channel_model()
-    space = ChannelSpace(model, cost, cfg.collapse_guard, cfg.min_layer_density)
+    space = ChannelSpace(model, cost, cfg.collapse_guard, cfg.min_layer_density, cfg.channel_rank)
     return model, cost, mine_scores(model, loader(data), cfg, torch.device("cpu"), space=space)
 
 
@@ -126,6 +126,34 @@ def test_inverted_channel_mining_freezes_the_highest_scores(tiny_data):
     inverted, _, _ = mine(tiny_data, freeze_order="highest")
     a, b = channel_gates(normal).keep(False), channel_gates(inverted).keep(False)
     assert any(not torch.equal(a[n], b[n]) for n in a)
+
+
+def test_ranked_per_multiply_add_a_freeze_drops_the_dearer_channels_of_equal_score():
+    # small_net's first set: a channel costs (3 + 32) × 9 × 64 multiply-adds, the second's
+    # 16 × 9 × 64 + 3: with every score equal, ranking by score thins both alike, ranking
+    # per multiply-add takes the first set's channels first
+    from gemminer.methods.gem_miner import FreezeSchedule, score_model
+
+    widths = {}
+    for rank in ("score", "score_per_flop"):
+        cfg = MineConfig(density=0.5, epochs=2, period=1, granularity="channel", channel_rank=rank)
+        _, space = score_model(small_net(), cfg, torch.Generator().manual_seed(0), SHAPE)
+        for p in space.scores:
+            p.data.fill_(0.7)
+        space.freeze(FreezeSchedule(0.5, epochs=1, period=1, kind="algorithm1"), 1, False)
+        widths[rank] = [int(q.sum()) for q in space.flags]
+        assert space.flag_fraction() <= 0.5
+    assert widths["score"][0] / 16 == pytest.approx(widths["score"][1] / 32, abs=0.05)
+    assert widths["score_per_flop"][0] < widths["score"][0]
+    assert widths["score_per_flop"][1] > widths["score"][1]
+    assert widths["score_per_flop"][0] / 16 < widths["score_per_flop"][1] / 32 - 0.2
+
+
+def test_channel_mining_ranked_per_multiply_add_meets_the_bound(tiny_data):
+    model, cost, result = mine(tiny_data, channel_rank="score_per_flop")
+    for record in result.history:
+        assert record["flag_flops"] <= record["bound"] + 1e-9
+    assert cost.fraction(channel_gates(model).keep(rounded=False)) > 0.3 - 0.1
 
 
 def test_a_target_below_one_channel_per_set_is_refused_before_mining(tiny_data):
@@ -245,6 +273,10 @@ def test_channel_gem_miner_with_streams_whole_scores_only_the_inner_channels():
     assert space.names == inner
     assert not hasattr(scored.conv1, "channel_scores")
     assert space.flag_fraction() == 1.0
-    for setting in ({"streams": "whole"}, {"channel_gradient": "sum"}):
+    for setting in (
+        {"streams": "whole"},
+        {"channel_gradient": "sum"},
+        {"channel_rank": "score_per_flop"},
+    ):
         with pytest.raises(ConfigError, match="apply to granularity=channel only"):
             MineConfig(density=0.25, epochs=2, period=1, **setting)

@@ -206,6 +206,43 @@ def test_keep_lowest_removed_drops_the_fewest_lowest_scored_channels_for_the_bud
     ) and cost.floor < cost.fraction(floored)
 
 
+def test_a_channel_saves_its_rows_and_columns_at_the_other_sets_widths():
+    model = create_model("resnet20")
+    sets, cost = cost_of(model, (3, 32, 32))
+    index = {s.name: i for i, s in enumerate(sets)}
+    full = [s.size for s in sets]
+    saved = cost.saved_per_channel(full)
+    # an inner channel: one row of conv1, one column of conv2, 3 × 3 at every position
+    assert saved[index["layer1.0.conv1"]] == 2 * 16 * 9 * 32 * 32
+    assert saved[index["layer3.0.conv1"]] == 32 * 9 * 8 * 8 + 64 * 9 * 8 * 8
+    half = list(full)
+    half[index["conv1"]] //= 2  # the first stage's stream: conv1 reads it, conv2 writes it
+    assert cost.saved_per_channel(half)[index["layer1.0.conv1"]] == (8 + 8) * 9 * 32 * 32
+    empty = list(full)
+    empty[0] = 0
+    assert cost.saved_per_channel(empty)[0] == 0
+
+
+def test_ranked_per_multiply_add_equal_scores_drop_the_dearest_channels_first():
+    model = create_model("resnet20")
+    sets, cost = cost_of(model, (3, 32, 32))
+    scores = {s.name: torch.full((s.size,), 0.5) for s in sets}
+    active = {s.name: torch.ones(s.size, dtype=torch.bool) for s in sets}
+    alike = keep_lowest_removed(cost, scores, active, 0.5)
+    dear_first = keep_lowest_removed(cost, scores, active, 0.5, per_flop=True)
+    assert cost.fraction(dear_first) <= 0.5
+    saved = dict(zip([s.name for s in sets], cost.saved_per_channel([s.size for s in sets])))
+    dearest, cheapest = max(saved, key=saved.get), min(saved, key=saved.get)
+    assert dearest == "conv1" and cheapest == "layer3.0.conv1"  # the first stage's stream
+    assert int(dear_first[dearest].sum()) < int(alike[dearest].sum())
+    assert int(dear_first[cheapest].sum()) == 64 > int(alike[cheapest].sum())
+    # within a set the scores still decide
+    scores[dearest] = torch.linspace(0.4, 0.6, 16)
+    stay = keep_lowest_removed(cost, scores, active, 0.5, per_flop=True)
+    kept = stay[dearest].nonzero().flatten()
+    assert 0 < len(kept) < 16 and torch.equal(kept, torch.arange(16 - len(kept), 16))
+
+
 def test_tied_scores_thin_every_set_alike_keeping_its_first_channels():
     model = create_model("resnet20")
     sets, cost = cost_of(model, (3, 32, 32))

@@ -39,6 +39,10 @@ from .channel_graph import (
 from .flops import weight_uses
 from .mask import Mask, count_dense, prunable_modules, weight_name
 
+#: How channels are ranked for dropping (:func:`keep_lowest_removed`): by their scores, or
+#: by their scores per multiply-add a channel of their set costs.
+CHANNEL_RANKS = ("score", "score_per_flop")
+
 __all__ = [
     "CHANNELWISE_MODULES",
     "COLUMNS",
@@ -47,6 +51,7 @@ __all__ = [
     "OUTPUTS",
     "ROWS",
     "STREAMS",
+    "CHANNEL_RANKS",
     "ChannelCost",
     "ChannelSet",
     "Member",
@@ -155,6 +160,16 @@ class ChannelCost:
             total += r * c * per_entry
         return total
 
+    def saved_per_channel(self, kept: Sequence[int] | torch.Tensor) -> list[int]:
+        """Per set, the multiply-adds one channel fewer saves with ``kept[i]`` channels of
+        set i kept (its rows and columns at the other sets' widths); 0 for an empty set."""
+        kept = [int(k) for k in kept]
+        now = self.flops(kept)
+        return [
+            now - self.flops([k - (j == i) for j, k in enumerate(kept)]) if kept[i] else 0
+            for i in range(len(kept))
+        ]
+
     def of(self, keep: Mapping[str, torch.Tensor]) -> int:
         """Multiply-adds of the channels ``keep`` says (set name → booleans)."""
         return self.flops(
@@ -186,11 +201,17 @@ def keep_lowest_removed(
     active: Mapping[str, torch.Tensor],
     budget: float,
     floors: Mapping[str, int] | None = None,
+    per_flop: bool = False,
 ) -> dict[str, torch.Tensor]:
     """Drop the ``active`` channels with the lowest ``scores``, globally and one by one,
     until the multiply-adds are at most ``budget`` × dense; returns the channels that stay
     active. ``floors`` (set → count) keeps each set's highest-scored channels. When the
     budget cannot be met, every channel but the floors' is dropped.
+
+    ``per_flop`` ranks by score per multiply-add instead (a greedy knapsack): each
+    channel's score divided by what dropping one channel of its set saves at the active
+    widths (:meth:`ChannelCost.saved_per_channel`), so of two equal scores the dearer
+    channel goes first. Within a set the order is the scores'.
 
     Channels with equal scores (scores held at 0 by the projection tie in numbers) go in
     turn across the sets, each set's last channels first: the k-th of a set of n before
@@ -216,12 +237,15 @@ def keep_lowest_removed(
                     True
                 )
             offset += s.size
+    counts = torch.tensor([int(active[n].sum()) for n in names])
+    if per_flop:
+        saved = torch.tensor(cost.saved_per_channel(counts), dtype=torch.float64)
+        flat_scores = (flat_scores.double() / saved.clamp(min=1)[owner]).float()
     candidates = torch.where(flat_active & ~protected, flat_scores, math.inf)
     spread = torch.cat([(torch.arange(s.size) + 0.5) / s.size for s in cost.sets])
     turn = torch.sort(spread, descending=True, stable=True).indices  # ties: in turn
     order = turn[torch.sort(candidates[turn], stable=True).indices]
     order = order[: int((candidates < math.inf).sum())]
-    counts = torch.tensor([int(active[n].sum()) for n in names])
     target = budget * cost.dense
 
     def flops_after(k: int) -> int:

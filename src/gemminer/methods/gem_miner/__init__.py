@@ -187,7 +187,8 @@ def score_model(
     check_sets(sets, plain, "channel Gem-Miner")
     check_target("channel Gem-Miner", cfg.density, cost)
     scored = to_channel_model(plain, sets, generator, cfg.channel_gradient)
-    return scored, ChannelSpace(scored, cost, cfg.collapse_guard, cfg.min_layer_density)
+    space = ChannelSpace(scored, cost, cfg.collapse_guard, cfg.min_layer_density, cfg.channel_rank)
+    return scored, space
 
 
 @torch.no_grad()

@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass
 
 from ...masking.channel_scores import CHANNEL_GRADIENTS
-from ...masking.channels import STREAMS
+from ...masking.channels import CHANNEL_RANKS, STREAMS
 from ...settings.config import (
     CALIBRATION_BATCHES,
     FINETUNE_MASKS,
@@ -48,7 +48,11 @@ class GemMinerSettings:
     ``"sum"`` (see :mod:`gemminer.masking.channel_scores`); its ``streams`` are
     ``"joined"`` (default: a residual stream's channels pruned together) or ``"whole"``
     (kept whole, only the channels between additions mined;
-    :func:`gemminer.masking.channels.channel_sets`).
+    :func:`gemminer.masking.channels.channel_sets`); its ``channel_rank`` is ``"score"``
+    (default: each freeze drops the lowest-scored channels) or ``"score_per_flop"`` (the
+    lowest scores per multiply-add a channel of their set costs, so that dear channels —
+    the residual streams', the first stage's — go before cheap ones of equal score;
+    :func:`gemminer.masking.channels.keep_lowest_removed`).
     """
 
     period: int = 5
@@ -64,6 +68,7 @@ class GemMinerSettings:
     granularity: str = "weight"
     channel_gradient: str = "mean"
     streams: str = "joined"
+    channel_rank: str = "score"
 
     def __post_init__(self) -> None:
         check_whole(self.period, 1, "period")
@@ -84,10 +89,15 @@ class GemMinerSettings:
         check_choice(self.granularity, GRANULARITIES, "granularity")
         check_choice(self.channel_gradient, CHANNEL_GRADIENTS, "channel_gradient")
         check_choice(self.streams, STREAMS, "streams")
+        check_choice(self.channel_rank, CHANNEL_RANKS, "channel_rank")
         require(
             self.granularity == "channel"
-            or (self.streams == "joined" and self.channel_gradient == "mean"),
-            "channel_gradient and streams apply to granularity=channel only",
+            or (
+                self.streams == "joined"
+                and self.channel_gradient == "mean"
+                and self.channel_rank == "score"
+            ),
+            "channel_gradient, streams and channel_rank apply to granularity=channel only",
         )
 
 

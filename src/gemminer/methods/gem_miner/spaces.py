@@ -92,22 +92,28 @@ class ChannelSpace:
     """A score per channel (:func:`gemminer.masking.channel_scores.to_channel_model`);
     fractions are of the forward multiply-adds, counted by ``cost``.
 
-    Each freeze drops the fewest lowest-scored channels that bring the flags' multiply-adds
-    to the bound, tied scores spread evenly over the sets
-    (:func:`~gemminer.masking.channels.keep_lowest_removed`), whatever the schedule: the
-    authors' freezing of every score tied at the threshold (their code, per weight) would,
-    with the many channel scores the projection holds at exactly 0, drop far below the
-    bound in one freeze.
+    Each freeze drops the fewest lowest-scored channels (``rank="score_per_flop"``: lowest
+    per multiply-add) that bring the flags' multiply-adds to the bound, tied scores spread
+    evenly over the sets (:func:`~gemminer.masking.channels.keep_lowest_removed`),
+    whatever the schedule: the authors' freezing of every score tied at the threshold
+    (their code, per weight) would, with the many channel scores the projection holds at
+    exactly 0, drop far below the bound in one freeze.
     """
 
     unit = "channels"
 
     def __init__(
-        self, model: nn.Module, cost: ChannelCost, collapse_guard: bool, min_layer_density: float
+        self,
+        model: nn.Module,
+        cost: ChannelCost,
+        collapse_guard: bool,
+        min_layer_density: float,
+        rank: str = "score",
     ) -> None:
         self.model = model
         self.gates = channel_gates(model)
         self.cost = cost
+        self.per_flop = rank == "score_per_flop"
         self.names = [s.name for s in self.gates.sets]
         self.floors = (
             {s.name: max(1, math.ceil(min_layer_density * s.size)) for s in self.gates.sets}
@@ -146,6 +152,7 @@ class ChannelSpace:
             active,
             schedule.bound(epoch),
             self.floors,  # exact counts: ties by position (see the class docstring)
+            self.per_flop,
         )
         frozen = 0
         for name, p, q in zip(self.names, self.scores, self.flags):
