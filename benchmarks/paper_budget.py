@@ -16,7 +16,9 @@ far as it got, so the script can be run at any time.
     .venv/bin/python benchmarks/paper_budget.py --precision bf16 --eval-every 5 --threads 2 \
         --report-only --keep-notes
 
-`--also fp32:1` adds a Gem-Miner run of another seed and precision (repeatable), and the
+`--dense` adds the dense ResNet-20 (the paper's weight training, beside He et al.'s
+published 91.25 %); `--only ROW` runs only the rows named and reports the others as they
+stand. `--also fp32:1` adds a Gem-Miner run of another seed and precision (repeatable), and the
 report the mean ± std of the finished Gem-Miner runs' last and best epochs. A run longer
 than a working session travels to the next checkout: `--carry-out` copies each unfinished
 run's small files (config, records, mining's outputs, the stage's checkpoint: ~6 MiB for
@@ -59,6 +61,9 @@ from gemminer.stages.claim import FINETUNE_CHECKPOINT
 #: prints one Smart Ratio figure, made under its authors' finetuning.
 SR_AS_GM = "smart-ratio, finetuned as gem-miner"
 PAPER = {"gem-miner": 0.7789, "smart-ratio": 0.6561, SR_AS_GM: 0.6561}
+#: Dense weight training (``--dense``): the paper plots its dense line without printing it;
+#: the reference is ResNet-20's published 8.75 % error (He et al. 2016, Table 6).
+PAPER["dense"] = 0.9125
 COLUMNS = ("phase", "epoch", "loss", "train_acc", "test_acc", "density", "bound", "lr", "seconds")
 
 
@@ -94,6 +99,13 @@ def commands(args: argparse.Namespace) -> dict[str, list[str]]:
             "--finetune-milestones", "80,120", "--weight-init", "kaiming_normal", "--finetune",
         ]  # fmt: skip
         runs["smart-ratio"] = [*smart, "--finetune"]
+    if args.dense:  # the paper's weight training: Table 15's LR 0.1, 150 epochs, Kaiming
+        dense = [*common[: common.index("--density")], "--density", "1"]
+        dense += common[common.index("--density") + 2 :]
+        runs["dense"] = [
+            "prune", "--method", "dense", "--model", "resnet20", *dense, "--epochs", "0",
+            "--finetune",
+        ]  # fmt: skip
     return runs
 
 
@@ -150,7 +162,19 @@ def main() -> None:
     p.add_argument(
         "--smart-ratio", action="store_true", help="also run Smart Ratio (both finetunings)"
     )
+    p.add_argument(
+        "--dense",
+        action="store_true",
+        help="also train the dense ResNet-20 (the paper's weight training: LR 0.1, 150 epochs)",
+    )
     p.add_argument("--report-only", action="store_true", help="report what the folders hold")
+    p.add_argument(
+        "--only",
+        action="append",
+        default=[],
+        metavar="ROW",
+        help="run only this row (repeatable, e.g. dense); the others are reported as they are",
+    )
     p.add_argument("--threads", type=int, default=0, help="CPU threads (default: PyTorch's)")
     p.add_argument("--note", action="append", default=[], help="a line for the report")
     p.add_argument(
@@ -192,12 +216,13 @@ def main() -> None:
         out = run_folder(argv)
         carry_in(out, args.carry)
         kept = committed.get(str(out))
-        if not out.is_dir() and kept and (kept["post"] is not None or args.report_only):
+        run_it = not args.report_only and (not args.only or method in args.only)
+        if not out.is_dir() and kept and (kept["post"] is not None or not run_it):
             rows.append(kept)  # a new checkout holds no run folders: keep what was measured
             per_epoch += kept["records"]
             continue
         finished = RunDir(out).read_summary().get("post_finetune_acc") is not None
-        status = 0 if args.report_only or finished else gemminer(argv)
+        status = gemminer(argv) if run_it and not finished else 0
         if status == EXIT_INTERRUPTED:
             raise SystemExit(f"{method} stopped; run this again to resume it from {out}")
         if status != 0:
@@ -439,7 +464,10 @@ runs validate on the test set (their `data/cifar.py`) after every epoch, so thei
 maximum over all 150 epochs, ours over fewer. "paper": Gem-Miner 77.89 % (Fig. 3, Table 4),
 Smart Ratio 65.61 % (Table 16; the authors'
 Smart Ratio runs finetuned at LR 0.1 for 160 epochs, configs/sr/resnet20/resnet20_sr.yml:
-"{SR_AS_GM}" is Table 15's LR 0.01 for 150 epochs, as Gem-Miner's ticket). Per-epoch
+"{SR_AS_GM}" is Table 15's LR 0.01 for 150 epochs, as Gem-Miner's ticket); dense
+(`--dense`: the paper's weight training, Kaiming normal weights, LR 0.1 for 150 epochs, ×0.1
+after 80 and 120): ResNet-20's published 91.25 % (He et al. 2016, Table 6; the paper plots
+its own dense line without printing it). Per-epoch
 records: [per_epoch.csv]({report.name}/per_epoch.csv); figures (density against the bound,
 accuracy over epochs): {", ".join(links)} once a run has finished. Times:
 the epochs' seconds summed (median epoch in brackets).

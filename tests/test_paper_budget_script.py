@@ -76,8 +76,9 @@ def test_an_unfinished_run_names_its_last_epoch(tmp_path):
 def test_threads_are_passed_on_without_renaming_the_run_folder():
     module = _module()
     args = module.argparse.Namespace(
-        data_dir="d", precision="bf16", eval_every=5, threads=2, smart_ratio=True, also=[]
-    )
+        data_dir="d", precision="bf16", eval_every=5, threads=2, smart_ratio=True, also=[],
+        dense=False,
+    )  # fmt: skip
     runs = module.commands(args)
     assert runs["gem-miner"][-5:] == ["--threads", "2", "--epochs", "150", "--finetune"]
     as_gm = config_from_args(build_parser().parse_args(runs[module.SR_AS_GM])).finetune
@@ -218,7 +219,7 @@ def test_more_gem_miner_runs_are_other_seeds_and_precisions_in_folders_of_their_
     module = _module()
     args = module.argparse.Namespace(
         data_dir="d", precision="bf16", eval_every=5, threads=2, smart_ratio=False,
-        also=[module._precision_seed("fp32:1"), module._precision_seed("bf16:2")],
+        also=[module._precision_seed("fp32:1"), module._precision_seed("bf16:2")], dense=False,
     )  # fmt: skip
     runs = module.commands(args)
     assert list(runs) == ["gem-miner", "gem-miner, seed 1, fp32", "gem-miner, seed 2, bf16"]
@@ -265,3 +266,43 @@ def test_the_spread_of_finished_gem_miner_runs_is_reported(tmp_path):
     assert text.startswith("- Gem-Miner over its 2 finished runs: last epoch 74.00 ± 1.43 %")
     assert "best epoch 74.15 ± 1.49 % (paper 77.89 %)" in text
     assert module.gem_miner_spread(rows[:1]) == ""
+
+
+def test_the_dense_row_is_the_papers_weight_training_and_only_runs_the_rows_named(
+    tmp_path, monkeypatch
+):
+    module = _module()
+    args = module.argparse.Namespace(
+        data_dir="d", precision="bf16", eval_every=5, threads=2, smart_ratio=True, also=[],
+        dense=True,
+    )  # fmt: skip
+    runs = module.commands(args)
+    assert list(runs)[-1] == "dense"
+    dense = config_from_args(build_parser().parse_args(runs["dense"]))
+    assert (dense.method, dense.prune.density, dense.weight_init) == (
+        "dense",
+        1.0,
+        "kaiming_normal",
+    )
+    tuned = dense.finetune
+    assert (tuned.epochs, tuned.optim.lr, tuned.optim.weight_decay) == (150, 0.1, 1e-4)
+    assert [round(m * 150) for m in tuned.optim.milestones] == [80, 120]
+    assert "--threads" in runs["dense"] and module.PAPER["dense"] == 0.9125
+    # --only dense: Smart Ratio's unfinished row is reported as it stands, not run again
+    called = []
+    monkeypatch.setattr(module, "gemminer", lambda argv: called.append(argv) or 0)
+    monkeypatch.setattr(
+        module,
+        "run_folder",
+        lambda argv: (
+            tmp_path / argv[argv.index("--method") + 1] if "--method" in argv else tmp_path / "gm"
+        ),
+    )
+    monkeypatch.setattr(
+        "sys.argv",
+        ["paper_budget.py", "--smart-ratio", "--dense", "--only", "dense", "--data-dir", "d",
+         "--report", str(tmp_path / "results" / "budget")],
+    )  # fmt: skip
+    module.main()
+    assert [argv[argv.index("--method") + 1] for argv in called] == ["dense"]
+    assert "| dense | 0 mining |" in (tmp_path / "results" / "budget.md").read_text()
