@@ -7,6 +7,7 @@ import datetime as _dt
 import os
 import platform
 import shlex
+import shutil
 import statistics
 import sys
 from pathlib import Path
@@ -15,6 +16,8 @@ import torch
 
 from gemminer.reports.format import markdown_table as report_table
 from gemminer.reports.format import percent
+from gemminer.rundir.runs import RunDir
+from gemminer.stages.claim import FINETUNE_CHECKPOINT
 
 
 def machine(threads: int | None = None) -> str:
@@ -89,3 +92,37 @@ def mean_std(values: list[float]) -> str:
 def train_size_flags(train_size: int) -> list[str]:
     """``--train-size N`` for a seeded subset; no flag for 0 (the whole training set)."""
     return ["--train-size", str(train_size)] if train_size else []
+
+
+#: What an unfinished run needs to resume in another checkout: its settings, its records so
+#: far, what mining left (for a run in finetuning) and the stage's checkpoint.
+CARRIED = ("config.json", "metrics.jsonl", "summary.json", "mask.pt", "ticket.pt",
+           "scores.pt", "density.txt", "checkpoint-prune.pt", FINETUNE_CHECKPOINT)  # fmt: skip
+
+
+def carry_out(folder: Path, carry: Path, extra: tuple[str, ...] = ()) -> str:
+    """Copy an unfinished run's folder (:data:`CARRIED` and the ``extra`` file names) into
+    ``carry`` (replacing an older copy); drop the copy of a finished one. Returns what was
+    done."""
+    target = carry / folder.name
+    if not folder.is_dir():
+        return "no run folder"
+    if RunDir(folder).read_summary().get("post_finetune_acc") is not None:
+        shutil.rmtree(target, ignore_errors=True)
+        return "finished, nothing carried"
+    shutil.rmtree(target, ignore_errors=True)
+    target.mkdir(parents=True)
+    files = [folder / name for name in (*CARRIED, *extra) if (folder / name).is_file()]
+    for path in files:
+        shutil.copy2(path, target / path.name)
+    size = sum(p.stat().st_size for p in files) / 2**20
+    return f"carried {len(files)} files ({size:.1f} MiB) into {target}"
+
+
+def carry_in(folder: Path, carry: Path) -> None:
+    """Put a carried run back where its command resumes it (a new checkout has no run
+    folders); a folder already there is left alone."""
+    source = carry / folder.name
+    if not folder.exists() and source.is_dir():
+        shutil.copytree(source, folder)
+        print(f"resuming {folder} from {source}")

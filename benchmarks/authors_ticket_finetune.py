@@ -26,6 +26,10 @@ mining's; the script says so in the report.
     make data
     .venv/bin/python benchmarks/authors_ticket_finetune.py --authors-repo \\
         .authors/pruning_is_enough --threads 2 --eval-every 5
+
+Longer than a working session on a 2-core CPU: ``--carry-out`` copies the unfinished run's
+small files (config, records, ticket, checkpoint) into ``benchmarks/carry/`` to commit, and
+the same command in the next checkout puts them back and resumes; finishing drops the copy.
 """
 
 from __future__ import annotations
@@ -34,12 +38,13 @@ import argparse
 import csv
 import io
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import torch
-from _common import command_line, machine, markdown_table, pct, today
+from _common import carry_in, carry_out, command_line, machine, markdown_table, pct, today
 
 from gemminer.cli import main as gemminer
 from gemminer.masking import Mask
@@ -265,7 +270,22 @@ def main(argv: list[str] | None = None) -> None:
         default=Path("benchmarks/results/paper_budget_resnet20_cifar10/per_epoch.csv"),
         help="gemminer's own tickets' curves (the paper-budget report's per_epoch.csv)",
     )
+    p.add_argument(
+        "--carry",
+        type=Path,
+        default=Path("benchmarks/carry"),
+        help="where an unfinished run travels between checkouts (small files, committed)",
+    )
+    p.add_argument(
+        "--carry-out",
+        action="store_true",
+        help="run nothing: copy the unfinished run's small files into --carry",
+    )
     args = p.parse_args(argv)
+    if args.carry_out:
+        print(carry_out(args.out, args.carry, extra=("authors_ticket.json",)))
+        return
+    carry_in(args.out, args.carry)
     theirs = their_curve(authors_file(args.authors_repo, "acc_and_sparsity.csv").decode())
     on_copy = copy_curve(read_if_there(args.authors_on_copy))
     own = own_curves(read_if_there(args.own_curves))
@@ -277,6 +297,7 @@ def main(argv: list[str] | None = None) -> None:
             finetune += ["--precision", args.precision, "--no-progress"]
             if gemminer([*finetune, *threads(args)]) != 0:
                 sys.exit(f"finetuning stopped or failed; run this again to resume {args.out}")
+        shutil.rmtree(args.carry / args.out.name, ignore_errors=True)  # finished
     print(write_report(args, args.out, theirs, on_copy, own))
 
 

@@ -46,7 +46,7 @@ import shutil
 import statistics
 from pathlib import Path
 
-from _common import command_line, machine, markdown_table, mean_std, pct, today
+from _common import carry_in, carry_out, command_line, machine, markdown_table, mean_std, pct, today
 
 from gemminer.cli import EXIT_INTERRUPTED, build_parser, config_from_args
 from gemminer.cli import main as gemminer
@@ -114,39 +114,6 @@ def _precision_seed(text: str) -> tuple[str, int]:
     if precision not in ("fp32", "bf16") or not seed.isdigit():
         raise argparse.ArgumentTypeError(f"expected PRECISION:SEED such as fp32:1, not {text!r}")
     return precision, int(seed)
-
-
-#: What an unfinished run needs to resume in another checkout: its settings, its records so
-#: far, what mining left (for a run in finetuning) and the stage's checkpoint.
-CARRIED = ("config.json", "metrics.jsonl", "summary.json", "mask.pt", "ticket.pt",
-           "scores.pt", "density.txt", "checkpoint-prune.pt", FINETUNE_CHECKPOINT)  # fmt: skip
-
-
-def carry_out(folder: Path, carry: Path) -> str:
-    """Copy an unfinished run's folder into ``carry`` (replacing an older copy); drop the
-    copy of a finished one. Returns what was done."""
-    target = carry / folder.name
-    if not folder.is_dir():
-        return "no run folder"
-    if RunDir(folder).read_summary().get("post_finetune_acc") is not None:
-        shutil.rmtree(target, ignore_errors=True)
-        return "finished, nothing carried"
-    shutil.rmtree(target, ignore_errors=True)
-    target.mkdir(parents=True)
-    files = [folder / name for name in CARRIED if (folder / name).is_file()]
-    for path in files:
-        shutil.copy2(path, target / path.name)
-    size = sum(p.stat().st_size for p in files) / 2**20
-    return f"carried {len(files)} files ({size:.1f} MiB) into {target}"
-
-
-def carry_in(folder: Path, carry: Path) -> None:
-    """Put a carried run back where its command resumes it (a new checkout has no run
-    folders); a folder already there is left alone."""
-    source = carry / folder.name
-    if not folder.exists() and source.is_dir():
-        shutil.copytree(source, folder)
-        print(f"resuming {folder} from {source}")
 
 
 def run_folder(argv: list[str]) -> Path:

@@ -76,3 +76,14 @@ def test_own_curves_keep_gem_miners_evaluated_finetuning_epochs():
     assert module.mean_difference({0: 0.5, 5: 0.7}, {0: 0.1, 5: 0.6, 6: 0.2}, [0, 5, 6]) == (
         "+10.00 points over 1 epochs"
     )
+
+
+def test_the_unfinished_run_travels_with_its_record_of_their_ticket(tmp_path):
+    module = benchmark_script("authors_ticket_finetune")
+    run, carry = tmp_path / "runs" / "authors", tmp_path / "carry"
+    run.mkdir(parents=True)
+    for name in ("config.json", "checkpoint-finetune.pt", "authors_ticket.json", "big.log"):
+        (run / name).write_text("x")
+    module.main(["--authors-repo", "r", "--out", str(run), "--carry", str(carry), "--carry-out"])
+    carried = sorted(p.name for p in (carry / "authors").iterdir())
+    assert carried == ["authors_ticket.json", "checkpoint-finetune.pt", "config.json"]
