@@ -1,5 +1,7 @@
 """A short VGG-16 run that is worth running: λ at a short Adam budget (issue 26, 4).
 
+``--recipe`` runs another row the same way (e.g. MobileNet-V2's, which mines with SGD).
+
 The VGG-16 rows mine with Adam, whose LR cannot carry a shorter budget (a larger LR flips
 the masks), so at the paper's λ a short run keeps its scores above 0.5 and every freeze
 cuts live weights. For each λ variant — ``rule`` (the default: λ × budget/epochs, the
@@ -96,6 +98,13 @@ def main() -> None:
             f" ({runtime.precision_reason})" if runtime.precision_reason else ""
         )
 
+    optimizer = resolve_run([args.recipe, "--epochs", str(args.epochs)])[1].prune.optim.name
+    name = "Adam" if optimizer == "adam" else optimizer.upper()
+    scaled = (
+        "The recipe's Adam LR (kept) and its period scaled to the budget"
+        if optimizer == "adam"
+        else f"The recipe's {name} LR scaled to the same summed LR and its period to the budget"
+    )
     report = Path(args.report)
     with open(report.with_suffix(".csv"), "w", newline="") as f:
         csv.writer(f).writerows([HEADER, *rows])
@@ -110,14 +119,14 @@ def main() -> None:
         for e in range(epochs)
     ]
     text = [
-        f"# {args.recipe} at a short budget: λ for Adam",
+        f"# {args.recipe} at a short budget: λ for {name}",
         "",
         f"- Date: {today()}",
         f"- Machine: {machine(args.threads)}; precision {where}",
         f"- Script: `{command_line(elide=('--notes',))}`",
         f"- Budget: {args.epochs} mining epochs on a seeded {args.train_size}-image subset "
         "of the training set (finetuning as many where listed), accuracy on the full 10k "
-        "test set. The recipe's Adam LR and its period scaled to the budget; λ per row. The "
+        f"test set. {scaled}; λ per row. The "
         "rare gem is the rounded mask 1[p ≥ 0.5] ⊙ q before finetuning (BatchNorm "
         "re-estimated); the ticket is the flags q, which are finetuned.",
         "",
