@@ -16,6 +16,7 @@ import torch
 
 from gemminer.reports.format import markdown_table as report_table
 from gemminer.reports.format import percent
+from gemminer.rundir.files import safe_torch_load
 from gemminer.rundir.runs import RunDir
 from gemminer.stages.claim import FINETUNE_CHECKPOINT
 
@@ -126,3 +127,10 @@ def carry_in(folder: Path, carry: Path) -> None:
     if not folder.exists() and source.is_dir():
         shutil.copytree(source, folder)
         print(f"resuming {folder} from {source}")
+
+
+def finetuning_so_far(out: Path) -> list[dict]:
+    """The finished epochs of a finetuning still in progress (they reach metrics.jsonl only
+    when it ends; until then they are in its checkpoint)."""
+    path = out / FINETUNE_CHECKPOINT
+    return list(safe_torch_load(path).get("history", [])) if path.is_file() else []

@@ -44,7 +44,16 @@ import sys
 from pathlib import Path
 
 import torch
-from _common import carry_in, carry_out, command_line, machine, markdown_table, pct, today
+from _common import (
+    carry_in,
+    carry_out,
+    command_line,
+    finetuning_so_far,
+    machine,
+    markdown_table,
+    pct,
+    today,
+)
 
 from gemminer.cli import main as gemminer
 from gemminer.masking import Mask
@@ -193,6 +202,7 @@ def write_report(
     run = RunDir(out)
     summary = run.summary()
     records = [r for r in run.read_metrics() if r.get("phase") == "finetune"]
+    records = records or finetuning_so_far(out)  # still under way: its checkpoint's
     ours = {0: summary.pre_finetune_acc} | {
         r["epoch"]: r["test_acc"] for r in records if r.get("test_acc") is not None
     }

@@ -46,14 +46,22 @@ import shutil
 import statistics
 from pathlib import Path
 
-from _common import carry_in, carry_out, command_line, machine, markdown_table, mean_std, pct, today
+from _common import (
+    carry_in,
+    carry_out,
+    command_line,
+    finetuning_so_far,
+    machine,
+    markdown_table,
+    mean_std,
+    pct,
+    today,
+)
 
 from gemminer.cli import EXIT_INTERRUPTED, build_parser, config_from_args
 from gemminer.cli import main as gemminer
-from gemminer.rundir.files import safe_torch_load
 from gemminer.rundir.runs import RunDir, default_run_name
 from gemminer.rundir.summary import BestEpoch, best_epoch
-from gemminer.stages.claim import FINETUNE_CHECKPOINT
 
 #: The paper's figures for this setting: Gem-Miner (Fig. 3, Table 4) and Smart Ratio
 #: (Table 16), post-finetune test accuracy at density 1.44 %.
@@ -332,13 +340,6 @@ def planned_finetune_epochs(out: Path) -> int | str:
     """The finetuning epochs the run's config asks for ("?" without a config)."""
     run = RunDir(out)
     return run.read_config().finetune.epochs if run.file("config.json").is_file() else "?"
-
-
-def finetuning_so_far(out: Path) -> list[dict]:
-    """The finished epochs of a finetuning still in progress (they reach metrics.jsonl only
-    when it ends; until then they are in its checkpoint)."""
-    path = out / FINETUNE_CHECKPOINT
-    return list(safe_torch_load(path).get("history", [])) if path.is_file() else []
 
 
 def phase_time(records: list[dict]) -> str:
