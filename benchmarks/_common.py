@@ -3,6 +3,7 @@ tables (the formatting of :mod:`gemminer.reports.format`)."""
 
 from __future__ import annotations
 
+import argparse
 import datetime as _dt
 import os
 import platform
@@ -134,3 +135,20 @@ def finetuning_so_far(out: Path) -> list[dict]:
     when it ends; until then they are in its checkpoint)."""
     path = out / FINETUNE_CHECKPOINT
     return list(safe_torch_load(path).get("history", [])) if path.is_file() else []
+
+
+def add_carry_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--carry`` and ``--carry-out``: a run longer than a working session travels to the
+    next checkout (:func:`carry_out`, :func:`carry_in`)."""
+    parser.add_argument(
+        "--carry",
+        type=Path,
+        default=Path("benchmarks/carry"),
+        help="where unfinished runs travel between checkouts (small files, committed)",
+    )
+    parser.add_argument(
+        "--carry-out",
+        action="store_true",
+        help="run nothing: copy each unfinished run's small files (config, records, ticket, "
+        "checkpoint) into --carry, and drop the carried copies of runs that have finished",
+    )

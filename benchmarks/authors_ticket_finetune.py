@@ -45,6 +45,7 @@ from pathlib import Path
 
 import torch
 from _common import (
+    add_carry_arguments,
     carry_in,
     carry_out,
     command_line,
@@ -280,17 +281,7 @@ def main(argv: list[str] | None = None) -> None:
         default=Path("benchmarks/results/paper_budget_resnet20_cifar10/per_epoch.csv"),
         help="gemminer's own tickets' curves (the paper-budget report's per_epoch.csv)",
     )
-    p.add_argument(
-        "--carry",
-        type=Path,
-        default=Path("benchmarks/carry"),
-        help="where an unfinished run travels between checkouts (small files, committed)",
-    )
-    p.add_argument(
-        "--carry-out",
-        action="store_true",
-        help="run nothing: copy the unfinished run's small files into --carry",
-    )
+    add_carry_arguments(p)
     args = p.parse_args(argv)
     if args.carry_out:
         print(carry_out(args.out, args.carry, extra=("authors_ticket.json",)))

@@ -47,6 +47,7 @@ import statistics
 from pathlib import Path
 
 from _common import (
+    add_carry_arguments,
     carry_in,
     carry_out,
     command_line,
@@ -165,18 +166,7 @@ def main() -> None:
         metavar="PRECISION:SEED",
         help="another Gem-Miner run, e.g. fp32:1 (repeatable; rows 'gem-miner, seed 1, fp32')",
     )
-    p.add_argument(
-        "--carry",
-        type=Path,
-        default=Path("benchmarks/carry"),
-        help="where unfinished runs travel between checkouts (small files, committed)",
-    )
-    p.add_argument(
-        "--carry-out",
-        action="store_true",
-        help="run nothing: copy each unfinished run's folder (checkpoint, config, metrics, "
-        "mask) into --carry, and drop the carried copies of runs that have finished",
-    )
+    add_carry_arguments(p)
     p.add_argument("--report", default="benchmarks/results/paper_budget_resnet20_cifar10")
     args = p.parse_args()
     if args.carry_out:
