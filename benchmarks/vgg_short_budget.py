@@ -4,12 +4,14 @@
 
 The VGG-16 rows mine with Adam, whose LR cannot carry a shorter budget (a larger LR flips
 the masks), so at the paper's λ a short run keeps its scores above 0.5 and every freeze
-cuts live weights. For each λ variant — ``rule`` (the default: λ × budget/epochs, the
-same summed pull, :func:`gemminer.settings.config.budget_scaled_lambda`) and any λ given
-— this mines `gemminer run RECIPE --epochs E --train-size N --lambda λ` and reports the
-rare gem (the rounded mask) and the ticket (the flags, the target density) before
-finetuning, with the rounded density against the freezing bound per epoch; the variants
-named in ``--finetune`` are finetuned too. Finished runs are skipped, so it resumes.
+cuts live weights. For each λ variant — ``rule`` (today's default,
+:func:`gemminer.settings.config.budget_scaled_lambda`: Adam's λ × √(the row's steps / the
+run's), SGD's raised to a floor on its summed pull; its run folder is named by its value,
+so a changed rule mines anew) and any λ given — this mines `gemminer run RECIPE --epochs E
+--train-size N --lambda λ` and reports the rare gem (the rounded mask) and the ticket (the
+flags, the target density) before finetuning, with λ's summed pull for SGD and the
+rounded density against the freezing bound per epoch; the variants named in
+``--finetune`` are finetuned too. Finished runs are skipped, so it resumes.
 
     make data
     .venv/bin/python benchmarks/vgg_short_budget.py --epochs 8 --train-size 10000 \\
@@ -29,25 +31,48 @@ from gemminer import stages
 from gemminer.cli import resolve_run
 from gemminer.masking import format_density
 from gemminer.rundir.runs import RunDir
-from gemminer.settings.config import DEFAULT_PRECISION
+from gemminer.settings.config import DEFAULT_PRECISION, lambda_pull
+from gemminer.settings.recipe import load_recipe
+from gemminer.settings.resolve import steps_per_epoch
 from gemminer.training.runtime import Runtime, start_runtime
 
 HEADER = [
-    "λ", "rare gem: density", "rare gem: acc", "ticket (flags): density",
+    "λ", "summed pull 2λ·lr·steps (SGD)", "rare gem: density", "rare gem: acc",
+    "ticket (flags): density",
     "ticket: pre-finetune acc", "post-finetune acc", "epochs (mine + finetune)", "command",
 ]  # fmt: skip
 
 
+def source(lam: float, rule: float, row: float | None) -> str:
+    """Where a variant's λ comes from: today's rule, the recipe row's own, or given."""
+    names = [n for n, v in (("rule", rule), ("the row's", row)) if v is not None and lam == v]
+    return " = ".join(names) or "given"
+
+
+def pull(cfg) -> str:
+    """λ's summed pull over the run for SGD (:func:`gemminer.settings.config.lambda_pull`),
+    "—" for Adam, whose step does not scale with the gradient."""
+    optim = cfg.prune.optim
+    per_epoch = steps_per_epoch(cfg.dataset, cfg.train_size, cfg.val_size, cfg.prune.batch_size)
+    if optim.name != "sgd" or per_epoch is None:
+        return "—"
+    return f"{lambda_pull(cfg.settings['lam'], optim.lr, cfg.prune.epochs * per_epoch):.3g}"
+
+
 def run_variant(
-    args: argparse.Namespace, label: str, runtime: Runtime
+    args: argparse.Namespace, label: str, runtime: Runtime, rule: float, row_lam: float | None
 ) -> tuple[list[str], list[dict]]:
     """Mine (and, if asked, finetune) one λ variant; its table row and mining records."""
-    out = Path(args.runs) / f"lam-{label}"
     argv = [
         args.recipe, "--data-dir", args.data_dir, "--no-download", "--epochs", str(args.epochs),
         *train_size_flags(args.train_size), "--no-epoch-eval", "--no-progress",
-        *(["--lambda", label] if label != "rule" else []), "--out", str(out),
+        *(["--lambda", label] if label != "rule" else []),
     ]  # fmt: skip
+    _, cfg = resolve_run(argv)
+    lam = cfg.settings["lam"]
+    # the rule's folder is named by its value, so a changed rule mines anew
+    out = Path(args.runs) / f"lam-{f'{lam:g}' if label == 'rule' else label}"
+    argv += ["--out", str(out)]
     _, cfg = resolve_run(argv)
     stages.prune_run(cfg, out, progress=False, runtime=runtime)
     finetune = label in args.finetune
@@ -55,9 +80,9 @@ def run_variant(
         stages.finetune_run(out, progress=False, runtime=runtime)
     s = RunDir(out).read_summary()
     finetuned = s.get("post_finetune_acc") is not None  # here or by an earlier command
-    lam = cfg.settings["lam"]
     row = [
-        f"{lam:g} ({'rule' if label == 'rule' else 'given'})",
+        f"{lam:g} ({source(lam, rule, row_lam)})",
+        pull(cfg),
         pct(s.get("gem_density")),
         pct(s.get("gem_acc")),
         format_density(s["density"]),
@@ -87,13 +112,16 @@ def main() -> None:
     p.add_argument("--precision", default=DEFAULT_PRECISION, help="as `gemminer run --precision`")
     args = p.parse_args()
 
+    budget = [args.recipe, "--epochs", str(args.epochs), *train_size_flags(args.train_size)]
+    rule = resolve_run(budget)[1].settings["lam"]
+    row_lam = load_recipe(args.recipe).lam
     rows, curves = [], {}
     with start_runtime(precision=args.precision, threads=args.threads) as (runtime, _):
         for label in args.lambdas:
-            row, mining = run_variant(args, label, runtime)
+            row, mining = run_variant(args, label, runtime, rule, row_lam)
             rows.append(row)
             curves[row[0]] = mining
-            print(" | ".join(row[:7]), flush=True)
+            print(" | ".join(row[:8]), flush=True)
         where = f"{runtime.precision}" + (
             f" ({runtime.precision_reason})" if runtime.precision_reason else ""
         )

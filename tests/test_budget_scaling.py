@@ -12,7 +12,14 @@ import gemminer
 import gemminer.api
 from gemminer.cli import build_parser, config_from_args, resolve_run
 from gemminer.errors import ConfigError
-from gemminer.settings.config import DEFAULT_LR, budget_scaled_lr, mining_lr
+from gemminer.settings.config import (
+    DEFAULT_LR,
+    SGD_MIN_LAMBDA_PULL,
+    budget_scaled_lambda,
+    budget_scaled_lr,
+    lambda_pull,
+    mining_lr,
+)
 from gemminer.settings.recipe import load_recipe
 
 
@@ -73,10 +80,10 @@ def test_short_budget_period_is_rounded_and_at_least_one_epoch():
     assert recipe.mining_at(1)[0] == 1
 
 
-def test_adam_scales_lambda_with_the_root_of_the_steps_sgd_keeps_the_rows():
+def test_adam_scales_lambda_with_the_root_of_the_steps():
     """Adam cannot carry the budget in its LR, so a run of fewer optimizer steps scales λ
     by √(the row's steps / the run's): fewer epochs, a training subset and a larger batch
-    all count; at or above the row's steps, and for SGD, λ is the row's."""
+    all count; at or above the row's steps λ is the row's."""
     vgg = load_recipe("vgg16-cifar10-d1.4")  # Adam, λ 1e-6, 200 epochs of 391 steps
     assert vgg.steps_per_epoch == 391 and vgg.mining_steps(8, 79) == (78200, 632)
     assert [vgg.mining_at(e)[2] for e in (10, 50, 200, 400)] == [4.472e-6, 2e-6, 1e-6, 1e-6]
@@ -95,6 +102,44 @@ def test_adam_scales_lambda_with_the_root_of_the_steps_sgd_keeps_the_rows():
     assert given.settings["lam"] == 1e-6
     caltech = load_recipe("resnet50-caltech101-d1.4")  # no fixed split: counted in epochs
     assert caltech.steps_per_epoch is None and caltech.mining_steps(5) == (50, 5)
+
+
+def test_sgd_raises_lambda_to_a_floor_on_its_summed_pull_over_fewer_steps_per_epoch():
+    """SGD's scaled LR keeps λ's summed pull 2λ·lr·steps over fewer epochs, not over fewer
+    steps per epoch: there λ is raised to min(the row's own run's pull, the floor)."""
+    assert lambda_pull(1.5e-5, 3.75, 632) == pytest.approx(0.0711, abs=1e-4)
+    mnv2 = load_recipe("mobilenetv2-cifar10-d1.44")  # SGD, λ 1.5e-5, 300 epochs of 391 steps
+    # the full set at any budget: the same summed pull as the row's run (0.35 ≥ the floor)
+    assert [mnv2.mining_at(e)[2] for e in (3, 8, 300, 600)] == [1.5e-5] * 4
+    # 10,000 images: 79 steps an epoch, a pull of 0.0711 at any epochs → raised to 0.2
+    raised = [mnv2.mining_at(e, steps_per_epoch=79)[2] for e in (3, 8, 30)]
+    assert raised == [4.219e-5] * 3
+    period, lr, lam = mnv2.mining_at(8, steps_per_epoch=79)
+    assert lambda_pull(lam, lr, 8 * 79) == pytest.approx(SGD_MIN_LAMBDA_PULL, rel=1e-3)
+    # a weak row is raised no further than its own paper run's pull (0.07 < 0.2)
+    d20 = load_recipe("mobilenetv2-cifar10-d20")
+    lam = d20.mining_at(8, steps_per_epoch=79)[2]
+    published = lambda_pull(d20.lam, d20.lr, d20.epochs * 391)
+    assert published < SGD_MIN_LAMBDA_PULL
+    assert lambda_pull(lam, d20.lr * 300 / 8, 8 * 79) == pytest.approx(published, rel=1e-3)
+    # ResNet-20 at 1.44 %: 0.237 on the subset already ≥ the floor → its own λ
+    resnet = load_recipe("resnet20-cifar10-d1.44")
+    assert resnet.mining_at(8, steps_per_epoch=79)[2] == 1e-4
+    assert resnet.mining_at(150, steps_per_epoch=20)[2] > 1e-4  # batch ~2,500: raised
+    # λ = 0 stays 0; another optimizer than the row's has no published SGD pull
+    assert load_recipe("mobilenetv2-cifar10-d50").mining_at(8, steps_per_epoch=79)[2] == 0
+    assert load_recipe("vgg16-cifar10-d1.4").mining_at(8, "sgd", steps_per_epoch=79)[2] == 1e-6
+    # without both LRs the function leaves SGD's λ alone
+    assert budget_scaled_lambda(1.5e-5, 117300, 632, "sgd") == 1.5e-5
+    assert budget_scaled_lambda(1.5e-5, 117300, 632, "sgd", published_lr=0.1, lr=3.75) == 4.219e-5
+    # through the command line, and a given λ always wins
+    cfg = run_cfg("mobilenetv2-cifar10-d1.44", "--epochs", "8", "--train-size", "10000")
+    assert cfg.settings["lam"] == 4.219e-5
+    assert run_cfg("mobilenetv2-cifar10-d1.44", "--epochs", "8").settings["lam"] == 1.5e-5
+    given = run_cfg(
+        "mobilenetv2-cifar10-d1.44", "--epochs", "8", "--train-size", "10000", "--lambda", "2e-5"
+    )
+    assert given.settings["lam"] == 2e-5
 
 
 def test_adam_flag_on_an_sgd_row_gets_adams_default_lr():

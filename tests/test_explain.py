@@ -33,6 +33,19 @@ def test_paper_budget_and_given_values():
     assert "recipe" not in mining
 
 
+def test_an_sgd_run_on_a_subset_names_its_raised_lambda():
+    cfg = config_from_args(
+        build_parser().parse_args(
+            ["run", "mobilenetv2-cifar10-d1.44", "--epochs", "8", "--train-size", "10000"]
+        )
+    )
+    mining, _ = explain_settings(cfg)
+    assert (
+        "λ 4.219e-05 = 1.5e-05 raised from a summed pull 2λ·lr·steps of 0.0711 to 0.2 "
+        "(recipe mobilenetv2-cifar10-d1.44: SGD's λ for a run of fewer steps per epoch)"
+    ) in mining
+
+
 def test_a_short_adam_run_names_its_scaled_lambda():
     mining, _ = explain_settings(
         config_from_args(build_parser().parse_args(["run", "vgg16-cifar10-d1.4", "--epochs", "8"]))

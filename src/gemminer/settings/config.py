@@ -285,8 +285,32 @@ def budget_scaled_lr(
     return lr * max(1.0, published_epochs / epochs)
 
 
+#: The least summed pull of λ on the scores, 2λ · Σ lr (Σ over the run's steps of the
+#: schedule's peak LR), that an SGD run of fewer steps per epoch than its row gets
+#: (:func:`budget_scaled_lambda`). Measured on the 10,000-image subset, 8 mining epochs:
+#: MobileNet-V2 at 1.44 % mines at chance at its row's 0.07 (rare gem 10.43 %), 43.68 % at
+#: 0.2 and 33.43 % at the paper run's 0.35; ResNet-20 at 1.44 % reads 43.62 % at its row's
+#: 0.24 and 24.26 % at the paper run's 1.17; ResNet-20 at 3.73 % and 13.74 % go from 16.82 % and
+#: 12.01 % to 44.08 % and 50.00 % (README, "Measured"; benchmarks/results/*short_budget*.md).
+SGD_MIN_LAMBDA_PULL = 0.2
+
+
+def lambda_pull(lam: float, lr: float, steps: int) -> float:
+    """λ's summed pull on the scores over ``steps`` SGD steps at peak LR ``lr``: 2λ · lr ·
+    steps. An SGD step moves a score p by lr · 2λp towards 0 on top of the task's gradient,
+    so this is how far (in log p, before momentum and the schedule's shape) λ alone could
+    carry every score."""
+    return 2 * lam * lr * steps
+
+
 def budget_scaled_lambda(
-    lam: float, published_steps: int, steps: int, optimizer: str = DEFAULT_OPTIMIZER
+    lam: float,
+    published_steps: int,
+    steps: int,
+    optimizer: str = DEFAULT_OPTIMIZER,
+    *,
+    published_lr: float | None = None,
+    lr: float | None = None,
 ) -> float:
     """The λ for a run of ``steps`` optimizer steps of a ``lam`` published for
     ``published_steps``.
@@ -300,15 +324,34 @@ def budget_scaled_lambda(
     epochs on 10,000 images (632 steps against the row's 78,200): λ 1e-6 (the row's)
     leaves the rare gem at chance (9.27 %), 5e-6 at 15.72 %; 1e-5 gives 64.57 % at 1.36 %,
     on the target; 2.5e-5 (× epochs alone) 62.25 % but at 0.39 %, pruned past it
-    (benchmarks/results/vgg_short_budget.md); the rule gives 1.1e-5. SGD: ``lam``
-    unchanged — :func:`budget_scaled_lr` scales the LR, and with it λ's pull (an SGD step
-    moves a score by lr · 2λp). As many steps or more, or ``published_steps`` ≤ 0:
-    unchanged.
+    (benchmarks/results/vgg_short_budget.md); the rule gives 1.1e-5.
+
+    SGD, given the run's peak ``lr`` and the row's ``published_lr``: :func:`budget_scaled_lr`
+    keeps the summed LR over fewer *epochs*, and with it λ's summed pull
+    (:func:`lambda_pull`); fewer steps per epoch (a training subset, a larger batch) still
+    shrink it. There ``lam`` is raised until the pull reaches the published run's or
+    :data:`SGD_MIN_LAMBDA_PULL`, whichever is smaller: a row whose pull is strong keeps its
+    λ (ResNet-20 at 1.44 %: 0.24 on a 10,000-image subset, where the published 1.17 prunes
+    past the target), a weak one is raised to the floor (MobileNet-V2 at 1.44 %: 0.07 →
+    0.2, λ × 2.8), and no row is pulled harder than its own paper run. Without the LRs, or
+    at the published run's pull or more: unchanged.
+
+    As many steps or more, ``published_steps`` ≤ 0, or ``lam`` = 0: unchanged.
     """
     check_choice(optimizer, OPTIMIZERS, "optimizer")
-    if optimizer != "adam" or published_steps <= 0 or steps <= 0 or steps >= published_steps:
+    if lam <= 0 or published_steps <= 0 or steps <= 0 or steps >= published_steps:
         return lam
-    return float(f"{lam * math.sqrt(published_steps / steps):.4g}")  # 1.112e-05, as typed
+    if optimizer == "adam":
+        factor = math.sqrt(published_steps / steps)
+    elif published_lr is None or lr is None or lr <= 0:
+        return lam
+    else:
+        run = lambda_pull(lam, lr, steps)
+        target = min(lambda_pull(lam, published_lr, published_steps), SGD_MIN_LAMBDA_PULL)
+        if run >= target:
+            return lam
+        factor = target / run
+    return float(f"{lam * factor:.4g}")  # 1.112e-05, as typed
 
 
 def mining_lr(

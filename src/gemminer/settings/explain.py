@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from ..methods import METHODS
 from ..training.optim import milestone_epochs
-from .config import RunConfig
+from .config import RunConfig, lambda_pull
 from .resolve import Derivation, derivation
 
 
@@ -60,6 +60,13 @@ def _lam(cfg: RunConfig, how: Derivation) -> str:
     if how.lam == "row":
         return text + f" (recipe {row.name})"
     published, steps = how.steps
+    if cfg.prune.optim.name == "sgd":
+        lr = cfg.prune.optim.lr
+        return text + (
+            f" = {_num(row.lam)} raised from a summed pull 2λ·lr·steps of "
+            f"{lambda_pull(row.lam, lr, steps):.3g} to {lambda_pull(lam, lr, steps):.3g} "
+            f"(recipe {row.name}: SGD's λ for a run of fewer steps per epoch)"
+        )
     return text + (
         f" = {_num(row.lam)} × √({published}/{steps} steps) (recipe {row.name}: Adam's λ for "
         "a run of fewer steps)"

@@ -151,7 +151,11 @@ class Recipe:
         λ (:func:`gemminer.settings.config.budget_scaled_lambda`): Adam, whose LR keeps its
         size, scales λ instead — × √(the row's steps/the run's) for a run of fewer
         optimizer steps (:meth:`mining_steps`: fewer epochs, a training subset or a larger
-        batch); SGD's λ is the row's (its scaled LR already scales λ's pull).
+        batch). SGD's scaled LR keeps λ's summed pull over fewer epochs, but not over fewer
+        steps per epoch (a subset, a larger batch): there λ is raised until its pull
+        reaches the row's own run's or :data:`~gemminer.settings.config.SGD_MIN_LAMBDA_PULL`,
+        whichever is smaller (MobileNet-V2's rows on a subset; ResNet-20 at 1.44 % keeps
+        its λ).
         """
         period = self.period
         if period is not None:
@@ -167,8 +171,17 @@ class Recipe:
             )
         lam = self.lam
         if lam is not None:
+            optimizer = optimizer or self.optimizer
             steps = self.mining_steps(epochs, steps_per_epoch)
-            lam = budget_scaled_lambda(lam, *steps, optimizer or self.optimizer)
+            # the summed pull in steps needs the row's optimizer, LR and steps per epoch
+            known = optimizer == self.optimizer and self.steps_per_epoch is not None
+            lam = budget_scaled_lambda(
+                lam,
+                *steps,
+                optimizer,
+                published_lr=self.lr if known else None,
+                lr=lr if known else None,
+            )
         return period, lr, lam
 
     def finetune_epochs_at(self, epochs: int) -> int:

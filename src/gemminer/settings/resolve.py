@@ -16,7 +16,8 @@ Where a setting comes from, first that applies:
 4. the fixed defaults of the options table (:func:`gemminer.settings.options.static_defaults`).
 
 Budget scaling: another ``epochs`` than the row's rescales the period, for SGD the mining LR
-(the same summed LR) and for Adam λ (the same summed pull)
+(the same summed LR; λ is raised where fewer steps per epoch — a subset, a larger batch —
+leave its summed pull below a floor) and for Adam λ (the same lead over the noise)
 (:meth:`gemminer.settings.recipe.Recipe.mining_at`), and the finetuning epochs
 (:meth:`gemminer.settings.recipe.Recipe.finetune_epochs_at`: the mining epochs themselves on
 every shipped row; the row's own after a one-shot method's 0 epochs).
@@ -101,8 +102,9 @@ def mining_defaults(
     starts from that optimizer's default; SGD scaled to ``epochs``), else the method's own
     (:func:`gemminer.settings.config.mining_lr`). A one-shot method's 0 epochs take the period
     and LR of 1 epoch. λ: the row's, for Adam scaled to the run's optimizer steps
-    (``steps`` per epoch, :func:`steps_per_epoch`). Weight decay: the row's, else the
-    method's."""
+    (``steps`` per epoch, :func:`steps_per_epoch`), for SGD raised where those steps leave
+    its summed pull below a floor (:func:`gemminer.settings.config.budget_scaled_lambda`).
+    Weight decay: the row's, else the method's."""
     own_row = row.method == spec.name
     optimizer = optimizer or (row.optimizer if own_row else DEFAULT_OPTIMIZER)
     period, lr, lam = row.mining_at(max(epochs, 1), optimizer, steps)
@@ -126,7 +128,8 @@ class Derivation:
     (the row's LR scaled to the epochs) or ``""`` (given, or the method's own);
     ``period`` is ``"budget"`` when the row's period was scaled to the epochs; ``lam`` is
     ``"row"`` (the row's λ) or ``"budget"`` (the row's λ scaled to the run's optimizer
-    steps, ``steps``: the row's and the run's);
+    steps, ``steps``: the row's and the run's — Adam's by their root, SGD's to a floor on
+    its summed pull);
     ``finetune`` is ``"method"`` when the finetuning is the method's authors' row
     (:attr:`MethodSpec.finetune_rows`), not Table 15's. :mod:`gemminer.settings.explain`
     puts it in words."""
