@@ -14,11 +14,12 @@ from gemminer.cli import build_parser, config_from_args, resolve_run
 from gemminer.errors import ConfigError
 from gemminer.settings.config import (
     DEFAULT_LR,
-    SGD_MIN_LAMBDA_PULL,
+    SGD_LAMBDA_PULL,
     budget_scaled_lambda,
     budget_scaled_lr,
     lambda_pull,
     mining_lr,
+    sgd_pull_target,
 )
 from gemminer.settings.recipe import load_recipe
 
@@ -106,7 +107,14 @@ def test_adam_scales_lambda_with_the_root_of_the_steps():
 
 def test_sgd_raises_lambda_to_a_floor_on_its_summed_pull_over_fewer_steps_per_epoch():
     """SGD's scaled LR keeps λ's summed pull 2λ·lr·steps over fewer epochs, not over fewer
-    steps per epoch: there λ is raised to min(the row's own run's pull, the floor)."""
+    steps per epoch: there λ is raised to the row's own run's pull, at least a floor for
+    its density (0.2 at 1.44 %), at most 0.2."""
+    assert sgd_pull_target(0.35, 0.0144) == sgd_pull_target(1.17, 0.0144) == 0.2
+    assert sgd_pull_target(0.117, 0.0144) == pytest.approx(0.2)  # WRN-28-2: raised to 0.2
+    assert sgd_pull_target(0.117, 0.1374) == 0.117  # above the floor at 13.74 % (0.0728)
+    assert sgd_pull_target(0.01, 0.1374) == pytest.approx(0.0728, abs=1e-4)
+    assert sgd_pull_target(1e-4, 0.5) == 1e-4 and sgd_pull_target(0.0, 0.5) == 0.0
+    assert sgd_pull_target(0.5, 0.001) == 0.2 and sgd_pull_target(0.05) == 0.05
     assert lambda_pull(1.5e-5, 3.75, 632) == pytest.approx(0.0711, abs=1e-4)
     mnv2 = load_recipe("mobilenetv2-cifar10-d1.44")  # SGD, λ 1.5e-5, 300 epochs of 391 steps
     # the full set at any budget: the same summed pull as the row's run (0.35 ≥ the floor)
@@ -115,13 +123,19 @@ def test_sgd_raises_lambda_to_a_floor_on_its_summed_pull_over_fewer_steps_per_ep
     raised = [mnv2.mining_at(e, steps_per_epoch=79)[2] for e in (3, 8, 30)]
     assert raised == [4.219e-5] * 3
     period, lr, lam = mnv2.mining_at(8, steps_per_epoch=79)
-    assert lambda_pull(lam, lr, 8 * 79) == pytest.approx(SGD_MIN_LAMBDA_PULL, rel=1e-3)
-    # a weak row is raised no further than its own paper run's pull (0.07 < 0.2)
+    assert lambda_pull(lam, lr, 8 * 79) == pytest.approx(SGD_LAMBDA_PULL, rel=1e-3)
+    # at 20 %: to its own paper run's pull (0.07), above its density's floor (0.05), not to 0.2
     d20 = load_recipe("mobilenetv2-cifar10-d20")
     lam = d20.mining_at(8, steps_per_epoch=79)[2]
     published = lambda_pull(d20.lam, d20.lr, d20.epochs * 391)
-    assert published < SGD_MIN_LAMBDA_PULL
+    assert published < SGD_LAMBDA_PULL
     assert lambda_pull(lam, d20.lr * 300 / 8, 8 * 79) == pytest.approx(published, rel=1e-3)
+    # WRN-28-2 at 1.44 %: its paper run pulled 0.117, below the 1.44 % floor → 0.2
+    wrn = load_recipe("wrn28-2-cifar10-d1.44")
+    assert wrn.mining_at(8, steps_per_epoch=79)[2] == 8.439e-5
+    assert wrn.mining_at(8)[2] == 1e-5  # the full set: the paper run's pull, kept
+    # ResNet-20 at 13.74 %: its paper run's 0.117 is above that density's floor → 0.117
+    assert load_recipe("resnet20-cifar10-d13.74").mining_at(8, steps_per_epoch=79)[2] == 4.949e-5
     # ResNet-20 at 1.44 %: 0.237 on the subset already ≥ the floor → its own λ
     resnet = load_recipe("resnet20-cifar10-d1.44")
     assert resnet.mining_at(8, steps_per_epoch=79)[2] == 1e-4

@@ -285,14 +285,36 @@ def budget_scaled_lr(
     return lr * max(1.0, published_epochs / epochs)
 
 
-#: The least summed pull of λ on the scores, 2λ · Σ lr (Σ over the run's steps of the
-#: schedule's peak LR), that an SGD run of fewer steps per epoch than its row gets
-#: (:func:`budget_scaled_lambda`). Measured on the 10,000-image subset, 8 mining epochs:
-#: MobileNet-V2 at 1.44 % mines at chance at its row's 0.07 (rare gem 10.43 %), 43.68 % at
-#: 0.2 and 33.43 % at the paper run's 0.35; ResNet-20 at 1.44 % reads 43.62 % at its row's
-#: 0.24 and 24.26 % at the paper run's 1.17; ResNet-20 at 3.73 % and 13.74 % go from 16.82 % and
-#: 12.01 % to 44.08 % and 50.00 % (README, "Measured"; benchmarks/results/*short_budget*.md).
-SGD_MIN_LAMBDA_PULL = 0.2
+#: The summed pull of λ on the scores, 2λ · Σ lr (Σ over the run's steps of the schedule's
+#: peak LR), that an SGD run of fewer steps per epoch than its row is raised to at density
+#: :data:`SGD_LAMBDA_PULL_DENSITY` (:func:`sgd_pull_target`). Measured on the 10,000-image
+#: subset, 8 mining epochs, at 1.44 %: MobileNet-V2 mines at chance at its row's 0.07 (rare
+#: gem 10.43 %), 43.68 % at 0.2 and 33.43 % at its paper run's 0.35; WRN-28-2 reads 18.28 % at
+#: its row's 0.02, 15.11 % at its paper run's 0.12 and 41.56 % at 0.2; ResNet-20 reads 43.62 %
+#: at its row's 0.24 and 24.26 % at its paper run's 1.17 (README, "Measured";
+#: benchmarks/results/*short_budget*.md).
+SGD_LAMBDA_PULL = 0.2
+#: The density at which :data:`SGD_LAMBDA_PULL` was measured.
+SGD_LAMBDA_PULL_DENSITY = 0.0144
+
+
+def sgd_pull_target(published: float, density: float | None = None) -> float:
+    """The summed pull λ is raised to in a short SGD run of a row whose own (paper) run
+    pulled ``published``, mining to ``density``.
+
+    The row's own run's pull, and at least :data:`SGD_LAMBDA_PULL` × ln(0.5/density) /
+    ln(0.5/0.0144): λ has to carry the rounded density from about 50 % (U[0, 1] scores,
+    rounded) to the target ahead of the freezing bound, a pull per e-fold of density —
+    0.2 at 1.44 % (measured), 0.073 at 13.74 %, none at 50 % (an assumption away from
+    1.44 %; the rows measured there keep their paper run's pull: ResNet-20 at 13.74 %,
+    0.117, rare gem 12.01 % → 50.00 %). At most :data:`SGD_LAMBDA_PULL`: the paper run's
+    full pull prunes a short run past its target (ResNet-20 at 1.44 %). ``density``
+    ``None``: the row's own run's pull, capped alike.
+    """
+    floor = 0.0
+    if density is not None and 0 < density < 0.5:
+        floor = SGD_LAMBDA_PULL * math.log(0.5 / density) / math.log(0.5 / SGD_LAMBDA_PULL_DENSITY)
+    return min(SGD_LAMBDA_PULL, max(published, floor))
 
 
 def lambda_pull(lam: float, lr: float, steps: int) -> float:
@@ -311,6 +333,7 @@ def budget_scaled_lambda(
     *,
     published_lr: float | None = None,
     lr: float | None = None,
+    density: float | None = None,
 ) -> float:
     """The λ for a run of ``steps`` optimizer steps of a ``lam`` published for
     ``published_steps``.
@@ -329,12 +352,13 @@ def budget_scaled_lambda(
     SGD, given the run's peak ``lr`` and the row's ``published_lr``: :func:`budget_scaled_lr`
     keeps the summed LR over fewer *epochs*, and with it λ's summed pull
     (:func:`lambda_pull`); fewer steps per epoch (a training subset, a larger batch) still
-    shrink it. There ``lam`` is raised until the pull reaches the published run's or
-    :data:`SGD_MIN_LAMBDA_PULL`, whichever is smaller: a row whose pull is strong keeps its
-    λ (ResNet-20 at 1.44 %: 0.24 on a 10,000-image subset, where the published 1.17 prunes
-    past the target), a weak one is raised to the floor (MobileNet-V2 at 1.44 %: 0.07 →
-    0.2, λ × 2.8), and no row is pulled harder than its own paper run. Without the LRs, or
-    at the published run's pull or more: unchanged.
+    shrink it. There ``lam`` is raised until the pull reaches :func:`sgd_pull_target` for
+    the row's ``density``: the published run's pull, at least a floor for the density (0.2
+    at 1.44 %), at most 0.2. A row whose pull is strong enough keeps its λ (ResNet-20 at
+    1.44 %: 0.24 on a 10,000-image subset, where the published 1.17 prunes past the
+    target); a weak one is raised (MobileNet-V2 at 1.44 %: 0.07 → 0.2, λ × 2.8). Without
+    the LRs, at the target or more, or at the published run's pull (the full training set
+    at any epochs: measured rows only on subsets): unchanged.
 
     As many steps or more, ``published_steps`` ≤ 0, or ``lam`` = 0: unchanged.
     """
@@ -347,8 +371,9 @@ def budget_scaled_lambda(
         return lam
     else:
         run = lambda_pull(lam, lr, steps)
-        target = min(lambda_pull(lam, published_lr, published_steps), SGD_MIN_LAMBDA_PULL)
-        if run >= target:
+        published = lambda_pull(lam, published_lr, published_steps)
+        target = sgd_pull_target(published, density)
+        if run >= target or run >= published * (1 - 1e-9):  # the full set: the same pull
             return lam
         factor = target / run
     return float(f"{lam * factor:.4g}")  # 1.112e-05, as typed

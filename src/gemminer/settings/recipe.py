@@ -153,9 +153,8 @@ class Recipe:
         optimizer steps (:meth:`mining_steps`: fewer epochs, a training subset or a larger
         batch). SGD's scaled LR keeps λ's summed pull over fewer epochs, but not over fewer
         steps per epoch (a subset, a larger batch): there λ is raised until its pull
-        reaches the row's own run's or :data:`~gemminer.settings.config.SGD_MIN_LAMBDA_PULL`,
-        whichever is smaller (MobileNet-V2's rows on a subset; ResNet-20 at 1.44 % keeps
-        its λ).
+        reaches :func:`~gemminer.settings.config.sgd_pull_target` for the row's density
+        (MobileNet-V2 and WRN-28-2 at 1.44 % on a subset; ResNet-20 at 1.44 % keeps its λ).
         """
         period = self.period
         if period is not None:
@@ -181,6 +180,7 @@ class Recipe:
                 optimizer,
                 published_lr=self.lr if known else None,
                 lr=lr if known else None,
+                density=self.density,
             )
         return period, lr, lam
 
