@@ -472,8 +472,9 @@ PINNED_RUN_NAMES = {
     ("mine", "--epochs", "10", "--batch-size", "64", "--density", "0.05"): (
         "gem-miner-resnet20-cifar10-d0.05-f5d17eef25"
     ),
+    # issue 26, 4: 400 images leave SGD's λ pull at 0.01, raised to 0.2 (was …-55219f76e8)
     ("mine", "--image-size", "64", "--train-size", "500", "--val-size", "100", "--period", "2"): (
-        "gem-miner-resnet20-cifar10-d0.0144-55219f76e8"
+        "gem-miner-resnet20-cifar10-d0.0144-4e0c8d23f5"
     ),
     # issue 13: a one-shot method's --epochs 0 finetunes for the row's 150 epochs, not 1
     # (was snip-resnet20-cifar10-d0.0144-9532809c05)

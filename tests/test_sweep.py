@@ -154,9 +154,12 @@ def test_points_that_are_the_same_run_are_run_once(tmp_path):
     sweep = sweep_of(tmp_path, {"density": [0.05, "0.050"]}, base={"method": "random"})
     points, notes = expand(sweep)
     assert len(points) == 1 and notes == ["point 2 (density=0.050) is the same run as point 1"]
-    sweep = sweep_of(tmp_path, {"lambda": [None, 1.0e-4]}, base={"method": "gem-miner"})
-    points, notes = expand(sweep)  # Table 8's λ at the default density 1.44 % is 1e-4
-    assert len(points) == 1 and notes == ["point 2 (lambda=0.0001) is the same run as point 1"]
+    # the default: Table 8's λ at the default density 1.44 %, raised for the few images
+    first = expand(sweep_of(tmp_path, {"lambda": [None]}, base={"method": "gem-miner"}))[0]
+    lam = first[0].config.settings["lam"]
+    sweep = sweep_of(tmp_path, {"lambda": [None, lam]}, base={"method": "gem-miner"})
+    points, notes = expand(sweep)
+    assert len(points) == 1 and notes == [f"point 2 (lambda={lam}) is the same run as point 1"]
 
 
 def test_recipe_base_resolves_like_gemminer_run(tmp_path):
