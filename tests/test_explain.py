@@ -44,6 +44,10 @@ def test_an_sgd_run_on_a_subset_names_its_raised_lambda():
         "λ 4.219e-05 = 1.5e-05 raised from a summed pull 2λ·lr·steps of 0.0711 to 0.2 "
         "(recipe mobilenetv2-cifar10-d1.44: SGD's λ for a run of fewer steps per epoch)"
     ) in mining
+    argv = ["run", "mobilenetv2-cifar10-d1.44", "--epochs", "8", "--train-size", "10000"]
+    given_lr = config_from_args(build_parser().parse_args([*argv, "--lr", "1"]))
+    mining, _ = explain_settings(given_lr)  # λ was derived for the recipe's LR, not 1
+    assert "λ 4.219e-05 = 1.5e-05 raised × 2.81 for the recipe's LR" in mining
 
 
 def test_a_short_adam_run_names_its_scaled_lambda():

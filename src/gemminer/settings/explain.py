@@ -62,10 +62,15 @@ def _lam(cfg: RunConfig, how: Derivation) -> str:
     published, steps = how.steps
     if cfg.prune.optim.name == "sgd":
         lr = cfg.prune.optim.lr
+        pulls = (  # at the LR it was derived for: the default one, not a given --lr
+            f"from a summed pull 2λ·lr·steps of {lambda_pull(row.lam, lr, steps):.3g} to "
+            f"{lambda_pull(lam, lr, steps):.3g}"
+            if how.lr
+            else f"× {lam / row.lam:.3g} for the recipe's LR"
+        )
         return text + (
-            f" = {_num(row.lam)} raised from a summed pull 2λ·lr·steps of "
-            f"{lambda_pull(row.lam, lr, steps):.3g} to {lambda_pull(lam, lr, steps):.3g} "
-            f"(recipe {row.name}: SGD's λ for a run of fewer steps per epoch)"
+            f" = {_num(row.lam)} raised {pulls} (recipe {row.name}: SGD's λ for a run of "
+            "fewer steps per epoch)"
         )
     return text + (
         f" = {_num(row.lam)} × √({published}/{steps} steps) (recipe {row.name}: Adam's λ for "
