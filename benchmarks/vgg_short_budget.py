@@ -72,8 +72,7 @@ def run_variant(
     lam = cfg.settings["lam"]
     # the rule's folder is named by its value, so a changed rule mines anew
     out = Path(args.runs) / f"lam-{f'{lam:g}' if label == 'rule' else label}"
-    argv += ["--out", str(out)]
-    _, cfg = resolve_run(argv)
+    argv += ["--out", str(out)]  # the folder only: the settings are those resolved above
     stages.prune_run(cfg, out, progress=False, runtime=runtime)
     finetune = label in args.finetune
     if finetune and RunDir(out).read_summary().get("post_finetune_acc") is None:
