@@ -3,7 +3,9 @@
 A channel mask zeroes whole channels; the masked network still runs every dense kernel at
 full width, while its compact form (:func:`gemminer.rundir.compact.compact_model`, what
 ``gemminer export RUN --compact`` writes) is a narrower dense network computing the same
-outputs. This times both, in eval mode under ``torch.inference_mode()``.
+outputs. This times both, in eval mode under ``torch.inference_mode()``, each also with its
+BatchNorm folded into the convolutions (:func:`gemminer.fold_batchnorm`: one operation fewer
+per convolution, what matters at batch 1 on a CPU).
 
 Masks: for each model (ResNet-20 and VGG-16 by default, CIFAR input 3×32×32, 10 classes,
 random weights) and each target fraction of the dense multiply-adds (50, 25 and 10 %), the
@@ -41,12 +43,15 @@ from gemminer.methods.channel_scoring import uniform_counts
 from gemminer.models import create_model
 from gemminer.rundir.compact import compact_model
 from gemminer.rundir.export import export_run, load_exported, read_metadata
+from gemminer.rundir.fold import fold_batchnorm
 
 INPUT_SHAPE = (3, 32, 32)
+FOLDED = ", BN folded"
 NUM_CLASSES = 10
 HEADER = [
     "model", "mask", "device", "batch", "multiply-adds", "weights kept",
     "dense ms", "compact ms", "speed-up",
+    "dense, BN folded ms", "compact, BN folded ms", "speed-up, BN folded",
 ]  # fmt: skip
 
 
@@ -67,6 +72,7 @@ class Case:
     ) -> None:
         self.model, self.mask, self.group, self.shape = model, mask, group, tuple(shape)
         self.dense, self.compact = dense.eval(), compact.eval()
+        self.dense_folded, self.compact_folded = fold_batchnorm(dense), fold_batchnorm(compact)
         self.dense_flops, self.compact_flops, self.dense_weights, self.compact_weights = figures
 
     def flops_text(self) -> str:
@@ -126,17 +132,22 @@ def run_cases(runs: list[str]) -> list[Case]:
 
 
 def check_outputs(case: Case) -> float:
-    """The largest difference of the compact outputs from the dense ones, relative to the
-    outputs' scale; a SystemExit when it is not float rounding."""
+    """The largest difference of the compact (and BatchNorm-folded) outputs from the dense
+    ones, relative to the outputs' scale; a SystemExit when it is not float rounding."""
     x = torch.randn(8, *case.shape)
+    worst = 0.0
     with torch.inference_mode():
-        ref, out = case.dense(x), case.compact(x)
-    diff = float((out - ref).abs().max()) / max(float(ref.abs().max()), 1e-12)
-    if diff > 1e-4:
-        raise SystemExit(
-            f"{case.model} {case.mask}: compact outputs differ by {diff:.1e} (relative)"
-        )
-    return diff
+        ref = case.dense(x)
+        for name in ("compact", "dense_folded", "compact_folded"):
+            out = getattr(case, name)(x)
+            diff = float((out - ref).abs().max()) / max(float(ref.abs().max()), 1e-12)
+            if diff > 1e-4:
+                raise SystemExit(
+                    f"{case.model} {case.mask}: {name.replace('_', ' ')} outputs differ from "
+                    f"the dense ones by {diff:.1e} (relative)"
+                )
+            worst = max(worst, diff)
+    return worst
 
 
 def time_models(
@@ -169,16 +180,22 @@ def measure(
     rows = []
     for device in devices:
         for group in groups.values():
-            dense = group[0].dense.to(device)
-            models = {"dense": dense} | {c.mask: c.compact.to(device) for c in group}
+            first = group[0]
+            models = {"dense": first.dense.to(device), FOLDED: first.dense_folded.to(device)}
+            for c in group:
+                models[c.mask] = c.compact.to(device)
+                models[c.mask + FOLDED] = c.compact_folded.to(device)
             for batch, n in zip(batches, repeats):
-                x = torch.randn(batch, *group[0].shape, device=device)
+                x = torch.randn(batch, *first.shape, device=device)
                 ms = time_models(models, x, n, warmup)
                 for c in group:
                     dense_ms, compact_ms = ms["dense"], ms[c.mask]
+                    folded_ms, compact_folded_ms = ms[FOLDED], ms[c.mask + FOLDED]
                     rows.append([
                         c.model, c.mask, device, str(batch), c.flops_text(), c.weights_text(),
                         f"{dense_ms:.2f}", f"{compact_ms:.2f}", f"{dense_ms / compact_ms:.2f}×",
+                        f"{folded_ms:.2f}", f"{compact_folded_ms:.2f}",
+                        f"{folded_ms / compact_folded_ms:.2f}×",
                     ])  # fmt: skip
                     print(" | ".join(rows[-1]), flush=True)
     return rows
@@ -242,7 +259,10 @@ def main(argv: list[str] | None = None) -> list[list[str]]:
 - masks: {masks}; input {"×".join(map(str, cases[0].shape))}, {NUM_CLASSES} classes.
 - dense: the masked network at full width (PyTorch's dense kernels, zero channels and all);
   compact: `gemminer.rundir.compact.compact_model`, the narrower dense network with the same
-  outputs (largest relative difference on 8 random inputs: {worst:.1e}).
+  outputs; "BN folded": each of them with every BatchNorm that reads a convolution alone
+  folded into it (`gemminer.fold_batchnorm`), the speed-up then BN-folded compact against
+  BN-folded dense (largest relative difference of any of them from the dense network on 8
+  random inputs: {worst:.1e}).
 - multiply-adds: of the compact network computed densely, against the dense network's
   (`gemminer.masking.flops`); weights kept: Conv2d/Linear weights of the compact network.
 - latency: median of the passes ({passes}) after {args.warmup} warm-up pass(es), dense and

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import csv
 
+import pytest
+import torch
+
 from gemminer.cli import main as gemminer_main
 from gemminer.masking.channels import cost_of
 from gemminer.models import create_model
@@ -43,6 +46,20 @@ def test_the_script_times_dense_and_compact_and_writes_its_report(tmp_path, caps
         table = list(csv.reader(f))
     assert table[0] == module.HEADER and len(table) == 3
     assert float(table[1][6]) > 0 and float(table[1][7]) > 0 and table[1][8].endswith("×")
+    # the same models with their BatchNorm folded in, timed beside them
+    assert table[0][9:] == ["dense, BN folded ms", "compact, BN folded ms", "speed-up, BN folded"]
+    assert float(table[1][9]) > 0 and float(table[1][10]) > 0 and table[1][11].endswith("×")
+    assert "`gemminer.fold_batchnorm`" in text
+
+
+def test_a_folded_network_that_differs_stops_the_script(monkeypatch):
+    module = benchmark_script("structured_inference")
+    case = module.uniform_cases(["resnet20"], [0.5])[0]
+    assert module.check_outputs(case) < 1e-5
+    with torch.no_grad():
+        case.compact_folded.conv1.bias.add_(1.0)
+    with pytest.raises(SystemExit, match="compact folded outputs differ from the dense ones"):
+        module.check_outputs(case)
 
 
 def test_the_script_takes_the_masks_of_run_folders(data_dir, tmp_path):

@@ -8,6 +8,7 @@ Public API::
     gemminer.create_model("resnet20"), gemminer.init_weights(model, "signed_constant")
     gemminer.Mask, gemminer.to_score_model, gemminer.load_dataset
     gemminer.export_run(run_dir) -> ExportInfo; gemminer.load_exported(path) -> plain nn.Module
+    gemminer.fold_batchnorm(model) -> the same network for inference, BatchNorm folded in
 """
 
 from .api import finetune, mine
@@ -26,6 +27,7 @@ from .masking import (
 from .methods.gem_miner import FreezeSchedule, MineConfig, MiningResult
 from .models import create_model, list_models
 from .rundir.export import export_run, load_exported
+from .rundir.fold import fold_batchnorm
 from .rundir.interop import from_torch_prune, to_torch_prune
 from .settings.config import FinetuneConfig, OptimConfig, RunConfig
 from .version import __version__
@@ -45,6 +47,7 @@ __all__ = [
     "create_model",
     "export_run",
     "finetune",
+    "fold_batchnorm",
     "format_density",
     "from_torch_prune",
     "init_weights",

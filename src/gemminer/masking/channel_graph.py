@@ -120,15 +120,23 @@ class _Tracer(fx.Tracer):
         return hasattr(m, "channel_positions") or super().is_leaf_module(m, qualname)
 
 
-def _trace(model: nn.Module, input_shape: Sequence[int]) -> fx.GraphModule:
+def trace_graph(
+    model: nn.Module, purpose: str = "find its channels", needs: str = "channel pruning"
+) -> fx.GraphModule:
+    """``model``'s ``torch.fx`` graph, modules that move channels kept whole; a
+    :class:`MaskError` saying that ``needs`` (to ``purpose``) a traceable model otherwise."""
     try:
-        graph = fx.GraphModule(model, _Tracer().trace(model))
+        return fx.GraphModule(model, _Tracer().trace(model))
     except Exception as exc:  # noqa: BLE001 - any tracing failure has one meaning here
         raise MaskError(
-            f"cannot trace {type(model).__name__} to find its channels "
-            f"({type(exc).__name__}: {exc}); channel pruning needs a model "
+            f"cannot trace {type(model).__name__} to {purpose} "
+            f"({type(exc).__name__}: {exc}); {needs} needs a model "
             "torch.fx.symbolic_trace can trace (no control flow on tensor values)"
         ) from None
+
+
+def _trace(model: nn.Module, input_shape: Sequence[int]) -> fx.GraphModule:
+    graph = trace_graph(model)
     probe(ShapeProp(graph).propagate, model, input_shape)
     return graph
 
