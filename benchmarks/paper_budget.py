@@ -17,8 +17,10 @@ far as it got, so the script can be run at any time.
         --report-only --keep-notes
 
 `--dense` adds the dense ResNet-20 (the paper's weight training, beside He et al.'s
-published 91.25 %); `--only ROW` runs only the rows named and reports the others as they
-stand. `--also fp32:1` adds a Gem-Miner run of another seed and precision (repeatable), and the
+published 91.25 %); `--their-recipe` Gem-Miner under the recipe of the authors' one stored
+full-budget run (λ 5e-5, period 8, to 1.80 %: is our mining theirs, given their recipe?);
+`--only ROW` runs only the rows named and reports the others as they stand.
+`--also fp32:1` adds a Gem-Miner run of another seed and precision (repeatable), and the
 report the mean ± std of the finished Gem-Miner runs' last and best epochs. A run longer
 than a working session travels to the next checkout: `--carry-out` copies each unfinished
 run's small files (config, records, mining's outputs, the stage's checkpoint: ~6 MiB for
@@ -73,7 +75,19 @@ PAPER = {"gem-miner": 0.7789, "smart-ratio": 0.6561, SR_AS_GM: 0.6561}
 #: Dense weight training (``--dense``): the paper plots its dense line without printing it;
 #: the reference is ResNet-20's published 8.75 % error (He et al. 2016, Table 6).
 PAPER["dense"] = 0.9125
+#: ``--their-recipe``: Gem-Miner under the recipe of the one full-budget run whose ticket
+#: the authors stored (commit 6c135221, results/SGD_finetune_L2/...: λ 5e-5, a fifth of the
+#: live weights frozen every 8 epochs, 18 times, to 0.8^18 = 1.8014 %; their rare gem
+#: 1.7467 %); beside it their log's last finetuning epoch (exact pixels).
+THEIRS = "gem-miner under their stored run's recipe (λ 5e-5, period 8, to 1.80 %)"
+PAPER[THEIRS] = 0.7935
 COLUMNS = ("phase", "epoch", "loss", "train_acc", "test_acc", "density", "bound", "lr", "seconds")
+
+
+def _with(argv: list[str], flag: str, value: str) -> list[str]:
+    """``argv`` with ``flag``'s value replaced by ``value``."""
+    i = argv.index(flag)
+    return [*argv[: i + 1], value, *argv[i + 2 :]]
 
 
 def commands(args: argparse.Namespace) -> dict[str, list[str]]:
@@ -86,11 +100,14 @@ def commands(args: argparse.Namespace) -> dict[str, list[str]]:
     }
     for spec in args.also:  # more Gem-Miner runs: other seeds and precisions
         precision, seed = spec
-        other = [*common[: common.index("--precision")], "--precision", precision]
-        other += common[common.index("--precision") + 2 :]
         runs[f"gem-miner, seed {seed}, {precision}"] = [
-            "mine", "--model", "resnet20", *other, "--seed", str(seed), "--epochs", "150",
-            "--finetune",
+            "mine", "--model", "resnet20", *_with(common, "--precision", precision),
+            "--seed", str(seed), "--epochs", "150", "--finetune",
+        ]  # fmt: skip
+    if args.their_recipe:
+        runs[THEIRS] = [
+            "mine", "--model", "resnet20", *_with(common, "--density", "0.018014"),
+            "--lambda", "5e-5", "--period", "8", "--epochs", "150", "--finetune",
         ]  # fmt: skip
     if args.smart_ratio:
         smart = [
@@ -109,11 +126,9 @@ def commands(args: argparse.Namespace) -> dict[str, list[str]]:
         ]  # fmt: skip
         runs["smart-ratio"] = [*smart, "--finetune"]
     if args.dense:  # the paper's weight training: Table 15's LR 0.1, 150 epochs, Kaiming
-        dense = [*common[: common.index("--density")], "--density", "1"]
-        dense += common[common.index("--density") + 2 :]
         runs["dense"] = [
-            "prune", "--method", "dense", "--model", "resnet20", *dense, "--epochs", "0",
-            "--finetune",
+            "prune", "--method", "dense", "--model", "resnet20", *_with(common, "--density", "1"),
+            "--epochs", "0", "--finetune",
         ]  # fmt: skip
     return runs
 
@@ -142,6 +157,12 @@ def main() -> None:
         "--dense",
         action="store_true",
         help="also train the dense ResNet-20 (the paper's weight training: LR 0.1, 150 epochs)",
+    )
+    p.add_argument(
+        "--their-recipe",
+        action="store_true",
+        help="also mine with the recipe of the authors' stored full-budget run "
+        "(λ 5e-5, period 8, to 1.80 %%)",
     )
     p.add_argument("--report-only", action="store_true", help="report what the folders hold")
     p.add_argument(
@@ -350,7 +371,8 @@ def gem_miner_spread(rows: list[dict]) -> str:
     ("" with fewer than two)."""
     last, best = [], []
     for r in rows:
-        if not r["method"].startswith("gem-miner") or r["post"] is None:
+        paper_setting = r["method"] == "gem-miner" or r["method"].startswith("gem-miner, ")
+        if not paper_setting or r["post"] is None:
             continue
         cells = table_cells(r)
         last.append(_fraction(cells[HEADER.index("post-finetune acc")]))
@@ -367,7 +389,8 @@ def table_cells(r: dict) -> list[str]:
         return r["cells"]
     return [r["method"], r["epochs done"], pct(r["ticket"]), pct(r["pre"]), pct(r["gem"]),
             " / ".join(pct(r[k]) for k in ("gem_acc", "gem_running_bn")) if r["gem_acc"] else "—",
-            pct(r["post"]), best_cell(r["best"]), pct(PAPER[r["method"].split(",")[0]]),
+            pct(r["post"]), best_cell(r["best"]),
+            pct(PAPER.get(r["method"]) or PAPER[r["method"].split(",")[0]]),
             r["mining time"], r["finetuning time"], r["precision"] or "—"]  # fmt: skip
 
 
@@ -401,6 +424,13 @@ def write_report(
     seeds = gem_miner_spread(rows)
     if seeds:
         progress.insert(0, seeds)
+    if any(r["method"] == THEIRS for r in rows):
+        progress.append(
+            f"- {THEIRS}: its paper column is their stored run's log, last finetuning epoch "
+            "(exact pixels, their rare gem at 1.7467 %); the same ticket finetuned by "
+            "gemminer on the copy reached 76.77 % ([authors_ticket_finetune.md]"
+            "(authors_ticket_finetune.md))"
+        )
     links = [f"[report]({report.name}/report.md)"]
     if figures != report:
         links.append(f"[{figures.name}]({report.name}/{figures.name}/report.md)")

@@ -77,7 +77,7 @@ def test_threads_are_passed_on_without_renaming_the_run_folder():
     module = _module()
     args = module.argparse.Namespace(
         data_dir="d", precision="bf16", eval_every=5, threads=2, smart_ratio=True, also=[],
-        dense=False,
+        dense=False, their_recipe=False,
     )  # fmt: skip
     runs = module.commands(args)
     assert runs["gem-miner"][-5:] == ["--threads", "2", "--epochs", "150", "--finetune"]
@@ -220,6 +220,7 @@ def test_more_gem_miner_runs_are_other_seeds_and_precisions_in_folders_of_their_
     args = module.argparse.Namespace(
         data_dir="d", precision="bf16", eval_every=5, threads=2, smart_ratio=False,
         also=[module._precision_seed("fp32:1"), module._precision_seed("bf16:2")], dense=False,
+        their_recipe=False,
     )  # fmt: skip
     runs = module.commands(args)
     assert list(runs) == ["gem-miner", "gem-miner, seed 1, fp32", "gem-miner, seed 2, bf16"]
@@ -274,7 +275,7 @@ def test_the_dense_row_is_the_papers_weight_training_and_only_runs_the_rows_name
     module = _module()
     args = module.argparse.Namespace(
         data_dir="d", precision="bf16", eval_every=5, threads=2, smart_ratio=True, also=[],
-        dense=True,
+        dense=True, their_recipe=False,
     )  # fmt: skip
     runs = module.commands(args)
     assert list(runs)[-1] == "dense"
@@ -306,3 +307,33 @@ def test_the_dense_row_is_the_papers_weight_training_and_only_runs_the_rows_name
     module.main()
     assert [argv[argv.index("--method") + 1] for argv in called] == ["dense"]
     assert "| dense | 0 mining |" in (tmp_path / "results" / "budget.md").read_text()
+
+
+def test_their_recipe_row_mines_as_the_authors_stored_run_and_stays_out_of_the_spread():
+    module = _module()
+    args = module.argparse.Namespace(
+        data_dir="d", precision="bf16", eval_every=5, threads=2, smart_ratio=False, also=[],
+        dense=False, their_recipe=True,
+    )  # fmt: skip
+    runs = module.commands(args)
+    assert list(runs) == ["gem-miner", module.THEIRS]
+    theirs = config_from_args(build_parser().parse_args(runs[module.THEIRS]))
+    ours = config_from_args(build_parser().parse_args(runs["gem-miner"]))
+    assert theirs.settings == {"period": 8, "lam": 5e-5, "regularizer": "l2"}
+    assert (theirs.prune.density, theirs.prune.epochs, theirs.prune.optim) == (
+        0.018014,  # 0.8^18: 18 freezes after epochs 9, 17, …, 145, each keeping 80 %
+        150,
+        ours.prune.optim,
+    )
+    assert theirs.finetune == ours.finetune and theirs.seed == ours.seed
+    assert module.run_folder(runs[module.THEIRS]) != module.run_folder(runs["gem-miner"])
+    # its reference is their log's last epoch, and it is no seed of the paper's setting
+    row = {"method": module.THEIRS, "post": "76.00 %", "kept": True}
+    cells = ["?"] * len(module.HEADER)
+    cells[module.HEADER.index("post-finetune acc")] = "76.00 %"
+    cells[module.HEADER.index(module.BEST)] = "76.10 % (epoch 140)"
+    gm = [{"method": f"gem-miner, seed {i}", "post": "x", "kept": True, "cells": list(cells)}
+          for i in range(2)]  # fmt: skip
+    spread = module.gem_miner_spread([*gm, {**row, "cells": cells}])
+    assert "over its 2 finished runs" in spread
+    assert module.PAPER[module.THEIRS] == 0.7935
