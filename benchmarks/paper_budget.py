@@ -19,7 +19,8 @@ far as it got, so the script can be run at any time.
 `--dense` adds the dense ResNet-20 (the paper's weight training, beside He et al.'s
 published 91.25 %); `--their-recipe` Gem-Miner under the recipe of the authors' one stored
 full-budget run (λ 5e-5, period 8, to 1.80 %: is our mining theirs, given their recipe?);
-`--only ROW` runs only the rows named and reports the others as they stand.
+`--only ROW` runs only the rows named (`their-recipe` for that one) and reports the others
+as they stand.
 `--also fp32:1` adds a Gem-Miner run of another seed and precision (repeatable), and the
 report the mean ± std of the finished Gem-Miner runs' last and best epochs. A run longer
 than a working session travels to the next checkout: `--carry-out` copies each unfinished
@@ -81,6 +82,8 @@ PAPER["dense"] = 0.9125
 #: 1.7467 %); beside it their log's last finetuning epoch (exact pixels).
 THEIRS = "gem-miner under their stored run's recipe (λ 5e-5, period 8, to 1.80 %)"
 PAPER[THEIRS] = 0.7935
+#: Short names for ``--only`` (a row's own name works too).
+ROW_NAMES = {"their-recipe": THEIRS}
 COLUMNS = ("phase", "epoch", "loss", "train_acc", "test_acc", "density", "bound", "lr", "seconds")
 
 
@@ -170,7 +173,7 @@ def main() -> None:
         action="append",
         default=[],
         metavar="ROW",
-        help="run only this row (repeatable, e.g. dense); the others are reported as they are",
+        help="run only this row (repeatable, e.g. dense, their-recipe); report the others",
     )
     p.add_argument("--threads", type=int, default=0, help="CPU threads (default: PyTorch's)")
     p.add_argument("--note", action="append", default=[], help="a line for the report")
@@ -202,7 +205,8 @@ def main() -> None:
         out = run_folder(argv)
         carry_in(out, args.carry)
         kept = committed.get(str(out))
-        run_it = not args.report_only and (not args.only or method in args.only)
+        only = {ROW_NAMES.get(name, name) for name in args.only}
+        run_it = not args.report_only and (not args.only or method in only)
         if not out.is_dir() and kept and (kept["post"] is not None or not run_it):
             rows.append(kept)  # a new checkout holds no run folders: keep what was measured
             per_epoch += kept["records"]

@@ -309,7 +309,9 @@ def test_the_dense_row_is_the_papers_weight_training_and_only_runs_the_rows_name
     assert "| dense | 0 mining |" in (tmp_path / "results" / "budget.md").read_text()
 
 
-def test_their_recipe_row_mines_as_the_authors_stored_run_and_stays_out_of_the_spread():
+def test_their_recipe_row_mines_as_the_authors_stored_run_and_stays_out_of_the_spread(
+    tmp_path, monkeypatch
+):
     module = _module()
     args = module.argparse.Namespace(
         data_dir="d", precision="bf16", eval_every=5, threads=2, smart_ratio=False, also=[],
@@ -337,3 +339,14 @@ def test_their_recipe_row_mines_as_the_authors_stored_run_and_stays_out_of_the_s
     spread = module.gem_miner_spread([*gm, {**row, "cells": cells}])
     assert "over its 2 finished runs" in spread
     assert module.PAPER[module.THEIRS] == 0.7935
+    # --only their-recipe runs that row alone
+    called = []
+    monkeypatch.setattr(module, "gemminer", lambda argv: called.append(argv) or 0)
+    monkeypatch.setattr(module, "run_folder", lambda argv: tmp_path / str(len(argv)))
+    monkeypatch.setattr(
+        "sys.argv",
+        ["paper_budget.py", "--their-recipe", "--only", "their-recipe", "--data-dir", "d",
+         "--report", str(tmp_path / "results" / "budget")],
+    )  # fmt: skip
+    module.main()
+    assert len(called) == 1 and called[0][called[0].index("--period") + 1] == "8"
