@@ -321,7 +321,12 @@ def test_their_recipe_row_mines_as_the_authors_stored_run_and_stays_out_of_the_s
     assert list(runs) == ["gem-miner", module.THEIRS]
     theirs = config_from_args(build_parser().parse_args(runs[module.THEIRS]))
     ours = config_from_args(build_parser().parse_args(runs["gem-miner"]))
-    assert theirs.settings == {"period": 8, "lam": 5e-5, "regularizer": "l2"}
+    assert theirs.settings == {
+        "period": 8,
+        "lam": 5e-5,
+        "regularizer": "l2",
+        "finetune_mask": "rounded",
+    }
     assert (theirs.prune.density, theirs.prune.epochs, theirs.prune.optim) == (
         0.018014,  # 0.8^18: 18 freezes after epochs 9, 17, …, 145, each keeping 80 %
         150,
