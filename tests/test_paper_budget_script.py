@@ -16,6 +16,15 @@ def _module():
     return benchmark_script("paper_budget")
 
 
+def _args(module, **rows):
+    """The script's runs at bf16, eval every 5 epochs, 2 threads; ``rows`` turns rows on
+    (``smart_ratio``, ``dense``, ``their_recipe``, ``also``)."""
+    args = {"smart_ratio": False, "dense": False, "their_recipe": False, "also": []} | rows
+    return module.argparse.Namespace(
+        data_dir="d", precision="bf16", eval_every=5, threads=2, **args
+    )
+
+
 def _folder(path, metrics, **summary):
     path.mkdir()
     (path / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in metrics))
@@ -75,10 +84,7 @@ def test_an_unfinished_run_names_its_last_epoch(tmp_path):
 
 def test_threads_are_passed_on_without_renaming_the_run_folder():
     module = _module()
-    args = module.argparse.Namespace(
-        data_dir="d", precision="bf16", eval_every=5, threads=2, smart_ratio=True, also=[],
-        dense=False, their_recipe=False,
-    )  # fmt: skip
+    args = _args(module, smart_ratio=True)
     runs = module.commands(args)
     assert runs["gem-miner"][-5:] == ["--threads", "2", "--epochs", "150", "--finetune"]
     as_gm = config_from_args(build_parser().parse_args(runs[module.SR_AS_GM])).finetune
@@ -217,11 +223,7 @@ def test_a_report_from_before_the_best_column_gets_it_from_its_records(tmp_path)
 
 def test_more_gem_miner_runs_are_other_seeds_and_precisions_in_folders_of_their_own():
     module = _module()
-    args = module.argparse.Namespace(
-        data_dir="d", precision="bf16", eval_every=5, threads=2, smart_ratio=False,
-        also=[module._precision_seed("fp32:1"), module._precision_seed("bf16:2")], dense=False,
-        their_recipe=False,
-    )  # fmt: skip
+    args = _args(module, also=[module._precision_seed("fp32:1"), module._precision_seed("bf16:2")])
     runs = module.commands(args)
     assert list(runs) == ["gem-miner", "gem-miner, seed 1, fp32", "gem-miner, seed 2, bf16"]
     cfg = config_from_args(build_parser().parse_args(runs["gem-miner, seed 1, fp32"]))
@@ -273,10 +275,7 @@ def test_the_dense_row_is_the_papers_weight_training_and_only_runs_the_rows_name
     tmp_path, monkeypatch
 ):
     module = _module()
-    args = module.argparse.Namespace(
-        data_dir="d", precision="bf16", eval_every=5, threads=2, smart_ratio=True, also=[],
-        dense=True, their_recipe=False,
-    )  # fmt: skip
+    args = _args(module, smart_ratio=True, dense=True)
     runs = module.commands(args)
     assert list(runs)[-1] == "dense"
     dense = config_from_args(build_parser().parse_args(runs["dense"]))
@@ -313,10 +312,7 @@ def test_their_recipe_row_mines_as_the_authors_stored_run_and_stays_out_of_the_s
     tmp_path, monkeypatch
 ):
     module = _module()
-    args = module.argparse.Namespace(
-        data_dir="d", precision="bf16", eval_every=5, threads=2, smart_ratio=False, also=[],
-        dense=False, their_recipe=True,
-    )  # fmt: skip
+    args = _args(module, their_recipe=True)
     runs = module.commands(args)
     assert list(runs) == ["gem-miner", module.THEIRS]
     theirs = config_from_args(build_parser().parse_args(runs[module.THEIRS]))
