@@ -1,9 +1,10 @@
 """Channel pruning at equal multiply-adds: channel Gem-Miner against its baselines (issue 29).
 
 For each model, fraction of the forward multiply-adds and seed, this prunes with
-channel Gem-Miner (``gem-miner --set granularity=channel``), random channel pruning
-(``channel-random``) and L1-norm filter pruning at initialization (``l1-filter``) — all
-three keep whole channels, at the same multiply-add target — and, as a reference,
+channel Gem-Miner (``gem-miner --set granularity=channel``; or per weight, then the
+channels its ticket keeps most of: ``granularity=channel_from_weight``), random channel
+pruning (``channel-random``) and L1-norm filter pruning at initialization (``l1-filter``) —
+all keep whole channels, at the same multiply-add target — and, as a reference,
 unstructured Gem-Miner at the same fraction *of the weights* (its multiply-adds are
 listed: they are not the same), then finetunes every ticket with the same budget.
 Accuracy before and after finetuning, on the full test set. Finished runs are skipped,
@@ -46,6 +47,14 @@ METHODS = {
     "channel Gem-Miner (ranked per multiply-add)": (
         "gem-miner",
         ["--set", "granularity=channel", "--set", "channel_rank=score_per_flop"],
+    ),
+    "channel Gem-Miner (widths from a weight ticket)": (
+        "gem-miner",
+        ["--set", "granularity=channel_from_weight"],
+    ),
+    "channel Gem-Miner (widths from a rounded weight ticket)": (
+        "gem-miner",
+        ["--set", "granularity=channel_from_weight", "--set", "finetune_mask=rounded"],
     ),
     "channel-random": ("channel-random", []),
     "channel-random (streams whole)": ("channel-random", ["--set", "streams=whole"]),
@@ -289,7 +298,7 @@ def main() -> None:
             if args.report_only
             else []
         ),
-        "- The target is a fraction of the forward multiply-adds for the three channel "
+        "- The target is a fraction of the forward multiply-adds for the channel "
         "methods; the unstructured reference keeps that fraction of the *weights* "
         "(its multiply-adds are the column's).",
         "",

@@ -26,6 +26,18 @@ def loader(data, batch_size=32):
     )
 
 
+def channel_context(net: nn.Module, data, density: float) -> PruneContext:
+    """A context pruning ``net`` to ``density`` of its multiply-adds in 2 epochs of ``data``."""
+    return PruneContext(
+        model=net,
+        density=density,
+        train_batches=loader(data),
+        device=torch.device("cpu"),
+        epochs=2,
+        input_shape=SHAPE,
+    )
+
+
 def channel_model(net: nn.Module | None = None, gradient: str = "mean"):
     net = net if net is not None else small_net()
     sets, cost = cost_of(net, SHAPE)
@@ -158,14 +170,7 @@ def test_channel_mining_ranked_per_multiply_add_meets_the_bound(tiny_data):
 
 def test_a_target_below_one_channel_per_set_is_refused_before_mining(tiny_data):
     spec = METHODS.get("gem-miner")
-    ctx = PruneContext(
-        model=small_net(),
-        density=0.001,
-        train_batches=loader(tiny_data),
-        device=torch.device("cpu"),
-        epochs=2,
-        input_shape=SHAPE,
-    )
+    ctx = channel_context(small_net(), tiny_data, 0.001)
     with pytest.raises(ConfigError, match="below .*the smallest fraction reachable"):
         spec.run(ctx, spec.build_settings({"granularity": "channel", "period": 1}))
 
@@ -176,14 +181,7 @@ def test_the_registered_method_returns_a_channel_ticket(tiny_data):
     assert spec.budget_of(settings) == "flops"
     assert spec.budget_of(spec.build_settings()) == "density"
     net = small_net()
-    ctx = PruneContext(
-        model=net,
-        density=0.4,
-        train_batches=loader(tiny_data),
-        device=torch.device("cpu"),
-        epochs=2,
-        input_shape=SHAPE,
-    )
+    ctx = channel_context(net, tiny_data, 0.4)
     result = spec.run(ctx, settings)
     sets = channel_sets(net, SHAPE)
     for s in sets:  # whole channels only: a producer's rows are all alike or all zero
@@ -278,5 +276,5 @@ def test_channel_gem_miner_with_streams_whole_scores_only_the_inner_channels():
         {"channel_gradient": "sum"},
         {"channel_rank": "score_per_flop"},
     ):
-        with pytest.raises(ConfigError, match="apply to granularity=channel only"):
+        with pytest.raises(ConfigError, match="granularity=channel"):
             MineConfig(density=0.25, epochs=2, period=1, **setting)

@@ -38,7 +38,15 @@ from .data.loader import BatchLoader, eval_batches, training_batches
 from .errors import DataError, MaskError, ModelError
 from .masking import Mask, prunable_modules
 from .methods import METHODS
-from .methods.gem_miner import MineConfig, MiningResult, mine_config, mine_scores, score_model
+from .methods.gem_miner import (
+    MineConfig,
+    MiningResult,
+    channel_cost,
+    channels_of,
+    mine_config,
+    mine_scores,
+    score_model,
+)
 from .seeds import derive_seed
 from .settings.config import (
     DEFAULT_BATCH_SIZE,
@@ -294,7 +302,10 @@ def mine(
     ``granularity="channel"`` mines a score per channel instead, ``density`` then being the
     fraction of the multiply-adds kept, and ``channel_gradient`` (``"mean"``, the default,
     or ``"sum"``) says how a channel's score gathers its weights' gradients
-    (:class:`~gemminer.methods.gem_miner.GemMinerSettings`). ``within``: a ticket's mask
+    (:class:`~gemminer.methods.gem_miner.GemMinerSettings`);
+    ``granularity="channel_from_weight"`` mines per weight, then returns the channels
+    that ticket keeps most of, ``density`` of the multiply-adds (the result's ``mask``;
+    its ``gem`` is the per-weight rare gem). ``within``: a ticket's mask
     (e.g. ``result.mask`` of a channel run on the same ``model``) whose pruned weights stay
     pruned: mining keeps a subset of its weights, ``density`` (below the mask's) being, as
     always, the fraction of all the weights — channels first, then weights inside them.
@@ -344,7 +355,9 @@ def mine(
         channel_gradient=channel_gradient,
     )
     scores_seed = torch.Generator().manual_seed(derive_seed(seed, "scores"))
-    shape = _input_shape(train_data, "train_data") if cfg.granularity == "channel" else None
+    shape = _input_shape(train_data, "train_data") if cfg.granularity != "weight" else None
+    to_channels = cfg.granularity == "channel_from_weight"
+    cost = channel_cost(model, shape, cfg)[1] if to_channels else None  # checked first
     scored, space = score_model(model, cfg, scores_seed, shape, within)
     scored.to(device=dev, memory_format=torch.channels_last)  # as the loader's batches
     train = _batches(
@@ -368,7 +381,7 @@ def mine(
         augment=False,
     )
     with show_epochs(progress):
-        return mine_scores(
+        result = mine_scores(
             scored,
             train,
             cfg,
@@ -380,6 +393,7 @@ def mine(
             space=space,
             start_density=1.0 if within is None else space.flag_fraction(),
         )
+    return channels_of(result, model, cost, cfg.density)[0] if cost is not None else result
 
 
 def finetune(

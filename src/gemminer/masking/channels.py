@@ -61,6 +61,7 @@ __all__ = [
     "cost_of",
     "is_depthwise",
     "keep_lowest_removed",
+    "kept_per_channel",
     "live_channels",
 ]
 
@@ -112,11 +113,33 @@ def live_channels(
     for s in sets:
         alive = torch.zeros(s.size, dtype=torch.bool)
         for member in s.weights(COLUMNS):
-            m = mask[weight_name(member.module)].bool()
-            cols = m.transpose(0, 1)[member.positions()].reshape(s.size, member.repeat, -1)
-            alive |= cols.flatten(1).any(dim=1)
+            alive |= _per_channel(mask[weight_name(member.module)].bool(), member, s).any(1)
         live[s.name] = alive
     return live
+
+
+def _per_channel(weight: torch.Tensor, member: Member, s: ChannelSet) -> torch.Tensor:
+    """The entries of ``weight`` that set ``s``'s channels gate in ``member`` (its rows, or
+    its columns, ``repeat`` per channel), one row per channel."""
+    if member.kind == ROWS:
+        return weight[member.positions()].reshape(s.size, -1)
+    return weight.transpose(0, 1)[member.positions()].reshape(s.size, -1)
+
+
+def kept_per_channel(
+    mask: Mapping[str, torch.Tensor], s: ChannelSet
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """For every channel of set ``s``, how many of the weights it gates (its rows and
+    columns in every layer it touches) ``mask`` keeps, and how many it gates: two float
+    tensors of ``s.size`` (the second the same for every channel)."""
+    kept = torch.zeros(s.size)
+    total = torch.zeros(s.size)
+    for member in s.members:
+        if member.kind in (ROWS, COLUMNS):
+            entries = _per_channel(mask[weight_name(member.module)].detach().cpu(), member, s)
+            kept += entries.bool().sum(1).float()
+            total += entries.shape[1]
+    return kept, total
 
 
 class ChannelCost:

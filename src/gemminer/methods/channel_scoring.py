@@ -65,6 +65,7 @@ from ..masking.channels import (
     check_sets,
     cost_of,
     keep_lowest_removed,
+    kept_per_channel,
     live_channels,
 )
 from .base import PruneContext, PruneResult, register_method
@@ -149,22 +150,31 @@ def check_target(method: str, density: float, cost: ChannelCost) -> None:
 
 
 # Thresholds ----------------------------------------------------------------------------
-def uniform_counts(cost: ChannelCost, density: float) -> list[int]:
+def uniform_counts(
+    cost: ChannelCost, density: float, shares: Sequence[float] | None = None
+) -> list[int]:
     """Channels kept per set (in ``cost.sets``' order) when every set keeps the same
     fraction q of its channels, ``max(1, round(q · size))`` with halves rounded up, at the
     largest q whose multiply-adds are at most ``density`` × dense. The target must be
-    reachable (:func:`check_target`)."""
+    reachable (:func:`check_target`).
+
+    ``shares`` (one per set, >= 0): set i keeps ``min(size, max(1, round(q · shares[i] ·
+    size)))`` instead, so the sets' widths stand in the ratio of their shares until one is
+    whole; the default, equal shares, is the uniform fraction."""
     sizes = [s.size for s in cost.sets]
     target = density * cost.dense
     if cost.flops(sizes) <= target:
         return sizes
+    # exact fractions, so sets whose steps coincide (e.g. of equal sizes) step together
+    scale = [n * Fraction(1 if shares is None else shares[i]) for i, n in enumerate(sizes)]
 
     def counts(q: Fraction) -> list[int]:
-        return [min(n, max(1, math.floor(q * n + Fraction(1, 2)))) for n in sizes]
+        return [min(n, max(1, math.floor(q * a + Fraction(1, 2)))) for n, a in zip(sizes, scale)]
 
-    # every fraction where a count steps up: (j + ½) / n, set j → j + 1 (exact fractions,
-    # so sets whose steps coincide, e.g. of equal sizes, step together)
-    steps = sorted({Fraction(2 * j + 1, 2 * n) for n in set(sizes) for j in range(1, n)})
+    # every fraction where a count steps up: (j + ½) / (share · n), set j → j + 1
+    steps = sorted(
+        {Fraction(2 * j + 1, 2) / a for n, a in zip(sizes, scale) if a > 0 for j in range(1, n)}
+    )
     lo, hi = 0, len(steps)  # the steps that fit: steps[:lo] do, steps[hi:] do not
     while lo < hi:
         mid = (lo + hi) // 2
@@ -193,6 +203,28 @@ def keep_channels(
     active = {s.name: torch.ones(s.size, dtype=torch.bool) for s in cost.sets}
     floors = {s.name: 1 for s in cost.sets}
     return keep_lowest_removed(cost, scores, active, density, floors)
+
+
+def channels_from_ticket(
+    model: nn.Module, cost: ChannelCost, ticket: Mapping[str, torch.Tensor], density: float
+) -> tuple[Mask, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """The channel mask at ``density`` of the multiply-adds that follows a per-weight
+    ``ticket`` of ``model`` (weight name → booleans): every set's width in proportion to
+    √ρ, ρ being the fraction of the set's weights (its channels' rows and columns,
+    :func:`~gemminer.masking.channels.kept_per_channel`) the ticket keeps — so a layer
+    between two sets of like ρ keeps about ρ of its weights — scaled to the target
+    (:func:`uniform_counts` with these shares); inside a set, the channels of which the
+    ticket keeps the largest fraction (ties: the earlier). Returns the mask, the kept
+    channels (set name → booleans) and those fractions (set name → one per channel)."""
+    check_target("a channel ticket", density, cost)
+    fractions, shares = {}, []
+    for s in cost.sets:
+        kept, total = kept_per_channel(ticket, s)
+        fractions[s.name] = kept / total.clamp(min=1)
+        shares.append(math.sqrt(float(kept.sum() / total.sum().clamp(min=1))))
+    counts = uniform_counts(cost, density, shares)
+    keep = {s.name: top_channels(fractions[s.name], k) for s, k in zip(cost.sets, counts)}
+    return channel_mask(model, cost.sets, keep), keep, fractions
 
 
 def _checked(found: Mapping[str, torch.Tensor], sets: Sequence[ChannelSet], method: str) -> dict:
@@ -373,6 +405,7 @@ __all__ = [
     "ChannelScores",
     "ChannelThresholding",
     "channel_values",
+    "channels_from_ticket",
     "check_target",
     "input_shape_of",
     "invert_channels",

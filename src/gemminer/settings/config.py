@@ -31,8 +31,10 @@ FINETUNE_MASKS = ("flags", "rounded")
 #: Which scores a freeze removes: the lowest (Gem-Miner) or the highest (the authors'
 #: score-inversion sanity check).
 FREEZE_ORDERS = ("lowest", "highest")
-#: What Gem-Miner scores: every weight (the paper's) or every channel of a channel set.
-GRANULARITIES = ("weight", "channel")
+#: What Gem-Miner scores: every weight (the paper's), every channel of a channel set, or
+#: every weight, the ticket then turned into channels (the target a fraction of the
+#: multiply-adds for both of the latter).
+GRANULARITIES = ("weight", "channel", "channel_from_weight")
 #: The generation of defaults new runs are made with (see :class:`RunConfig`).
 DEFAULTS_VERSION = 2
 

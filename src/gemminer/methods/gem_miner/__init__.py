@@ -27,6 +27,7 @@ the default here. Both are reported (``gem_*`` keys for the rounded mask).
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections.abc import Mapping, Sequence
 
 import torch
@@ -35,10 +36,10 @@ from torch import nn
 from ...errors import ConfigError
 from ...masking import score_layers, to_score_model, weight_name
 from ...masking.channel_scores import to_channel_model
-from ...masking.channels import check_sets, cost_of
+from ...masking.channels import ChannelCost, ChannelSet, check_sets, cost_of
 from ...settings.config import PruneConfig
 from ..base import PruneContext, PruneResult, register_method
-from ..channel_scoring import check_target, input_shape_of
+from ..channel_scoring import channels_from_ticket, check_target, input_shape_of, weight_scores
 from .freezing import FreezeSchedule, adapt_lambda, freeze_scores, guard_collapse
 from .mining import MiningHooks, MiningResult, MiningStep, mine_scores
 from .settings import GemMinerSettings, MineConfig, mine_config
@@ -54,6 +55,8 @@ __all__ = [
     "ChannelSpace",
     "WeightSpace",
     "adapt_lambda",
+    "channel_cost",
+    "channels_of",
     "freeze_scores",
     "gem_summary",
     "guard_collapse",
@@ -113,30 +116,18 @@ def shortfall_hint(settings: GemMinerSettings) -> str:
     min_epochs=1,
     validate=mine_config,
     shortfall_hint=shortfall_hint,
-    budget=lambda settings: "flops" if settings.granularity == "channel" else "density",
+    budget=lambda settings: "density" if settings.granularity == "weight" else "flops",
     mines_within=True,
 )
 def gem_miner(ctx: PruneContext, settings: GemMinerSettings) -> PruneResult:
     cfg = mine_config(PruneConfig(ctx.density, ctx.epochs, ctx.batch_size, ctx.optim), settings)
+    if cfg.granularity == "channel_from_weight":
+        return _channels_from_weights(ctx, cfg)
     shape = input_shape_of(ctx, "channel Gem-Miner") if cfg.granularity == "channel" else None
     generator = torch.Generator().manual_seed(ctx.seed)
     model, space = score_model(ctx.model, cfg, generator, shape, ctx.within)
     model.to(device=ctx.device, memory_format=torch.channels_last)
-    result = mine_scores(
-        model,
-        ctx.train_batches,
-        cfg,
-        ctx.device,
-        eval_batches=ctx.eval_batches,
-        eval_every=ctx.eval_every,
-        calibration_batches=ctx.calibration_batches,
-        on_epoch=ctx.on_epoch,
-        progress=ctx.progress,
-        checkpoint=ctx.checkpoint,
-        runtime=ctx.runtime,
-        space=space,
-        start_density=1.0 if ctx.within is None else space.flag_fraction(),
-    )
+    result = _mine(ctx, cfg, model, space)
     extra = gem_summary(result, cfg.finetune_mask)
     if isinstance(space, ChannelSpace):  # how many each set keeps, as the channel baselines say
         kept = space.gates.keep(rounded=cfg.finetune_mask == "rounded")
@@ -152,6 +143,76 @@ def gem_miner(ctx: PruneContext, settings: GemMinerSettings) -> PruneResult:
     )
 
 
+def _mine(
+    ctx: PruneContext, cfg: MineConfig, model: nn.Module, space: WeightSpace | ChannelSpace
+) -> MiningResult:
+    return mine_scores(
+        model,
+        ctx.train_batches,
+        cfg,
+        ctx.device,
+        eval_batches=ctx.eval_batches,
+        eval_every=ctx.eval_every,
+        calibration_batches=ctx.calibration_batches,
+        on_epoch=ctx.on_epoch,
+        progress=ctx.progress,
+        checkpoint=ctx.checkpoint,
+        runtime=ctx.runtime,
+        space=space,
+        start_density=1.0 if ctx.within is None else space.flag_fraction(),
+    )
+
+
+def _channels_from_weights(ctx: PruneContext, cfg: MineConfig) -> PruneResult:
+    """``granularity="channel_from_weight"``: mine per weight at the target (as a density),
+    then keep channels at the target fraction of the multiply-adds as the ticket says
+    (:func:`channels_of`; the target is checked to be reachable before mining)."""
+    sets, cost = channel_cost(ctx.model, input_shape_of(ctx, "channel Gem-Miner"), cfg)
+    generator = torch.Generator().manual_seed(ctx.seed)
+    model, space = score_model(ctx.model, cfg, generator)
+    model.to(device=ctx.device, memory_format=torch.channels_last)
+    mined = _mine(ctx, cfg, model, space)
+    result, keep, fractions = channels_of(mined, ctx.model, cost, cfg.density)
+    return PruneResult(
+        mask=result.mask,
+        epochs_to_mask=cfg.epochs,
+        iterations_to_mask=cfg.epochs * len(ctx.train_batches),
+        scores=weight_scores(ctx.model, sets, fractions),
+        history=result.history,
+        extra={
+            # the per-weight ticket the channels were read from (not this ticket's figures)
+            **{f"weight_{k}": v for k, v in gem_summary(mined, cfg.finetune_mask).items()},
+            "weight_ticket_density": mined.mask.density,
+            "channels_kept": {name: int(k.sum()) for name, k in keep.items()},
+            "channels_total": {s.name: s.size for s in sets},
+        },
+    )
+
+
+def channel_cost(
+    model: nn.Module, input_shape: Sequence[int], cfg: MineConfig
+) -> tuple[tuple[ChannelSet, ...], ChannelCost]:
+    """The channel sets of ``model`` (``cfg.streams``) on inputs of ``input_shape`` and
+    their multiply-adds; a MaskError if it has none, a ConfigError if ``cfg.density`` of
+    its multiply-adds cannot be reached."""
+    sets, cost = cost_of(model, input_shape, cfg.streams)
+    check_sets(sets, model, "channel Gem-Miner")
+    check_target("channel Gem-Miner", cfg.density, cost)
+    return sets, cost
+
+
+def channels_of(
+    mined: MiningResult, model: nn.Module, cost: ChannelCost, density: float
+) -> tuple[MiningResult, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """Per-weight mining's ``mined`` result turned into channels of ``model`` at
+    ``density`` of the multiply-adds (:func:`channels_from_ticket` of its ticket,
+    ``mined.mask``): the result with the channel mask as its ``mask`` (``gem`` stays the
+    per-weight rare gem), the channels kept and the fraction of every channel's weights
+    the ticket kept (each: set name → one value per channel)."""
+    mask, keep, fractions = channels_from_ticket(model, cost, mined.mask, density)
+    return dataclasses.replace(mined, mask=mask), keep, fractions
+
+
 def score_model(
     model: nn.Module,
     cfg: MineConfig,
@@ -160,7 +221,8 @@ def score_model(
     within: Mapping[str, torch.Tensor] | None = None,
 ) -> tuple[nn.Module, WeightSpace | ChannelSpace]:
     """A copy of ``model`` with Gem-Miner's scores (drawn from ``generator``) and the
-    space that mines them: per weight, or — ``cfg.granularity == "channel"`` — per channel
+    space that mines them: per weight (``cfg.granularity`` ``"weight"`` or
+    ``"channel_from_weight"``), or — ``cfg.granularity == "channel"`` — per channel
     of every channel set of ``model`` traced on inputs of ``input_shape``, the target a
     fraction of its multiply-adds (checked to be reachable).
 
@@ -168,24 +230,22 @@ def score_model(
     channel ticket's), whose pruned weights start frozen out (flag 0, score 0), so mining
     keeps a subset of its weights and the bound falls from its density to ``cfg.density``
     (:class:`FreezeSchedule`'s ``start``) — channels first, then weights inside them."""
-    if cfg.granularity == "weight":
-        scored = to_score_model(copy.deepcopy(model), generator)
-        if within is not None:
-            start_within(scored, within, cfg.density)
-        return scored, WeightSpace(scored, cfg.collapse_guard, cfg.min_layer_density)
-    if within is not None:
+    if within is not None and cfg.granularity != "weight":
         raise ConfigError(
             "channel Gem-Miner cannot mine within a ticket: mine the channels first, then "
             "the weights inside them (granularity=weight)"
         )
+    if cfg.granularity != "channel":
+        scored = to_score_model(copy.deepcopy(model), generator)
+        if within is not None:
+            start_within(scored, within, cfg.density)
+        return scored, WeightSpace(scored, cfg.collapse_guard, cfg.min_layer_density)
     if input_shape is None:
         raise ConfigError(
             "channel Gem-Miner counts multiply-adds for one input's shape: give input_shape"
         )
     plain = copy.deepcopy(model)
-    sets, cost = cost_of(plain, input_shape, cfg.streams)
-    check_sets(sets, plain, "channel Gem-Miner")
-    check_target("channel Gem-Miner", cfg.density, cost)
+    sets, cost = channel_cost(plain, input_shape, cfg)
     scored = to_channel_model(plain, sets, generator, cfg.channel_gradient)
     space = ChannelSpace(scored, cost, cfg.collapse_guard, cfg.min_layer_density, cfg.channel_rank)
     return scored, space

@@ -53,6 +53,12 @@ class GemMinerSettings:
     lowest scores per multiply-add a channel of their set costs, so that dear channels —
     the residual streams', the first stage's — go before cheap ones of equal score;
     :func:`gemminer.masking.channels.keep_lowest_removed`).
+    ``granularity="channel_from_weight"`` (beyond the paper) mines per weight as the paper
+    does, at the target as a density, then keeps channels to the target fraction of the
+    multiply-adds: each set's width in proportion to the square root of the fraction of
+    its weights the mined ticket keeps, inside it the channels the ticket keeps most of
+    (:func:`gemminer.methods.channel_scoring.channels_from_ticket`); its ``streams`` are
+    as above.
     """
 
     period: int = 5
@@ -92,12 +98,12 @@ class GemMinerSettings:
         check_choice(self.channel_rank, CHANNEL_RANKS, "channel_rank")
         require(
             self.granularity == "channel"
-            or (
-                self.streams == "joined"
-                and self.channel_gradient == "mean"
-                and self.channel_rank == "score"
-            ),
-            "channel_gradient, streams and channel_rank apply to granularity=channel only",
+            or (self.channel_gradient == "mean" and self.channel_rank == "score"),
+            "channel_gradient and channel_rank apply to granularity=channel only",
+        )
+        require(
+            self.granularity != "weight" or self.streams == "joined",
+            "streams applies to granularity=channel or channel_from_weight only",
         )
 
 
