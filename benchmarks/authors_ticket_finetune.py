@@ -220,7 +220,7 @@ def write_report(
     header = ["finetuning epoch", "their ticket, gemminer on the copy",
               "their ticket, their finetune() on the copy", "their ticket, their log on "
               "the exact pixels", "gemminer − their log (points)",
-              *(f"gemminer's own ticket at 1.44 % ({name})" for name in own)]  # fmt: skip
+              *(f"gemminer's own ticket ({name})" for name in own)]  # fmt: skip
     table = markdown_table(header, rows)
     own_last = "; ".join(
         f"{name} {pct(curve[max(curve)])} at epoch {max(curve)}" for name, curve in own.items()
@@ -240,7 +240,8 @@ def write_report(
   start of finetuning (theirs continue from mining's)
 - their `finetune()` on the copy: their unchanged code on the same images, fp32, the first
   {max(on_copy) if on_copy else 0} epochs ({args.authors_on_copy}, its table)
-- gemminer's own tickets: the paper-budget runs at 1.44 % ({args.own_curves})
+- gemminer's own tickets: the paper-budget report's Gem-Miner runs ({args.own_curves};
+  1.44 % unless the name says otherwise)
 
 {table}
 
@@ -252,7 +253,7 @@ Epoch 0 is the ticket before finetuning, with the BatchNorm statistics mining le
   {pct(theirs[max(theirs)])} at epoch {max(theirs)}; best evaluated epoch: ours
   {best.describe() if best else "—"}, theirs {100 * theirs_best[0]:.2f} % at epoch
   {-theirs_best[1]} (of all 150)
-- gemminer's own 1.44 % tickets, last epoch: {own_last or "—"}
+- gemminer's own tickets, last epoch: {own_last or "—"}
 """
     Path(args.report).write_text(text)
     return table
