@@ -18,8 +18,9 @@ def _module():
 
 def _args(module, **rows):
     """The script's runs at bf16, eval every 5 epochs, 2 threads; ``rows`` turns rows on
-    (``smart_ratio``, ``dense``, ``their_recipe``, ``also``)."""
+    (``smart_ratio``, ``dense``, ``their_recipe``, ``their_recipe_144``, ``also``)."""
     args = {"smart_ratio": False, "dense": False, "their_recipe": False, "also": []} | rows
+    args.setdefault("their_recipe_144", False)
     return module.argparse.Namespace(
         data_dir="d", precision="bf16", eval_every=5, threads=2, **args
     )
@@ -351,3 +352,39 @@ def test_their_recipe_row_mines_as_the_authors_stored_run_and_stays_out_of_the_s
     )  # fmt: skip
     module.main()
     assert len(called) == 1 and called[0][called[0].index("--period") + 1] == "8"
+
+
+def test_their_recipe_to_the_papers_density_differs_from_it_only_in_density(tmp_path, monkeypatch):
+    """``--their-recipe-1.44``: the stored run's recipe down to 1.44 %, beside the paper's
+    77.89 %, outside the paper setting's spread, runnable alone with ``--only``."""
+    module = _module()
+    runs = module.commands(_args(module, their_recipe=True, their_recipe_144=True))
+    assert list(runs) == ["gem-miner", module.THEIRS, module.THEIRS_144]
+    to_180, to_144, ours = (
+        config_from_args(build_parser().parse_args(runs[name]))
+        for name in (module.THEIRS, module.THEIRS_144, "gem-miner")
+    )
+    assert to_144.settings == to_180.settings
+    assert (to_144.prune.density, to_180.prune.density) == (0.0144, 0.018014)
+    assert to_144.prune.density == ours.prune.density and to_144.finetune == ours.finetune
+    names = {module.run_folder(argv) for argv in runs.values()}
+    assert len(names) == 3
+    assert module.PAPER[module.THEIRS_144] == 0.7789
+    cells = ["?"] * len(module.HEADER)
+    cells[module.HEADER.index("post-finetune acc")] = "74.00 %"
+    cells[module.HEADER.index(module.BEST)] = "74.10 % (epoch 140)"
+    row = {"method": module.THEIRS_144, "post": "x", "kept": True, "cells": cells}
+    gm = {"method": "gem-miner", "post": "x", "kept": True, "cells": list(cells)}
+    assert module.gem_miner_spread([gm, row]) == ""  # one paper-setting run: no spread
+    called = []
+    monkeypatch.setattr(module, "gemminer", lambda argv: called.append(argv) or 0)
+    monkeypatch.setattr(module, "run_folder", lambda argv: tmp_path / str(len(argv)))
+    monkeypatch.setattr(
+        "sys.argv",
+        ["paper_budget.py", "--their-recipe", "--their-recipe-1.44", "--only",
+         "their-recipe-1.44", "--data-dir", "d", "--report", str(tmp_path / "results" / "b")],
+    )  # fmt: skip
+    module.main()
+    assert len(called) == 1
+    assert called[0][called[0].index("--density") + 1] == "0.0144"
+    assert called[0][called[0].index("--lambda") + 1] == "5e-5"
