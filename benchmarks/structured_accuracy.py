@@ -32,6 +32,10 @@ from gemminer.rundir.runs import RunDir
 #: label → (method, extra flags); the label names the row.
 METHODS = {
     "channel Gem-Miner": ("gem-miner", ["--set", "granularity=channel"]),
+    "channel Gem-Miner (averaged gradient)": (
+        "gem-miner",
+        ["--set", "granularity=channel", "--set", "channel_gradient=mean"],
+    ),
     "channel Gem-Miner (summed gradient)": (
         "gem-miner",
         ["--set", "granularity=channel", "--set", "channel_gradient=sum"],

@@ -278,3 +278,68 @@ def test_channel_gem_miner_with_streams_whole_scores_only_the_inner_channels():
     ):
         with pytest.raises(ConfigError, match="granularity=channel"):
             MineConfig(density=0.25, epochs=2, period=1, **setting)
+
+
+def _first_adam_step(gradient: str, lam: float, batch) -> tuple[torch.Tensor, ...]:
+    """Channel Gem-Miner's scores before and after one Adam step on ``batch``, and the
+    loss's gradient on them, gathered as ``gradient`` says ("auto": by the method's rule)."""
+    from gemminer.methods.gem_miner import MiningStep, score_model
+    from gemminer.settings.config import OptimConfig
+
+    cfg = MineConfig(
+        density=0.5, epochs=2, period=1, lam=lam, granularity="channel",
+        channel_gradient=gradient, optim=OptimConfig(name="adam", lr=0.01, momentum=0.9),
+    )  # fmt: skip
+    model, space = score_model(small_net(), cfg, torch.Generator().manual_seed(0), SHAPE)
+    step = MiningStep(model, cfg, scores=space.scores, flags=space.flags)
+    before = torch.cat([p.detach().clone() for p in space.scores])
+    x, y = batch
+    nn.functional.cross_entropy(model(x), y).backward()
+    grad = torch.cat([p.grad.clone() for p in space.scores])
+    step.optimizer.step()
+    step.after_step()
+    return before, torch.cat([p.detach() for p in space.scores]), grad
+
+
+def test_auto_channel_gradient_sums_under_adam_so_lambda_does_not_close_every_channel(
+    tiny_data,
+):
+    """Under Adam every score steps by about the LR whatever its gradient's size, so the
+    mean over a channel's weights only shrinks the loss's gradient against λ's 2λp: with
+    a λ above the averaged gradients every channel's score falls in the first step, as
+    VGG-16's all did in its first epoch. "auto" sums under Adam: the scores follow the
+    loss, and the channels the loss wants open rise."""
+    from gemminer.methods.gem_miner import channel_gradient
+
+    assert channel_gradient("auto", "sgd") == "mean" and channel_gradient("auto", "adam") == "sum"
+    assert channel_gradient("mean", "adam") == "mean" and channel_gradient("sum", "sgd") == "sum"
+    batch = next(iter(loader(tiny_data)))
+    before, _, averaged = _first_adam_step("mean", 0.0, batch)
+    lam = float(averaged.abs().max() / before.min())  # 2λp above every averaged gradient
+    before, after, _ = _first_adam_step("mean", lam, batch)
+    assert (after < before).all()
+    before, after, summed = _first_adam_step("auto", lam, batch)
+    opens = summed + 2 * lam * before < 0
+    assert opens.any() and (after[opens] > before[opens]).all()
+    assert (after[~opens] < before[~opens]).all()
+
+
+def test_auto_channel_gradient_averages_under_sgd_and_an_explicit_setting_wins():
+    from gemminer.masking.channel_scores import weights_per_channel
+    from gemminer.methods.gem_miner import score_model
+    from gemminer.settings.config import OptimConfig
+
+    def scale(optimizer: str, gradient: str = "auto") -> float:
+        cfg = MineConfig(
+            density=0.5, epochs=2, period=1, granularity="channel", channel_gradient=gradient,
+            optim=OptimConfig(name=optimizer, lr=0.01),
+        )  # fmt: skip
+        model, _ = score_model(small_net(), cfg, torch.Generator().manual_seed(0), SHAPE)
+        return float(model.get_submodule("0").channel_grad_scale)
+
+    first = channel_sets(small_net(), SHAPE)[0]
+    assert scale("sgd") == pytest.approx(1 / weights_per_channel(small_net(), first))
+    assert scale("adam") == 1.0
+    assert scale("adam", "mean") == scale("sgd") and scale("sgd", "sum") == 1.0
+    with pytest.raises(ConfigError, match="granularity=channel"):
+        MineConfig(density=0.5, epochs=2, period=1, channel_gradient="mean")

@@ -300,9 +300,10 @@ def mine(
     :meth:`gemminer.settings.recipe.Recipe.mining_at`). ``freeze_schedule`` and ``finetune_mask``
     default to the authors' runs (see :mod:`gemminer.methods.gem_miner`).
     ``granularity="channel"`` mines a score per channel instead, ``density`` then being the
-    fraction of the multiply-adds kept, and ``channel_gradient`` (``"mean"``, the default,
-    or ``"sum"``) says how a channel's score gathers its weights' gradients
-    (:class:`~gemminer.methods.gem_miner.GemMinerSettings`);
+    fraction of the multiply-adds kept, and ``channel_gradient`` (``"mean"``, ``"sum"``,
+    or ``"auto"``, the default: the mean under SGD, the sum under Adam) says how a
+    channel's score gathers its weights' gradients
+    (:func:`~gemminer.methods.gem_miner.channel_gradient`);
     ``granularity="channel_from_weight"`` mines per weight, then returns the channels
     that ticket keeps most of, ``density`` of the multiply-adds (the result's ``mask``;
     its ``gem`` is the per-weight rare gem). ``within``: a ticket's mask

@@ -12,9 +12,9 @@ a producer and a depthwise convolution scaling their rows, the consumer its colu
 channel's ``repeat`` columns after a flatten). The rounding is differentiated with the
 straight-through estimator, as per weight: with ``gradient="sum"``, ∂L/∂p_c is the sum over
 the channel's weights of ∂L/∂w_eff ⊙ w (⊙ the other gate), so a channel's score moves with
-everything it touches; with ``gradient="mean"`` (Gem-Miner's default) it is that sum
-divided by the number of weights the channel gates, so a channel's score moves at the pace
-of one weight's score and the weight-level learning rates and λ carry over — summed, a
+everything it touches; with ``gradient="mean"`` (Gem-Miner's default under SGD) it is
+that sum divided by the number of weights the channel gates, so a channel's score moves at
+the pace of one weight's score and the weight-level learning rates and λ carry over — summed, a
 channel of ResNet-20's stem stream (6,085 weights) moves about 20 times faster than a
 block's inner one (288), and the loss of a random network drives it to 0 first. The
 weights stay frozen. :class:`ChannelGates` (reached from any gated layer,

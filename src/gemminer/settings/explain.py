@@ -10,6 +10,7 @@ It describes; it never chooses or derives a value.
 from __future__ import annotations
 
 from ..methods import METHODS
+from ..methods.gem_miner.settings import channel_gradient
 from ..training.optim import milestone_epochs
 from .config import RunConfig, lambda_pull
 from .resolve import Derivation, derivation
@@ -121,6 +122,9 @@ def explain_settings(cfg: RunConfig) -> list[str]:
     else:
         mining = f"{cfg.method}: one shot (no training to find the mask)"
     others = {k: v for k, v in cfg.settings.items() if k not in ("period", "lam", "lambda")}
+    if others.get("granularity") == "channel" and others.get("channel_gradient", "auto") == "auto":
+        chosen = channel_gradient("auto", cfg.prune.optim.name)
+        others["channel_gradient"] = f"{chosen} (auto: {cfg.prune.optim.name})"
     if others:
         mining += "; " + ", ".join(f"{k}={v}" for k, v in sorted(others.items()))
     return [mining, _finetune(cfg, how)]

@@ -42,7 +42,7 @@ from ..base import PruneContext, PruneResult, register_method
 from ..channel_scoring import channels_from_ticket, check_target, input_shape_of, weight_scores
 from .freezing import FreezeSchedule, adapt_lambda, freeze_scores, guard_collapse
 from .mining import MiningHooks, MiningResult, MiningStep, mine_scores
-from .settings import GemMinerSettings, MineConfig, mine_config
+from .settings import GemMinerSettings, MineConfig, channel_gradient, mine_config
 from .spaces import ChannelSpace, WeightSpace
 
 __all__ = [
@@ -56,6 +56,7 @@ __all__ = [
     "WeightSpace",
     "adapt_lambda",
     "channel_cost",
+    "channel_gradient",
     "channels_of",
     "freeze_scores",
     "gem_summary",
@@ -246,7 +247,9 @@ def score_model(
         )
     plain = copy.deepcopy(model)
     sets, cost = channel_cost(plain, input_shape, cfg)
-    scored = to_channel_model(plain, sets, generator, cfg.channel_gradient)
+    scored = to_channel_model(
+        plain, sets, generator, channel_gradient(cfg.channel_gradient, cfg.optim.name)
+    )
     space = ChannelSpace(scored, cost, cfg.collapse_guard, cfg.min_layer_density, cfg.channel_rank)
     return scored, space
 
