@@ -143,7 +143,7 @@ def channel_gradient(setting: str, optimizer: str) -> str:
     lie below 2λp ≈ 1.1e-5 of its 8-epoch recipe, and Adam, stepping 0.01 along them,
     closed nearly every channel in the first epoch (1.17 % of the multiply-adds still
     rounded to 1, the collapse guard's channels; 0.01 % after the third). Summed they are
-    1e-3 to 2e-2, and the loss leads.
+    1e-3 to 2e-2, and the loss leads (benchmarks/results/channel_gradients.md).
     """
     if setting != "auto":
         return setting
