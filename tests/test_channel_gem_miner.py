@@ -199,6 +199,7 @@ def test_the_registered_method_returns_a_channel_ticket(tiny_data):
     row_scores = result.scores[f"{first.name}.weight"]
     assert torch.equal(row_scores.amin((1, 2, 3)), row_scores.amax((1, 2, 3)))
     assert "flag_flops" in result.extra and "gem_flops" in result.extra
+    assert result.extra["channel_gradient"] == "mean"  # auto, under the context's SGD
 
 
 def test_a_channel_run_end_to_end_records_its_multiply_add_budget(data_dir, tmp_path, capsys):

@@ -134,6 +134,7 @@ def gem_miner(ctx: PruneContext, settings: GemMinerSettings) -> PruneResult:
         kept = space.gates.keep(rounded=cfg.finetune_mask == "rounded")
         extra["channels_kept"] = {name: int(k.sum()) for name, k in kept.items()}
         extra["channels_total"] = {s.name: s.size for s in space.gates.sets}
+        extra["channel_gradient"] = channel_gradient(cfg.channel_gradient, cfg.optim.name)
     return PruneResult(
         mask=result.mask,
         epochs_to_mask=cfg.epochs,
