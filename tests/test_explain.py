@@ -96,3 +96,13 @@ def test_finetuning_names_only_the_lr_steps_that_happen():
     assert any("LR ×0.1 after epochs 80, 120" in line for line in lines)
     one = [line for line in explain_settings(resolved("--epochs", "1")) if "finetuning" in line]
     assert one and "constant LR" in one[0] and "after epoch" not in one[0]
+
+
+def test_channel_mining_names_the_channel_gradient_auto_chose():
+    for model, chosen in (("resnet20", "mean (auto: sgd)"), ("vgg16", "sum (auto: adam)")):
+        flags = ["--model", model, "--density", "0.25", "--epochs", "8"]
+        mining, _ = explain_settings(resolved(*flags, "--set", "granularity=channel"))
+        assert f"channel_gradient={chosen}, granularity=channel" in mining
+        given = resolved(*flags, "--set", "granularity=channel", "--set", "channel_gradient=mean")
+        assert "channel_gradient=mean, granularity" in explain_settings(given)[0]
+    assert "channel_gradient" not in explain_settings(resolved("--density", "0.25"))[0]
