@@ -64,17 +64,19 @@ def mean_gradients(scored: torch.nn.Module, scores: list[torch.Tensor], batches)
 
 
 def measure(args: argparse.Namespace, model: str, batches: list) -> tuple[list[list[str]], str]:
+    """The table's rows for ``model`` (one per channel set) and its line of settings."""
     net = init_weights(create_model(model, num_classes=10), "signed_constant", 0)
     shape = tuple(batches[0][0].shape[1:])
-    found = {}
-    for gradient in ("mean", "sum"):
+
+    def channel_scores(gradient: str) -> tuple[MineConfig, list, list[torch.Tensor]]:
         cfg = configuration(args, model, gradient)
         scored, _ = score_model(net, cfg, torch.Generator().manual_seed(0), shape)
         scored.train()
         gates = channel_gates(scored)
-        found[gradient] = (gates.sets, mean_gradients(scored, gates.scores, batches), cfg)
-    sets, averaged, cfg = found["mean"]
-    _, summed, _ = found["sum"]
+        return cfg, gates.sets, mean_gradients(scored, gates.scores, batches)
+
+    cfg, sets, averaged = channel_scores("mean")
+    _, _, summed = channel_scores("sum")
     pull = f"{2 * cfg.lam * 0.5:.2e}"
     rows = [
         [model, s.name, str(s.size), f"{a.abs().mean():.2e}", f"{b.abs().mean():.2e}",
