@@ -293,7 +293,7 @@ def budget_scaled_lr(
 #: subset, 8 mining epochs, at 1.44 %: MobileNet-V2 mines at chance at its row's 0.07 (rare
 #: gem 10.43 %), 43.68 % at 0.2 and 33.43 % at its paper run's 0.35; WRN-28-2 reads 18.28 % at
 #: its row's 0.02, 15.11 % at its paper run's 0.12 and 41.56 % at 0.2; ResNet-20 reads 43.62 %
-#: at its row's 0.24 and 24.26 % at its paper run's 1.17 (README, "Measured";
+#: at its row's 0.24 and 24.26 % at its paper run's 1.17 (benchmarks/results/README.md;
 #: benchmarks/results/*short_budget*.md).
 SGD_LAMBDA_PULL = 0.2
 #: The density at which :data:`SGD_LAMBDA_PULL` was measured.
