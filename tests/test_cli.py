@@ -7,6 +7,7 @@ import sys
 import pytest
 import torch
 
+import gemminer
 from gemminer.cli import main
 from gemminer.rundir.summary import SUMMARY_KEYS
 
@@ -456,6 +457,12 @@ def test_argparse_errors_are_one_line_and_point_to_help(argv, prog, capsys):
     assert len(lines) == 2, lines
     assert lines[0].startswith(f"{prog}: error: ") and "usage:" not in lines[0], lines
     assert lines[1] == f"see `{prog} --help`"
+
+
+def test_version_names_the_package_and_pytorch(capsys):
+    assert exit_status(["--version"]) == 0
+    out = capsys.readouterr().out.strip()
+    assert out == f"gemminer {gemminer.__version__} (PyTorch {torch.__version__})"
 
 
 def test_unknown_recipe_suggests_the_closest_names(capsys):

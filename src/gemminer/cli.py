@@ -24,6 +24,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from . import stages
 from .data import DATASETS
 from .data.base import check_batching
@@ -44,6 +46,7 @@ from .stages import SANITY_CHECKS
 from .sweep import add_sweep_parser, run_sweep
 from .training.checkpoint import TrainingInterrupted
 from .training.runtime import Runtime, start_runtime
+from .version import __version__
 
 __all__ = ["build_parser", "config_from_args", "main", "parse_settings", "resolve_run"]
 
@@ -170,6 +173,11 @@ def _add_folder_parsers(sub: Any) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(
         prog="gemminer", description="Find sparse, trainable subnetworks at initialization."
+    )
+    parser.add_argument(
+        "--version",
+        action="version",
+        version=f"gemminer {__version__} (PyTorch {torch.__version__})",
     )
     sub = parser.add_subparsers(dest="command", required=True)
     _add_run_parsers(sub)
