@@ -1,5 +1,6 @@
 """benchmarks/paper_budget.py: the headline run's report, finished or not."""
 
+import dataclasses
 import json
 import shutil
 
@@ -18,9 +19,11 @@ def _module():
 
 def _args(module, **rows):
     """The script's runs at bf16, eval every 5 epochs, 2 threads; ``rows`` turns rows on
-    (``smart_ratio``, ``dense``, ``their_recipe``, ``their_recipe_144``, ``also``)."""
+    (``smart_ratio``, ``dense``, ``their_recipe``, ``their_recipe_144``, ``also``,
+    ``candidate``)."""
     args = {"smart_ratio": False, "dense": False, "their_recipe": False, "also": []} | rows
     args.setdefault("their_recipe_144", False)
+    args.setdefault("candidate", [])
     return module.argparse.Namespace(
         data_dir="d", precision="bf16", eval_every=5, threads=2, **args
     )
@@ -388,3 +391,52 @@ def test_their_recipe_to_the_papers_density_differs_from_it_only_in_density(tmp_
     assert len(called) == 1
     assert called[0][called[0].index("--density") + 1] == "0.0144"
     assert called[0][called[0].index("--lambda") + 1] == "5e-5"
+
+
+def test_the_authors_candidates_differ_from_the_paper_row_only_in_lr_and_lambda(
+    tmp_path, monkeypatch
+):
+    """``--candidate N``: the authors' conf2–6 for 1.44 %, in the candidates sweep's grid
+    order (conf1 is the default run), outside the paper setting's spread, ``--only confN``."""
+    import itertools
+
+    import yaml
+
+    module = _module()
+    sweep = yaml.safe_load(open("sweeps/resnet20-1.44-candidates.yaml"))
+    grid = list(itertools.product(sweep["grid"]["lr"], sweep["grid"]["lambda"]))
+    assert grid[1:] == [module.CANDIDATES[n] for n in range(2, 7)]
+    runs = module.commands(_args(module, candidate=[2, 6]))
+    ours = config_from_args(build_parser().parse_args(runs["gem-miner"]))
+    assert list(runs)[1:] == [module.candidate_row(2), module.candidate_row(6)]
+    for n in (2, 6):
+        cfg = config_from_args(build_parser().parse_args(runs[module.candidate_row(n)]))
+        assert (cfg.prune.optim.lr, cfg.settings["lam"]) == module.CANDIDATES[n]
+        assert cfg.settings == {**ours.settings, "lam": module.CANDIDATES[n][1]}
+        assert cfg.prune == dataclasses.replace(
+            ours.prune, optim=dataclasses.replace(ours.prune.optim, lr=module.CANDIDATES[n][0])
+        )
+        assert cfg.finetune == ours.finetune and cfg.seed == ours.seed
+    assert len({module.run_folder(argv) for argv in runs.values()}) == 3
+    assert module.candidate_row(2) == (
+        "gem-miner under the authors' 1.44 % candidate conf2 (LR 0.1, λ 5e-05)"
+    )
+    assert module.PAPER[module.candidate_row(2)] == 0.7789
+    cells = ["?"] * len(module.HEADER)
+    cells[module.HEADER.index("post-finetune acc")] = "74.00 %"
+    cells[module.HEADER.index(module.BEST)] = "74.10 % (epoch 140)"
+    row = {"method": module.candidate_row(2), "post": "x", "kept": True, "cells": cells}
+    gm = {"method": "gem-miner", "post": "x", "kept": True, "cells": list(cells)}
+    assert module.gem_miner_spread([gm, row]) == ""  # one paper-setting run: no spread
+    called = []
+    monkeypatch.setattr(module, "gemminer", lambda argv: called.append(argv) or 0)
+    monkeypatch.setattr(module, "run_folder", lambda argv: tmp_path / str(len(argv)))
+    monkeypatch.setattr(
+        "sys.argv",
+        ["paper_budget.py", "--candidate", "2", "--candidate", "5", "--only", "conf5",
+         "--data-dir", "d", "--report", str(tmp_path / "results" / "b")],
+    )  # fmt: skip
+    module.main()
+    assert len(called) == 1
+    assert called[0][called[0].index("--lr") + 1] == "0.01"
+    assert called[0][called[0].index("--lambda") + 1] == "5e-05"
