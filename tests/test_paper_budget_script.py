@@ -312,6 +312,30 @@ def test_the_dense_row_is_the_papers_weight_training_and_only_runs_the_rows_name
     assert "| dense | 0 mining |" in (tmp_path / "results" / "budget.md").read_text()
 
 
+def _outside_the_spread(module, method):
+    """Whether a finished row of ``method`` beside one paper-setting run leaves the report's
+    mean ± std of the paper setting out (one run: no spread)."""
+    cells = ["?"] * len(module.HEADER)
+    cells[module.HEADER.index("post-finetune acc")] = "74.00 %"
+    cells[module.HEADER.index(module.BEST)] = "74.10 % (epoch 140)"
+    row = {"method": method, "post": "x", "kept": True, "cells": cells}
+    gm = {"method": "gem-miner", "post": "x", "kept": True, "cells": list(cells)}
+    return module.gem_miner_spread([gm, row]) == ""
+
+
+def _main_runs(module, monkeypatch, tmp_path, flags):
+    """The gemminer commands the script's ``main`` runs with ``flags`` (none is run)."""
+    called = []
+    monkeypatch.setattr(module, "gemminer", lambda argv: called.append(argv) or 0)
+    monkeypatch.setattr(module, "run_folder", lambda argv: tmp_path / str(len(argv)))
+    report = str(tmp_path / "results" / "b")
+    monkeypatch.setattr(
+        "sys.argv", ["paper_budget.py", *flags, "--data-dir", "d", "--report", report]
+    )
+    module.main()
+    return called
+
+
 def test_their_recipe_row_mines_as_the_authors_stored_run_and_stays_out_of_the_spread(
     tmp_path, monkeypatch
 ):
@@ -345,15 +369,7 @@ def test_their_recipe_row_mines_as_the_authors_stored_run_and_stays_out_of_the_s
     assert "over its 2 finished runs" in spread
     assert module.PAPER[module.THEIRS] == 0.7935
     # --only their-recipe runs that row alone
-    called = []
-    monkeypatch.setattr(module, "gemminer", lambda argv: called.append(argv) or 0)
-    monkeypatch.setattr(module, "run_folder", lambda argv: tmp_path / str(len(argv)))
-    monkeypatch.setattr(
-        "sys.argv",
-        ["paper_budget.py", "--their-recipe", "--only", "their-recipe", "--data-dir", "d",
-         "--report", str(tmp_path / "results" / "budget")],
-    )  # fmt: skip
-    module.main()
+    called = _main_runs(module, monkeypatch, tmp_path, ["--their-recipe", "--only", "their-recipe"])
     assert len(called) == 1 and called[0][called[0].index("--period") + 1] == "8"
 
 
@@ -373,21 +389,11 @@ def test_their_recipe_to_the_papers_density_differs_from_it_only_in_density(tmp_
     names = {module.run_folder(argv) for argv in runs.values()}
     assert len(names) == 3
     assert module.PAPER[module.THEIRS_144] == 0.7789
-    cells = ["?"] * len(module.HEADER)
-    cells[module.HEADER.index("post-finetune acc")] = "74.00 %"
-    cells[module.HEADER.index(module.BEST)] = "74.10 % (epoch 140)"
-    row = {"method": module.THEIRS_144, "post": "x", "kept": True, "cells": cells}
-    gm = {"method": "gem-miner", "post": "x", "kept": True, "cells": list(cells)}
-    assert module.gem_miner_spread([gm, row]) == ""  # one paper-setting run: no spread
-    called = []
-    monkeypatch.setattr(module, "gemminer", lambda argv: called.append(argv) or 0)
-    monkeypatch.setattr(module, "run_folder", lambda argv: tmp_path / str(len(argv)))
-    monkeypatch.setattr(
-        "sys.argv",
-        ["paper_budget.py", "--their-recipe", "--their-recipe-1.44", "--only",
-         "their-recipe-1.44", "--data-dir", "d", "--report", str(tmp_path / "results" / "b")],
+    assert _outside_the_spread(module, module.THEIRS_144)
+    called = _main_runs(
+        module, monkeypatch, tmp_path,
+        ["--their-recipe", "--their-recipe-1.44", "--only", "their-recipe-1.44"],
     )  # fmt: skip
-    module.main()
     assert len(called) == 1
     assert called[0][called[0].index("--density") + 1] == "0.0144"
     assert called[0][called[0].index("--lambda") + 1] == "5e-5"
@@ -422,21 +428,10 @@ def test_the_authors_candidates_differ_from_the_paper_row_only_in_lr_and_lambda(
         "gem-miner under the authors' 1.44 % candidate conf2 (LR 0.1, λ 5e-05)"
     )
     assert module.PAPER[module.candidate_row(2)] == 0.7789
-    cells = ["?"] * len(module.HEADER)
-    cells[module.HEADER.index("post-finetune acc")] = "74.00 %"
-    cells[module.HEADER.index(module.BEST)] = "74.10 % (epoch 140)"
-    row = {"method": module.candidate_row(2), "post": "x", "kept": True, "cells": cells}
-    gm = {"method": "gem-miner", "post": "x", "kept": True, "cells": list(cells)}
-    assert module.gem_miner_spread([gm, row]) == ""  # one paper-setting run: no spread
-    called = []
-    monkeypatch.setattr(module, "gemminer", lambda argv: called.append(argv) or 0)
-    monkeypatch.setattr(module, "run_folder", lambda argv: tmp_path / str(len(argv)))
-    monkeypatch.setattr(
-        "sys.argv",
-        ["paper_budget.py", "--candidate", "2", "--candidate", "5", "--only", "conf5",
-         "--data-dir", "d", "--report", str(tmp_path / "results" / "b")],
-    )  # fmt: skip
-    module.main()
+    assert _outside_the_spread(module, module.candidate_row(2))
+    called = _main_runs(
+        module, monkeypatch, tmp_path, ["--candidate", "2", "--candidate", "5", "--only", "conf5"]
+    )
     assert len(called) == 1
     assert called[0][called[0].index("--lr") + 1] == "0.01"
     assert called[0][called[0].index("--lambda") + 1] == "5e-05"
