@@ -17,7 +17,7 @@ SHARED_CIFAR := ../shared/datasets/cifar10-jpeg.tar.gz
 PRECISION  ?=
 EVAL_EVERY ?=
 
-.PHONY: install test demo data lint clean
+.PHONY: install test test-torch demo data lint clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,20 @@ demo: install data
 	$(BIN)/gemminer mine --model resnet20 --dataset cifar10 --data-dir "$(DATA_DIR)" \
 		$(if $(DENSITY),--density $(DENSITY)) $(if $(EPOCHS),--epochs $(EPOCHS)) --finetune \
 		$(if $(PRECISION),--precision $(PRECISION)) $(if $(EVAL_EVERY),--eval-every $(EVAL_EVERY))
+
+# The suite on another PyTorch release in a venv of its own, e.g. the GPU machines' 2.11:
+#   make test-torch TORCH_VERSION=2.11.0
+# (pip takes PyPI's build of that release: on Linux a CUDA build of several GB, which runs on
+# the CPU too.) A release below pyproject.toml's floor needs the floor lowered first;
+# older releases may need NumPy < 2: TORCH_EXTRA='numpy<2'.
+TORCH_VERSION ?= 2.11.0
+TORCH_EXTRA   ?=
+ALT_VENV      := .venv-torch$(TORCH_VERSION)
+
+test-torch:
+	test -x $(ALT_VENV)/bin/python || $(PYTHON) -m venv $(ALT_VENV)
+	$(ALT_VENV)/bin/python -m pip install -q torch==$(TORCH_VERSION) $(TORCH_EXTRA) -e ".[dev]"
+	$(ALT_VENV)/bin/python -m pytest -q
 
 lint: install
 	$(BIN)/ruff check src tests benchmarks
