@@ -21,8 +21,10 @@ published 91.25 %); `--their-recipe` Gem-Miner under the recipe of the authors' 
 full-budget run (λ 5e-5, period 8, to 1.80 %: is our mining theirs, given their recipe?);
 `--their-recipe-1.44` the same recipe down to the paper's 1.44 % (recipe or density?);
 `--candidate N` (repeatable, 2–6) the authors' tuning candidate confN for this row (mining LR
-and λ; conf1 is the default run); `--only ROW` runs only the rows named (`their-recipe`,
-`their-recipe-1.44`, `confN` for those) and reports the others as they stand.
+and λ; conf1 is the default run), `--candidate N:SEED` the same at another seed (rows
+"..., seed S"; the report gives a candidate's mean ± std once two of its seeds have finished);
+`--only ROW` runs only the rows named (`their-recipe`, `their-recipe-1.44`, `confN` or
+`confN:SEED` for those) and reports the others as they stand.
 `--also fp32:1` adds a Gem-Miner run of another seed and precision (repeatable), and the
 report the mean ± std of the finished Gem-Miner runs' last and best epochs. A run longer
 than a working session travels to the next checkout: `--carry-out` copies each unfinished
@@ -75,6 +77,8 @@ from gemminer.rundir.summary import BestEpoch, best_epoch
 #: prints one Smart Ratio figure, made under its authors' finetuning.
 SR_AS_GM = "smart-ratio, finetuned as gem-miner"
 PAPER = {"gem-miner": 0.7789, "smart-ratio": 0.6561, SR_AS_GM: 0.6561}
+#: A row at another seed is its recipe's row + this + the seed (+ ", precision").
+SEED_SUFFIX = ", seed "
 #: Dense weight training (``--dense``): the paper plots its dense line without printing it;
 #: the reference is ResNet-20's published 8.75 % error (He et al. 2016, Table 6).
 PAPER["dense"] = 0.9125
@@ -97,20 +101,37 @@ PAPER[THEIRS_144] = PAPER["gem-miner"]
 CANDIDATES = {2: (0.1, 5e-5), 3: (0.1, 5e-4), 4: (0.01, 1e-4), 5: (0.01, 5e-5), 6: (0.01, 5e-4)}
 
 
-def candidate_row(n: int) -> str:
-    """The row of the authors' candidate ``confN`` (outside the paper setting's spread)."""
+def candidate_row(n: int, seed: int = 0) -> str:
+    """The row of the authors' candidate ``confN`` at ``seed`` (outside the paper setting's
+    spread; its seeds have a spread of their own)."""
     lr, lam = CANDIDATES[n]
-    return f"gem-miner under the authors' 1.44 % candidate conf{n} (LR {lr:g}, λ {lam:g})"
+    row = f"gem-miner under the authors' 1.44 % candidate conf{n} (LR {lr:g}, λ {lam:g})"
+    return row if seed == 0 else f"{row}{SEED_SUFFIX}{seed}"
 
 
 #: Which of the six gave the published 77.89 % is not stored: each stands beside it.
 PAPER |= {candidate_row(n): PAPER["gem-miner"] for n in CANDIDATES}
-#: Short names for ``--only`` (a row's own name works too).
+#: Short names for ``--only`` (a row's own name works too; ``confN:SEED`` too, see ``row_name``).
 ROW_NAMES = {
     "their-recipe": THEIRS,
     "their-recipe-1.44": THEIRS_144,
     **{f"conf{n}": candidate_row(n) for n in CANDIDATES},
 }
+
+
+def row_name(name: str) -> str:
+    """The row ``--only``'s ``name`` means: a short name, ``confN:SEED``, or a row's own."""
+    conf = re.fullmatch(r"conf(\d+):(\d+)", name)
+    if conf and int(conf[1]) in CANDIDATES:
+        return candidate_row(int(conf[1]), int(conf[2]))
+    return ROW_NAMES.get(name, name)
+
+
+def recipe(method: str) -> str:
+    """The row ``method`` is a seed of (``"gem-miner, seed 1, fp32"`` → ``"gem-miner"``)."""
+    return method.split(SEED_SUFFIX)[0]
+
+
 COLUMNS = ("phase", "epoch", "loss", "train_acc", "test_acc", "density", "bound", "lr", "seconds")
 
 
@@ -130,7 +151,7 @@ def commands(args: argparse.Namespace) -> dict[str, list[str]]:
     }
     for spec in args.also:  # more Gem-Miner runs: other seeds and precisions
         precision, seed = spec
-        runs[f"gem-miner, seed {seed}, {precision}"] = [
+        runs[f"gem-miner{SEED_SUFFIX}{seed}, {precision}"] = [
             "mine", "--model", "resnet20", *_with(common, "--precision", precision),
             "--seed", str(seed), "--epochs", "150", "--finetune",
         ]  # fmt: skip
@@ -144,11 +165,11 @@ def commands(args: argparse.Namespace) -> dict[str, list[str]]:
         runs[THEIRS_144] = [
             "mine", "--model", "resnet20", *common, *theirs, "--epochs", "150", "--finetune",
         ]  # fmt: skip
-    for n in args.candidate:
+    for n, seed in args.candidate:
         lr, lam = CANDIDATES[n]
-        runs[candidate_row(n)] = [
+        runs[candidate_row(n, seed)] = [
             "mine", "--model", "resnet20", *common, "--lr", f"{lr:g}", "--lambda", f"{lam:g}",
-            "--epochs", "150", "--finetune",
+            *(["--seed", str(seed)] if seed else []), "--epochs", "150", "--finetune",
         ]  # fmt: skip
     if args.smart_ratio:
         smart = [
@@ -179,6 +200,16 @@ def _precision_seed(text: str) -> tuple[str, int]:
     if precision not in ("fp32", "bf16") or not seed.isdigit():
         raise argparse.ArgumentTypeError(f"expected PRECISION:SEED such as fp32:1, not {text!r}")
     return precision, int(seed)
+
+
+def _candidate(text: str) -> tuple[int, int]:
+    n, _, seed = text.partition(":")
+    if not n.isdigit() or int(n) not in CANDIDATES or (seed and not seed.isdigit()):
+        raise argparse.ArgumentTypeError(
+            f"expected a candidate {min(CANDIDATES)}-{max(CANDIDATES)}, optionally with a "
+            f"seed (N or N:SEED, such as 2 or 2:1), not {text!r}"
+        )
+    return int(n), int(seed or 0)
 
 
 def run_folder(argv: list[str]) -> Path:
@@ -213,13 +244,12 @@ def main() -> None:
     )
     p.add_argument(
         "--candidate",
-        type=int,
+        type=_candidate,
         action="append",
         default=[],
-        choices=sorted(CANDIDATES),
-        metavar="N",
-        help="also mine with the authors' 1.44 %% tuning candidate confN, 2-6 (repeatable; "
-        "--only confN runs it alone)",
+        metavar="N[:SEED]",
+        help="also mine with the authors' 1.44 %% tuning candidate confN, 2-6, at seed SEED "
+        "(default 0; repeatable; --only confN or confN:SEED runs it alone)",
     )
     p.add_argument("--report-only", action="store_true", help="report what the folders hold")
     p.add_argument(
@@ -259,7 +289,7 @@ def main() -> None:
         out = run_folder(argv)
         carry_in(out, args.carry)
         kept = committed.get(str(out))
-        only = {ROW_NAMES.get(name, name) for name in args.only}
+        only = {row_name(name) for name in args.only}
         run_it = not args.report_only and (not args.only or method in only)
         if not out.is_dir() and kept and (kept["post"] is not None or not run_it):
             rows.append(kept)  # a new checkout holds no run folders: keep what was measured
@@ -425,20 +455,31 @@ def _fraction(cell: str) -> float | None:
 
 
 def gem_miner_spread(rows: list[dict]) -> str:
-    """The finished Gem-Miner runs' last and best accuracies, mean ± std, beside the paper
-    ("" with fewer than two)."""
-    last, best = [], []
+    """The last and best accuracies, mean ± std, of each recipe with two or more finished
+    runs (the paper setting's seeds and precisions; a candidate's seeds), beside the paper
+    ("" with none); one line each."""
+    last: dict[str, list[float]] = {}
+    best: dict[str, list[float]] = {}
     for r in rows:
-        paper_setting = r["method"] == "gem-miner" or r["method"].startswith("gem-miner, ")
-        if not paper_setting or r["post"] is None:
+        if r["post"] is None or not recipe(r["method"]).startswith("gem-miner"):
             continue
         cells = table_cells(r)
-        last.append(_fraction(cells[HEADER.index("post-finetune acc")]))
-        best.append(_fraction(cells[HEADER.index(BEST)]))
-    if len(last) < 2:
-        return ""
-    shown = mean_std(last) + ", best epoch " + mean_std([b for b in best if b is not None])
-    return f"- Gem-Miner over its {len(last)} finished runs: last epoch {shown} (paper 77.89 %)"
+        last.setdefault(recipe(r["method"]), []).append(
+            _fraction(cells[HEADER.index("post-finetune acc")])
+        )
+        best.setdefault(recipe(r["method"]), []).append(_fraction(cells[HEADER.index(BEST)]))
+    lines = []
+    for method, accs in last.items():
+        if len(accs) < 2:
+            continue
+        shown = mean_std(accs) + ", best epoch "
+        shown += mean_std([b for b in best[method] if b is not None])
+        name = "Gem-Miner" if method == "gem-miner" else method
+        lines.append(
+            f"- {name} over its {len(accs)} finished runs: last epoch {shown} "
+            f"(paper {pct(PAPER[method])})"
+        )
+    return "\n".join(lines)
 
 
 def table_cells(r: dict) -> list[str]:
@@ -448,7 +489,7 @@ def table_cells(r: dict) -> list[str]:
     return [r["method"], r["epochs done"], pct(r["ticket"]), pct(r["pre"]), pct(r["gem"]),
             " / ".join(pct(r[k]) for k in ("gem_acc", "gem_running_bn")) if r["gem_acc"] else "—",
             pct(r["post"]), best_cell(r["best"]),
-            pct(PAPER.get(r["method"]) or PAPER[r["method"].split(",")[0]]),
+            pct(PAPER.get(r["method"]) or PAPER[recipe(r["method"])]),
             r["mining time"], r["finetuning time"], r["precision"] or "—"]  # fmt: skip
 
 

@@ -412,7 +412,7 @@ def test_the_authors_candidates_differ_from_the_paper_row_only_in_lr_and_lambda(
     sweep = yaml.safe_load(open("sweeps/resnet20-1.44-candidates.yaml"))
     grid = list(itertools.product(sweep["grid"]["lr"], sweep["grid"]["lambda"]))
     assert grid[1:] == [module.CANDIDATES[n] for n in range(2, 7)]
-    runs = module.commands(_args(module, candidate=[2, 6]))
+    runs = module.commands(_args(module, candidate=[(2, 0), (6, 0)]))
     ours = config_from_args(build_parser().parse_args(runs["gem-miner"]))
     assert list(runs)[1:] == [module.candidate_row(2), module.candidate_row(6)]
     for n in (2, 6):
@@ -435,3 +435,47 @@ def test_the_authors_candidates_differ_from_the_paper_row_only_in_lr_and_lambda(
     assert len(called) == 1
     assert called[0][called[0].index("--lr") + 1] == "0.01"
     assert called[0][called[0].index("--lambda") + 1] == "5e-05"
+
+
+def test_a_candidate_at_other_seeds_has_rows_of_its_own_and_a_spread_of_its_own(
+    tmp_path, monkeypatch
+):
+    """``--candidate N:SEED``: confN at another seed (only the seed differs from confN's
+    row), ``--only confN:SEED`` runs it alone, and two finished seeds of a candidate give
+    that candidate's mean ± std, apart from the paper setting's."""
+    module = _module()
+    assert module._candidate("2") == (2, 0) and module._candidate("2:1") == (2, 1)
+    for bad in ("7", "2:x", "conf2", ""):
+        with pytest.raises(module.argparse.ArgumentTypeError, match="N:SEED"):
+            module._candidate(bad)
+    runs = module.commands(_args(module, candidate=[(2, 0), (2, 1)]))
+    seeded = module.candidate_row(2, 1)
+    assert seeded == "gem-miner under the authors' 1.44 % candidate conf2 (LR 0.1, λ 5e-05), seed 1"
+    assert list(runs) == ["gem-miner", module.candidate_row(2), seeded]
+    conf2 = config_from_args(build_parser().parse_args(runs[module.candidate_row(2)]))
+    cfg = config_from_args(build_parser().parse_args(runs[seeded]))
+    assert (conf2.seed, cfg.seed) == (0, 1)
+    assert dataclasses.replace(cfg, seed=0) == conf2
+    assert module.run_folder(runs[seeded]) != module.run_folder(runs[module.candidate_row(2)])
+    assert module.row_name("conf2:1") == seeded and module.row_name("conf9:1") == "conf9:1"
+    # the table's paper column: the candidate's (the paper's 77.89 %)
+    cells = ["?"] * len(module.HEADER)
+    cells[module.HEADER.index("post-finetune acc")] = "75.00 %"
+    cells[module.HEADER.index(module.BEST)] = "75.20 % (epoch 140)"
+    rows = [
+        {"method": method, "post": "x", "kept": True, "cells": list(cells)}
+        for method in ("gem-miner", module.candidate_row(2), seeded)
+    ]
+    rows[2]["cells"][module.HEADER.index("post-finetune acc")] = "76.00 %"
+    spread = module.gem_miner_spread(rows)
+    assert spread == (
+        f"- {module.candidate_row(2)} over its 2 finished runs: last epoch 75.50 ± 0.71 %, "
+        "best epoch 75.20 ± 0.00 % (paper 77.89 %)"
+    )
+    called = _main_runs(
+        module,
+        monkeypatch,
+        tmp_path,
+        ["--candidate", "2", "--candidate", "2:1", "--only", "conf2:1"],
+    )
+    assert len(called) == 1 and called[0][called[0].index("--seed") + 1] == "1"
