@@ -132,7 +132,11 @@ def recipe(method: str) -> str:
     return method.split(SEED_SUFFIX)[0]
 
 
-COLUMNS = ("phase", "epoch", "loss", "train_acc", "test_acc", "density", "bound", "lr", "seconds")
+#: ``guarded``: the weights (or channels) the collapse guard kept in that mining epoch.
+COLUMNS = (
+    "phase", "epoch", "loss", "train_acc", "test_acc", "density", "bound", "lr", "seconds",
+    "guarded",
+)  # fmt: skip
 
 
 def _with(argv: list[str], flag: str, value: str) -> list[str]:
@@ -410,7 +414,7 @@ def best_cell(best: BestEpoch | None) -> str:
 def _row(method: str, out: Path, argv: list[str]) -> dict:
     s = RunDir(out).read_summary()
     metrics = RunDir(out).read_metrics()
-    mined = [r for r in metrics if r.get("phase") == "mine"]
+    mined = [_guard_count(r) for r in metrics if r.get("phase") == "mine"]
     tuned = [r for r in metrics if r.get("phase") == "finetune"] or finetuning_so_far(out)
     finished = s.get("post_finetune_acc") is not None
     return {
@@ -433,6 +437,28 @@ def _row(method: str, out: Path, argv: list[str]) -> dict:
         "last": (tuned or mined or [None])[-1],
         "records": mined + tuned,
     }
+
+
+def _guard_count(record: dict) -> dict:
+    """A mining record with ``guarded`` (layer → weights the collapse guard kept) summed."""
+    guarded = record.get("guarded")
+    return {**record, "guarded": sum(guarded.values())} if guarded else record
+
+
+def guard_line(r: dict) -> str:
+    """``"- ROW: the collapse guard kept ... in N of M mining epochs ..."`` ("" if it never
+    acted in the records at hand: a kept row's from an older report may lack the column)."""
+    mined = [x for x in r["records"] if x.get("phase") == "mine"]
+    guarded = [x for x in mined if x.get("guarded")]
+    if not guarded:
+        return ""
+    most = max(int(x["guarded"]) for x in guarded)
+    return (
+        f"- {r['method']}: the collapse guard acted in {len(guarded)} of its {len(mined)} "
+        f"mining epochs (from epoch {guarded[0]['epoch']}), keeping up to {most} weights in "
+        "one epoch that rounded to 0 (the authors' code has no guard; per_epoch.csv's "
+        "`guarded`)"
+    )
 
 
 def planned_finetune_epochs(out: Path) -> int | str:
@@ -523,6 +549,7 @@ def write_report(
     seeds = gem_miner_spread(rows)
     if seeds:
         progress.insert(0, seeds)
+    progress += [line for line in map(guard_line, rows) if line]
     if any(r["method"] == THEIRS for r in rows):
         progress.append(
             f"- {THEIRS}: its paper column is their stored run's log, last finetuning epoch "

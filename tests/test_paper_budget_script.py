@@ -81,8 +81,8 @@ def test_an_unfinished_run_names_its_last_epoch(tmp_path):
     assert '- gem-miner: not finished; last epoch {"phase": "mine", "epoch": 1' in text
     csv = (tmp_path / "r" / "per_epoch.csv").read_text().splitlines()
     assert csv == [
-        "method,phase,epoch,loss,train_acc,test_acc,density,bound,lr,seconds",
-        "gem-miner,mine,1,,0.5,,0.5,0.9,,40.0",
+        "method,phase,epoch,loss,train_acc,test_acc,density,bound,lr,seconds,guarded",
+        "gem-miner,mine,1,,0.5,,0.5,0.9,,40.0,",
     ]
 
 
@@ -190,7 +190,7 @@ def test_a_new_checkout_keeps_the_rows_of_runs_whose_folders_are_gone(tmp_path):
     assert "[sr2](budget/sr2/report.md)" in text
     written = (report / "per_epoch.csv").read_text().splitlines()
     assert written[:3] == records.splitlines()[:3]  # the header and Gem-Miner's two epochs
-    assert written[3:] == ["smart-ratio,finetune,1,,0.5,0.66,,,,50.0"]
+    assert written[3:] == ["smart-ratio,finetune,1,,0.5,0.66,,,,50.0,"]
 
 
 def test_a_report_with_other_columns_keeps_nothing(tmp_path):
@@ -479,3 +479,29 @@ def test_a_candidate_at_other_seeds_has_rows_of_its_own_and_a_spread_of_its_own(
         ["--candidate", "2", "--candidate", "2:1", "--only", "conf2:1"],
     )
     assert len(called) == 1 and called[0][called[0].index("--seed") + 1] == "1"
+
+
+def test_the_epochs_the_collapse_guard_acted_in_are_counted_and_travel_in_the_csv(tmp_path):
+    """A run whose mining the collapse guard held up says so under the table (the authors'
+    code has none), and per_epoch.csv's ``guarded`` keeps the count for a later checkout."""
+    module = _module()
+    mined = [_epoch("mine", e, 30.0, density=0.5, bound=0.6) for e in range(1, 5)]
+    mined[1]["guarded"] = {"layer2.0.conv1.weight": 16, "layer3.0.conv1.weight": 56}
+    mined[3]["guarded"] = {"layer3.0.conv1.weight": 59}
+    run = _folder(tmp_path / "gm", mined, density=0.0144)
+    row = module._row("gem-miner", run, ["mine", "--density", "0.0144"])
+    assert [r.get("guarded") for r in row["records"]] == [None, 72, None, 59]
+    line = module.guard_line(row)
+    assert line == (
+        "- gem-miner: the collapse guard acted in 2 of its 4 mining epochs (from epoch 2), "
+        "keeping up to 72 weights in one epoch that rounded to 0 (the authors' code has no "
+        "guard; per_epoch.csv's `guarded`)"
+    )
+    quiet = module._row("gem-miner", _folder(tmp_path / "q", mined[:1]), ["mine"])
+    assert module.guard_line(quiet) == ""
+    report = tmp_path / "results" / "budget"
+    per_epoch = [{"method": "gem-miner", **r} for r in row["records"]]
+    module.write_report([row], per_epoch, report, "here", [])
+    assert line in (tmp_path / "results" / "budget.md").read_text()
+    csv_text = (report / "per_epoch.csv").read_text().splitlines()
+    assert csv_text[0].endswith(",guarded") and csv_text[2].endswith(",72")
