@@ -446,8 +446,8 @@ def _guard_count(record: dict) -> dict:
 
 
 def guard_line(r: dict) -> str:
-    """``"- ROW: the collapse guard kept ... in N of M mining epochs ..."`` ("" if it never
-    acted in the records at hand: a kept row's from an older report may lack the column)."""
+    """``"- ROW: the collapse guard acted in N of its M mining epochs ..."`` ("" if it never
+    acted in the records at hand: a kept row's, from an older report, may lack the column)."""
     mined = [x for x in r["records"] if x.get("phase") == "mine"]
     guarded = [x for x in mined if x.get("guarded")]
     if not guarded:
