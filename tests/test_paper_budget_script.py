@@ -458,7 +458,9 @@ def test_a_candidate_at_other_seeds_has_rows_of_its_own_and_a_spread_of_its_own(
     assert dataclasses.replace(cfg, seed=0) == conf2
     assert module.run_folder(runs[seeded]) != module.run_folder(runs[module.candidate_row(2)])
     assert module.row_name("conf2:1") == seeded and module.row_name("conf9:1") == "conf9:1"
-    # the table's paper column: the candidate's (the paper's 77.89 %)
+    # its paper column is the candidate's (77.89 %); its seeds have a spread of their own
+    assert module.recipe(seeded) == module.candidate_row(2)
+    assert module.PAPER[module.recipe(seeded)] == 0.7789
     cells = ["?"] * len(module.HEADER)
     cells[module.HEADER.index("post-finetune acc")] = "75.00 %"
     cells[module.HEADER.index(module.BEST)] = "75.20 % (epoch 140)"
