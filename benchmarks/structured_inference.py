@@ -16,9 +16,12 @@ multiply-adds are at most the target
 weights of finished run folders are used instead (exported into a temporary folder, never
 into the run). The compact network's outputs are checked against the dense one's before
 anything is timed. Latency: the median of ``--repeats`` forward passes after ``--warmup``
-passes, the dense model and the compact ones interleaved.
+passes, the models taking turns ``--block`` passes at a time (a deployed model runs pass
+after pass with its weights in the caches; ``--block 1`` interleaves single passes, which
+times every pass with the caches taken by the other models). ``--profile PASSES`` adds where
+a batch-1 pass of each network spends its time, operator by operator (``torch.profiler``).
 
-    .venv/bin/python benchmarks/structured_inference.py --threads 1
+    .venv/bin/python benchmarks/structured_inference.py --threads 1 --profile 100
     .venv/bin/python benchmarks/structured_inference.py --runs benchmarks/runs/RUN --threads 2
 """
 
@@ -52,6 +55,10 @@ HEADER = [
     "model", "mask", "device", "batch", "multiply-adds", "weights kept",
     "dense ms", "compact ms", "speed-up",
     "dense, BN folded ms", "compact, BN folded ms", "speed-up, BN folded",
+    "dense, BN folded G multiply-adds/s", "compact, BN folded G multiply-adds/s",
+]  # fmt: skip
+PROFILE_HEADER = [
+    "model", "network", "operator", "calls a pass", "µs a pass (own time)", "share of the pass",
 ]  # fmt: skip
 
 
@@ -151,27 +158,86 @@ def check_outputs(case: Case) -> float:
 
 
 def time_models(
-    models: dict[str, nn.Module], x: torch.Tensor, repeats: int, warmup: int
+    models: dict[str, nn.Module], x: torch.Tensor, repeats: int, warmup: int, block: int = 1
 ) -> dict[str, float]:
-    """Median milliseconds per forward pass of each model, passes interleaved."""
+    """Median milliseconds per forward pass of each model. Each model first runs ``warmup``
+    untimed passes; then the models take turns, ``block`` timed passes each (after one
+    untimed pass that brings the model back into the caches), until each has ``repeats``:
+    a block of passes of one model is how a deployed model runs, and the turns spread any
+    drift of the machine over all of them. ``block`` 1 times single passes interleaved."""
     cuda = x.device.type == "cuda"
     times: dict[str, list[float]] = {name: [] for name in models}
+
+    def one_pass(model: nn.Module) -> float:
+        if cuda:
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        model(x)
+        if cuda:
+            torch.cuda.synchronize()
+        return time.perf_counter() - start
+
     with torch.inference_mode():
-        for i in range(warmup + repeats):
-            for name, model in models.items():
-                if cuda:
-                    torch.cuda.synchronize()
-                start = time.perf_counter()
+        for model in models.values():
+            for _ in range(warmup):
                 model(x)
-                if cuda:
-                    torch.cuda.synchronize()
-                if i >= warmup:
-                    times[name].append(time.perf_counter() - start)
+        while any(len(t) < repeats for t in times.values()):
+            for name, model in models.items():
+                n = min(block, repeats - len(times[name]))
+                if block > 1 and n > 0:
+                    model(x)
+                times[name] += [one_pass(model) for _ in range(n)]
     return {name: 1e3 * statistics.median(t) for name, t in times.items()}
 
 
+def operator_times(model: nn.Module, x: torch.Tensor, passes: int, top: int) -> list[tuple]:
+    """The ``top`` operators by their own CPU time over ``passes`` forward passes of
+    ``model`` (after one untimed pass), as (name, calls a pass, microseconds a pass, share
+    of the total), from ``torch.profiler``."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with torch.inference_mode():
+        model(x)
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            for _ in range(passes):
+                model(x)
+    events = [e for e in prof.key_averages() if e.self_cpu_time_total > 0]
+    total = sum(e.self_cpu_time_total for e in events)
+    events.sort(key=lambda e: e.self_cpu_time_total, reverse=True)
+    return [
+        (e.key, e.count / passes, e.self_cpu_time_total / passes, e.self_cpu_time_total / total)
+        for e in events[:top]
+    ]
+
+
+def profile_cases(cases: list[Case], passes: int, top: int = 4) -> list[list[str]]:
+    """Where one batch-1 pass of each BN-folded network spends its CPU time: a row per
+    network (the dense one once per architecture) and operator (:data:`PROFILE_HEADER`)."""
+    rows, seen = [], set()
+    for case in cases:
+        x = torch.randn(1, *case.shape)
+        nets = [] if case.group in seen else [("dense" + FOLDED, case.dense_folded)]
+        seen.add(case.group)
+        for net, model in [*nets, (case.mask + FOLDED, case.compact_folded)]:
+            for name, calls, micros, share in operator_times(model.cpu(), x, passes, top):
+                rows.append([
+                    case.model, net, name, f"{calls:g}", f"{micros:.0f}", f"{100 * share:.1f} %"
+                ])  # fmt: skip
+    return rows
+
+
+def rate(flops: float, ms: float) -> str:
+    """Multiply-adds a second, in G, of a pass of ``flops`` multiply-adds taking ``ms``."""
+    return f"{flops / ms / 1e6:.1f}"
+
+
 def measure(
-    cases: list[Case], devices: list[str], batches: list[int], repeats: list[int], warmup: int
+    cases: list[Case],
+    devices: list[str],
+    batches: list[int],
+    repeats: list[int],
+    warmup: int,
+    block: int = 1,
 ) -> list[list[str]]:
     """A row per case, device and batch size (see :data:`HEADER`)."""
     groups: dict[str, list[Case]] = {}
@@ -187,7 +253,7 @@ def measure(
                 models[c.mask + FOLDED] = c.compact_folded.to(device)
             for batch, n in zip(batches, repeats):
                 x = torch.randn(batch, *first.shape, device=device)
-                ms = time_models(models, x, n, warmup)
+                ms = time_models(models, x, n, warmup, block)
                 for c in group:
                     dense_ms, compact_ms = ms["dense"], ms[c.mask]
                     folded_ms, compact_folded_ms = ms[FOLDED], ms[c.mask + FOLDED]
@@ -196,6 +262,8 @@ def measure(
                         f"{dense_ms:.2f}", f"{compact_ms:.2f}", f"{dense_ms / compact_ms:.2f}×",
                         f"{folded_ms:.2f}", f"{compact_folded_ms:.2f}",
                         f"{folded_ms / compact_folded_ms:.2f}×",
+                        rate(batch * c.dense_flops, folded_ms),
+                        rate(batch * c.compact_flops, compact_folded_ms),
                     ])  # fmt: skip
                     print(" | ".join(rows[-1]), flush=True)
     return rows
@@ -214,12 +282,24 @@ def main(argv: list[str] | None = None) -> list[list[str]]:
     p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 256])
     p.add_argument("--repeats", type=int, nargs="+", default=[50, 5], help="per batch size")
     p.add_argument("--warmup", type=int, default=2)
+    p.add_argument(
+        "--block", type=int, default=20,
+        help="timed passes of one model in a row before the next takes its turn (1: single "
+        "passes interleaved)",
+    )  # fmt: skip
+    p.add_argument(
+        "--profile", type=int, default=0, metavar="PASSES",
+        help="also profile PASSES batch-1 passes of each BN-folded network on the CPU and "
+        "report its costliest operators",
+    )  # fmt: skip
     p.add_argument("--report", default="benchmarks/results/structured_inference")
     args = p.parse_args(argv)
     if len(args.repeats) == 1:
         args.repeats = args.repeats * len(args.batch_sizes)
     if len(args.repeats) != len(args.batch_sizes):
         p.error("give one --repeats value, or one per batch size")
+    if args.block < 1 or args.profile < 0:
+        p.error("--block takes a whole number >= 1 and --profile one >= 0")
     if any(not 0 < f <= 1 for f in args.fractions):
         p.error(f"--fractions must be in (0, 1], got {args.fractions}")
     devices = [d for d in args.devices if d == "cpu" or torch.cuda.is_available()]
@@ -234,7 +314,8 @@ def main(argv: list[str] | None = None) -> list[list[str]]:
         print(
             f"compact outputs agree with the dense ones (largest relative difference {worst:.1e})"
         )
-        rows = measure(cases, devices, args.batch_sizes, args.repeats, args.warmup)
+        rows = measure(cases, devices, args.batch_sizes, args.repeats, args.warmup, args.block)
+        profiled = profile_cases(cases, args.profile) if args.profile else []
     finally:
         torch.set_num_threads(threads)  # as it was (the tests call main in their process)
 
@@ -250,6 +331,12 @@ def main(argv: list[str] | None = None) -> list[list[str]]:
         "`gemminer.methods.channel_scoring.uniform_counts`), random weights"
     )
     passes = ", ".join(f"batch {b}: {n}" for b, n in zip(args.batch_sizes, args.repeats))
+    turns = (
+        "dense and compact models interleaved pass by pass"
+        if args.block == 1
+        else f"the models taking turns, {args.block} timed passes in a row each (after one "
+        "untimed pass)"
+    )
     note = f"\n- skipped: {', '.join(skipped)} (no CUDA device)" if skipped else ""
     text = f"""# Structured inference: dense (masked) against compact networks
 
@@ -265,15 +352,30 @@ def main(argv: list[str] | None = None) -> list[list[str]]:
   random inputs: {worst:.1e}).
 - multiply-adds: of the compact network computed densely, against the dense network's
   (`gemminer.masking.flops`); weights kept: Conv2d/Linear weights of the compact network.
-- latency: median of the passes ({passes}) after {args.warmup} warm-up pass(es), dense and
-  compact models interleaved, eval mode, `torch.inference_mode()`,
-  `torch.set_num_threads({args.threads})`.{note}
+- latency: median of the passes ({passes}) after {args.warmup} warm-up pass(es) of each model,
+  {turns}, eval mode, `torch.inference_mode()`, `torch.set_num_threads({args.threads})`;
+  G multiply-adds/s: the batch's multiply-adds over the BN-folded pass's median time.{note}
 
 {markdown_table(HEADER, rows)}
-"""
+{profile_text(profiled, args.profile)}"""
     report.with_suffix(".md").write_text(text)
     print(f"wrote {report.with_suffix('.md')} and {report.with_suffix('.csv')}")
     return rows
+
+
+def profile_text(rows: list[list[str]], passes: int) -> str:
+    """The report's section on where a batch-1 pass spends its time (empty without rows)."""
+    if not rows:
+        return ""
+    return f"""
+## Where a batch-1 pass spends its time
+
+`torch.profiler` over {passes} batch-1 passes of each BN-folded network on the CPU (same
+threads): the costliest operators by their own time (time inside the operators they call
+excluded), a pass's share of all operators' own time.
+
+{markdown_table(PROFILE_HEADER, rows)}
+"""
 
 
 if __name__ == "__main__":

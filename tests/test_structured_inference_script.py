@@ -31,7 +31,7 @@ def test_the_script_times_dense_and_compact_and_writes_its_report(tmp_path, caps
     argv = [
         "--models", "resnet20", "--fractions", "0.5", "--batch-sizes", "1", "2",
         "--repeats", "1", "--warmup", "0", "--threads", "1", "--devices", "cpu", "cuda",
-        "--report", str(report),
+        "--profile", "2", "--report", str(report),
     ]  # fmt: skip
     rows = module.main(argv)
     assert [r[:4] for r in rows] == [
@@ -47,9 +47,49 @@ def test_the_script_times_dense_and_compact_and_writes_its_report(tmp_path, caps
     assert table[0] == module.HEADER and len(table) == 3
     assert float(table[1][6]) > 0 and float(table[1][7]) > 0 and table[1][8].endswith("×")
     # the same models with their BatchNorm folded in, timed beside them
-    assert table[0][9:] == ["dense, BN folded ms", "compact, BN folded ms", "speed-up, BN folded"]
+    assert table[0][9:12] == ["dense, BN folded ms", "compact, BN folded ms", "speed-up, BN folded"]
     assert float(table[1][9]) > 0 and float(table[1][10]) > 0 and table[1][11].endswith("×")
     assert "`gemminer.fold_batchnorm`" in text
+    # multiply-adds a second: the batch's multiply-adds over the BN-folded pass's time
+    dense_rate, compact_rate = float(table[2][12]), float(table[2][13])
+    assert dense_rate == pytest.approx(2 * 40.6e6 / float(table[2][9]) / 1e6, rel=0.02)
+    assert compact_rate == pytest.approx(2 * 20e6 / float(table[2][10]) / 1e6, rel=0.05)
+    # --profile: the costliest operators of a batch-1 pass, dense once and the compact one
+    section = text.split("## Where a batch-1 pass spends its time")[1]
+    lines = [x for x in section.splitlines() if x.startswith("| resnet20 |")]
+    assert {x.split(" | ")[1] for x in lines} == {"dense, BN folded", "50 % target, BN folded"}
+    assert len(lines) == 8 and any("conv" in x for x in lines)
+    shares = [float(x.split(" | ")[5].rstrip(" %|")) for x in lines[:4]]
+    assert shares == sorted(shares, reverse=True) and 0 < sum(shares) <= 100.05
+
+
+class Counted(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.calls = 0
+
+    def forward(self, x):
+        self.calls += 1
+        return x
+
+
+@pytest.mark.parametrize("block, calls", [(1, 2 + 5), (3, 2 + 5 + 2), (10, 2 + 5 + 1)])
+def test_models_take_turns_in_blocks_of_timed_passes(block, calls):
+    module = benchmark_script("structured_inference")
+    models = {"a": Counted(), "b": Counted()}
+    ms = module.time_models(models, torch.zeros(1), repeats=5, warmup=2, block=block)
+    assert set(ms) == {"a", "b"} and all(v >= 0 for v in ms.values())
+    # warm-up, the timed passes, and one untimed pass ahead of each block of several
+    assert [m.calls for m in models.values()] == [calls, calls]
+
+
+def test_block_and_profile_must_be_whole_numbers(tmp_path, capsys):
+    module = benchmark_script("structured_inference")
+    for flag, value in (("--block", "0"), ("--profile", "-1")):
+        with pytest.raises(SystemExit) as exit:
+            module.main([flag, value, "--report", str(tmp_path / "r")])
+        assert exit.value.code == 2
+        assert "--block takes a whole number >= 1" in capsys.readouterr().err
 
 
 def test_a_folded_network_that_differs_stops_the_script(monkeypatch):
