@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Issue 25's GPU figures in one call, sized for a lent GPU's 15 minutes (~8 min on an H200
 # by the issue's timings): the CUDA tests, step throughput in fp32 and bf16, a full-data
-# mine + finetune of a few epochs (epoch times), and four runs side by side
-# (`gemminer sweep --jobs 4`). Everything it writes goes under $OUT (default
-# benchmarks/results/gpu-session); copy the figures into benchmarks/results/ with the GPU,
-# torch version and date.
+# mine + finetune of a few epochs (epoch times), four runs side by side
+# (`gemminer sweep --jobs 4`), and issue 29's compact networks timed on the device.
+# Everything it writes goes under $OUT (default benchmarks/results/gpu-session); copy the
+# figures into benchmarks/results/ with the GPU, torch version and date.
 #
 # On the device (the checkout as it is, torch preinstalled, no package index):
 #   run(command="OUT=$OUT bash benchmarks/gpu_session.sh", carry=[".data/cifar10-jpeg.tar.gz"])
@@ -57,6 +57,10 @@ finetune: true
 out: $OUT/runs/four
 EOF
 timed sweep_jobs4 $PY -m gemminer sweep "$OUT/four.yaml" --jobs 4
+# issue 29: compact channel networks against the dense ones on this device
+if [ "$QUICK" = 1 ]; then REPEATS=(--repeats 2 1 --models resnet20); else REPEATS=(--repeats 200 20); fi
+timed structured_inference $PY benchmarks/structured_inference.py --devices "$DEVICE" \
+  --threads 1 "${REPEATS[@]}" --report "$OUT/structured_inference_$DEVICE"
 grep -h "mine epoch\|finetune epoch" "$OUT/mine_finetune.txt" | tail -4 | tee -a "$OUT/session.log"
 tail -n 2 "$OUT"/throughput_*.txt | tee -a "$OUT/session.log"
 log "done"

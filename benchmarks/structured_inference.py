@@ -20,8 +20,11 @@ passes, the models taking turns ``--block`` passes at a time (a deployed model r
 after pass with its weights in the caches; ``--block 1`` interleaves single passes, which
 times every pass with the caches taken by the other models). ``--profile PASSES`` adds where
 a batch-1 pass of each network spends its time, operator by operator (``torch.profiler``).
+``--channels-last`` runs every network and input in the NHWC memory format instead.
 
     .venv/bin/python benchmarks/structured_inference.py --threads 1 --profile 100
+    .venv/bin/python benchmarks/structured_inference.py --threads 1 --channels-last \
+        --report benchmarks/results/structured_inference_channels_last
     .venv/bin/python benchmarks/structured_inference.py --runs benchmarks/runs/RUN --threads 2
 """
 
@@ -82,6 +85,12 @@ class Case:
         self.dense_folded, self.compact_folded = fold_batchnorm(dense), fold_batchnorm(compact)
         self.dense_flops, self.compact_flops, self.dense_weights, self.compact_weights = figures
 
+    def to_channels_last(self) -> None:
+        """Keep the four networks' 4-D weights channels-last (NHWC), the layout oneDNN
+        prefers; they then take channels-last inputs (:func:`batch_of`)."""
+        for model in (self.dense, self.compact, self.dense_folded, self.compact_folded):
+            model.to(memory_format=torch.channels_last)
+
     def flops_text(self) -> str:
         share = self.compact_flops / self.dense_flops
         return (
@@ -136,6 +145,12 @@ def run_cases(runs: list[str]) -> list[Case]:
             label, shape = Path(run).name, meta["input_shape"]
             cases.append(Case(meta["model"], label, f"{i}", dense, small, shape, figures))
     return cases
+
+
+def batch_of(size: int, shape, device: str = "cpu", channels_last: bool = False) -> torch.Tensor:
+    """A random input batch of ``size`` images of ``shape``, channels-last if asked."""
+    x = torch.randn(size, *shape, device=device)
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
 
 def check_outputs(case: Case) -> float:
@@ -210,12 +225,14 @@ def operator_times(model: nn.Module, x: torch.Tensor, passes: int, top: int) -> 
     ]
 
 
-def profile_cases(cases: list[Case], passes: int, top: int = 4) -> list[list[str]]:
+def profile_cases(
+    cases: list[Case], passes: int, top: int = 4, channels_last: bool = False
+) -> list[list[str]]:
     """Where one batch-1 pass of each BN-folded network spends its CPU time: a row per
     network (the dense one once per architecture) and operator (:data:`PROFILE_HEADER`)."""
     rows, seen = [], set()
     for case in cases:
-        x = torch.randn(1, *case.shape)
+        x = batch_of(1, case.shape, channels_last=channels_last)
         nets = [] if case.group in seen else [("dense" + FOLDED, case.dense_folded)]
         seen.add(case.group)
         for net, model in [*nets, (case.mask + FOLDED, case.compact_folded)]:
@@ -238,6 +255,7 @@ def measure(
     repeats: list[int],
     warmup: int,
     block: int = 1,
+    channels_last: bool = False,
 ) -> list[list[str]]:
     """A row per case, device and batch size (see :data:`HEADER`)."""
     groups: dict[str, list[Case]] = {}
@@ -252,7 +270,7 @@ def measure(
                 models[c.mask] = c.compact.to(device)
                 models[c.mask + FOLDED] = c.compact_folded.to(device)
             for batch, n in zip(batches, repeats):
-                x = torch.randn(batch, *first.shape, device=device)
+                x = batch_of(batch, first.shape, device, channels_last)
                 ms = time_models(models, x, n, warmup, block)
                 for c in group:
                     dense_ms, compact_ms = ms["dense"], ms[c.mask]
@@ -288,6 +306,11 @@ def main(argv: list[str] | None = None) -> list[list[str]]:
         "passes interleaved)",
     )  # fmt: skip
     p.add_argument(
+        "--channels-last", action="store_true",
+        help="run every network and input channels-last (NHWC) instead of PyTorch's default "
+        "NCHW: oneDNN's layout, often faster for large batches on a CPU",
+    )  # fmt: skip
+    p.add_argument(
         "--profile", type=int, default=0, metavar="PASSES",
         help="also profile PASSES batch-1 passes of each BN-folded network on the CPU and "
         "report its costliest operators",
@@ -314,8 +337,23 @@ def main(argv: list[str] | None = None) -> list[list[str]]:
         print(
             f"compact outputs agree with the dense ones (largest relative difference {worst:.1e})"
         )
-        rows = measure(cases, devices, args.batch_sizes, args.repeats, args.warmup, args.block)
-        profiled = profile_cases(cases, args.profile) if args.profile else []
+        if args.channels_last:
+            for case in cases:
+                case.to_channels_last()
+        rows = measure(
+            cases,
+            devices,
+            args.batch_sizes,
+            args.repeats,
+            args.warmup,
+            args.block,
+            args.channels_last,
+        )
+        profiled = (
+            profile_cases(cases, args.profile, channels_last=args.channels_last)
+            if args.profile
+            else []
+        )
     finally:
         torch.set_num_threads(threads)  # as it was (the tests call main in their process)
 
@@ -331,6 +369,11 @@ def main(argv: list[str] | None = None) -> list[list[str]]:
         "`gemminer.methods.channel_scoring.uniform_counts`), random weights"
     )
     passes = ", ".join(f"batch {b}: {n}" for b, n in zip(args.batch_sizes, args.repeats))
+    layout = (
+        "channels-last (NHWC) networks and inputs (`--channels-last`)"
+        if args.channels_last
+        else "PyTorch's default (NCHW)"
+    )
     turns = (
         "dense and compact models interleaved pass by pass"
         if args.block == 1
@@ -352,6 +395,7 @@ def main(argv: list[str] | None = None) -> list[list[str]]:
   random inputs: {worst:.1e}).
 - multiply-adds: of the compact network computed densely, against the dense network's
   (`gemminer.masking.flops`); weights kept: Conv2d/Linear weights of the compact network.
+- memory format: {layout}.
 - latency: median of the passes ({passes}) after {args.warmup} warm-up pass(es) of each model,
   {turns}, eval mode, `torch.inference_mode()`, `torch.set_num_threads({args.threads})`;
   G multiply-adds/s: the batch's multiply-adds over the BN-folded pass's median time.{note}

@@ -118,3 +118,25 @@ def test_the_script_takes_the_masks_of_run_folders(data_dir, tmp_path):
     assert [r[:4] for r in rows] == [["resnet20", "run", "cpu", "1"]]
     assert sorted(p.name for p in run.glob("*.safetensors")) == []  # nothing written there
     assert "finetuned tickets of 1 run folder(s)" in report.with_suffix(".md").read_text()
+
+
+def test_channels_last_runs_every_network_and_input_in_nhwc(tmp_path):
+    module = benchmark_script("structured_inference")
+    case = module.uniform_cases(["resnet20"], [0.5])[0]
+    case.to_channels_last()
+    for model in (case.dense, case.compact, case.dense_folded, case.compact_folded):
+        convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+        assert convs and all(
+            c.weight.is_contiguous(memory_format=torch.channels_last)
+            and not c.weight.is_contiguous()
+            for c in convs
+            if c.weight.shape[1] * c.weight.shape[2] * c.weight.shape[3] > 1
+        )
+    x = module.batch_of(2, case.shape, channels_last=True)
+    assert x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+    assert module.check_outputs(case) < 1e-5  # the same outputs in the other layout
+    report = tmp_path / "cl"
+    argv = ["--models", "resnet20", "--fractions", "0.5", "--batch-sizes", "1", "--repeats", "1"]
+    rows = module.main([*argv, "--threads", "1", "--channels-last", "--report", str(report)])
+    assert len(rows) == 1 and rows[0][8].endswith("×")
+    assert "memory format: channels-last (NHWC)" in report.with_suffix(".md").read_text()
