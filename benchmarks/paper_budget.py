@@ -30,7 +30,9 @@ report the mean ± std of the finished Gem-Miner runs' last and best epochs. A r
 than a working session travels to the next checkout: `--carry-out` copies each unfinished
 run's small files (config, records, mining's outputs, the stage's checkpoint: ~6 MiB for
 ResNet-20) into `benchmarks/carry/` to commit, and the next run of the script puts them back
-and resumes; a run that finishes drops its carried copy.
+and resumes; a run that finishes drops its carried copy. A run stopped (SIGTERM or Ctrl-C:
+it checkpoints first) or failed still gets the report written, every row as it stands, and
+the rows after it are not started; the script then exits with the reason.
 
 `--keep-notes` keeps the notes of the report already written (a resumed run that finishes
 rewrites the report; pass it there too). Run folders are ignored by git, so a new checkout
@@ -289,12 +291,13 @@ def main() -> None:
     report = Path(args.report)
     committed = committed_rows(report)
     rows, per_epoch = [], []
+    stopped = ""  # why a run stopped: the rows after it are reported as they stand, not run
     for method, argv in commands(args).items():
         out = run_folder(argv)
         carry_in(out, args.carry)
         kept = committed.get(str(out))
         only = {row_name(name) for name in args.only}
-        run_it = not args.report_only and (not args.only or method in only)
+        run_it = not args.report_only and not stopped and (not args.only or method in only)
         if not out.is_dir() and kept and (kept["post"] is not None or not run_it):
             rows.append(kept)  # a new checkout holds no run folders: keep what was measured
             per_epoch += kept["records"]
@@ -302,9 +305,9 @@ def main() -> None:
         finished = RunDir(out).read_summary().get("post_finetune_acc") is not None
         status = gemminer(argv) if run_it and not finished else 0
         if status == EXIT_INTERRUPTED:
-            raise SystemExit(f"{method} stopped; run this again to resume it from {out}")
-        if status != 0:
-            raise SystemExit(f"{method} failed; its folder {out} keeps what was done")
+            stopped = f"{method} stopped; run this again to resume it from {out}"
+        elif status != 0:
+            stopped = f"{method} failed; its folder {out} keeps what was done"
         rows.append(_row(method, out, argv))
         if rows[-1]["post"] is not None:
             shutil.rmtree(args.carry / out.name, ignore_errors=True)  # finished: nothing to carry
@@ -315,6 +318,8 @@ def main() -> None:
     write_report(rows, per_epoch, report, machine(args.threads or None), notes, figures)
     if finished:
         gemminer(["report", *finished, "--out", str(figures)])
+    if stopped:  # the report holds every row so far, the stopped one as it stands
+        raise SystemExit(stopped)
 
 
 def figures_folder(report: Path, finished: list[str], rows: list[dict]) -> Path:

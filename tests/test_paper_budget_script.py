@@ -507,3 +507,33 @@ def test_the_epochs_the_collapse_guard_acted_in_are_counted_and_travel_in_the_cs
     assert line in (tmp_path / "results" / "budget.md").read_text()
     csv_text = (report / "per_epoch.csv").read_text().splitlines()
     assert csv_text[0].endswith(",guarded") and csv_text[2].endswith(",72")
+
+
+def test_a_stopped_run_still_gets_the_report_written_and_later_rows_are_not_started(
+    tmp_path, monkeypatch
+):
+    """SIGTERM stops a long row (gemminer checkpoints and returns EXIT_INTERRUPTED): the
+    rows finished before it must reach the report without a separate --report-only."""
+    module = _module()
+    called = []
+
+    def gemminer(argv):
+        called.append(argv)
+        return module.EXIT_INTERRUPTED if argv[0] == "mine" else 0
+
+    monkeypatch.setattr(module, "gemminer", gemminer)
+    monkeypatch.setattr(module, "run_folder", lambda argv: tmp_path / str(len(argv)))
+    report = tmp_path / "results" / "b"
+    monkeypatch.setattr(
+        "sys.argv", ["paper_budget.py", "--smart-ratio", "--data-dir", "d", "--report", str(report)]
+    )
+    with pytest.raises(SystemExit, match="gem-miner stopped; run this again to resume it"):
+        module.main()
+    assert len(called) == 1  # Smart Ratio, the row after the stopped one, was not started
+    text = report.with_suffix(".md").read_text()
+    assert "| gem-miner |" in text and "| smart-ratio |" in text
+    # a run that fails is reported too, and named in the exit
+    monkeypatch.setattr(module, "gemminer", lambda argv: 2)
+    with pytest.raises(SystemExit, match="failed; its folder"):
+        module.main()
+    assert report.with_suffix(".md").exists()
