@@ -398,6 +398,36 @@ def test_zero_and_negative_counts_are_refused_with_one_message(argv, message, tm
     assert not any(tmp_path.iterdir())
 
 
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [("2h50m", 10200), ("90m", 5400), ("45s", 45), ("1.5h", 5400), ("2:50:00", 10200),
+     ("1h30m15s", 5415)],
+)  # fmt: skip
+def test_a_time_limit_reads_as_a_duration(value, seconds):
+    from gemminer.cli import build_parser
+
+    for command in (
+        ["mine"],
+        ["finetune", "r"],
+        ["run", D144],
+        ["sanity", "r", "--check", "reinit"],
+    ):
+        args = build_parser().parse_args([*command, "--time-limit", value])
+        assert args.time_limit == seconds
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [("90", "must be a duration like 2h50m"), ("2:50", "must be a duration"),
+     ("0s", "must be longer than 0"), ("-1m", "must be a duration"),
+     ("soon", "must be a duration")],
+)  # fmt: skip
+def test_a_time_limit_without_a_unit_or_not_above_zero_is_refused(value, message, capsys):
+    assert exit_status(["mine", f"--time-limit={value}", "--print-config"]) == 2
+    err = capsys.readouterr().err
+    assert f"argument --time-limit: {message}" in err and "Traceback" not in err, err
+
+
 def test_a_one_shot_method_takes_zero_mining_epochs():
     from gemminer.cli import build_parser, config_from_args
 

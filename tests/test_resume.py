@@ -5,12 +5,14 @@ method trains through the same loop, :class:`gemminer.training.trainer.Trainer`)
 tests/test_trainer.py stops every training method at chosen steps in-process.
 """
 
+import itertools
 import json
 import shutil
 import signal
 import subprocess
 import sys
 import time
+import types
 
 import pytest
 import torch
@@ -176,6 +178,46 @@ def test_sigterm_checkpoints_inside_the_epoch_and_resumes(data_dir, reference, t
     resumed = gemminer([*mine_cmd(data_dir, out), "--finetune"])
     assert resumed.returncode == 0, resumed.stderr
     assert_same_files(out, reference, ["mask.pt", "scores.pt", "ticket.pt", "finetuned.pt"])
+
+
+def test_a_time_limit_checkpoints_inside_the_epoch_and_resumes(
+    data_dir, tmp_path, monkeypatch, capsys
+):
+    """--time-limit stops like SIGTERM once it has passed: here the clock the stop flag
+    reads jumps past the limit at its 31st reading (in epoch 3, 12 steps an epoch), so the
+    command checkpoints inside epoch 3, exits 130 before finetuning, and the same command
+    without the limit ends as an uninterrupted run in this process did."""
+    from gemminer.training import checkpoint
+
+    def flags(out):
+        return [*mine_cmd(data_dir, out), "--finetune", "--threads", "1"]
+
+    whole = tmp_path / "whole"
+    assert main([*flags(whole), "--time-limit", "2h"]) == 0
+    polls = itertools.count()
+    late = types.SimpleNamespace(
+        perf_counter=time.perf_counter,
+        monotonic=lambda: time.monotonic() + (1e6 if next(polls) >= 30 else 0.0),
+    )
+    out = tmp_path / "run"
+    capsys.readouterr()
+    with monkeypatch.context() as patch:
+        patch.setattr(checkpoint, "time", late)
+        assert main([*flags(out), "--time-limit", "2h"]) == 130
+    err = capsys.readouterr().err
+    assert "the time limit passed: stopped in epoch 3 after 7 steps" in err, err
+    assert not (out / "finetuned.pt").exists()
+    assert torch.load(out / "checkpoint-prune.pt", weights_only=True)["progress"]["steps"] == 7
+    assert main(flags(out)) == 0
+    assert_same_files(out, whole, ["mask.pt", "scores.pt", "ticket.pt", "finetuned.pt"])
+
+
+def test_the_stop_flag_reads_its_deadline_and_names_why_it_stopped():
+    from gemminer.training.checkpoint import StopFlag
+
+    assert not StopFlag()() and not StopFlag(time.monotonic() + 3600)()
+    flag = StopFlag(time.monotonic() - 1)
+    assert flag() and flag.reason == "time limit"
 
 
 def test_finetuning_killed_resumes_to_the_same_weights(data_dir, reference, tmp_path):

@@ -257,6 +257,7 @@ def _run(args: argparse.Namespace) -> int:
             precision=args.precision,
             compile=args.compile,
             threads=args.threads,
+            time_limit=args.time_limit,
         ) as (runtime, device):
             return _train(args, runtime, device, cfg)
     result = stages.eval_run(args.run_dir, data_dir=args.data_dir, device=args.device)

@@ -20,6 +20,7 @@ chooses (the recipe's row, the method's default, the budget's scaling).
 from __future__ import annotations
 
 import argparse
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -164,6 +165,29 @@ def choice(names: Callable[[], Sequence[str]]) -> Parser:
     return parse
 
 
+_DURATION = re.compile(r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s)?")
+
+
+def duration(value: Any) -> float:
+    """Seconds of a wall-clock duration: ``2h50m``, ``90m``, ``45s``, ``1.5h`` or
+    ``H:MM:SS`` (as a cluster's job limit is written); more than 0. A bare number is
+    refused: minutes or seconds would be a guess."""
+    raw = _text(value).strip()
+    parts = raw.split(":")
+    seconds = None
+    if len(parts) == 3 and all(p.isdigit() for p in parts):
+        hours, minutes, secs = map(int, parts)
+        seconds = 3600.0 * hours + 60.0 * minutes + secs
+    elif raw and (match := _DURATION.fullmatch(raw)) and any(match.groups()):
+        h, m, sec = (float(g or 0) for g in match.groups())
+        seconds = 3600 * h + 60 * m + sec
+    if seconds is None:
+        raise ConfigError(f"must be a duration like 2h50m, 90m, 45s or 2:50:00, got {raw!r}")
+    if seconds <= 0:
+        raise ConfigError(f"must be longer than 0, got {raw!r}")
+    return seconds
+
+
 def yaml_scalar(value: Any) -> Any:
     """``--model-arg k=v`` values: text read as a YAML scalar (true, 3, 0.5, text)."""
     if not isinstance(value, str):
@@ -301,6 +325,12 @@ OPTIONS: tuple[Option, ...] = (
            commands=TRAIN_COMMANDS, group=RUNTIME),
     Option("threads", "CPU threads of each process (default: PyTorch's; under torchrun: "
            "OMP_NUM_THREADS)", _positive, commands=TRAIN_COMMANDS, group=RUNTIME),
+    Option("time_limit", "stop once this long has passed (2h50m, 90m, 2:50:00), as on "
+           "SIGTERM: checkpoint at the next step and exit with status 130; the same "
+           "command again goes on (a cluster job's wall-clock limit)", duration,
+           commands=TRAIN_COMMANDS, group=RUNTIME, metavar="DURATION",
+           sweep="stop a sweep with SIGTERM (`timeout -s TERM 2h50m gemminer sweep ...`): "
+           "its runs checkpoint and the sweep resumes them"),
     Option("tensorboard", "also log epoch metrics to RUN_DIR/tensorboard (needs the "
            "tensorboard package)", kind=SWITCH, commands=TRAIN_COMMANDS, group=RUNTIME,
            sweep="run a point's printed command (--commands) with --tensorboard"),

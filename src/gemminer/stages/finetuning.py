@@ -85,7 +85,7 @@ def finetune_run(
     cfg = dataclasses.replace(
         cfg, finetune=ft, data_dir=data_dir or cfg.data_dir, device=device or cfg.device
     )
-    with stop_on_signals() as stop:
+    with stop_on_signals(runtime.deadline) as stop:
         checkpoint = Checkpoint(
             run.file(FINETUNE_CHECKPOINT),
             settings_key(mask_part(cfg).to_dict() | {"finetune": dataclasses.asdict(ft)}),

@@ -57,7 +57,7 @@ def prune_run(
     settings = spec.build_settings(cfg.settings)
     run = RunDir(out, writable=runtime.is_main)
     log = log if runtime.is_main else quiet
-    with stop_on_signals() as stop:
+    with stop_on_signals(runtime.deadline) as stop:
         checkpoint = Checkpoint(
             run.file(PRUNE_CHECKPOINT),
             settings_key(mask_part(cfg).to_dict()),

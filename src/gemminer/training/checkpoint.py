@@ -1,5 +1,5 @@
 """Checkpoints of the training loop (:class:`~gemminer.training.trainer.Trainer`): every
-epoch and on SIGTERM/SIGINT.
+epoch, on SIGTERM/SIGINT and when ``--time-limit`` runs out.
 
 A checkpoint holds everything the rest of a stage depends on: the model (scores, flags,
 weights, BatchNorm buffers), optimizer and LR-scheduler state, the generators of the data
@@ -8,7 +8,8 @@ loaders (so the data order and augmentation continue exactly), the global RNG st
 and accuracy sums and its seconds so far, the records of the finished epochs, and the
 seconds the stage has run so far (over every process that worked on it, see
 :meth:`Checkpoint.start_clock`). It is written atomically (temporary file + rename) after
-every epoch, and at the next step boundary when the process receives SIGTERM or SIGINT; a
+every epoch, and at the next step boundary when the process receives SIGTERM or SIGINT
+or its time limit passes (:class:`StopFlag`); a
 run killed outright (SIGKILL, power loss) loses at most the epoch in progress. Resumed on
 CPU, a stage ends with the same mask, scores, weights and metrics as an uninterrupted one
 (tested).
@@ -85,21 +86,27 @@ def set_rng_state(state: Mapping[str, Any]) -> None:
 
 
 class StopFlag:
-    """Set by SIGTERM/SIGINT inside :func:`stop_on_signals`; loops poll it between steps."""
+    """Set by SIGTERM/SIGINT inside :func:`stop_on_signals`, or once ``deadline`` (a
+    ``time.monotonic()`` value: ``--time-limit``) has passed; loops poll it between steps.
+    ``reason`` says which ("SIGTERM", "time limit")."""
 
-    def __init__(self) -> None:
+    def __init__(self, deadline: float | None = None) -> None:
         self.requested = False
-        self.signal_name = ""
+        self.deadline = deadline
+        self.reason = ""
 
     def __call__(self) -> bool:
+        if not self.requested and self.deadline is not None and time.monotonic() >= self.deadline:
+            self.requested, self.reason = True, "time limit"
         return self.requested
 
 
 @contextmanager
-def stop_on_signals() -> Iterator[StopFlag]:
+def stop_on_signals(deadline: float | None = None) -> Iterator[StopFlag]:
     """Turn the first SIGTERM/SIGINT into a stop request (checkpoint, then exit); a second
-    SIGINT interrupts at once. Outside the main thread, signals are left alone."""
-    flag = StopFlag()
+    SIGINT interrupts at once. Outside the main thread, signals are left alone. The flag
+    also stops the stage once ``deadline`` (``time.monotonic()``) has passed."""
+    flag = StopFlag(deadline)
     if threading.current_thread() is not threading.main_thread():
         yield flag
         return
@@ -108,7 +115,7 @@ def stop_on_signals() -> Iterator[StopFlag]:
         if flag.requested and signum == signal.SIGINT:
             raise KeyboardInterrupt
         flag.requested = True
-        flag.signal_name = signal.Signals(signum).name
+        flag.reason = signal.Signals(signum).name
 
     previous = {s: signal.signal(s, handle) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
@@ -292,7 +299,9 @@ class Resumable:
         """Save the state inside ``epoch`` and return the error to raise."""
         assert self.checkpoint is not None
         self._save(epoch - 1, progress, history, extra)
+        why = getattr(self.checkpoint.should_stop, "reason", "")
         return TrainingInterrupted(
+            f"{'the time limit passed: ' if why == 'time limit' else ''}"
             f"stopped in epoch {epoch} after {progress.steps} steps; the state is saved in "
             f"{self.checkpoint.path}: run the same command again to continue"
         )

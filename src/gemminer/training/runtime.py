@@ -14,9 +14,10 @@ from __future__ import annotations
 import contextlib
 import inspect
 import os
+import time
 import weakref
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.distributed as dist
@@ -40,7 +41,9 @@ class Runtime:
     optimizer stay fp32); ``compile``: ``torch.compile`` the training module;
     ``rank``/``world_size``: this process in the torchrun group (1 process: no group).
     ``comm_device``: where collectives run (``cuda`` for NCCL, ``cpu`` for gloo).
-    ``precision_reason``: why ``--precision auto`` chose ``precision`` ("" if it was given)."""
+    ``precision_reason``: why ``--precision auto`` chose ``precision`` ("" if it was given).
+    ``deadline``: the ``time.monotonic()`` after which a training stage checkpoints and
+    stops as on SIGTERM (``--time-limit``; ``None``: none)."""
 
     precision: str = "fp32"
     compile: bool = False
@@ -48,6 +51,7 @@ class Runtime:
     world_size: int = 1
     comm_device: str = "cpu"
     precision_reason: str = ""
+    deadline: float | None = None
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
@@ -295,11 +299,13 @@ def start_runtime(
     precision: str = DEFAULT_PRECISION,
     compile: bool = False,
     threads: int | None = None,
+    time_limit: float | None = None,
 ) -> Iterator[tuple[Runtime, str]]:
     """The runtime of this process and the device it trains on: the one resolver of the
     run-time settings — ``device`` (checked; ``auto``, the default: :func:`auto_device`),
-    ``precision`` (``auto``: :func:`auto_precision` for that device) and ``threads`` (CPU
-    threads of this process, restored afterwards; ``None``: PyTorch's).
+    ``precision`` (``auto``: :func:`auto_precision` for that device), ``threads`` (CPU
+    threads of this process, restored afterwards; ``None``: PyTorch's) and ``time_limit``
+    (seconds from now after which training checkpoints and stops: ``Runtime.deadline``).
 
     Outside torchrun: one process on ``device``. Under torchrun (``WORLD_SIZE`` > 1): joins
     the default process group for the duration (NCCL with one GPU per local rank when
@@ -311,9 +317,10 @@ def start_runtime(
     before = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)
+    deadline = None if time_limit is None else time.monotonic() + time_limit
     try:
-        with _process_group(device, precision, compile) as started:
-            yield started
+        with _process_group(device, precision, compile) as (runtime, chosen):
+            yield replace(runtime, deadline=deadline), chosen
     finally:
         torch.set_num_threads(before)
 
