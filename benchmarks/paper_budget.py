@@ -32,7 +32,9 @@ run's small files (config, records, mining's outputs, the stage's checkpoint: ~6
 ResNet-20) into `benchmarks/carry/` to commit, and the next run of the script puts them back
 and resumes; a run that finishes drops its carried copy. A run stopped (SIGTERM or Ctrl-C:
 it checkpoints first) or failed still gets the report written, every row as it stands, and
-the rows after it are not started; the script then exits with the reason.
+the rows after it are not started; the script then exits with the reason. `--time-limit
+2h50m` stops that way by itself before a session or job ends (each run gets what is left
+as gemminer's `--time-limit`).
 
 `--keep-notes` keeps the notes of the report already written (a resumed run that finishes
 rewrites the report; pass it there too). Run folders are ignored by git, so a new checkout
@@ -50,9 +52,11 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import math
 import re
 import shutil
 import statistics
+import time
 from pathlib import Path
 
 from _common import (
@@ -70,8 +74,10 @@ from _common import (
 
 from gemminer.cli import EXIT_INTERRUPTED, build_parser, config_from_args
 from gemminer.cli import main as gemminer
+from gemminer.errors import ConfigError
 from gemminer.rundir.runs import RunDir, default_run_name
 from gemminer.rundir.summary import BestEpoch, best_epoch
+from gemminer.settings.options import duration
 
 #: The paper's figures for this setting: Gem-Miner (Fig. 3, Table 4) and Smart Ratio
 #: (Table 16), post-finetune test accuracy at density 1.44 %.
@@ -266,6 +272,14 @@ def main() -> None:
         help="run only this row (repeatable, e.g. dense, their-recipe-1.44); report the others",
     )
     p.add_argument("--threads", type=int, default=0, help="CPU threads (default: PyTorch's)")
+    p.add_argument(
+        "--time-limit",
+        type=_duration,
+        metavar="DURATION",
+        help="stop once this long has passed (2h50m, 2:50:00): each run gets what is left as "
+        "gemminer's --time-limit, checkpoints and stops; the report is written, then "
+        "--carry-out can follow",
+    )
     p.add_argument("--note", action="append", default=[], help="a line for the report")
     p.add_argument(
         "--keep-notes",
@@ -288,6 +302,7 @@ def main() -> None:
             print(f"{method}: {carry_out(run_folder(argv), args.carry)}")
         return
 
+    deadline = None if args.time_limit is None else time.monotonic() + args.time_limit
     report = Path(args.report)
     committed = committed_rows(report)
     rows, per_epoch = [], []
@@ -303,7 +318,12 @@ def main() -> None:
             per_epoch += kept["records"]
             continue
         finished = RunDir(out).read_summary().get("post_finetune_acc") is not None
-        status = gemminer(argv) if run_it and not finished else 0
+        left = None if deadline is None else deadline - time.monotonic()
+        if run_it and not finished and left is not None and left < 1:
+            stopped = f"the time limit passed before the row {method!r} started; run this again"
+            run_it = False
+        limit = [] if left is None else ["--time-limit", f"{math.ceil(left)}s"]
+        status = gemminer([*argv, *limit]) if run_it and not finished else 0
         if status == EXIT_INTERRUPTED:
             stopped = f"{method} stopped; run this again to resume it from {out}"
         elif status != 0:
@@ -320,6 +340,14 @@ def main() -> None:
         gemminer(["report", *finished, "--out", str(figures)])
     if stopped:  # the report holds every row so far, the stopped one as it stands
         raise SystemExit(stopped)
+
+
+def _duration(text: str) -> float:
+    """``--time-limit``'s seconds (gemminer's own reading of a duration)."""
+    try:
+        return duration(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def figures_folder(report: Path, finished: list[str], rows: list[dict]) -> Path:

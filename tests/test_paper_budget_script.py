@@ -3,6 +3,7 @@
 import dataclasses
 import json
 import shutil
+import types
 
 import pytest
 
@@ -537,3 +538,37 @@ def test_a_stopped_run_still_gets_the_report_written_and_later_rows_are_not_star
     with pytest.raises(SystemExit, match="failed; its folder"):
         module.main()
     assert report.with_suffix(".md").exists()
+
+
+def test_a_time_limit_is_shared_by_the_runs_and_stops_the_rows_it_does_not_reach(
+    tmp_path, monkeypatch
+):
+    module = _module()
+    called = []
+    monkeypatch.setattr(module, "gemminer", lambda argv: called.append(argv) or 0)
+    monkeypatch.setattr(module, "run_folder", lambda argv: tmp_path / str(len(argv)))
+    report = tmp_path / "results" / "b"
+    argv = ["paper_budget.py", "--smart-ratio", "--data-dir", "d", "--report", str(report)]
+    monkeypatch.setattr("sys.argv", [*argv, "--time-limit", "2h"])
+    module.main()
+    runs = [a for a in called if a[0] != "report"]
+    assert len(runs) == 3  # Gem-Miner and both Smart Ratio rows, each told what is left of 2 h
+    limits = [int(a[a.index("--time-limit") + 1].rstrip("s")) for a in runs]
+    assert all(7190 <= s <= 7200 for s in limits)
+    commands = report.with_suffix(".md").read_text().split("gemminer mine")[1:]
+    assert commands and not any("--time-limit" in c.split("`")[0] for c in commands)
+    # once the limit has passed, no further row starts: the report is written, the exit says why
+    called.clear()
+    clock = iter([0.0, 0.0])  # the start and the first row; later readings are past the limit
+    late = types.SimpleNamespace(monotonic=lambda: next(clock, 1e12))
+    monkeypatch.setattr(module, "time", late)
+    with pytest.raises(
+        SystemExit,
+        match="the time limit passed before the row 'smart-ratio, finetuned as gem-miner'",
+    ):
+        module.main()
+    assert [a[0] for a in called if a[0] != "report"] == [runs[0][0]]
+    assert report.with_suffix(".md").exists()
+    monkeypatch.setattr("sys.argv", [*argv, "--time-limit", "90"])  # minutes? seconds?
+    with pytest.raises(SystemExit):
+        module.main()
