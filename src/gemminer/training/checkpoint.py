@@ -8,11 +8,10 @@ loaders (so the data order and augmentation continue exactly), the global RNG st
 and accuracy sums and its seconds so far, the records of the finished epochs, and the
 seconds the stage has run so far (over every process that worked on it, see
 :meth:`Checkpoint.start_clock`). It is written atomically (temporary file + rename) after
-every epoch, and at the next step boundary when the process receives SIGTERM or SIGINT
-or its time limit passes (:class:`StopFlag`); a
-run killed outright (SIGKILL, power loss) loses at most the epoch in progress. Resumed on
-CPU, a stage ends with the same mask, scores, weights and metrics as an uninterrupted one
-(tested).
+every epoch, and at the next step boundary when the process receives SIGTERM or SIGINT or
+its time limit passes (:class:`StopFlag`); a run killed outright (SIGKILL, power loss)
+loses at most the epoch in progress. Resumed on CPU, a stage ends with the same mask,
+scores, weights and metrics as an uninterrupted one (tested).
 
 Checkpoints are read with ``torch.load(weights_only=True)``: tensors and plain containers
 only, nothing that runs code.
