@@ -91,6 +91,19 @@ def mean_std(values: list[float]) -> str:
     return percent(statistics.mean(values), statistics.stdev(values))
 
 
+def paired(differences: list[float]) -> list[str]:
+    """Paired differences of fractions (method − reference, one per seed) as the cells
+    ``["+2.06, −1.56", "+0.25 ± 1.81", "0.14"]``: each in points, their mean ± standard
+    error, and Student's t of the mean (``—`` with fewer than two)."""
+    cells = ", ".join(f"{100 * d:+.2f}".replace("-", "−") for d in differences)
+    if len(differences) < 2:
+        return [cells or "—", "—", "—"]
+    mean = statistics.mean(differences)
+    se = statistics.stdev(differences) / len(differences) ** 0.5
+    t = f"{mean / se:.2f}".replace("-", "−") if se > 0 else "—"
+    return [cells, f"{100 * mean:+.2f} ± {100 * se:.2f}".replace("-", "−"), t]
+
+
 def train_size_flags(train_size: int) -> list[str]:
     """``--train-size N`` for a seeded subset; no flag for 0 (the whole training set)."""
     return ["--train-size", str(train_size)] if train_size else []

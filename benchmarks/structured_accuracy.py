@@ -24,7 +24,16 @@ import statistics
 from collections.abc import Callable
 from pathlib import Path
 
-from _common import command_line, machine, markdown_table, pct, portable, today, train_size_flags
+from _common import (
+    command_line,
+    machine,
+    markdown_table,
+    paired,
+    pct,
+    portable,
+    today,
+    train_size_flags,
+)
 
 from gemminer.cli import main as gemminer
 from gemminer.rundir.runs import RunDir
@@ -62,6 +71,11 @@ METHODS = {
     ),
     "channel-random": ("channel-random", []),
     "channel-random (streams whole)": ("channel-random", ["--set", "streams=whole"]),
+    # Gem-Miner's initialization with uniform widths: how much of a gap is the init's
+    "channel-random (signed constant weights)": (
+        "channel-random",
+        ["--weight-init", "signed_constant"],
+    ),
     "l1-filter (at init)": ("l1-filter", []),
     "Gem-Miner (weights, reference)": ("gem-miner", []),
 }
@@ -222,6 +236,37 @@ def mean_sd(values: list[float | None]) -> str:
     return f"{pct(statistics.mean(known))} ± {100 * statistics.stdev(known):.2f}"
 
 
+def paired_section(
+    reference: str, finished: dict[tuple[str, float, str], dict[int, dict]]
+) -> list[str]:
+    """The report's lines pairing every row with the ``reference`` row of the same model
+    and target, seed by seed (post-finetune accuracy, the seeds both finished)."""
+    header = [
+        "model", "target (multiply-adds)", "method", "seeds paired",
+        "difference by seed (points)", "mean ± standard error", "t",
+    ]  # fmt: skip
+    rows = []
+    for (model, fraction, label), runs in finished.items():
+        base = finished.get((model, fraction, reference), {})
+        if label == reference or not base:
+            continue
+        acc = {s: d["summary"].get("post_finetune_acc") for s, d in runs.items()}
+        ref = {s: d["summary"].get("post_finetune_acc") for s, d in base.items()}
+        seeds = [s for s in runs if acc[s] is not None and ref.get(s) is not None]
+        if seeds:
+            diffs = [acc[s] - ref[s] for s in seeds]
+            rows.append([model, pct(fraction), label, ", ".join(map(str, seeds)), *paired(diffs)])
+    if not rows:
+        return []
+    return [
+        f"Paired by seed against {reference} (post-finetune accuracy, last epoch; t: the "
+        "mean over its standard error, on one degree of freedom fewer than the seeds):",
+        "",
+        markdown_table(header, rows),
+        "",
+    ]
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--models", nargs="+", default=["resnet20"])
@@ -250,15 +295,25 @@ def main() -> None:
         "--report-only", action="store_true",
         help="run nothing: the table of the finished runs among --seeds (each row names its seeds)",
     )  # fmt: skip
+    p.add_argument(
+        "--paired-against", metavar="LABEL", nargs="+", default=[],
+        help="also tabulate each row's post-finetune accuracy minus each of these rows' (of "
+        "--methods), paired by seed",
+    )  # fmt: skip
     args = p.parse_args()
+    for label in args.paired_against:
+        if label not in args.methods:
+            p.error(f"--paired-against {label!r} is not among --methods")
 
     rows = []
+    finished: dict[tuple[str, float, str], dict[int, dict]] = {}
     for model in args.models:
         for fraction in args.fractions:
             for label in args.methods:
                 runs = {seed: run_one(args, model, fraction, label, seed) for seed in args.seeds}
                 seeds = [seed for seed, d in runs.items() if d is not None]
                 done = [runs[seed] for seed in seeds]
+                finished[model, fraction, label] = {seed: runs[seed] for seed in seeds}
                 if not done:
                     continue
                 s = [d["summary"] for d in done]
@@ -309,6 +364,8 @@ def main() -> None:
         markdown_table(HEADER, rows),
         "",
     ]
+    for reference in args.paired_against:
+        text += paired_section(reference, finished)
     if args.notes:
         text += [args.notes, ""]
     report.with_suffix(".md").write_text("\n".join(text))
