@@ -311,9 +311,9 @@ def main() -> None:
         for fraction in args.fractions:
             for label in args.methods:
                 runs = {seed: run_one(args, model, fraction, label, seed) for seed in args.seeds}
-                seeds = [seed for seed, d in runs.items() if d is not None]
-                done = [runs[seed] for seed in seeds]
-                finished[model, fraction, label] = {seed: runs[seed] for seed in seeds}
+                kept = {seed: d for seed, d in runs.items() if d is not None}
+                finished[model, fraction, label] = kept
+                seeds, done = list(kept), list(kept.values())
                 if not done:
                     continue
                 s = [d["summary"] for d in done]
