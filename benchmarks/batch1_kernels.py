@@ -11,7 +11,8 @@ small image), oneDNN in NCHW and in NHWC (``aten.mkldnn_convolution``) — with 
 multiply-adds a second; then each network's convolutions summed, count by count, per kernel.
 
 Networks: the BN-folded dense and compact networks whole, run eagerly, as TorchScript
-(traced, frozen, ``torch.jit.optimize_for_inference``, which moves convolutions to oneDNN)
+(traced and frozen: the same kernels without Python between them; and then
+``torch.jit.optimize_for_inference``, which moves convolutions to oneDNN)
 and, with ``--compile``, through ``torch.compile`` (Inductor; needs a C++ compiler, ~30 s).
 
     .venv/bin/python benchmarks/batch1_kernels.py --threads 1 --compile
@@ -147,13 +148,18 @@ def layer_rows(
 
 
 def runtimes(model: nn.Module, x: torch.Tensor, compile_too: bool) -> dict[str, nn.Module]:
-    """``model`` eager, as frozen TorchScript and (``compile_too``) compiled."""
+    """``model`` eager, as frozen TorchScript (PyTorch's kernels, the Python between them
+    gone), the same moved to oneDNN by ``optimize_for_inference``, and (``compile_too``)
+    compiled."""
     out = {"eager": model}
     with torch.inference_mode(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        scripted = torch.jit.optimize_for_inference(torch.jit.freeze(torch.jit.trace(model, x)))
-        scripted(x)
-    out["TorchScript, optimize_for_inference"] = scripted
+        frozen = torch.jit.freeze(torch.jit.trace(model, x))
+        frozen(x)
+        optimized = torch.jit.optimize_for_inference(torch.jit.freeze(torch.jit.trace(model, x)))
+        optimized(x)
+    out["TorchScript, frozen"] = frozen
+    out["TorchScript, optimize_for_inference"] = optimized
     if compile_too:
         compiled = torch.compile(model)
         with torch.inference_mode():

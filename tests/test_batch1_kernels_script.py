@@ -49,6 +49,7 @@ def test_the_script_reports_layers_sums_and_networks(tmp_path):
     assert [r[4] for r in sums if r[1] == "50 % target"][0].endswith("×")
     runtimes = [(r[1], r[2]) for r in nets]
     assert ("dense", "eager") in runtimes and ("50 % target", "eager") in runtimes
+    assert ("50 % target", "TorchScript, frozen") in runtimes
     assert ("50 % target", "TorchScript, optimize_for_inference") in runtimes
     assert nets[-1][1] == "50 % target, fastest runtimes" and nets[-1][4].endswith("×")
     text = report.with_suffix(".md").read_text()
@@ -56,6 +57,21 @@ def test_the_script_reports_layers_sums_and_networks(tmp_path):
     with open(report.with_suffix(".csv"), newline="") as f:
         table = list(csv.reader(f))
     assert table[0] == module.LAYER_HEADER and len(table) == 1 + len(layers)
+
+
+def test_every_runtime_computes_what_the_eager_network_does():
+    module = benchmark_script("batch1_kernels")
+    case = module.uniform_cases(["resnet20"], [0.25])[0]
+    x = torch.randn(1, *case.shape)
+    nets = module.runtimes(case.compact_folded, x, compile_too=False)
+    assert list(nets) == ["eager", "TorchScript, frozen", "TorchScript, optimize_for_inference"]
+    with torch.inference_mode():
+        y = torch.randn(2, *case.shape)  # a batch the trace never saw
+        ref = case.compact_folded(y)
+        for name, net in nets.items():
+            assert torch.allclose(net(y), ref, rtol=1e-4, atol=1e-5), name
+        # frozen: the weights are constants of the graph, not the module's parameters
+        assert not list(nets["TorchScript, frozen"].parameters())
 
 
 def test_bad_arguments_are_refused():
