@@ -156,6 +156,7 @@ def runtimes(model: nn.Module, x: torch.Tensor, compile_too: bool) -> dict[str, 
         warnings.simplefilter("ignore")
         frozen = torch.jit.freeze(torch.jit.trace(model, x))
         frozen(x)
+        # optimize_for_inference rewrites the module it is given: a trace of its own
         optimized = torch.jit.optimize_for_inference(torch.jit.freeze(torch.jit.trace(model, x)))
         optimized(x)
     out["TorchScript, frozen"] = frozen
